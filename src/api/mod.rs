@@ -1,0 +1,745 @@
+//! The `DistributedValidator` custom resource (`dvt.io/v1alpha1`): its spec, status and defaults.
+//!
+//! Doc comments on every field become `kubectl explain` text, so they are written for the person
+//! applying the resource. Rules a schema can express (enums, bounds, patterns, CEL) live here as
+//! attributes; everything else is checked by [`crate::validate`].
+
+mod fixtures;
+mod status;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+pub use status::{
+    DistributedValidatorStatus, MemberStatus, Phase, condition_reasons, condition_types,
+};
+
+/// API group of every resource this operator serves.
+pub const GROUP: &str = "dvt.io";
+/// The one served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// Default label key that carries a Node's failure domain.
+pub const DEFAULT_ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// Default key of the cluster lock inside its ConfigMap or Secret.
+pub const DEFAULT_LOCK_KEY: &str = "cluster-lock.json";
+/// Default key of the Charon ENR private key inside its Secret.
+pub const DEFAULT_ENR_KEY: &str = "charon-enr-private-key";
+/// Charon image used when the spec does not name one.
+pub const DEFAULT_CHARON_IMAGE: &str = "obolnetwork/charon:v1.7.1";
+/// Obol's public relays, used when the spec does not list its own.
+pub const DEFAULT_RELAYS: [&str; 2] = ["https://0.relay.obol.tech", "https://1.relay.obol.tech"];
+
+/// A Distributed Validator cluster: one cluster lock, `n` members each holding one key share,
+/// any `threshold` of which can sign. The operator runs one StatefulSet per member.
+// Each printer column repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dvt.io",
+    version = "v1alpha1",
+    kind = "DistributedValidator",
+    plural = "distributedvalidators",
+    shortname = "dv",
+    category = "dvt",
+    namespaced,
+    status = "DistributedValidatorStatus",
+    derive = "PartialEq",
+    doc = "A Distributed Validator cluster: one cluster lock, n members each holding one key share, any `threshold` of which can sign.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "Ready members out of all members"
+    ),
+    printcolumn(
+        name = "Threshold",
+        type_ = "integer",
+        json_path = ".status.threshold",
+        description = "Members needed to sign"
+    ),
+    printcolumn(
+        name = "Tolerance",
+        type_ = "integer",
+        json_path = ".status.faultTolerance",
+        description = "Members that may be down while signing continues"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Progressing, Available, Degraded or QuorumLost"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.members.all(m, self.members.exists_one(o, o.name == m.name))").message("member names must be unique").field_path(".members"),
+    validation = Rule::new("self.members.all(m, self.members.exists_one(o, o.index == m.index))").message("member share indexes must be unique").field_path(".members"),
+    validation = Rule::new("self.members.all(m, m.index < size(self.members))").message("every share index must be below the number of members").field_path(".members"),
+    validation = Rule::new("self.members.all(m, self.members.exists_one(o, o.keyShareSecret.name == m.keyShareSecret.name))").message("each member needs its own key-share Secret").field_path(".members"),
+    validation = Rule::new("!has(self.threshold) || (self.threshold * 2 > size(self.members) && self.threshold <= size(self.members))").message("threshold must be more than half of the members and at most all of them").field_path(".threshold"),
+    validation = Rule::new("oldSelf.members.all(o, self.members.all(m, m.name != o.name || m.index == o.index))").message("the share index of an existing member cannot change; remove the member and add a new one").field_path(".members"),
+)]
+pub struct DistributedValidatorSpec {
+    /// Ethereum network the validators attest on.
+    pub network: Network,
+
+    /// Distributed-validator middleware. Only `charon` is implemented; `ssv` is reserved.
+    #[serde(default)]
+    pub middleware: Middleware,
+
+    /// Where the cluster lock (`cluster-lock.json` from the DKG) is stored. The lock fixes the
+    /// operators, the threshold and every validator's public key shares.
+    pub cluster_lock: ClusterLockSource,
+
+    /// Members needed to sign. Defaults to ceil(2n/3) (3 of 4, 5 of 7) and must equal the lock's
+    /// threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 32))]
+    pub threshold: Option<u32>,
+
+    /// Beacon node endpoints every member's Charon talks to.
+    pub beacon_nodes: BeaconNodes,
+
+    /// Settings of the Charon middleware container.
+    #[serde(default)]
+    pub charon: CharonSpec,
+
+    /// Defaults for the validator-client containers.
+    #[serde(default)]
+    pub validator_clients: ValidatorClientsSpec,
+
+    /// The members of the cluster, one per key share. Between 3 and 32.
+    #[schemars(length(min = 3, max = 32))]
+    pub members: Vec<MemberSpec>,
+
+    /// How members are spread across failure domains (zones).
+    #[serde(default)]
+    pub placement: PlacementSpec,
+
+    /// How members are spread across validator-client implementations.
+    #[serde(default)]
+    pub client_diversity: ClientDiversitySpec,
+
+    /// How strictly members must be spread across operator entities and classes.
+    #[serde(default)]
+    pub operator_diversity: OperatorDiversitySpec,
+
+    /// How the operator restarts and updates members without breaking quorum.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+
+    /// Persistent storage for Charon and validator-client data (slashing protection lives here).
+    #[serde(default)]
+    pub storage: StorageSpec,
+}
+
+/// Ethereum network.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    Mainnet,
+    Hoodi,
+    Sepolia,
+    Holesky,
+}
+
+impl Network {
+    /// The name Charon and the validator clients use for this network.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Mainnet => "mainnet",
+            Network::Hoodi => "hoodi",
+            Network::Sepolia => "sepolia",
+            Network::Holesky => "holesky",
+        }
+    }
+}
+
+/// Distributed-validator middleware.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Middleware {
+    #[default]
+    Charon,
+    Ssv,
+}
+
+/// Where the cluster lock is stored: exactly one of a ConfigMap key or a Secret key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMap) != has(self.secret)").message("set exactly one of configMap or secret"))]
+pub struct ClusterLockSource {
+    /// A ConfigMap in the DV's namespace holding the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<LockKeyRef>,
+    /// A Secret in the DV's namespace holding the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<LockKeyRef>,
+}
+
+/// A key of a ConfigMap or Secret in the DV's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockKeyRef {
+    /// Name of the ConfigMap or Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key holding the lock JSON. Defaults to `cluster-lock.json`.
+    #[serde(default = "default_lock_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_lock_key() -> String {
+    DEFAULT_LOCK_KEY.to_owned()
+}
+
+/// Beacon node endpoints, in order of preference.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BeaconNodes {
+    /// HTTP(S) endpoints of beacon nodes. The first is the primary; the rest are fallbacks used
+    /// when it fails.
+    #[schemars(
+        length(min = 1, max = 8),
+        inner(length(max = 2048), regex(pattern = r"^https?://[^\s,]+$"))
+    )]
+    pub endpoints: Vec<String>,
+    /// A Secret key whose value is Charon's `--beacon-node-headers` (comma-separated
+    /// `header=value` pairs, e.g. an API token). Passed to Charon as an environment variable;
+    /// the operator never reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the DV's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key inside the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Settings of the Charon middleware container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CharonSpec {
+    /// Charon container image. Defaults to the version this operator release was tested with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Charon log level.
+    #[serde(default)]
+    pub log_level: LogLevel,
+    /// Relay URLs Charon uses to find its peers. Empty means Obol's public relays.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(max = 2048), regex(pattern = r"^(https?://|/)[^\s,]+$"))
+    )]
+    pub relays: Vec<String>,
+    /// Enable the builder API (MEV-boost) in Charon and in every validator client.
+    #[serde(default)]
+    pub builder_api: bool,
+    /// Extra command-line arguments appended to `charon run`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub extra_args: Vec<String>,
+    /// Extra environment variables for the Charon container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub extra_env: Vec<EnvVar>,
+}
+
+/// An environment variable with a literal value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    /// Variable name.
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    )]
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
+}
+
+/// Charon log level.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+/// Defaults shared by every member's validator-client container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidatorClientsSpec {
+    /// Container image per validator client. A client left out uses the image this operator
+    /// release was tested with.
+    #[serde(default)]
+    pub images: ClientImages,
+    /// Extra command-line arguments appended to every validator client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub extra_args: Vec<String>,
+    /// Extra environment variables for every validator-client container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub extra_env: Vec<EnvVar>,
+}
+
+/// Container image per validator client.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientImages {
+    /// Lighthouse image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub lighthouse: Option<String>,
+    /// Teku image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub teku: Option<String>,
+    /// Prysm validator image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub prysm: Option<String>,
+    /// Nimbus validator-client image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub nimbus: Option<String>,
+    /// Lodestar image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub lodestar: Option<String>,
+}
+
+/// A validator-client implementation that supports Charon's distributed mode.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidatorClient {
+    Lighthouse,
+    Teku,
+    Prysm,
+    Nimbus,
+    Lodestar,
+}
+
+impl ValidatorClient {
+    /// Every supported client, in the order used when assigning clients to members.
+    pub const ALL: [ValidatorClient; 5] = [
+        ValidatorClient::Lighthouse,
+        ValidatorClient::Teku,
+        ValidatorClient::Prysm,
+        ValidatorClient::Nimbus,
+        ValidatorClient::Lodestar,
+    ];
+
+    /// The client's name as written in the resource.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValidatorClient::Lighthouse => "lighthouse",
+            ValidatorClient::Teku => "teku",
+            ValidatorClient::Prysm => "prysm",
+            ValidatorClient::Nimbus => "nimbus",
+            ValidatorClient::Lodestar => "lodestar",
+        }
+    }
+}
+
+impl std::fmt::Display for ValidatorClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One member of the cluster: one operator node holding one key share.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSpec {
+    /// Member name, unique in the DV. The member's StatefulSet and Service are `<dv>-<name>`.
+    #[schemars(
+        length(min = 1, max = 50),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Position of this member's operator in the cluster lock (0-based). Member `i` runs key
+    /// share `i + 1`. Cannot change once set.
+    #[schemars(range(min = 0, max = 31))]
+    pub index: u32,
+    /// Validator client this member runs. When unset, the operator assigns one to keep clients
+    /// diverse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator_client: Option<ValidatorClient>,
+    /// Zone this member must run in. When unset, the operator assigns one to keep zones diverse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub zone: Option<String>,
+    /// The entity operating this member.
+    pub operator: OperatorRef,
+    /// Secret holding this member's key share: `keystore-N.json` and `keystore-N.txt` (its
+    /// password) for each validator N in the lock.
+    pub key_share_secret: SecretRef,
+    /// Secret holding this member's Charon ENR private key.
+    pub enr_secret: EnrSecretRef,
+    /// Compute resources per container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<MemberResources>,
+    /// Node labels this member's pod must match, in addition to its zone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations for this member's pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Image overrides for this member only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<MemberImages>,
+}
+
+/// The entity operating a member.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorRef {
+    /// Name of the operating entity. No single name may hold `threshold` members.
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    /// Class of the operating entity. No single class may hold `threshold` members.
+    pub class: OperatorClass,
+}
+
+/// Class of an operating entity (Stader's DVT pool mixes both).
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatorClass {
+    Permissioned,
+    Permissionless,
+}
+
+impl OperatorClass {
+    /// The class name as written in the resource.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorClass::Permissioned => "permissioned",
+            OperatorClass::Permissionless => "permissionless",
+        }
+    }
+}
+
+/// A Secret in the DV's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+}
+
+/// The Secret holding a member's Charon ENR private key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrSecretRef {
+    /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key holding the private key. Defaults to `charon-enr-private-key`.
+    #[serde(default = "default_enr_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_enr_key() -> String {
+    DEFAULT_ENR_KEY.to_owned()
+}
+
+/// Compute resources of a member's containers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberResources {
+    /// Resources of the Charon container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charon: Option<ResourceRequirements>,
+    /// Resources of the validator-client container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator_client: Option<ResourceRequirements>,
+}
+
+/// Image overrides for one member.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberImages {
+    /// Charon image for this member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub charon: Option<String>,
+    /// Validator-client image for this member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub validator_client: Option<String>,
+}
+
+/// Whether a diversity rule blocks the DV or is only reported.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema,
+)]
+pub enum Policy {
+    /// A DV that breaks the rule is not created; the condition says why.
+    #[default]
+    Required,
+    /// A DV that breaks the rule is created; the condition says how exposed it is.
+    Preferred,
+}
+
+/// How members are spread across failure domains.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// Node label that names a node's zone.
+    #[serde(default = "default_zone_label")]
+    #[schemars(length(min = 1, max = 317))]
+    pub zone_label: String,
+    /// Zones members may run in. Empty means every zone that has schedulable nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
+    pub zones: Vec<String>,
+    /// `Required`: no zone may hold more than n - threshold members (one zone outage never stops
+    /// signing), or the DV is not created. `Preferred`: spread as well as the zones allow and
+    /// report the exposure.
+    #[serde(default = "placement_default_policy")]
+    pub policy: Policy,
+}
+
+impl Default for PlacementSpec {
+    fn default() -> Self {
+        Self {
+            zone_label: default_zone_label(),
+            zones: Vec::new(),
+            policy: placement_default_policy(),
+        }
+    }
+}
+
+fn default_zone_label() -> String {
+    DEFAULT_ZONE_LABEL.to_owned()
+}
+
+/// Zone spread is a liveness matter (an outage stops signing, it cannot cause a slashing), so a
+/// cluster with too few zones is still run and reported rather than refused.
+fn placement_default_policy() -> Policy {
+    Policy::Preferred
+}
+
+/// How members are spread across validator-client implementations.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientDiversitySpec {
+    /// Validator clients the operator may assign to members without a pinned client.
+    #[serde(default = "default_clients")]
+    #[schemars(length(min = 1, max = 5))]
+    pub clients: Vec<ValidatorClient>,
+    /// `Required`: no client may run `threshold` or more members (one client bug could sign
+    /// something slashable), or the DV is not created. `Preferred`: report it only.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+impl Default for ClientDiversitySpec {
+    fn default() -> Self {
+        Self {
+            clients: default_clients(),
+            policy: Policy::Required,
+        }
+    }
+}
+
+fn default_clients() -> Vec<ValidatorClient> {
+    ValidatorClient::ALL.to_vec()
+}
+
+/// How strictly members must be spread across operator entities and classes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorDiversitySpec {
+    /// `Required`: no operator name and no operator class may hold `threshold` or more members,
+    /// or the DV is not created. `Preferred`: allowed and reported, for one entity running a
+    /// whole cluster for high availability.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// How the operator restarts and updates members.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Most members the operator takes down at once for an update. Always capped by the quorum
+    /// budget (ready members minus threshold).
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(range(min = 1, max = 31))]
+    pub max_unavailable: u32,
+    /// Seconds a restarted member must stay Ready before the next one is touched.
+    #[serde(default = "default_min_ready_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub min_ready_seconds: u32,
+    /// Seconds a member may be not live before the operator counts it as broken and restarts it.
+    #[serde(default = "default_restart_delay_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub restart_delay_seconds: u32,
+    /// First wait between restarts of the same broken member; doubles after each restart.
+    #[serde(default = "default_restart_backoff_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub restart_backoff_seconds: u32,
+    /// Longest wait between restarts of the same broken member.
+    #[serde(default = "default_max_restart_backoff_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub max_restart_backoff_seconds: u32,
+    /// Stop every disruptive action (restarts, rollouts) on this DV.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            max_unavailable: default_max_unavailable(),
+            min_ready_seconds: default_min_ready_seconds(),
+            restart_delay_seconds: default_restart_delay_seconds(),
+            restart_backoff_seconds: default_restart_backoff_seconds(),
+            max_restart_backoff_seconds: default_max_restart_backoff_seconds(),
+            paused: false,
+        }
+    }
+}
+
+fn default_max_unavailable() -> u32 {
+    1
+}
+fn default_min_ready_seconds() -> u32 {
+    30
+}
+fn default_restart_delay_seconds() -> u32 {
+    120
+}
+fn default_restart_backoff_seconds() -> u32 {
+    30
+}
+fn default_max_restart_backoff_seconds() -> u32 {
+    900
+}
+
+/// Persistent storage of a member.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// StorageClass of the member volumes. Unset uses the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// Size of the Charon data volume.
+    #[serde(default = "default_charon_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub charon_size: String,
+    /// Size of the validator-client data volume (keys and slashing protection).
+    #[serde(default = "default_validator_client_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub validator_client_size: String,
+    /// Keep the volumes when the DV or a member is deleted. Slashing-protection data lives on
+    /// them, so the operator never deletes them; set false only for throw-away test networks.
+    #[serde(default = "default_retain")]
+    pub retain_on_delete: bool,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            storage_class_name: None,
+            charon_size: default_charon_size(),
+            validator_client_size: default_validator_client_size(),
+            retain_on_delete: default_retain(),
+        }
+    }
+}
+
+fn default_charon_size() -> String {
+    "1Gi".to_owned()
+}
+fn default_validator_client_size() -> String {
+    "5Gi".to_owned()
+}
+fn default_retain() -> bool {
+    true
+}
+
+impl DistributedValidatorSpec {
+    /// Number of members (`n`).
+    pub fn member_count(&self) -> u32 {
+        u32::try_from(self.members.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The threshold in force: the spec's, or the default for the member count.
+    pub fn effective_threshold(&self) -> u32 {
+        self.threshold
+            .unwrap_or_else(|| crate::quorum::default_threshold(self.member_count()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! What the operator reports about a DistributedValidator: counts, phase, members, conditions.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde::{Deserialize, Serialize};
+
+use super::ValidatorClient;
+
+/// Observed state of a DistributedValidator, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributedValidatorStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Members needed to sign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u32>,
+    /// Members that may be down while signing continues (members minus threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_tolerance: Option<u32>,
+    /// Members whose pods are Ready.
+    #[serde(default)]
+    pub ready_members: u32,
+    /// Ready members out of all members, e.g. `3/4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// Members the operator may still take down without breaking quorum (ready minus threshold;
+    /// negative when quorum is lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<i32>,
+    /// Overall state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Per-member state, sorted by share index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Conditions: Available, QuorumAvailable, FaultTolerant, PlacementSatisfied,
+    /// ClientDiversity, OperatorDiversity, KeySharesVerified, Progressing, ReconciliationPaused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Overall state of a DistributedValidator.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum Phase {
+    /// Not yet created, or blocked by an invalid spec.
+    Pending,
+    /// Members are being created or updated.
+    Progressing,
+    /// Every member is Ready.
+    Available,
+    /// At least `threshold` but not all members are Ready: signing continues with less tolerance.
+    Degraded,
+    /// Fewer than `threshold` members are Ready: the cluster cannot sign.
+    QuorumLost,
+}
+
+impl Phase {
+    /// The phase as printed by `kubectl get dv`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Progressing => "Progressing",
+            Phase::Available => "Available",
+            Phase::Degraded => "Degraded",
+            Phase::QuorumLost => "QuorumLost",
+        }
+    }
+}
+
+/// Observed state of one member.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Member name.
+    pub name: String,
+    /// Share index in the lock.
+    pub index: u32,
+    /// Zone the member is assigned to. Sticky: it does not move when unrelated nodes change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Node the member's pod runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Validator client the member runs (pinned or assigned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator_client: Option<ValidatorClient>,
+    /// Whether the member's pod is Ready.
+    #[serde(default)]
+    pub ready: bool,
+    /// Container restarts of the member's current pod.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Why the operator last restarted this member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_reason: Option<String>,
+    /// When the operator last restarted this member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_time: Option<Time>,
+    /// Whether the member's keystore public keys match the lock's public shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_public_key_verified: Option<bool>,
+    /// The member runs an older configuration than the spec asks for and awaits a restart.
+    #[serde(default)]
+    pub outdated: bool,
+}
+
+/// Condition types, defined once.
+pub mod condition_types {
+    pub const AVAILABLE: &str = "Available";
+    pub const QUORUM_AVAILABLE: &str = "QuorumAvailable";
+    pub const FAULT_TOLERANT: &str = "FaultTolerant";
+    pub const PLACEMENT_SATISFIED: &str = "PlacementSatisfied";
+    pub const CLIENT_DIVERSITY: &str = "ClientDiversity";
+    pub const OPERATOR_DIVERSITY: &str = "OperatorDiversity";
+    pub const KEY_SHARES_VERIFIED: &str = "KeySharesVerified";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
+}
+
+/// Condition reasons, defined once (CamelCase, as Kubernetes expects).
+pub mod condition_reasons {
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const ALL_MEMBERS_READY: &str = "AllMembersReady";
+    pub const MEMBERS_NOT_READY: &str = "MembersNotReady";
+    pub const QUORUM_READY: &str = "QuorumReady";
+    pub const BELOW_THRESHOLD: &str = "BelowThreshold";
+}
+
+impl MemberStatus {
+    /// The member's client as printed, or `-` when not yet assigned.
+    pub fn client_name(&self) -> &'static str {
+        self.validator_client.map_or("-", ValidatorClient::as_str)
+    }
+}

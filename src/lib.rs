@@ -1,0 +1,8 @@
+//! dvt-operator runs Distributed Validator (DVT) clusters on Kubernetes: one StatefulSet per
+//! member, spread across zones, clients and operators, never taken below its signing threshold.
+
+pub mod api;
+pub mod crdgen;
+pub mod manifest;
+pub mod quorum;
+pub mod validate;

@@ -1,0 +1,230 @@
+//! The `dvt-operator` command as a user runs it: exit codes and what it prints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dvt-operator"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(repo(&format!("examples/{name}"))).expect("example exists")
+}
+
+fn validate_stdin(text: &str) -> Output {
+    let mut child = binary()
+        .args(["validate", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(text.as_bytes())
+        .expect("stdin accepts the manifest");
+    child.wait_with_output().expect("binary finishes")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `validate` on the 4-member example with `from` replaced by `to` and expects a failure
+/// whose output has a line containing every one of `expected`.
+fn assert_rejected(from: &str, to: &str, expected: &[&str]) {
+    let text = example("stader-4.yaml");
+    assert!(text.contains(from), "example does not contain {from:?}");
+    let output = validate_stdin(&text.replacen(from, to, 1));
+    let printed = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{printed}");
+    assert!(
+        printed
+            .lines()
+            .any(|line| expected.iter().all(|e| line.contains(e))),
+        "no line with {expected:?} in:\n{printed}"
+    );
+}
+
+#[test]
+fn both_examples_are_valid() {
+    let output = binary()
+        .args(["validate", "-f"])
+        .arg(repo("examples/stader-4.yaml"))
+        .args(["-f"])
+        .arg(repo("examples/stader-7.yaml"))
+        .output()
+        .expect("binary runs");
+    let printed = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{printed}");
+    assert!(
+        printed.contains("DistributedValidator default/stader-4 (document 10): valid\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("DistributedValidator default/stader-7 (document 16): valid\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("2 DistributedValidator(s) checked: all valid"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn duplicate_member_name_is_rejected() {
+    assert_rejected(
+        "- name: bravo",
+        "- name: alpha",
+        &["error: spec.members[1].name: duplicate member name \"alpha\" (also spec.members[0])"],
+    );
+}
+
+#[test]
+fn duplicate_share_index_is_rejected() {
+    assert_rejected(
+        "index: 2",
+        "index: 1",
+        &["error: spec.members[2].index: duplicate share index 1 (also spec.members[1])"],
+    );
+}
+
+#[test]
+fn threshold_two_of_four_is_rejected() {
+    assert_rejected(
+        "  network: hoodi",
+        "  network: hoodi\n  threshold: 2",
+        &["error: spec.threshold: threshold 2 of 4 is not more than half of the members"],
+    );
+}
+
+#[test]
+fn threshold_five_of_four_is_rejected() {
+    assert_rejected(
+        "  network: hoodi",
+        "  network: hoodi\n  threshold: 5",
+        &["error: spec.threshold: threshold 5 of 4 is more than the members"],
+    );
+}
+
+#[test]
+fn three_of_four_in_one_operator_class_is_rejected() {
+    assert_rejected(
+        "{name: permissionless-operator-1, class: permissionless}",
+        "{name: permissionless-operator-1, class: permissioned}",
+        &["error: spec.members.operator.class: 3 of 4 members are permissioned"],
+    );
+}
+
+#[test]
+fn member_name_too_long_for_a_pod_hostname_is_rejected() {
+    let long = "a-member-name-that-is-far-too-long-for-a-pod-hostname";
+    assert_rejected(
+        "- name: delta",
+        &format!("- name: {long}"),
+        &["error: spec.members[3].name: ", "63-character limit"],
+    );
+}
+
+#[test]
+fn unknown_validator_client_is_rejected() {
+    assert_rejected(
+        "validatorClient: prysm",
+        "validatorClient: besu",
+        &["error: spec.members[2].validatorClient: unknown variant `besu`"],
+    );
+}
+
+#[test]
+fn warnings_do_not_fail() {
+    let text = example("stader-4.yaml").replacen(
+        "{name: permissionless-operator-2, class: permissionless}",
+        "{name: permissionless-operator-1, class: permissionless}",
+        1,
+    );
+    let output = validate_stdin(&text);
+    let printed = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("valid with 1 warning"), "{printed}");
+    assert!(printed.contains("warning: spec.members.operator.name: operator \"permissionless-operator-1\" runs 2 of 4 members"), "{printed}");
+}
+
+#[test]
+fn a_file_without_distributed_validators_fails() {
+    let output = validate_stdin("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("<stdin>: error: no DistributedValidator found"));
+}
+
+#[test]
+fn a_missing_file_fails() {
+    let output = binary()
+        .args(["validate", "-f", "/nonexistent/dv.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("/nonexistent/dv.yaml: error: cannot read"));
+}
+
+#[test]
+fn crd_command_prints_the_committed_crd() {
+    let output = binary().arg("crd").output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let committed = std::fs::read_to_string(repo("crds/distributedvalidator.yaml")).unwrap();
+    assert_eq!(stdout(&output), committed);
+}
+
+#[test]
+fn run_says_it_is_not_built_yet() {
+    let output = binary()
+        .args(["run", "--namespace", "a,b", "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let printed = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        printed.contains("the controller is not built yet"),
+        "{printed}"
+    );
+    assert!(printed.contains("watch a,b"), "{printed}");
+}
+
+#[test]
+fn run_rejects_bad_flags() {
+    let output = binary()
+        .args(["run", "--log-format", "xml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn every_command_explains_itself() {
+    for (args, needle) in [
+        (
+            vec!["--help"],
+            "Runs Distributed Validator (DVT) clusters on Kubernetes",
+        ),
+        (vec!["crd", "--help"], "kubectl apply -f -"),
+        (
+            vec!["validate", "--help"],
+            "spec.members[2].index: duplicate share index 1",
+        ),
+        (vec!["run", "--help"], "Namespace to watch"),
+    ] {
+        let output = binary().args(&args).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        assert!(
+            stdout(&output).contains(needle),
+            "{args:?}: {}",
+            stdout(&output)
+        );
+    }
+}
