@@ -1,0 +1,306 @@
+//! Structural-schema handling for custom resources: pruning, defaulting, OpenAPI validation and
+//! CEL `x-kubernetes-validations`, in the order an API server applies them.
+
+use kube::core::cel::{Validator, apply_defaults};
+use serde_json::{Map, Value};
+
+/// One schema violation: a field path (`spec.members[2].index`) and what is wrong with it.
+pub type Violation = (String, String);
+
+/// Prunes, defaults and validates `object` (the whole custom resource) against `schema`, with
+/// `old` for transition rules. Returns the object as it would be stored.
+pub fn admit(schema: &Value, object: &Value, old: Option<&Value>) -> Result<Value, Vec<Violation>> {
+    let mut pruned = object.clone();
+    prune(schema, &mut pruned, true);
+    let defaulted = apply_defaults(schema, &pruned);
+    let mut violations = Vec::new();
+    validate(schema, &defaulted, "", &mut violations, true);
+    if violations.is_empty()
+        && let Err(errors) = Validator::new().validate(schema, &defaulted, old)
+    {
+        for error in errors.into_vec() {
+            violations.push((
+                error.field_path.trim_start_matches('.').to_owned(),
+                error.message,
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok(defaulted)
+    } else {
+        Err(violations)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Drops fields the schema does not declare, as a structural schema requires. `metadata`,
+/// `apiVersion` and `kind` at the root are kept.
+fn prune(schema: &Value, value: &mut Value, root: bool) {
+    if schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            let keep_root = |k: &str| root && matches!(k, "apiVersion" | "kind" | "metadata");
+            if let Some(properties) = properties {
+                map.retain(|k, _| properties.contains_key(k) || keep_root(k));
+                for (k, v) in map.iter_mut() {
+                    if let Some(child) = properties.get(k) {
+                        prune(child, v, false);
+                    }
+                }
+            } else if let Some(additional) = additional {
+                for v in map.values_mut() {
+                    prune(additional, v, false);
+                }
+            } else if schema.get("type").and_then(Value::as_str) == Some("object") {
+                map.retain(|k, _| keep_root(k));
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    prune(item_schema, item, false);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn validate(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>, root: bool) {
+    let shown = if path.is_empty() {
+        "<root>".to_owned()
+    } else {
+        path.to_owned()
+    };
+    if value.is_null() {
+        if schema.get("nullable").and_then(Value::as_bool) != Some(true) && !root {
+            out.push((
+                shown,
+                "Invalid value: \"null\": field must not be null".to_owned(),
+            ));
+        }
+        return;
+    }
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
+    if let Some(expected) = schema.get("type").and_then(Value::as_str) {
+        let actual = type_name(value);
+        let ok = actual == expected
+            || (expected == "number" && actual == "integer")
+            || (int_or_string && matches!(actual, "integer" | "string"));
+        if !ok {
+            let message = format!(
+                "Invalid value: \"{actual}\": {shown} in body must be of type {expected}: \"{actual}\""
+            );
+            out.push((shown, message));
+            return;
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed
+            .iter()
+            .filter(|v| !v.is_null())
+            .map(Value::to_string)
+            .collect();
+        out.push((
+            shown.clone(),
+            format!(
+                "Unsupported value: {value}: supported values: {}",
+                list.join(", ")
+            ),
+        ));
+    }
+    match value {
+        Value::Number(n) => {
+            let number = n.as_f64().unwrap_or_default();
+            if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+                && number < min
+            {
+                out.push((shown.clone(), format!("Invalid value: {n}: {shown} in body should be greater than or equal to {min}")));
+            }
+            if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+                && number > max
+            {
+                out.push((
+                    shown.clone(),
+                    format!(
+                        "Invalid value: {n}: {shown} in body should be less than or equal to {max}"
+                    ),
+                ));
+            }
+        }
+        Value::String(s) => {
+            let length = s.chars().count() as u64;
+            if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+                && length < min
+            {
+                out.push((shown.clone(), format!("Invalid value: {value}: {shown} in body should be at least {min} chars long")));
+            }
+            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+                && length > max
+            {
+                out.push((
+                    shown.clone(),
+                    format!("Too long: may not be more than {max} bytes"),
+                ));
+            }
+            if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+                match regex::Regex::new(pattern) {
+                    Ok(re) if !re.is_match(s) => out.push((
+                        shown.clone(),
+                        format!("Invalid value: {value}: {shown} in body should match '{pattern}'"),
+                    )),
+                    Ok(_) => {}
+                    Err(_) => out.push((
+                        shown.clone(),
+                        format!("the schema's pattern {pattern:?} does not compile"),
+                    )),
+                }
+            }
+        }
+        Value::Array(items) => {
+            let count = items.len() as u64;
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && count < min
+            {
+                out.push((
+                    shown.clone(),
+                    format!(
+                        "Invalid value: {count}: {shown} in body should have at least {min} items"
+                    ),
+                ));
+            }
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && count > max
+            {
+                out.push((
+                    shown.clone(),
+                    format!("Too many: {count}: must have at most {max} items"),
+                ));
+            }
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    validate(item_schema, item, &format!("{path}[{i}]"), out, false);
+                }
+            }
+        }
+        Value::Object(map) => validate_object(schema, map, path, out),
+        _ => {}
+    }
+}
+
+fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, out: &mut Vec<Violation>) {
+    if let Some(required) = schema.get("required").and_then(Value::as_array) {
+        for key in required.iter().filter_map(Value::as_str) {
+            if !map.contains_key(key) {
+                out.push((join(path, key), "Required value".to_owned()));
+            }
+        }
+    }
+    let properties = schema.get("properties").and_then(Value::as_object);
+    let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+    for (key, child) in map {
+        let child_path = join(path, key);
+        if let Some(child_schema) = properties.and_then(|p| p.get(key)) {
+            validate(child_schema, child, &child_path, out, false);
+        } else if let Some(additional) = additional {
+            validate(additional, child, &child_path, out, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "required": ["size"],
+                    "properties": {
+                        "size": {"type": "integer", "minimum": 1, "maximum": 5},
+                        "mode": {"type": "string", "enum": ["a", "b"], "default": "a"},
+                        "name": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 5},
+                        "items": {"type": "array", "maxItems": 2, "items": {"type": "string"}}
+                    },
+                    "x-kubernetes-validations": [{"rule": "self.size != 3", "message": "three is unlucky"}]
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn defaults_and_prunes() {
+        let stored = admit(
+            &schema(),
+            &json!({"metadata": {"name": "x"}, "spec": {"size": 1, "extra": true}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            stored,
+            json!({"metadata": {"name": "x"}, "spec": {"size": 1, "mode": "a"}})
+        );
+    }
+
+    #[test]
+    fn reports_each_violation_with_its_path() {
+        let bad =
+            json!({"spec": {"size": 9, "mode": "c", "name": "ABC", "items": ["a", "b", "c"]}});
+        let violations = admit(&schema(), &bad, None).unwrap_err();
+        let paths: Vec<&str> = violations.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["spec.items", "spec.mode", "spec.name", "spec.size"],
+            "{violations:?}"
+        );
+        let missing = admit(&schema(), &json!({"spec": {}}), None).unwrap_err();
+        assert_eq!(
+            missing,
+            vec![("spec.size".to_owned(), "Required value".to_owned())]
+        );
+    }
+
+    #[test]
+    fn runs_cel_rules() {
+        let violations = admit(&schema(), &json!({"spec": {"size": 3}}), None).unwrap_err();
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].1, "three is unlucky");
+    }
+}

@@ -1,0 +1,676 @@
+//! HTTP routing of the Kubernetes API onto the store: discovery, OpenAPI, CRUD, patch, watch.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::errors::ApiError;
+use crate::registry::ResourceType;
+use crate::selectors::Selector;
+use crate::store::{DeleteOptions, PatchKind, Store, Subresource, WatchEvent, WriteOptions};
+use crate::table;
+
+/// How often an idle watch sends a bookmark when the client allows them.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Sim {
+    pub store: Arc<Store>,
+    pub version: Value,
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
+}
+
+fn error_response(error: &ApiError) -> Response {
+    json_response(
+        StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &error.to_status(),
+    )
+}
+
+/// A parsed request target.
+enum Target {
+    Version,
+    Health,
+    CoreVersions,
+    Groups,
+    Group(String),
+    Resources { group: String, version: String },
+    OpenApiV3Index,
+    OpenApiV3 { group: String, version: String },
+    Object(ObjectPath),
+    NotFound,
+}
+
+struct ObjectPath {
+    group: String,
+    version: String,
+    plural: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_target(path: &str) -> Target {
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["version"] => return Target::Version,
+        ["healthz" | "livez" | "readyz", ..] => return Target::Health,
+        ["api"] => return Target::CoreVersions,
+        ["apis"] => return Target::Groups,
+        ["apis", group] => return Target::Group((*group).to_owned()),
+        ["openapi", "v3"] => return Target::OpenApiV3Index,
+        ["openapi", "v3", "api", version] => {
+            return Target::OpenApiV3 {
+                group: String::new(),
+                version: (*version).to_owned(),
+            };
+        }
+        ["openapi", "v3", "apis", group, version] => {
+            return Target::OpenApiV3 {
+                group: (*group).to_owned(),
+                version: (*version).to_owned(),
+            };
+        }
+        ["api", version, rest @ ..] => (String::new(), (*version).to_owned(), rest),
+        ["apis", group, version, rest @ ..] => ((*group).to_owned(), (*version).to_owned(), rest),
+        _ => return Target::NotFound,
+    };
+    let object = |plural: &str, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+        Target::Object(ObjectPath {
+            group: group.clone(),
+            version: version.clone(),
+            plural: plural.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.map(str::to_owned),
+            sub: sub.map(str::to_owned),
+        })
+    };
+    match rest {
+        [] => Target::Resources { group, version },
+        // The Namespace object itself and its subresources.
+        ["namespaces", name, sub @ ("status" | "finalize")] if group.is_empty() => {
+            object("namespaces", None, Some(name), Some(sub))
+        }
+        ["namespaces", ns, plural, tail @ ..] => match tail {
+            [] => object(plural, Some(ns), None, None),
+            [name] => object(plural, Some(ns), Some(name), None),
+            [name, sub] => object(plural, Some(ns), Some(name), Some(sub)),
+            _ => Target::NotFound,
+        },
+        [plural] => object(plural, None, None, None),
+        [plural, name] => object(plural, None, Some(name), None),
+        [plural, name, sub] => object(plural, None, Some(name), Some(sub)),
+        _ => Target::NotFound,
+    }
+}
+
+fn query_params(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .map(|pairs| pairs.into_iter().collect())
+        .unwrap_or_default()
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if content_type.contains("yaml") {
+        serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    } else if content_type.contains("protobuf") {
+        Err(ApiError::unsupported_media_type(content_type))
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
+    }
+}
+
+/// Kubernetes derives a default field manager from the user agent (`kubectl/v1.32 ...` → `kubectl`).
+fn field_manager(params: &BTreeMap<String, String>, headers: &HeaderMap) -> String {
+    params.get("fieldManager").cloned().unwrap_or_else(|| {
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown")
+            .to_owned()
+    })
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("as=Table"))
+}
+
+pub async fn handle(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match route(&sim, &method, &uri, &headers, &body).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn route(
+    sim: &Sim,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let store = &sim.store;
+    match parse_target(uri.path()) {
+        Target::Version => Ok(json_response(StatusCode::OK, &sim.version)),
+        Target::Health => Ok(Response::new(Body::from("ok"))),
+        Target::CoreVersions => Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        )),
+        Target::Groups => {
+            let groups: Vec<Value> = store
+                .registry()
+                .group_versions()
+                .into_iter()
+                .filter(|(g, _)| !g.is_empty())
+                .map(|(g, versions)| group_json(&g, &versions))
+                .collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            ))
+        }
+        Target::Group(group) => match store.registry().group_versions().get(&group) {
+            Some(versions) => {
+                let mut body = group_json(&group, versions);
+                body["kind"] = json!("APIGroup");
+                body["apiVersion"] = json!("v1");
+                Ok(json_response(StatusCode::OK, &body))
+            }
+            None => Err(ApiError::not_found("groups", &group)),
+        },
+        Target::Resources { group, version } => {
+            let registry = store.registry();
+            let types = registry.in_group_version(&group, &version);
+            if types.is_empty() {
+                return Err(ApiError::not_found(
+                    "groupversions",
+                    &format!("{group}/{version}"),
+                ));
+            }
+            let resources: Vec<Value> =
+                types.iter().flat_map(|rt| rt.discovery_entries()).collect();
+            let group_version = if group.is_empty() {
+                version
+            } else {
+                format!("{group}/{version}")
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+            ))
+        }
+        Target::OpenApiV3Index => {
+            let paths: serde_json::Map<String, Value> = store
+                .registry()
+                .group_versions()
+                .into_iter()
+                .flat_map(|(g, versions)| {
+                    versions.into_iter().map(move |v| {
+                        let path = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+                        (path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", store.current_resource_version())}))
+                    })
+                })
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!({"paths": paths})))
+        }
+        Target::OpenApiV3 { group, version } => Ok(json_response(
+            StatusCode::OK,
+            &openapi_v3(store, &group, &version),
+        )),
+        Target::NotFound => Err(ApiError::not_found("paths", uri.path())),
+        Target::Object(path) => {
+            let rt = store
+                .resolve(&path.group, &path.version, &path.plural)
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "resources",
+                        &format!("{}/{}/{}", path.group, path.version, path.plural),
+                    )
+                })?;
+            object_request(sim, &rt, path, method, uri, headers, body).await
+        }
+    }
+}
+
+fn group_json(group: &str, versions: &[String]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "versions": versions, "preferredVersion": versions.first().cloned().unwrap_or(Value::Null)})
+}
+
+/// OpenAPI v3 for one group/version: the CRD schemas, which `kubectl explain` reads, and a PATCH
+/// operation per kind declaring the `fieldValidation` parameter, which tells kubectl to leave
+/// validation to the server instead of downloading every built-in schema.
+fn openapi_v3(store: &Store, group: &str, version: &str) -> Value {
+    let mut schemas = serde_json::Map::new();
+    let mut paths = serde_json::Map::new();
+    for rt in store.registry().in_group_version(group, version) {
+        let gvk = json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]);
+        let prefix = if rt.group.is_empty() {
+            format!("/api/{}", rt.version)
+        } else {
+            format!("/apis/{}/{}", rt.group, rt.version)
+        };
+        let scope = if rt.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
+        paths.insert(
+            format!("{prefix}{scope}/{}/{{name}}", rt.plural),
+            json!({"patch": {
+                "operationId": format!("patch{}", rt.kind),
+                "x-kubernetes-group-version-kind": gvk[0],
+                "parameters": [
+                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                    {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                    {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}},
+                ],
+                "responses": {"200": {"description": "OK"}},
+            }}),
+        );
+        let Some(schema) = &rt.schema else { continue };
+        let reversed: Vec<&str> = rt.group.split('.').rev().collect();
+        let name = format!("{}.{}.{}", reversed.join("."), rt.version, rt.kind);
+        let mut schema = schema.clone();
+        schema["x-kubernetes-group-version-kind"] = gvk;
+        if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+            properties.entry("apiVersion").or_insert_with(|| json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+            properties.entry("kind").or_insert_with(|| json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+            properties.entry("metadata").or_insert_with(
+                || json!({"type": "object", "description": "Standard object's metadata."}),
+            );
+        }
+        schemas.insert(name, schema);
+    }
+    json!({"openapi": "3.0.0", "info": {"title": "dvt-sim", "version": "v1"}, "paths": paths, "components": {"schemas": schemas}})
+}
+
+fn write_options(params: &BTreeMap<String, String>, headers: &HeaderMap) -> WriteOptions {
+    WriteOptions {
+        field_manager: field_manager(params, headers),
+        dry_run: params.get("dryRun").is_some_and(|v| v == "All"),
+    }
+}
+
+async fn object_request(
+    sim: &Sim,
+    rt: &Arc<ResourceType>,
+    path: ObjectPath,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let store = &sim.store;
+    let params = query_params(uri);
+    let namespace = path.namespace.clone().unwrap_or_default();
+    if !rt.namespaced && path.namespace.is_some() {
+        return Err(ApiError::not_found(
+            "resources",
+            &format!("{} is cluster-scoped", rt.plural),
+        ));
+    }
+    let sub = match path.sub.as_deref() {
+        None => Subresource::Main,
+        Some("status") if rt.status_subresource => Subresource::Status,
+        Some("finalize") if rt.kind == "Namespace" => Subresource::Main,
+        Some("eviction") if rt.eviction => {
+            if method != Method::POST {
+                return Err(ApiError::method_not_allowed("eviction accepts POST only"));
+            }
+            let name = path.name.unwrap_or_default();
+            store.evict(&namespace, &name)?;
+            return Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ));
+        }
+        Some(other) => return Err(ApiError::not_found("subresources", other)),
+    };
+    match (method.clone(), path.name) {
+        (Method::GET, None) => {
+            let labels =
+                Selector::parse_labels(params.get("labelSelector").map_or("", String::as_str))?;
+            let fields =
+                Selector::parse_fields(params.get("fieldSelector").map_or("", String::as_str))?;
+            let scope = path.namespace.as_deref();
+            if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                return watch(
+                    sim,
+                    rt.clone(),
+                    scope.map(str::to_owned),
+                    labels,
+                    fields,
+                    &params,
+                    headers,
+                );
+            }
+            let (items, rv) = store.list(rt, scope, &labels, &fields);
+            if wants_table(headers) {
+                let include = params.get("includeObject").map_or("", String::as_str);
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::to_table(rt, &items, rv, include),
+                ));
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+            ))
+        }
+        (Method::GET, Some(name)) => {
+            let object = store.get(rt, &namespace, &name)?;
+            if wants_table(headers) {
+                let include = params.get("includeObject").map_or("", String::as_str);
+                let rv = store.current_resource_version();
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::to_table(rt, &[object], rv, include),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &object))
+        }
+        (Method::POST, None) => {
+            let object = parse_body(headers, body)?;
+            let created = store.create(rt, &namespace, object, &write_options(&params, headers))?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        (Method::PUT, Some(name)) => {
+            let object = parse_body(headers, body)?;
+            let updated = store.replace(
+                rt,
+                &namespace,
+                &name,
+                object,
+                sub,
+                &write_options(&params, headers),
+            )?;
+            Ok(json_response(StatusCode::OK, &updated))
+        }
+        (Method::PATCH, Some(name)) => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let force = params.get("force").is_some_and(|f| f == "true");
+            let kind = match content_type.split(';').next().unwrap_or_default().trim() {
+                "application/merge-patch+json" => PatchKind::Merge,
+                "application/strategic-merge-patch+json" => PatchKind::Strategic,
+                "application/json-patch+json" => PatchKind::Json,
+                "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                    PatchKind::Apply { force }
+                }
+                other => return Err(ApiError::unsupported_media_type(other)),
+            };
+            let patch_body: Value = if matches!(kind, PatchKind::Apply { .. }) {
+                serde_yaml::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("error decoding apply patch: {e}"))
+                })?
+            } else {
+                serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+            };
+            let options = write_options(&params, headers);
+            let was_present = store.get(rt, &namespace, &name).is_ok();
+            let updated = store.patch(rt, &namespace, &name, kind, &patch_body, sub, &options)?;
+            let status = if was_present {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok(json_response(status, &updated))
+        }
+        (Method::DELETE, Some(name)) => {
+            let options = delete_options(&params, headers, body)?;
+            let result = store.delete(rt, &namespace, &name, &options)?;
+            Ok(json_response(StatusCode::OK, &result))
+        }
+        (Method::DELETE, None) => {
+            let labels =
+                Selector::parse_labels(params.get("labelSelector").map_or("", String::as_str))?;
+            let fields =
+                Selector::parse_fields(params.get("fieldSelector").map_or("", String::as_str))?;
+            let options = delete_options(&params, headers, body)?;
+            let (items, _) = store.list(rt, path.namespace.as_deref(), &labels, &fields);
+            let mut deleted = Vec::new();
+            for item in items {
+                let ns = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                deleted.push(store.delete(rt, &ns, &name, &options)?);
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": deleted}),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on {}",
+            uri.path()
+        ))),
+    }
+}
+
+fn delete_options(
+    params: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<DeleteOptions, ApiError> {
+    let body = parse_body(headers, body)?;
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    Ok(DeleteOptions {
+        propagation: params
+            .get("propagationPolicy")
+            .cloned()
+            .or_else(|| text(body.get("propagationPolicy"))),
+        precondition_uid: text(body.pointer("/preconditions/uid")),
+        precondition_resource_version: text(body.pointer("/preconditions/resourceVersion")),
+        dry_run: params.get("dryRun").is_some_and(|v| v == "All")
+            || body
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|v| v == "All")),
+    })
+}
+
+fn event_line(event_type: &str, object: &Value) -> Bytes {
+    let mut line = json!({"type": event_type, "object": object}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn watch(
+    sim: &Sim,
+    rt: Arc<ResourceType>,
+    namespace: Option<String>,
+    labels: Selector,
+    fields: Selector,
+    params: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let store = sim.store.clone();
+    let as_table = wants_table(headers);
+    let send_initial = params.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let requested: Option<u64> = params
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0")
+        .map(|v| {
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))
+        })
+        .transpose()?;
+    let bookmarks = params
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
+
+    // Without a resourceVersion (or with "0"), a watch starts with the current state as ADDED
+    // events, as the real API server does.
+    let mut initial = Vec::new();
+    let since = match requested {
+        Some(rv) if !send_initial => rv,
+        _ => {
+            let (items, rv) = store.list(&rt, namespace.as_deref(), &labels, &fields);
+            initial = items;
+            rv
+        }
+    };
+    let (backlog, mut receiver) = store.watch_from(&rt.storage_key(), since)?;
+    let matches = {
+        let rt = rt.clone();
+        let namespace = namespace.clone();
+        move |event: &WatchEvent| {
+            event.key == rt.storage_key()
+                && namespace.as_ref().is_none_or(|n| *n == event.namespace)
+        }
+    };
+    let render = {
+        let store = store.clone();
+        let rt = rt.clone();
+        move |object: &Value| {
+            let presented = store.present(&rt, object);
+            if as_table {
+                let rv = presented
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                table::to_table(&rt, &[presented], rv, "PartialObjectMetadata")
+            } else {
+                presented
+            }
+        }
+    };
+    let bookmark = {
+        let rt = rt.clone();
+        move |rv: u64, initial_end: bool| {
+            let mut metadata = json!({"resourceVersion": rv.to_string()});
+            if initial_end {
+                metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            event_line(
+                "BOOKMARK",
+                &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": metadata}),
+            )
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    tokio::spawn(async move {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut last_rv = since;
+        for object in &initial {
+            if tx.send(event_line("ADDED", &render(object))).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && bookmarks && tx.send(bookmark(since, true)).await.is_err() {
+            return;
+        }
+        // Selector changes turn into ADDED/DELETED for the watcher, as Kubernetes does; here an
+        // object that stops matching is reported DELETED and one that starts matching ADDED.
+        let selected = |event: &WatchEvent| {
+            labels.matches_labels(&event.object) && fields.matches_fields(&event.object)
+        };
+        for event in backlog {
+            last_rv = event.resource_version;
+            if matches(&event)
+                && selected(&event)
+                && tx
+                    .send(event_line(
+                        event.event_type.as_str(),
+                        &render(&event.object),
+                    ))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        loop {
+            let sleep_until =
+                deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                received = receiver.recv() => match received {
+                    Ok(event) => {
+                        if event.resource_version <= last_rv {
+                            continue;
+                        }
+                        last_rv = event.resource_version;
+                        if matches(&event) && selected(&event) && tx.send(event_line(event.event_type.as_str(), &render(&event.object))).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A watcher that falls behind is closed, and resumes from its last resourceVersion.
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep(BOOKMARK_INTERVAL), if bookmarks => {
+                    if tx.send(bookmark(last_rv, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(sleep_until) => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream.boxed()))
+        .map_err(|e| ApiError::internal(format!("cannot start the watch stream: {e}")))
+}

@@ -1,0 +1,1373 @@
+//! The object store behind the API: resourceVersions, watch history, writes with optimistic
+//! concurrency, status subresources, server-side apply, finalizers, garbage collection and
+//! evictions. Every write goes through [`State::commit`], so watchers see all of them in order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::errors::ApiError;
+use crate::patch::{self, FieldPath};
+use crate::registry::{Registry, ResourceType, StorageKey};
+use crate::schema;
+use crate::selectors::{Selector, label_selector_matches};
+
+/// Namespaces every cluster starts with.
+pub const INITIAL_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// How many past events a watch may resume from; older resourceVersions get `410 Gone`.
+pub const DEFAULT_HISTORY: usize = 50_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change, as watchers see it.
+#[derive(Debug)]
+pub struct WatchEvent {
+    pub resource_version: u64,
+    pub key: StorageKey,
+    pub namespace: String,
+    pub event_type: EventType,
+    pub object: Value,
+}
+
+/// Which part of an object a write addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subresource {
+    Main,
+    Status,
+}
+
+impl Subresource {
+    fn name(self) -> &'static str {
+        match self {
+            Subresource::Main => "",
+            Subresource::Status => "status",
+        }
+    }
+}
+
+/// Patch formats, by content type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    Merge,
+    Strategic,
+    Json,
+    Apply { force: bool },
+}
+
+/// Who writes and how.
+#[derive(Clone, Debug)]
+pub struct WriteOptions {
+    pub field_manager: String,
+    pub dry_run: bool,
+}
+
+/// `DeleteOptions` as far as the simulator honours them.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// `Orphan`, `Background` (default) or `Foreground`.
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+type ObjectRef = (StorageKey, String, String);
+
+/// Where a watch starts: the retained events it missed, and the live feed after them.
+pub type WatchStart = (Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>);
+
+struct State {
+    registry: Registry,
+    objects: BTreeMap<StorageKey, BTreeMap<(String, String), Value>>,
+    by_uid: HashMap<String, ObjectRef>,
+    dependents: HashMap<String, BTreeSet<ObjectRef>>,
+    resource_version: u64,
+    history: VecDeque<Arc<WatchEvent>>,
+    history_limit: usize,
+    /// Events at or below this resourceVersion are no longer in `history`.
+    compacted: u64,
+    next_uid: u64,
+    uid_seed: u64,
+    tx: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+/// The shared store.
+pub struct Store {
+    state: Mutex<State>,
+}
+
+pub fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn metadata_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object.get("metadata")?.get(field)?.as_str()
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn owner_uids(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Everything but metadata and status: what `metadata.generation` tracks.
+fn spec_part(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    copy
+}
+
+/// The object without the fields a write never compares (resourceVersion, managedFields).
+fn comparable(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(metadata) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("resourceVersion");
+        metadata.remove("managedFields");
+    }
+    copy
+}
+
+fn ensure_metadata(object: &mut Value) -> Result<&mut serde_json::Map<String, Value>, ApiError> {
+    if !object.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON or YAML object",
+        ));
+    }
+    let metadata = object
+        .as_object_mut()
+        .expect("checked to be an object")
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
+    metadata
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
+}
+
+impl Store {
+    pub fn new(history_limit: usize) -> Store {
+        let (tx, _) = broadcast::channel(16_384);
+        let uid_seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        let mut state = State {
+            registry: Registry::builtin(),
+            objects: BTreeMap::new(),
+            by_uid: HashMap::new(),
+            dependents: HashMap::new(),
+            resource_version: 0,
+            history: VecDeque::new(),
+            history_limit,
+            compacted: 0,
+            next_uid: 0,
+            uid_seed,
+            tx,
+        };
+        let namespaces = state
+            .registry
+            .get("", "v1", "namespaces")
+            .expect("namespaces are built in");
+        for name in INITIAL_NAMESPACES {
+            let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+            state
+                .create(&namespaces, "", object, "dvt-sim", "Update", false)
+                .expect("initial namespaces are valid");
+        }
+        Store {
+            state: Mutex::new(state),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would leave the store half-written; the simulator's
+        // own invariants are better served by carrying on with what is there.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn registry(&self) -> Registry {
+        self.lock().registry.clone()
+    }
+
+    pub fn resolve(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        self.lock().registry.get(group, version, plural)
+    }
+
+    pub fn current_resource_version(&self) -> u64 {
+        self.lock().resource_version
+    }
+
+    pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.lock();
+        state.get(rt, namespace, name).map(|o| state.present(rt, o))
+    }
+
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        labels: &Selector,
+        fields: &Selector,
+    ) -> (Vec<Value>, u64) {
+        let state = self.lock();
+        let items = state
+            .objects
+            .get(&rt.storage_key())
+            .map(|objects| {
+                objects
+                    .iter()
+                    .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+                    .filter(|(_, o)| labels.matches_labels(o) && fields.matches_fields(o))
+                    .map(|(_, o)| state.present(rt, o))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (items, state.resource_version)
+    }
+
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        object: Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let created = state.create(
+            rt,
+            namespace,
+            object,
+            &options.field_manager,
+            "Update",
+            options.dry_run,
+        )?;
+        Ok(state.present(rt, &created))
+    }
+
+    pub fn replace(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        sub: Subresource,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let updated = state.replace(rt, namespace, name, object, sub, options)?;
+        Ok(state.present(rt, &updated))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        kind: PatchKind,
+        body: &Value,
+        sub: Subresource,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let updated = state.patch(rt, namespace, name, kind, body, sub, options)?;
+        Ok(state.present(rt, &updated))
+    }
+
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        let result = state.delete(rt, namespace, name, options)?;
+        Ok(state.present(rt, &result))
+    }
+
+    /// `POST pods/{name}/eviction`: deletes the pod unless a PodDisruptionBudget forbids it.
+    pub fn evict(&self, namespace: &str, name: &str) -> Result<(), ApiError> {
+        let mut state = self.lock();
+        state.evict(namespace, name)
+    }
+
+    /// The events after `since` for one resource, and a receiver for those that follow.
+    /// `410 Gone` when `since` is older than the retained history.
+    pub fn watch_from(
+        &self,
+        key: &StorageKey,
+        since: u64,
+    ) -> Result<WatchStart, ApiError> {
+        let state = self.lock();
+        if since < state.compacted {
+            return Err(ApiError::gone(format!(
+                "too old resource version: {since} ({})",
+                state.compacted + 1
+            )));
+        }
+        let backlog = state
+            .history
+            .iter()
+            .filter(|e| e.resource_version > since && &e.key == key)
+            .cloned()
+            .collect();
+        Ok((backlog, state.tx.subscribe()))
+    }
+
+    /// Drops watch history so that resourceVersions up to `up_to` answer `410 Gone`, as etcd
+    /// compaction does. Used by tests of watch recovery.
+    pub fn compact(&self, up_to: u64) {
+        let mut state = self.lock();
+        let up_to = up_to.min(state.resource_version);
+        while state
+            .history
+            .front()
+            .is_some_and(|e| e.resource_version <= up_to)
+        {
+            state.history.pop_front();
+        }
+        state.compacted = state.compacted.max(up_to);
+    }
+
+    /// Renders an object at the version a client asked for.
+    pub fn present(&self, rt: &ResourceType, object: &Value) -> Value {
+        self.lock().present(rt, object)
+    }
+}
+
+impl State {
+    fn present(&self, rt: &ResourceType, object: &Value) -> Value {
+        let mut copy = object.clone();
+        if let Some(map) = copy.as_object_mut() {
+            map.insert("apiVersion".to_owned(), json!(rt.api_version()));
+            map.insert("kind".to_owned(), json!(rt.kind));
+        }
+        copy
+    }
+
+    fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<&Value, ApiError> {
+        self.objects
+            .get(&rt.storage_key())
+            .and_then(|objects| objects.get(&(namespace.to_owned(), name.to_owned())))
+            .ok_or_else(|| ApiError::not_found(&rt.qualified_plural(), name))
+    }
+
+    fn new_uid(&mut self) -> String {
+        self.next_uid += 1;
+        let a = self.uid_seed ^ self.next_uid.rotate_left(32);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            (a >> 32) as u32,
+            (a >> 16) as u16,
+            (a & 0xfff) as u16,
+            (self.next_uid >> 48) as u16 & 0xfff,
+            self.next_uid & 0xffff_ffff_ffff
+        )
+    }
+
+    fn namespace_exists(&self, namespace: &str) -> bool {
+        let key = StorageKey {
+            group: String::new(),
+            plural: "namespaces".to_owned(),
+        };
+        self.objects
+            .get(&key)
+            .is_some_and(|ns| ns.contains_key(&(String::new(), namespace.to_owned())))
+    }
+
+    fn check_scope(&self, rt: &ResourceType, namespace: &str) -> Result<(), ApiError> {
+        if rt.namespaced && namespace.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "{} is namespaced: use /namespaces/<namespace>/{}",
+                rt.kind, rt.plural
+            )));
+        }
+        if rt.namespaced && !self.namespace_exists(namespace) {
+            return Err(ApiError::not_found("namespaces", namespace));
+        }
+        Ok(())
+    }
+
+    /// Validates a custom object against its CRD schema, returning the stored form.
+    fn admit(
+        &self,
+        rt: &ResourceType,
+        object: Value,
+        old: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let Some(schema_value) = &rt.schema else {
+            return Ok(object);
+        };
+        let name = metadata_str(&object, "name").unwrap_or_default().to_owned();
+        let old_for_rules = old.map(|o| self.present(rt, o));
+        schema::admit(schema_value, &object, old_for_rules.as_ref()).map_err(|violations| {
+            ApiError::invalid(&format!("{}.{}", rt.kind, rt.group), &name, violations)
+        })
+    }
+
+    fn create(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        mut object: Value,
+        manager: &str,
+        operation: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        self.check_scope(rt, namespace)?;
+        let fields = patch::leaf_fields(&object);
+        let uid = self.new_uid();
+        let metadata = ensure_metadata(&mut object)?;
+        if metadata
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            let Some(prefix) = metadata.get("generateName").and_then(Value::as_str) else {
+                return Err(ApiError::invalid(
+                    &rt.kind,
+                    "",
+                    vec![(
+                        "metadata.name".to_owned(),
+                        "Required value: name or generateName is required".to_owned(),
+                    )],
+                ));
+            };
+            let suffix: String = uid
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(5)
+                .collect();
+            metadata.insert("name".to_owned(), json!(format!("{prefix}{suffix}")));
+        }
+        let name = metadata
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if rt.namespaced {
+            metadata.insert("namespace".to_owned(), json!(namespace));
+        } else {
+            metadata.remove("namespace");
+        }
+        for field in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+        ] {
+            metadata.remove(field);
+        }
+        metadata.insert("uid".to_owned(), json!(uid));
+        metadata.insert("creationTimestamp".to_owned(), json!(now()));
+        metadata.insert("generation".to_owned(), json!(1));
+        if self.get(rt, namespace, &name).is_ok() {
+            return Err(ApiError::already_exists(&rt.qualified_plural(), &name));
+        }
+        if rt.status_subresource && !rt.group.is_empty() {
+            // Status is written through /status; a create carries none (built-in core objects
+            // such as Nodes and Namespaces keep theirs, as the real strategies do).
+            if let Some(map) = object.as_object_mut() {
+                map.remove("status");
+            }
+        }
+        let mut object = self.admit(rt, object, None)?;
+        patch::write_managed_fields(
+            &mut object,
+            &[patch::ManagedEntry {
+                manager: manager.to_owned(),
+                operation: operation.to_owned(),
+                api_version: rt.api_version(),
+                time: now(),
+                subresource: String::new(),
+                fields,
+            }],
+        );
+        if rt.kind == "CustomResourceDefinition" {
+            self.prepare_crd(&mut object)?;
+        }
+        if dry_run {
+            return Ok(object);
+        }
+        Ok(self.commit(rt, namespace, &name, object, None))
+    }
+
+    /// Assigns a resourceVersion, stores, indexes and publishes an object, then removes it if it
+    /// is being deleted with no finalizers left.
+    fn commit(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        mut object: Value,
+        old: Option<&Value>,
+    ) -> Value {
+        self.resource_version += 1;
+        let rv = self.resource_version;
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.insert("resourceVersion".to_owned(), json!(rv.to_string()));
+        }
+        let object_ref = (rt.storage_key(), namespace.to_owned(), name.to_owned());
+        if let Some(old) = old {
+            for owner in owner_uids(old) {
+                if let Some(set) = self.dependents.get_mut(&owner) {
+                    set.remove(&object_ref);
+                }
+            }
+        }
+        for owner in owner_uids(&object) {
+            self.dependents
+                .entry(owner)
+                .or_default()
+                .insert(object_ref.clone());
+        }
+        if let Some(uid) = metadata_str(&object, "uid") {
+            self.by_uid.insert(uid.to_owned(), object_ref.clone());
+        }
+        self.objects
+            .entry(rt.storage_key())
+            .or_default()
+            .insert((namespace.to_owned(), name.to_owned()), object.clone());
+        let event_type = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.publish(rt, namespace, event_type, rv, &object);
+        if rt.kind == "CustomResourceDefinition" {
+            self.register_crd(&object);
+        }
+        let deleting = metadata_str(&object, "deletionTimestamp").is_some();
+        if deleting && finalizers(&object).is_empty() {
+            self.remove(&object_ref);
+        } else if deleting {
+            self.progress_foreground(&object_ref);
+        }
+        object
+    }
+
+    fn publish(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        event_type: EventType,
+        rv: u64,
+        object: &Value,
+    ) {
+        let event = Arc::new(WatchEvent {
+            resource_version: rv,
+            key: rt.storage_key(),
+            namespace: namespace.to_owned(),
+            event_type,
+            object: object.clone(),
+        });
+        self.history.push_back(event.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(dropped) = self.history.pop_front() {
+                self.compacted = dropped.resource_version;
+            }
+        }
+        // No receivers is normal (nobody watching).
+        let _ = self.tx.send(event);
+    }
+
+    fn resource_type_for(&self, key: &StorageKey) -> Option<Arc<ResourceType>> {
+        self.registry
+            .all()
+            .find(|rt| &rt.storage_key() == key)
+            .cloned()
+    }
+
+    /// Removes an object for good, then collects what that orphans.
+    fn remove(&mut self, object_ref: &ObjectRef) {
+        let Some(object) = self
+            .objects
+            .get_mut(&object_ref.0)
+            .and_then(|objects| objects.remove(&(object_ref.1.clone(), object_ref.2.clone())))
+        else {
+            return;
+        };
+        let Some(rt) = self.resource_type_for(&object_ref.0) else {
+            return;
+        };
+        self.resource_version += 1;
+        let rv = self.resource_version;
+        let mut gone = object.clone();
+        if let Some(metadata) = gone.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.insert("resourceVersion".to_owned(), json!(rv.to_string()));
+        }
+        self.publish(&rt, &object_ref.1, EventType::Deleted, rv, &gone);
+        for owner in owner_uids(&object) {
+            if let Some(set) = self.dependents.get_mut(&owner) {
+                set.remove(object_ref);
+            }
+            if let Some(owner_ref) = self.by_uid.get(&owner).cloned() {
+                self.progress_foreground(&owner_ref);
+            }
+        }
+        if rt.kind == "CustomResourceDefinition" {
+            self.unregister_crd(&object);
+        }
+        if rt.kind == "Namespace" {
+            self.delete_namespace_contents(&object_ref.2);
+        }
+        let Some(uid) = metadata_str(&object, "uid").map(str::to_owned) else {
+            return;
+        };
+        self.by_uid.remove(&uid);
+        let orphans: Vec<ObjectRef> = self.dependents.remove(&uid).into_iter().flatten().collect();
+        for dependent in orphans {
+            let Some(dependent_object) = self.lookup(&dependent).cloned() else {
+                continue;
+            };
+            let owners_alive = owner_uids(&dependent_object)
+                .iter()
+                .any(|u| self.by_uid.contains_key(u));
+            if !owners_alive {
+                self.begin_delete(&dependent, "Background");
+            }
+        }
+    }
+
+    fn lookup(&self, object_ref: &ObjectRef) -> Option<&Value> {
+        self.objects
+            .get(&object_ref.0)?
+            .get(&(object_ref.1.clone(), object_ref.2.clone()))
+    }
+
+    /// Marks an object deleted: removed at once without finalizers, else given a
+    /// deletionTimestamp and left for its finalizers.
+    fn begin_delete(&mut self, object_ref: &ObjectRef, propagation: &str) {
+        let Some(mut object) = self.lookup(object_ref).cloned() else {
+            return;
+        };
+        let Some(rt) = self.resource_type_for(&object_ref.0) else {
+            return;
+        };
+        let has_dependents = metadata_str(&object, "uid")
+            .and_then(|uid| self.dependents.get(uid))
+            .is_some_and(|d| !d.is_empty());
+        let mut extra_finalizer = None;
+        if propagation == "Foreground" && has_dependents {
+            extra_finalizer = Some("foregroundDeletion");
+        }
+        if propagation == "Orphan" && has_dependents {
+            extra_finalizer = Some("orphan");
+        }
+        let mut current = finalizers(&object);
+        if let Some(f) = extra_finalizer
+            && !current.iter().any(|c| c == f)
+        {
+            current.push(f.to_owned());
+        }
+        if current.is_empty() {
+            self.remove(object_ref);
+            return;
+        }
+        if metadata_str(&object, "deletionTimestamp").is_some() && extra_finalizer.is_none() {
+            return;
+        }
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata
+                .entry("deletionTimestamp")
+                .or_insert_with(|| json!(now()));
+            metadata.insert("deletionGracePeriodSeconds".to_owned(), json!(0));
+            metadata.insert("finalizers".to_owned(), json!(current));
+        }
+        let old = self.lookup(object_ref).cloned();
+        self.commit(&rt, &object_ref.1, &object_ref.2, object, old.as_ref());
+        match extra_finalizer {
+            Some("foregroundDeletion") => {
+                let uid = metadata_str(self.lookup(object_ref).unwrap_or(&Value::Null), "uid")
+                    .map(str::to_owned);
+                let dependents: Vec<ObjectRef> = uid
+                    .and_then(|u| self.dependents.get(&u).cloned())
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                for dependent in dependents {
+                    self.begin_delete(&dependent, "Background");
+                }
+            }
+            Some("orphan") => self.orphan_dependents(object_ref),
+            _ => {}
+        }
+    }
+
+    /// Removes the owner reference to `owner` from its dependents, then its `orphan` finalizer.
+    fn orphan_dependents(&mut self, owner: &ObjectRef) {
+        let Some(uid) = self
+            .lookup(owner)
+            .and_then(|o| metadata_str(o, "uid"))
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        let dependents: Vec<ObjectRef> = self
+            .dependents
+            .get(&uid)
+            .cloned()
+            .into_iter()
+            .flatten()
+            .collect();
+        for dependent in dependents {
+            let Some(old) = self.lookup(&dependent).cloned() else {
+                continue;
+            };
+            let Some(rt) = self.resource_type_for(&dependent.0) else {
+                continue;
+            };
+            let mut updated = old.clone();
+            if let Some(refs) = updated
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
+            }
+            self.commit(&rt, &dependent.1, &dependent.2, updated, Some(&old));
+        }
+        self.drop_finalizer(owner, "orphan");
+    }
+
+    /// Completes a foreground deletion once its last dependent is gone.
+    fn progress_foreground(&mut self, owner: &ObjectRef) {
+        let Some(object) = self.lookup(owner) else {
+            return;
+        };
+        if !finalizers(object).iter().any(|f| f == "foregroundDeletion") {
+            return;
+        }
+        let remaining = metadata_str(object, "uid")
+            .and_then(|uid| self.dependents.get(uid))
+            .is_some_and(|d| !d.is_empty());
+        if !remaining {
+            self.drop_finalizer(owner, "foregroundDeletion");
+        }
+    }
+
+    fn drop_finalizer(&mut self, object_ref: &ObjectRef, finalizer: &str) {
+        let Some(old) = self.lookup(object_ref).cloned() else {
+            return;
+        };
+        let Some(rt) = self.resource_type_for(&object_ref.0) else {
+            return;
+        };
+        let mut updated = old.clone();
+        if let Some(list) = updated
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            list.retain(|f| f.as_str() != Some(finalizer));
+        }
+        self.commit(&rt, &object_ref.1, &object_ref.2, updated, Some(&old));
+    }
+
+    fn delete_namespace_contents(&mut self, namespace: &str) {
+        let refs: Vec<ObjectRef> = self
+            .objects
+            .iter()
+            .flat_map(|(key, objects)| {
+                objects
+                    .keys()
+                    .filter(|(ns, _)| ns == namespace)
+                    .map(move |(ns, name)| (key.clone(), ns.clone(), name.clone()))
+            })
+            .collect();
+        for object_ref in refs {
+            self.begin_delete(&object_ref, "Background");
+        }
+    }
+
+    fn delete(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let object = self.get(rt, namespace, name)?.clone();
+        if let Some(uid) = &options.precondition_uid
+            && metadata_str(&object, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::conflict(
+                &rt.qualified_plural(),
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    metadata_str(&object, "uid").unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(rv) = &options.precondition_resource_version
+            && metadata_str(&object, "resourceVersion") != Some(rv.as_str())
+        {
+            return Err(ApiError::conflict(
+                &rt.qualified_plural(),
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        if options.dry_run {
+            return Ok(object);
+        }
+        let object_ref = (rt.storage_key(), namespace.to_owned(), name.to_owned());
+        let propagation = options.propagation.as_deref().unwrap_or("Background");
+        if !matches!(propagation, "Background" | "Foreground" | "Orphan") {
+            return Err(ApiError::bad_request(format!(
+                "unknown propagationPolicy {propagation:?}"
+            )));
+        }
+        self.begin_delete(&object_ref, propagation);
+        Ok(self.lookup(&object_ref).cloned().unwrap_or(object))
+    }
+
+    /// The common tail of every update: keeps what clients may not change, honours the status
+    /// subresource, validates, bumps generation, records field ownership and commits. An update
+    /// that changes nothing is not written.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_update(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        old: &Value,
+        mut new: Value,
+        sub: Subresource,
+        managed: Option<Vec<patch::ManagedEntry>>,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        ensure_metadata(&mut new)?;
+        if rt.status_subresource {
+            let status = match sub {
+                Subresource::Main => old.get("status").cloned(),
+                Subresource::Status => new.get("status").cloned(),
+            };
+            if sub == Subresource::Status {
+                let mut only_status = old.clone();
+                if let Some(map) = only_status.as_object_mut() {
+                    map.remove("status");
+                    if let Some(s) = status {
+                        map.insert("status".to_owned(), s);
+                    }
+                }
+                new = only_status;
+            } else if let Some(map) = new.as_object_mut() {
+                map.remove("status");
+                if let Some(s) = status {
+                    map.insert("status".to_owned(), s);
+                }
+            }
+        }
+        let old_metadata = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        let metadata = ensure_metadata(&mut new)?;
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "namespace",
+            "name",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old_metadata.get(field) {
+                Some(value) => {
+                    metadata.insert(field.to_owned(), value.clone());
+                }
+                None => {
+                    metadata.remove(field);
+                }
+            }
+        }
+        let mut new = self.admit(rt, new, Some(old))?;
+        if spec_part(&new) != spec_part(old) {
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                + 1;
+            if let Some(metadata) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                metadata.insert("generation".to_owned(), json!(generation));
+            }
+        }
+        let entries = match managed {
+            Some(entries) => entries,
+            None => {
+                let mut entries = patch::read_managed_fields(old);
+                let changed: BTreeSet<FieldPath> =
+                    patch::changed_fields(&comparable(old), &comparable(&new));
+                patch::record_update(
+                    &mut entries,
+                    &options.field_manager,
+                    &rt.api_version(),
+                    sub.name(),
+                    &now(),
+                    &changed,
+                );
+                entries
+            }
+        };
+        patch::write_managed_fields(&mut new, &entries);
+        if comparable(&new) == comparable(old)
+            && patch::read_managed_fields(&new)
+                .iter()
+                .map(|e| (&e.manager, &e.fields))
+                .eq(patch::read_managed_fields(old)
+                    .iter()
+                    .map(|e| (&e.manager, &e.fields)))
+        {
+            return Ok(old.clone());
+        }
+        if rt.kind == "CustomResourceDefinition" {
+            self.prepare_crd(&mut new)?;
+        }
+        if options.dry_run {
+            return Ok(new);
+        }
+        Ok(self.commit(rt, namespace, name, new, Some(old)))
+    }
+
+    fn replace(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        new: Value,
+        sub: Subresource,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        self.check_scope(rt, namespace)?;
+        let old = self.get(rt, namespace, name)?.clone();
+        if let Some(body_name) = metadata_str(&new, "name")
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if let Some(rv) = metadata_str(&new, "resourceVersion")
+            && Some(rv) != metadata_str(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                &rt.qualified_plural(),
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        self.finish_update(rt, namespace, name, &old, new, sub, None, options)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn patch(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        kind: PatchKind,
+        body: &Value,
+        sub: Subresource,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        self.check_scope(rt, namespace)?;
+        let existing = self.get(rt, namespace, name).cloned();
+        if let PatchKind::Apply { force } = kind {
+            return self.apply(
+                rt,
+                namespace,
+                name,
+                existing.ok(),
+                body,
+                sub,
+                force,
+                options,
+            );
+        }
+        let old = existing?;
+        let mut new = old.clone();
+        match kind {
+            PatchKind::Merge => patch::merge_patch(&mut new, body),
+            PatchKind::Strategic => patch::strategic_merge_patch(&mut new, body),
+            PatchKind::Json => patch::json_patch(&mut new, body)?,
+            PatchKind::Apply { .. } => unreachable!("handled above"),
+        }
+        if let Some(rv) = body
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            && Some(rv) != metadata_str(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                &rt.qualified_plural(),
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        self.finish_update(rt, namespace, name, &old, new, sub, None, options)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        existing: Option<Value>,
+        applied: &Value,
+        sub: Subresource,
+        force: bool,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        if options.field_manager.is_empty() || options.field_manager == "unknown" {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+            ));
+        }
+        for (field, expected) in [("apiVersion", rt.api_version()), ("kind", rt.kind.clone())] {
+            if applied.get(field).and_then(Value::as_str) != Some(expected.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "{field} must be {expected} in an apply patch for {}",
+                    rt.qualified_plural()
+                )));
+            }
+        }
+        if metadata_str(applied, "name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object does not match the name on the URL ({name})"
+            )));
+        }
+        let mut intent = applied.clone();
+        if let Some(metadata) = intent.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("resourceVersion");
+            metadata.remove("managedFields");
+        }
+        let time = now();
+        let Some(live) = existing else {
+            if sub == Subresource::Status {
+                return Err(ApiError::not_found(&rt.qualified_plural(), name));
+            }
+            let mut object = intent;
+            ensure_metadata(&mut object)?.insert("name".to_owned(), json!(name));
+            return self.create(
+                rt,
+                namespace,
+                object,
+                &options.field_manager,
+                "Apply",
+                options.dry_run,
+            );
+        };
+        let scoped_intent = match sub {
+            Subresource::Main => intent,
+            Subresource::Status => {
+                json!({"status": intent.get("status").cloned().unwrap_or_else(|| json!({}))})
+            }
+        };
+        let normalize = |object: Value| {
+            self.admit(rt, object.clone(), Some(&live))
+                .unwrap_or(object)
+        };
+        let applied = patch::server_side_apply(&live, &scoped_intent, &options.field_manager, &rt.api_version(), sub.name(), &time, force, normalize).map_err(|conflicts| {
+            let causes: Vec<Value> = conflicts
+                .iter()
+                .map(|(manager, path)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{manager}\""), "field": patch::display_path(path)}))
+                .collect();
+            let summary = conflicts
+                .iter()
+                .map(|(manager, path)| format!("conflict with \"{manager}\": {}", patch::display_path(path)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let count = conflicts.len();
+            ApiError::conflict(&rt.qualified_plural(), name, &format!("Apply failed with {count} conflict{}: {summary}", if count == 1 { "" } else { "s" }))
+                .with_details(json!({"name": name, "kind": rt.qualified_plural(), "causes": causes}))
+        })?;
+        self.finish_update(
+            rt,
+            namespace,
+            name,
+            &live,
+            applied.object,
+            sub,
+            Some(applied.entries),
+            options,
+        )
+    }
+
+    fn evict(&mut self, namespace: &str, name: &str) -> Result<(), ApiError> {
+        let pods_rt = self
+            .registry
+            .get("", "v1", "pods")
+            .expect("pods are built in");
+        let pdb_rt = self
+            .registry
+            .get("policy", "v1", "poddisruptionbudgets")
+            .expect("PDBs are built in");
+        let pod = self.get(&pods_rt, namespace, name)?.clone();
+        let is_healthy = |p: &Value| {
+            metadata_str(p, "deletionTimestamp").is_none()
+                && p.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c.get("type") == Some(&json!("Ready"))
+                                && c.get("status") == Some(&json!("True"))
+                        })
+                    })
+        };
+        let pods: Vec<Value> = self
+            .objects
+            .get(&pods_rt.storage_key())
+            .map(|all| {
+                all.iter()
+                    .filter(|((ns, _), _)| ns == namespace)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pdbs: Vec<Value> = self
+            .objects
+            .get(&pdb_rt.storage_key())
+            .map(|all| {
+                all.iter()
+                    .filter(|((ns, _), _)| ns == namespace)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for pdb in pdbs {
+            let Some(selector) = pdb.pointer("/spec/selector") else {
+                continue;
+            };
+            if !label_selector_matches(selector, &pod) {
+                continue;
+            }
+            let matching: Vec<&Value> = pods
+                .iter()
+                .filter(|p| label_selector_matches(selector, p))
+                .collect();
+            let expected = matching.len() as i64;
+            let healthy = matching.iter().filter(|p| is_healthy(p)).count() as i64;
+            let desired = desired_healthy(&pdb, expected);
+            // Evicting a healthy pod costs one healthy pod; an unhealthy one costs nothing but is
+            // only allowed while the budget holds (the IfHealthyBudget policy).
+            let after = if is_healthy(&pod) {
+                healthy - 1
+            } else {
+                healthy
+            };
+            if after < desired {
+                return Err(ApiError::too_many_requests(format!(
+                    "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {} needs {desired} healthy pods and has {healthy} currently",
+                    metadata_str(&pdb, "name").unwrap_or_default()
+                ))
+                .with_details(json!({"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {} needs {desired} healthy pods and has {healthy} currently", metadata_str(&pdb, "name").unwrap_or_default())}]})));
+            }
+        }
+        let object_ref = (pods_rt.storage_key(), namespace.to_owned(), name.to_owned());
+        self.begin_delete(&object_ref, "Background");
+        Ok(())
+    }
+
+    /// Fills a CRD's status and validates the fields serving needs.
+    fn prepare_crd(&self, crd: &mut Value) -> Result<(), ApiError> {
+        let name = metadata_str(crd, "name").unwrap_or_default().to_owned();
+        let spec = crd.get("spec").cloned().unwrap_or(Value::Null);
+        let group = spec
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let plural = spec
+            .pointer("/names/plural")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if group.is_empty() || plural.is_empty() || name != format!("{plural}.{group}") {
+            return Err(ApiError::invalid(
+                "CustomResourceDefinition.apiextensions.k8s.io",
+                &name,
+                vec![(
+                    "metadata.name".to_owned(),
+                    format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+                )],
+            ));
+        }
+        let stored: Vec<Value> = spec
+            .get("versions")
+            .and_then(Value::as_array)
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| v.get("storage") == Some(&json!(true)))
+                    .filter_map(|v| v.get("name").cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let time = now();
+        crd["status"] = json!({
+            "acceptedNames": spec.get("names").cloned().unwrap_or(Value::Null),
+            "storedVersions": stored,
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": time},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": time},
+            ],
+        });
+        Ok(())
+    }
+
+    fn register_crd(&mut self, crd: &Value) {
+        let spec = crd.get("spec").cloned().unwrap_or(Value::Null);
+        let group = spec
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let names = spec.get("names").cloned().unwrap_or(Value::Null);
+        let text = |v: &Value, k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let list = |v: &Value, k: &str| -> Vec<String> {
+            v.get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let plural = text(&names, "plural");
+        self.registry.remove_resource(&group, &plural);
+        if metadata_str(crd, "deletionTimestamp").is_some() {
+            return;
+        }
+        for version in spec
+            .get("versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if version.get("served") == Some(&json!(false)) {
+                continue;
+            }
+            let kind = text(&names, "kind");
+            let singular = match text(&names, "singular") {
+                s if s.is_empty() => kind.to_lowercase(),
+                s => s,
+            };
+            self.registry.insert(ResourceType {
+                group: group.clone(),
+                version: text(version, "name"),
+                kind,
+                plural: plural.clone(),
+                singular,
+                namespaced: spec.get("scope").and_then(Value::as_str) == Some("Namespaced"),
+                status_subresource: version.pointer("/subresources/status").is_some(),
+                eviction: false,
+                short_names: list(&names, "shortNames"),
+                categories: list(&names, "categories"),
+                schema: version.pointer("/schema/openAPIV3Schema").cloned(),
+                printer_columns: version
+                    .get("additionalPrinterColumns")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+        }
+    }
+
+    fn unregister_crd(&mut self, crd: &Value) {
+        let group = crd
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let plural = crd
+            .pointer("/spec/names/plural")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let key = StorageKey {
+            group: group.clone(),
+            plural: plural.clone(),
+        };
+        let refs: Vec<ObjectRef> = self
+            .objects
+            .get(&key)
+            .map(|objects| {
+                objects
+                    .keys()
+                    .map(|(ns, name)| (key.clone(), ns.clone(), name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for object_ref in refs {
+            self.remove(&object_ref);
+        }
+        self.registry.remove_resource(&group, &plural);
+    }
+}
+
+/// `desiredHealthy` of a PodDisruptionBudget for `expected` matching pods.
+pub fn desired_healthy(pdb: &Value, expected: i64) -> i64 {
+    let resolve = |v: &Value| -> Option<i64> {
+        match v {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<i64>().ok())
+                .map(|p| (p * expected + 99) / 100),
+            _ => None,
+        }
+    };
+    if let Some(min) = pdb.pointer("/spec/minAvailable").and_then(resolve) {
+        return min;
+    }
+    if let Some(max) = pdb.pointer("/spec/maxUnavailable").and_then(resolve) {
+        return (expected - max).max(0);
+    }
+    0
+}
