@@ -139,12 +139,18 @@ impl SimServer {
 
     /// A kube-rs client for this server.
     pub fn client(&self) -> Result<kube::Client, SimError> {
+        kube::Client::try_from(self.client_config()?).map_err(|e| SimError::Client(e.to_string()))
+    }
+
+    /// The configuration [`SimServer::client`] uses, for callers that tune it (kube-rs retries
+    /// `429` answers, such as an eviction refused by a PodDisruptionBudget, for minutes by
+    /// default; `default_retry = false` turns that off).
+    pub fn client_config(&self) -> Result<kube::Config, SimError> {
         let url: http::Uri = self
             .url()
             .parse()
             .map_err(|e: http::uri::InvalidUri| SimError::Client(e.to_string()))?;
-        let config = kube::Config::new(url);
-        kube::Client::try_from(config).map_err(|e| SimError::Client(e.to_string()))
+        Ok(kube::Config::new(url))
     }
 
     /// Stops serving and waits for the server task to end.

@@ -568,7 +568,19 @@ fn watch(
             rv
         }
     };
-    let (backlog, mut receiver) = store.watch_from(&rt.storage_key(), since)?;
+    let (backlog, mut receiver) = match store.watch_from(&rt.storage_key(), since) {
+        Ok(start) => start,
+        // kube-apiserver answers a watch from a compacted resourceVersion with 200 and a single
+        // ERROR event carrying `410 Expired`; clients (kube-rs' watcher, client-go's reflector)
+        // relist on exactly that.
+        Err(gone) => {
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(event_line("ERROR", &gone.to_status())))
+                .map_err(|e| ApiError::internal(format!("cannot answer the watch: {e}")));
+        }
+    };
     let matches = {
         let rt = rt.clone();
         let namespace = namespace.clone();
@@ -608,6 +620,7 @@ fn watch(
         }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let mut disconnects = store.watch_disconnects();
     tokio::spawn(async move {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut last_rv = since;
@@ -662,6 +675,7 @@ fn watch(
                     }
                 }
                 _ = tokio::time::sleep_until(sleep_until) => return,
+                _ = disconnects.changed() => return,
             }
         }
     });

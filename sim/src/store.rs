@@ -113,6 +113,8 @@ struct State {
 /// The shared store.
 pub struct Store {
     state: Mutex<State>,
+    /// Bumped to close every open watch stream (clients then resume from their resourceVersion).
+    disconnects: tokio::sync::watch::Sender<u64>,
 }
 
 pub fn now() -> String {
@@ -218,6 +220,7 @@ impl Store {
         }
         Store {
             state: Mutex::new(state),
+            disconnects: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -338,11 +341,7 @@ impl Store {
 
     /// The events after `since` for one resource, and a receiver for those that follow.
     /// `410 Gone` when `since` is older than the retained history.
-    pub fn watch_from(
-        &self,
-        key: &StorageKey,
-        since: u64,
-    ) -> Result<WatchStart, ApiError> {
+    pub fn watch_from(&self, key: &StorageKey, since: u64) -> Result<WatchStart, ApiError> {
         let state = self.lock();
         if since < state.compacted {
             return Err(ApiError::gone(format!(
@@ -372,6 +371,16 @@ impl Store {
             state.history.pop_front();
         }
         state.compacted = state.compacted.max(up_to);
+    }
+
+    /// Closes every open watch stream, as an API server restart or a network fault would.
+    pub fn disconnect_watches(&self) {
+        self.disconnects.send_modify(|generation| *generation += 1);
+    }
+
+    /// Resolves when [`Store::disconnect_watches`] is called.
+    pub fn watch_disconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.disconnects.subscribe()
     }
 
     /// Renders an object at the version a client asked for.
