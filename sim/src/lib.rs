@@ -1,6 +1,7 @@
 //! dvt-sim: a simulated Kubernetes API server on 127.0.0.1 that kube-rs and kubectl talk to as
 //! to a real one, for end-to-end tests on machines without Docker or a real cluster.
 
+pub mod bench;
 pub mod errors;
 pub mod patch;
 pub mod registry;

@@ -31,6 +31,25 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// Measure the simulator's ceiling through kube-rs: sustained writes per second, list
+    /// latency and watch fan-out. Prints one figure per line. Build with --release.
+    Bench {
+        /// Objects created and listed.
+        #[arg(long, default_value_t = 10_000)]
+        objects: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Timed lists of every object.
+        #[arg(long, default_value_t = 20)]
+        lists: usize,
+        /// Watch streams open at once for the fan-out figure.
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Writes every watcher must see.
+        #[arg(long, default_value_t = 1_000)]
+        fan_out_writes: usize,
+    },
 }
 
 #[tokio::main]
@@ -40,7 +59,40 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let Command::Serve { kubeconfig, port } = Cli::parse().command;
+    let (kubeconfig, port) = match Cli::parse().command {
+        Command::Serve { kubeconfig, port } => (kubeconfig, port),
+        Command::Bench {
+            objects,
+            concurrency,
+            lists,
+            watchers,
+            fan_out_writes,
+        } => {
+            let options = dvt_sim::bench::BenchOptions {
+                objects,
+                concurrency: concurrency.max(1),
+                lists: lists.max(1),
+                watchers,
+                fan_out_writes,
+            };
+            println!(
+                "dvt-sim bench: {objects} objects, concurrency {}, {watchers} watchers x {fan_out_writes} writes",
+                options.concurrency
+            );
+            return match dvt_sim::bench::run(&options).await {
+                Ok(figures) => {
+                    for figure in figures {
+                        println!("{figure}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let server = match SimServer::start(SimOptions {
         port,
         ..SimOptions::default()
