@@ -2,6 +2,7 @@
 //! to a real one, for end-to-end tests on machines without Docker or a real cluster.
 
 pub mod bench;
+pub mod cluster;
 pub mod errors;
 pub mod patch;
 pub mod registry;
@@ -10,6 +11,7 @@ pub mod selectors;
 mod server;
 pub mod store;
 pub mod table;
+pub mod timeline;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,6 +21,8 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use cluster::faults::Fault;
+pub use cluster::{Cluster, ClusterOptions};
 pub use store::Store;
 
 /// Why the simulator could not start or be used.
@@ -45,6 +49,9 @@ pub struct SimOptions {
     pub port: u16,
     /// Events kept for watches to resume from; older resourceVersions answer `410 Gone`.
     pub history: usize,
+    /// Run a simulated cluster (nodes, controllers, kubelets, faults) inside; `None` serves the
+    /// API alone.
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl Default for SimOptions {
@@ -52,6 +59,7 @@ impl Default for SimOptions {
         SimOptions {
             port: 0,
             history: store::DEFAULT_HISTORY,
+            cluster: None,
         }
     }
 }
@@ -60,6 +68,9 @@ impl Default for SimOptions {
 pub struct SimServer {
     address: SocketAddr,
     store: Arc<Store>,
+    cluster: Option<Cluster>,
+    cluster_task: Option<JoinHandle<()>>,
+    api_faults: Arc<server::ApiFaultState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -81,9 +92,19 @@ impl SimServer {
             .local_addr()
             .map_err(|source| SimError::Bind { address, source })?;
         let store = Arc::new(Store::new(options.history));
+        let (cluster, cluster_task) = match options.cluster {
+            Some(cluster_options) => {
+                let (cluster, task) = Cluster::start(store.clone(), cluster_options);
+                (Some(cluster), Some(task))
+            }
+            None => (None, None),
+        };
+        let api_faults = Arc::new(server::ApiFaultState::default());
         let (major, minor) = KUBERNETES_VERSION;
         let sim = Arc::new(server::Sim {
             store: store.clone(),
+            cluster: cluster.clone(),
+            api_faults: api_faults.clone(),
             version: json!({
                 "major": major, "minor": minor, "gitVersion": format!("v{major}.{minor}.0-dvt-sim"),
                 "gitCommit": "dvt-sim", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
@@ -104,6 +125,9 @@ impl SimServer {
         Ok(SimServer {
             address,
             store,
+            cluster,
+            cluster_task,
+            api_faults,
             shutdown: Some(shutdown),
             task: Some(task),
         })
@@ -116,6 +140,22 @@ impl SimServer {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// The simulated cluster, when one runs.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    /// Injects a fault, as `POST /sim/v1/faults` does.
+    pub fn inject(&self, fault: Fault) -> Result<(), errors::ApiError> {
+        let sim = server::Sim {
+            store: self.store.clone(),
+            version: serde_json::Value::Null,
+            cluster: self.cluster.clone(),
+            api_faults: self.api_faults.clone(),
+        };
+        server::inject(&sim, fault)
     }
 
     /// Direct access to the store, for tests (e.g. to compact watch history).
@@ -156,6 +196,9 @@ impl SimServer {
 
     /// Stops serving and waits for the server task to end.
     pub async fn stop(mut self) {
+        if let Some(task) = self.cluster_task.take() {
+            task.abort();
+        }
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -168,6 +211,9 @@ impl SimServer {
 
 impl Drop for SimServer {
     fn drop(&mut self) {
+        if let Some(task) = self.cluster_task.take() {
+            task.abort();
+        }
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dvt_sim::{SimOptions, SimServer};
+use dvt_sim::cluster::ReadinessRule;
+use dvt_sim::{ClusterOptions, Fault, SimOptions, SimServer};
 
 /// A simulated Kubernetes API server for testing dvt-operator without Docker or a real cluster.
 ///
@@ -30,6 +31,31 @@ enum Command {
         /// Port on 127.0.0.1; 0 picks a free one.
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Simulated nodes (0: serve the API alone, with no cluster inside).
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        /// Zones the nodes are spread over (`zone-a`, `zone-b`, ...).
+        #[arg(long, default_value_t = 4)]
+        zones: usize,
+        /// Pace of pods starting, crashing and backing off: `human` (seconds, to follow with
+        /// `kubectl get pods -w`) or `fast` (tens of milliseconds, for tests).
+        #[arg(long, default_value = "human", value_parser = ["human", "fast"])]
+        pace: String,
+        /// Mimic Charon's readiness: a pod with this label is ready only while at least
+        /// `--quorum-annotation` (on the pod) pods with the same label value run.
+        #[arg(long, value_name = "LABEL")]
+        quorum_label: Option<String>,
+        /// The pod annotation holding the quorum for `--quorum-label`.
+        #[arg(long, value_name = "ANNOTATION", default_value = "dvt.io/threshold")]
+        quorum_annotation: String,
+    },
+    /// Inject a fault into a running `dvt-sim serve`.
+    Fault {
+        /// The kubeconfig `serve` wrote.
+        #[arg(long, default_value = "dvt-sim.kubeconfig", value_name = "PATH")]
+        kubeconfig: PathBuf,
+        #[command(subcommand)]
+        fault: FaultCommand,
     },
     /// Measure the simulator's ceiling through kube-rs: sustained writes per second, list
     /// latency and watch fan-out. Prints one figure per line. Build with --release.
@@ -52,6 +78,152 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum FaultCommand {
+    /// A container exits with an error once, then restarts.
+    CrashOnce {
+        pod: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// One container (default: all).
+        #[arg(short, long)]
+        container: Option<String>,
+    },
+    /// Containers exit after every start: CrashLoopBackOff.
+    CrashLoop {
+        pod: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(short, long)]
+        container: Option<String>,
+        /// Exit as OOMKilled instead of Error.
+        #[arg(long)]
+        oom: bool,
+    },
+    /// The pod's images cannot be pulled: ImagePullBackOff.
+    ImagePull {
+        pod: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Every image containing IMAGE fails to pull.
+    BadImage {
+        image: String,
+    },
+    /// Undo `bad-image`.
+    FixImage {
+        image: String,
+    },
+    /// The pod runs but is not ready.
+    Unready {
+        pod: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// The pod's liveness probe fails: its containers are killed and restarted.
+    Unlive {
+        pod: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Clear every fault of a pod.
+    Heal {
+        pod: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// The node stops reporting: NotReady; its pods lose readiness and stay bound.
+    FailNode {
+        node: String,
+    },
+    RestoreNode {
+        node: String,
+    },
+    /// Every node of the zone fails.
+    FailZone {
+        zone: String,
+    },
+    RestoreZone {
+        zone: String,
+    },
+    /// API server faults for a fraction of resource requests (all zero: none).
+    Api {
+        #[arg(long, default_value_t = 0.0)]
+        error_fraction: f64,
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 0.0)]
+        watch_drop_fraction: f64,
+    },
+}
+
+impl FaultCommand {
+    fn into_fault(self) -> Fault {
+        match self {
+            FaultCommand::CrashOnce {
+                pod,
+                namespace,
+                container,
+            } => Fault::CrashOnce {
+                namespace,
+                pod,
+                container,
+            },
+            FaultCommand::CrashLoop {
+                pod,
+                namespace,
+                container,
+                oom,
+            } => Fault::CrashLoop {
+                namespace,
+                pod,
+                container,
+                oom,
+            },
+            FaultCommand::ImagePull { pod, namespace } => Fault::ImagePull { namespace, pod },
+            FaultCommand::BadImage { image } => Fault::BadImage { image },
+            FaultCommand::FixImage { image } => Fault::FixImage { image },
+            FaultCommand::Unready { pod, namespace } => Fault::Unready { namespace, pod },
+            FaultCommand::Unlive { pod, namespace } => Fault::Unlive { namespace, pod },
+            FaultCommand::Heal { pod, namespace } => Fault::Heal { namespace, pod },
+            FaultCommand::FailNode { node } => Fault::FailNode { node },
+            FaultCommand::RestoreNode { node } => Fault::RestoreNode { node },
+            FaultCommand::FailZone { zone } => Fault::FailZone { zone },
+            FaultCommand::RestoreZone { zone } => Fault::RestoreZone { zone },
+            FaultCommand::Api {
+                error_fraction,
+                latency_ms,
+                watch_drop_fraction,
+            } => Fault::Api(dvt_sim::cluster::faults::ApiFaults {
+                error_fraction,
+                latency_ms,
+                watch_drop_fraction,
+            }),
+        }
+    }
+}
+
+/// Sends a fault to a running simulator through the kubeconfig's server address.
+async fn send_fault(kubeconfig: &std::path::Path, fault: Fault) -> Result<(), String> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| format!("cannot read {}: {e}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| format!("cannot use {}: {e}", kubeconfig.display()))?;
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(&fault).map_err(|e| e.to_string())?;
+    let request = http::Request::post("/sim/v1/faults")
+        .header("content-type", "application/json")
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    client
+        .request_text(request)
+        .await
+        .map(drop)
+        .map_err(|e| format!("the simulator refused the fault: {e}"))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -59,8 +231,47 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let (kubeconfig, port) = match Cli::parse().command {
-        Command::Serve { kubeconfig, port } => (kubeconfig, port),
+    let (kubeconfig, port, cluster) = match Cli::parse().command {
+        Command::Serve {
+            kubeconfig,
+            port,
+            nodes,
+            zones,
+            pace,
+            quorum_label,
+            quorum_annotation,
+        } => {
+            let cluster = (nodes > 0).then(|| {
+                let base = if pace == "fast" {
+                    ClusterOptions::fast()
+                } else {
+                    ClusterOptions::default()
+                };
+                ClusterOptions {
+                    nodes,
+                    zones: zones.max(1),
+                    readiness_rules: quorum_label
+                        .map(|group_label| ReadinessRule {
+                            group_label,
+                            min_running: 1,
+                            min_running_annotation: Some(quorum_annotation),
+                        })
+                        .into_iter()
+                        .collect(),
+                    ..base
+                }
+            });
+            (kubeconfig, port, cluster)
+        }
+        Command::Fault { kubeconfig, fault } => {
+            return match send_fault(&kubeconfig, fault.into_fault()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Bench {
             objects,
             concurrency,
@@ -95,6 +306,7 @@ async fn main() -> ExitCode {
     };
     let server = match SimServer::start(SimOptions {
         port,
+        cluster,
         ..SimOptions::default()
     })
     .await
@@ -115,7 +327,7 @@ async fn main() -> ExitCode {
         kubeconfig.display()
     );
     println!(
-        "try: KUBECONFIG={} kubectl get namespaces",
+        "try: KUBECONFIG={} kubectl get nodes,pods -A",
         kubeconfig.display()
     );
     let _ = tokio::signal::ctrl_c().await;

@@ -12,6 +12,8 @@ use axum::response::Response;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::cluster::Cluster;
+use crate::cluster::faults::{ApiFaults, Fault};
 use crate::errors::ApiError;
 use crate::registry::ResourceType;
 use crate::selectors::Selector;
@@ -24,6 +26,37 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Sim {
     pub store: Arc<Store>,
     pub version: Value,
+    pub cluster: Option<Cluster>,
+    pub api_faults: Arc<ApiFaultState>,
+}
+
+/// API faults in force, with the random source that picks the requests they hit.
+#[derive(Default)]
+pub struct ApiFaultState {
+    pub faults: std::sync::Mutex<ApiFaults>,
+    random: std::sync::atomic::AtomicU64,
+}
+
+impl ApiFaultState {
+    fn current(&self) -> ApiFaults {
+        self.faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// A number in [0, 1) (SplitMix64 over a shared counter: cheap and good enough to pick a
+    /// fraction of requests).
+    fn roll(&self) -> f64 {
+        let mut z = self
+            .random
+            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -48,9 +81,19 @@ enum Target {
     CoreVersions,
     Groups,
     Group(String),
-    Resources { group: String, version: String },
+    Resources {
+        group: String,
+        version: String,
+    },
     OpenApiV3Index,
-    OpenApiV3 { group: String, version: String },
+    OpenApiV3 {
+        group: String,
+        version: String,
+    },
+    /// `/sim/v1/faults`: inject (POST) or list (GET) faults.
+    SimFaults,
+    /// `/sim/v1/timeline`: what happened so far.
+    SimTimeline,
     Object(ObjectPath),
     NotFound,
 }
@@ -72,6 +115,8 @@ fn parse_target(path: &str) -> Target {
         .collect();
     let (group, version, rest) = match segments.as_slice() {
         ["version"] => return Target::Version,
+        ["sim", "v1", "faults"] => return Target::SimFaults,
+        ["sim", "v1", "timeline"] => return Target::SimTimeline,
         ["healthz" | "livez" | "readyz", ..] => return Target::Health,
         ["api"] => return Target::CoreVersions,
         ["apis"] => return Target::Groups,
@@ -258,7 +303,31 @@ async fn route(
             &openapi_v3(store, &group, &version),
         )),
         Target::NotFound => Err(ApiError::not_found("paths", uri.path())),
+        Target::SimFaults if method == Method::POST => {
+            let fault: Fault = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("not a fault: {e}")))?;
+            inject(sim, fault)?;
+            Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))
+        }
+        Target::SimFaults => {
+            let cluster = sim.cluster.as_ref().map(Cluster::faults);
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"api": sim.api_faults.current(), "cluster": cluster}),
+            ))
+        }
+        Target::SimTimeline => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::to_value(store.timeline()).unwrap_or_default(),
+        )),
         Target::Object(path) => {
+            let faults = sim.api_faults.current();
+            if faults.latency_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+            }
+            if faults.error_fraction > 0.0 && sim.api_faults.roll() < faults.error_fraction {
+                return Err(ApiError::internal("dvt-sim: injected API fault"));
+            }
             let rt = store
                 .resolve(&path.group, &path.version, &path.plural)
                 .ok_or_else(|| {
@@ -278,6 +347,26 @@ fn group_json(group: &str, versions: &[String]) -> Value {
         .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
         .collect();
     json!({"name": group, "versions": versions, "preferredVersion": versions.first().cloned().unwrap_or(Value::Null)})
+}
+
+/// Applies a fault: API faults here, the rest in the simulated cluster.
+pub fn inject(sim: &Sim, fault: Fault) -> Result<(), ApiError> {
+    match (fault, &sim.cluster) {
+        (Fault::Api(api), _) => {
+            *sim.api_faults
+                .faults
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = api;
+            Ok(())
+        }
+        (fault, Some(cluster)) => {
+            cluster.inject(fault);
+            Ok(())
+        }
+        (_, None) => Err(ApiError::bad_request(
+            "this simulator runs no cluster (start it with nodes) and cannot take that fault",
+        )),
+    }
 }
 
 /// OpenAPI v3 for one group/version: the CRD schemas, which `kubectl explain` reads, and a PATCH
@@ -362,7 +451,7 @@ async fn object_request(
                 return Err(ApiError::method_not_allowed("eviction accepts POST only"));
             }
             let name = path.name.unwrap_or_default();
-            store.evict(&namespace, &name)?;
+            store.evict(&namespace, &name, &field_manager(&params, headers))?;
             return Ok(json_response(
                 StatusCode::CREATED,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -513,6 +602,11 @@ fn delete_options(
             .get("propagationPolicy")
             .cloned()
             .or_else(|| text(body.get("propagationPolicy"))),
+        grace_period_seconds: params
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok())
+            .or_else(|| body.get("gracePeriodSeconds").and_then(Value::as_i64)),
+        actor: field_manager(params, headers),
         precondition_uid: text(body.pointer("/preconditions/uid")),
         precondition_resource_version: text(body.pointer("/preconditions/resourceVersion")),
         dry_run: params.get("dryRun").is_some_and(|v| v == "All")
@@ -621,6 +715,15 @@ fn watch(
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let mut disconnects = store.watch_disconnects();
+    // An injected fault closes a fraction of watch streams within two seconds.
+    let faults = sim.api_faults.current();
+    let dropped_after = (faults.watch_drop_fraction > 0.0
+        && sim.api_faults.roll() < faults.watch_drop_fraction)
+        .then(|| Duration::from_secs_f64(0.1 + 1.9 * sim.api_faults.roll()));
+    let timeout = match (timeout, dropped_after) {
+        (Some(t), Some(d)) => Some(t.min(d)),
+        (t, d) => t.or(d),
+    };
     tokio::spawn(async move {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut last_rv = since;

@@ -13,6 +13,7 @@ use crate::patch::{self, FieldPath};
 use crate::registry::{Registry, ResourceType, StorageKey};
 use crate::schema;
 use crate::selectors::{Selector, label_selector_matches};
+use crate::timeline::{Change, TimelineEntry};
 
 /// Namespaces every cluster starts with.
 pub const INITIAL_NAMESPACES: [&str; 4] =
@@ -85,6 +86,11 @@ pub struct WriteOptions {
 pub struct DeleteOptions {
     /// `Orphan`, `Background` (default) or `Foreground`.
     pub propagation: Option<String>,
+    /// For pods bound to a node: how long the kubelet has to stop it. `0` removes the pod at
+    /// once (a force delete); otherwise it stays, terminating, until its kubelet confirms.
+    pub grace_period_seconds: Option<i64>,
+    /// Who deletes (the client's user agent or field manager), for the timeline.
+    pub actor: String,
     pub precondition_uid: Option<String>,
     pub precondition_resource_version: Option<String>,
     pub dry_run: bool,
@@ -108,6 +114,10 @@ struct State {
     next_uid: u64,
     uid_seed: u64,
     tx: broadcast::Sender<Arc<WatchEvent>>,
+    /// Who is making the current write, for the timeline.
+    actor: String,
+    started: std::time::Instant,
+    timeline: Vec<TimelineEntry>,
 }
 
 /// The shared store.
@@ -207,6 +217,9 @@ impl Store {
             next_uid: 0,
             uid_seed,
             tx,
+            actor: "dvt-sim".to_owned(),
+            started: std::time::Instant::now(),
+            timeline: Vec::new(),
         };
         let namespaces = state
             .registry
@@ -280,6 +293,7 @@ impl Store {
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
+        state.actor.clone_from(&options.field_manager);
         let created = state.create(
             rt,
             namespace,
@@ -301,6 +315,7 @@ impl Store {
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
+        state.actor.clone_from(&options.field_manager);
         let updated = state.replace(rt, namespace, name, object, sub, options)?;
         Ok(state.present(rt, &updated))
     }
@@ -317,6 +332,7 @@ impl Store {
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
+        state.actor.clone_from(&options.field_manager);
         let updated = state.patch(rt, namespace, name, kind, body, sub, options)?;
         Ok(state.present(rt, &updated))
     }
@@ -329,14 +345,48 @@ impl Store {
         options: &DeleteOptions,
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
+        state.actor.clone_from(&options.actor);
         let result = state.delete(rt, namespace, name, options)?;
         Ok(state.present(rt, &result))
     }
 
     /// `POST pods/{name}/eviction`: deletes the pod unless a PodDisruptionBudget forbids it.
-    pub fn evict(&self, namespace: &str, name: &str) -> Result<(), ApiError> {
+    pub fn evict(&self, namespace: &str, name: &str, actor: &str) -> Result<(), ApiError> {
         let mut state = self.lock();
+        actor.clone_into(&mut state.actor);
         state.evict(namespace, name)
+    }
+
+    /// Removes a pod at once, as a kubelet confirming termination or the pod garbage collector
+    /// does. Finalizers still hold it.
+    pub fn force_delete_pod(&self, namespace: &str, name: &str, actor: &str) {
+        let mut state = self.lock();
+        actor.clone_into(&mut state.actor);
+        let Some(rt) = state.registry.get("", "v1", "pods") else {
+            return;
+        };
+        let object_ref = (rt.storage_key(), namespace.to_owned(), name.to_owned());
+        state.begin_delete(&object_ref, "Background", Some(0));
+    }
+
+    /// Every committed change, from now on (for the simulated controllers).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
+        self.lock().tx.subscribe()
+    }
+
+    /// Everything recorded so far.
+    pub fn timeline(&self) -> Vec<TimelineEntry> {
+        self.lock().timeline.clone()
+    }
+
+    /// The entries after the first `skip`, for followers that poll.
+    pub fn timeline_since(&self, skip: usize) -> Vec<TimelineEntry> {
+        let state = self.lock();
+        state
+            .timeline
+            .get(skip..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// The events after `since` for one resource, and a receiver for those that follow.
@@ -588,11 +638,12 @@ impl State {
             EventType::Added
         };
         self.publish(rt, namespace, event_type, rv, &object);
+        self.record(rt, namespace, name, event_type, rv, old, Some(&object));
         if rt.kind == "CustomResourceDefinition" {
             self.register_crd(&object);
         }
         let deleting = metadata_str(&object, "deletionTimestamp").is_some();
-        if deleting && finalizers(&object).is_empty() {
+        if deleting && finalizers(&object).is_empty() && !awaits_kubelet(rt, &object) {
             self.remove(&object_ref);
         } else if deleting {
             self.progress_foreground(&object_ref);
@@ -625,6 +676,61 @@ impl State {
         let _ = self.tx.send(event);
     }
 
+    /// Appends a write, and a readiness change for pods, to the timeline.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        event_type: EventType,
+        rv: u64,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) {
+        let at = self.started.elapsed();
+        self.timeline.push(TimelineEntry {
+            at,
+            resource_version: rv,
+            change: Change::Write {
+                verb: event_type.as_str(),
+                resource: rt.qualified_plural(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                actor: self.actor.clone(),
+            },
+        });
+        if rt.kind != "Pod" || !rt.group.is_empty() {
+            return;
+        }
+        let was = old.is_some_and(pod_ready);
+        let is = new.is_some_and(pod_ready);
+        if was != is {
+            let labels = new
+                .or(old)
+                .and_then(|o| o.pointer("/metadata/labels"))
+                .and_then(Value::as_object)
+                .map(|labels| {
+                    labels
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.timeline.push(TimelineEntry {
+                at,
+                resource_version: rv,
+                change: Change::Readiness {
+                    namespace: namespace.to_owned(),
+                    pod: name.to_owned(),
+                    ready: is,
+                    labels,
+                    actor: self.actor.clone(),
+                },
+            });
+        }
+    }
+
     fn resource_type_for(&self, key: &StorageKey) -> Option<Arc<ResourceType>> {
         self.registry
             .all()
@@ -651,6 +757,15 @@ impl State {
             metadata.insert("resourceVersion".to_owned(), json!(rv.to_string()));
         }
         self.publish(&rt, &object_ref.1, EventType::Deleted, rv, &gone);
+        self.record(
+            &rt,
+            &object_ref.1,
+            &object_ref.2,
+            EventType::Deleted,
+            rv,
+            Some(&object),
+            None,
+        );
         for owner in owner_uids(&object) {
             if let Some(set) = self.dependents.get_mut(&owner) {
                 set.remove(object_ref);
@@ -678,7 +793,7 @@ impl State {
                 .iter()
                 .any(|u| self.by_uid.contains_key(u));
             if !owners_alive {
-                self.begin_delete(&dependent, "Background");
+                self.begin_delete(&dependent, "Background", None);
             }
         }
     }
@@ -690,13 +805,30 @@ impl State {
     }
 
     /// Marks an object deleted: removed at once without finalizers, else given a
-    /// deletionTimestamp and left for its finalizers.
-    fn begin_delete(&mut self, object_ref: &ObjectRef, propagation: &str) {
+    /// deletionTimestamp and left for its finalizers. A pod bound to a node is left terminating
+    /// for its kubelet unless `grace` is `Some(0)` (a force delete).
+    fn begin_delete(&mut self, object_ref: &ObjectRef, propagation: &str, grace: Option<i64>) {
         let Some(mut object) = self.lookup(object_ref).cloned() else {
             return;
         };
         let Some(rt) = self.resource_type_for(&object_ref.0) else {
             return;
+        };
+        let bound_pod = rt.kind == "Pod"
+            && rt.group.is_empty()
+            && object
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+        let grace = if bound_pod {
+            grace.unwrap_or_else(|| {
+                object
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30)
+            })
+        } else {
+            0
         };
         let has_dependents = metadata_str(&object, "uid")
             .and_then(|uid| self.dependents.get(uid))
@@ -714,19 +846,29 @@ impl State {
         {
             current.push(f.to_owned());
         }
-        if current.is_empty() {
+        if current.is_empty() && grace == 0 {
             self.remove(object_ref);
             return;
         }
-        if metadata_str(&object, "deletionTimestamp").is_some() && extra_finalizer.is_none() {
+        let already_deleting = metadata_str(&object, "deletionTimestamp").is_some();
+        let current_grace = object
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        // A second delete only matters when it adds a finalizer or shortens the grace period.
+        if already_deleting && extra_finalizer.is_none() && current_grace.is_none_or(|g| g <= grace)
+        {
             return;
         }
         if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             metadata
                 .entry("deletionTimestamp")
                 .or_insert_with(|| json!(now()));
-            metadata.insert("deletionGracePeriodSeconds".to_owned(), json!(0));
-            metadata.insert("finalizers".to_owned(), json!(current));
+            metadata.insert("deletionGracePeriodSeconds".to_owned(), json!(grace));
+            if current.is_empty() {
+                metadata.remove("finalizers");
+            } else {
+                metadata.insert("finalizers".to_owned(), json!(current));
+            }
         }
         let old = self.lookup(object_ref).cloned();
         self.commit(&rt, &object_ref.1, &object_ref.2, object, old.as_ref());
@@ -740,7 +882,7 @@ impl State {
                     .flatten()
                     .collect();
                 for dependent in dependents {
-                    self.begin_delete(&dependent, "Background");
+                    self.begin_delete(&dependent, "Background", None);
                 }
             }
             Some("orphan") => self.orphan_dependents(object_ref),
@@ -828,7 +970,7 @@ impl State {
             })
             .collect();
         for object_ref in refs {
-            self.begin_delete(&object_ref, "Background");
+            self.begin_delete(&object_ref, "Background", None);
         }
     }
 
@@ -871,7 +1013,7 @@ impl State {
                 "unknown propagationPolicy {propagation:?}"
             )));
         }
-        self.begin_delete(&object_ref, propagation);
+        self.begin_delete(&object_ref, propagation, options.grace_period_seconds);
         Ok(self.lookup(&object_ref).cloned().unwrap_or(object))
     }
 
@@ -1154,17 +1296,7 @@ impl State {
             .get("policy", "v1", "poddisruptionbudgets")
             .expect("PDBs are built in");
         let pod = self.get(&pods_rt, namespace, name)?.clone();
-        let is_healthy = |p: &Value| {
-            metadata_str(p, "deletionTimestamp").is_none()
-                && p.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| {
-                        cs.iter().any(|c| {
-                            c.get("type") == Some(&json!("Ready"))
-                                && c.get("status") == Some(&json!("True"))
-                        })
-                    })
-        };
+        let is_healthy = pod_ready;
         let pods: Vec<Value> = self
             .objects
             .get(&pods_rt.storage_key())
@@ -1215,7 +1347,7 @@ impl State {
             }
         }
         let object_ref = (pods_rt.storage_key(), namespace.to_owned(), name.to_owned());
-        self.begin_delete(&object_ref, "Background");
+        self.begin_delete(&object_ref, "Background", None);
         Ok(())
     }
 
@@ -1358,6 +1490,31 @@ impl State {
         }
         self.registry.remove_resource(&group, &plural);
     }
+}
+
+/// A pod counts as ready while its `Ready` condition is true and it is not being deleted (as
+/// endpoints and PodDisruptionBudgets count it).
+pub fn pod_ready(pod: &Value) -> bool {
+    metadata_str(pod, "deletionTimestamp").is_none()
+        && pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|conditions| {
+                conditions.iter().any(|c| {
+                    c.get("type").and_then(Value::as_str) == Some("Ready")
+                        && c.get("status").and_then(Value::as_str) == Some("True")
+                })
+            })
+}
+
+/// A deleted pod bound to a node stays, terminating, until its kubelet confirms it stopped.
+fn awaits_kubelet(rt: &ResourceType, object: &Value) -> bool {
+    rt.kind == "Pod"
+        && rt.group.is_empty()
+        && object
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_some_and(|g| g > 0)
 }
 
 /// `desiredHealthy` of a PodDisruptionBudget for `expected` matching pods.
