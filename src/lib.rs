@@ -2,7 +2,9 @@
 //! member, spread across zones, clients and operators, never taken below its signing threshold.
 
 pub mod api;
+pub mod controller;
 pub mod crdgen;
+pub mod lock;
 pub mod manifest;
 pub mod quorum;
 pub mod validate;

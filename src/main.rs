@@ -61,12 +61,6 @@ struct RunArgs {
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,dvt_operator=debug`).
     #[arg(long, default_value = "info", env = "DVT_LOG_LEVEL")]
     log_level: String,
-    /// Address of the metrics and health endpoints.
-    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
-    metrics_address: std::net::SocketAddr,
-    /// Elect a leader through a Lease so that only one replica reconciles.
-    #[arg(long, default_value_t = false)]
-    leader_election: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -154,27 +148,81 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn run(args: &RunArgs) -> ExitCode {
-    let namespaces = if args.namespaces.is_empty() {
-        "all namespaces".to_owned()
-    } else {
-        args.namespaces.join(",")
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGTERM from Kubernetes, or Ctrl-C).
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn client_for(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, String> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("cannot use kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no kubeconfig or in-cluster config found: {e}"))?,
     };
-    let kubeconfig = args
-        .kubeconfig
-        .as_ref()
-        .map_or("the default kubeconfig".to_owned(), |p| {
-            p.display().to_string()
-        });
-    eprintln!(
-        "error: the controller is not built yet; it arrives with the controller issue.\n\
-         `dvt-operator run` accepted its flags (watch {namespaces} via {kubeconfig}; logs {:?} at {:?}; \
-         metrics on {}; leader election {}) but does not reconcile anything.\n\
-         Meanwhile, check resources offline with `dvt-operator validate -f FILE`.",
-        args.log_format,
-        args.log_level,
-        args.metrics_address,
-        if args.leader_election { "on" } else { "off" },
-    );
-    ExitCode::FAILURE
+    dvt_operator::controller::identify(&mut config);
+    kube::Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    init_logging(args.log_format, &args.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let client = match client_for(args.kubeconfig.as_ref()).await {
+            Ok(client) => client,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let scope = dvt_operator::controller::Scope {
+            namespaces: args.namespaces.clone(),
+        };
+        tracing::info!(namespaces = ?scope.namespaces, "dvt-operator starting");
+        dvt_operator::controller::run(client, scope, stop_requested()).await;
+        tracing::info!("dvt-operator stopped");
+        ExitCode::SUCCESS
+    })
 }

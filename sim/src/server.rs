@@ -206,6 +206,23 @@ fn field_manager(params: &BTreeMap<String, String>, headers: &HeaderMap) -> Stri
     })
 }
 
+/// `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`: the client
+/// wants metadata only (kube-rs' metadata watchers; the operator's view of Secrets).
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("as=PartialObjectMetadata"))
+}
+
+fn metadata_only(object: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
 fn wants_table(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -485,6 +502,13 @@ async fn object_request(
                     &table::to_table(rt, &items, rv, include),
                 ));
             }
+            if wants_metadata(headers) {
+                let items: Vec<Value> = items.iter().map(metadata_only).collect();
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+                ));
+            }
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
@@ -499,6 +523,9 @@ async fn object_request(
                     StatusCode::OK,
                     &table::to_table(rt, &[object], rv, include),
                 ));
+            }
+            if wants_metadata(headers) {
+                return Ok(json_response(StatusCode::OK, &metadata_only(&object)));
             }
             Ok(json_response(StatusCode::OK, &object))
         }
@@ -634,6 +661,7 @@ fn watch(
 ) -> Result<Response, ApiError> {
     let store = sim.store.clone();
     let as_table = wants_table(headers);
+    let as_metadata = wants_metadata(headers);
     let send_initial = params.get("sendInitialEvents").is_some_and(|v| v == "true");
     let requested: Option<u64> = params
         .get("resourceVersion")
@@ -695,6 +723,8 @@ fn watch(
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 table::to_table(&rt, &[presented], rv, "PartialObjectMetadata")
+            } else if as_metadata {
+                metadata_only(&presented)
             } else {
                 presented
             }

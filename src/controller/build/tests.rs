@@ -1,0 +1,272 @@
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::api::ValidatorClient;
+use crate::controller::model::validate;
+use crate::controller::testing::example;
+
+const SNAPSHOTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/controller/build/snapshots"
+);
+
+/// Compares `objects` with the committed snapshot `name`; `UPDATE_SNAPSHOTS=1` rewrites it.
+fn snapshot(name: &str, desired: &Desired) {
+    let Desired {
+        services,
+        statefulsets,
+        pdb,
+    } = desired;
+    let mut text = String::new();
+    let documents = services
+        .iter()
+        .map(serde_yaml::to_string)
+        .chain(statefulsets.iter().map(serde_yaml::to_string))
+        .chain([serde_yaml::to_string(pdb)]);
+    for document in documents {
+        text.push_str("---\n");
+        text.push_str(&document.expect("objects serialise"));
+    }
+    let path = format!("{SNAPSHOTS}/{name}.yaml");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(SNAPSHOTS).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}; run with UPDATE_SNAPSHOTS=1 to create it"));
+    assert!(
+        committed == text,
+        "{path} differs from what the builders make; review and run with UPDATE_SNAPSHOTS=1"
+    );
+}
+
+fn desired(file: &str) -> (crate::controller::model::Cluster, Desired) {
+    let (dv, facts) = example(file);
+    let cluster = validate(&dv, &facts).expect("examples are valid");
+    let desired = build(&cluster);
+    (cluster, desired)
+}
+
+#[test]
+fn snapshots_of_both_examples() {
+    for file in ["stader-4", "stader-7"] {
+        snapshot(file, &desired(&format!("{file}.yaml")).1);
+    }
+}
+
+#[test]
+fn snapshots_of_each_client() {
+    for client in ValidatorClient::ALL {
+        let (mut dv, facts) = example("stader-4.yaml");
+        for member in &mut dv.spec.members {
+            member.validator_client = Some(client);
+        }
+        // Four members on one client breaks the diversity rule; this test is about the
+        // client's objects, so make the rule advisory.
+        dv.spec.client_diversity.policy = crate::api::Policy::Preferred;
+        dv.spec.members.truncate(4);
+        let cluster = validate(&dv, &facts).expect("valid");
+        let mut objects = build(&cluster);
+        objects.services.truncate(1);
+        objects.statefulsets.truncate(1);
+        snapshot(&format!("client-{client}"), &objects);
+    }
+}
+
+fn pod_secrets(set: &StatefulSet) -> BTreeSet<String> {
+    set.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+        .collect()
+}
+
+#[test]
+fn each_member_pod_mounts_its_own_secrets_and_no_other_members() {
+    for file in ["stader-4.yaml", "stader-7.yaml"] {
+        let (dv, _) = example(file);
+        let (_, desired) = desired(file);
+        assert_eq!(desired.statefulsets.len(), dv.spec.members.len());
+        for (set, member) in desired.statefulsets.iter().zip(&dv.spec.members) {
+            let own: BTreeSet<String> = [
+                member.key_share_secret.name.clone(),
+                member.enr_secret.name.clone(),
+            ]
+            .into();
+            assert_eq!(pod_secrets(set), own, "{file}: {}", member.name);
+            for other in dv.spec.members.iter().filter(|o| o.name != member.name) {
+                let mounted = pod_secrets(set);
+                assert!(
+                    !mounted.contains(&other.key_share_secret.name)
+                        && !mounted.contains(&other.enr_secret.name)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_budget_is_an_integer_min_available_of_the_threshold_over_all_members() {
+    for (file, threshold) in [("stader-4.yaml", 3), ("stader-7.yaml", 5)] {
+        let (_, desired) = desired(file);
+        let spec = desired.pdb.spec.unwrap();
+        assert_eq!(spec.min_available, Some(IntOrString::Int(threshold)));
+        assert!(spec.max_unavailable.is_none());
+        let selector = spec.selector.unwrap().match_labels.unwrap();
+        assert_eq!(
+            selector.len(),
+            1,
+            "all members of the DV, whatever the member"
+        );
+    }
+}
+
+#[test]
+fn pods_meet_the_restricted_pod_security_standard_and_keep_data_on_volumes() {
+    let (_, desired) = desired("stader-4.yaml");
+    for set in &desired.statefulsets {
+        let spec = set.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.update_strategy.as_ref().unwrap().type_.as_deref(),
+            Some("OnDelete")
+        );
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (
+                retention.when_deleted.as_deref(),
+                retention.when_scaled.as_deref()
+            ),
+            (Some("Retain"), Some("Retain"))
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+        for container in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
+            let sc = container.security_context.as_ref().unwrap();
+            assert_eq!(
+                sc.allow_privilege_escalation,
+                Some(false),
+                "{}",
+                container.name
+            );
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_owned()][..])
+            );
+            assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        }
+        // No emptyDir for anything but /tmp: keys and slashing protection live on PVCs.
+        let empty_dirs: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| v.empty_dir.is_some())
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(empty_dirs, [VOLUME_TMP]);
+        let claims: Vec<String> = spec
+            .volume_claim_templates
+            .iter()
+            .flatten()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        assert_eq!(claims, [VOLUME_CHARON_DATA, VOLUME_VC_DATA]);
+    }
+}
+
+#[test]
+fn charon_advertises_the_members_stable_dns_name_and_talks_to_the_local_client() {
+    let (_, desired) = desired("stader-4.yaml");
+    let set = &desired.statefulsets[0];
+    let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let charon = pod
+        .containers
+        .iter()
+        .find(|c| c.name == CONTAINER_CHARON)
+        .unwrap();
+    let args = charon.args.as_ref().unwrap();
+    assert!(
+        args.contains(
+            &"--p2p-external-hostname=stader-4-alpha-0.stader-4-alpha.default.svc".to_owned()
+        ),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--validator-api-address=127.0.0.1:3600".to_owned()));
+    assert!(args.contains(
+        &"--fallback-beacon-node-endpoints=http://beacon-fallback.ethereum.svc:5052".to_owned()
+    ));
+    assert_eq!(
+        charon
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/livez")
+    );
+    assert_eq!(
+        charon
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    let client = pod
+        .containers
+        .iter()
+        .find(|c| c.name == CONTAINER_VALIDATOR_CLIENT)
+        .unwrap();
+    assert!(
+        client
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a.contains("http://127.0.0.1:3600"))
+    );
+    assert!(
+        !client
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a.contains("init-slashing-protection"))
+    );
+}
+
+#[test]
+fn building_twice_gives_the_same_hashes_and_a_changed_image_changes_them() {
+    let (dv, facts) = example("stader-4.yaml");
+    let a = build(&validate(&dv, &facts).unwrap());
+    let b = build(&validate(&dv, &facts).unwrap());
+    assert_eq!(a, b);
+    let mut changed = dv.clone();
+    changed.spec.charon.image = Some("obolnetwork/charon:v1.8.0".into());
+    let c = build(&validate(&changed, &facts).unwrap());
+    let hash =
+        |s: &StatefulSet| s.metadata.annotations.as_ref().unwrap()[ANNOTATION_SPEC_HASH].clone();
+    assert_ne!(hash(&a.statefulsets[0]), hash(&c.statefulsets[0]));
+    assert_eq!(a.pdb, c.pdb);
+}

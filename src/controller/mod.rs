@@ -1,0 +1,620 @@
+//! The DistributedValidator controller: a thin driver of `dereference → validate → build →
+//! apply → status`, with every decision in pure modules (`model`, `build`, `status`) and only
+//! `dereference`, `apply` and the status write touching the API.
+
+pub mod build;
+pub mod model;
+pub mod names;
+pub mod status;
+#[cfg(test)]
+mod testing;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::api::DistributedValidator;
+use build::Desired;
+use model::{Facts, SecretFacts};
+use names::*;
+
+/// Why a reconcile failed; the variant names the action, and its category is the Event reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status of {name}: {source}")]
+    WriteStatus {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading the cluster lock Secret {name}: {source}")]
+    ReadLock {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("encoding {kind} {name}: {source}")]
+    Encode {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// A low-cardinality category: Event reason and metric label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Apply { .. } => "ApplyFailed",
+            Error::WriteStatus { .. } => "StatusWriteFailed",
+            Error::ReadLock { .. } => "LockReadFailed",
+            Error::Encode { .. } => "EncodeFailed",
+        }
+    }
+}
+
+/// Where the controller watches.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+}
+
+/// The caches a reconcile reads from.
+#[derive(Clone)]
+struct Caches {
+    statefulsets: Store<StatefulSet>,
+    services: Store<Service>,
+    pdbs: Store<PodDisruptionBudget>,
+    pods: Store<Pod>,
+    config_maps: Store<ConfigMap>,
+    secrets: Store<PartialObjectMeta<Secret>>,
+    nodes: Store<Node>,
+}
+
+struct Context {
+    client: Client,
+    recorder: Recorder,
+    caches: Caches,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves (e.g. SIGTERM), for each namespace in scope.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let namespaces: Vec<Option<String>> = if scope.namespaces.is_empty() {
+        vec![None]
+    } else {
+        scope.namespaces.iter().cloned().map(Some).collect()
+    };
+    let runs = namespaces
+        .into_iter()
+        .map(|namespace| run_in(client.clone(), namespace, shutdown.clone()));
+    futures::future::join_all(runs).await;
+}
+
+/// A reflector over `api`, returning its store and a stream of changed objects.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send,
+)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config))
+        .default_backoff()
+        .touched_objects();
+    (reader, stream)
+}
+
+async fn run_in(
+    client: Client,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = namespace.as_deref();
+    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
+    let (statefulsets, statefulset_changes) =
+        cached(api::<StatefulSet>(&client, ns), managed.clone());
+    let (services, service_changes) = cached(api::<Service>(&client, ns), managed.clone());
+    let (pdbs, pdb_changes) = cached(api::<PodDisruptionBudget>(&client, ns), managed.clone());
+    let (pods, pod_changes) = cached(api::<Pod>(&client, ns), managed);
+    let (config_maps, config_map_changes) =
+        cached(api::<ConfigMap>(&client, ns), watcher::Config::default());
+    // Secrets are cached as metadata only: the controller never holds key material.
+    let (secrets, secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secret_changes = reflector::reflector(
+        secrets_writer,
+        watcher(
+            api::<PartialObjectMeta<Secret>>(&client, ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let node_changes = reflector::reflector(
+        node_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    // Nodes feed zones into status; a change of nodes alone does not need a reconcile.
+    tokio::spawn(node_changes.for_each(|_| futures::future::ready(())));
+
+    let reporter = Reporter {
+        controller: CONTROLLER_NAME.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        caches: Caches {
+            statefulsets,
+            services,
+            pdbs,
+            pods,
+            config_maps,
+            secrets,
+            nodes,
+        },
+    });
+    let controller = Controller::new(
+        api::<DistributedValidator>(&client, ns),
+        watcher::Config::default(),
+    );
+    let dvs = controller.store();
+    let dvs_for_secrets = dvs.clone();
+    controller
+        .owns_stream(statefulset_changes)
+        .owns_stream(service_changes)
+        .owns_stream(pdb_changes)
+        .watches_stream(pod_changes, |pod: Pod| {
+            let dv = pod.labels().get(LABEL_DV).cloned();
+            let namespace = pod.namespace().unwrap_or_default();
+            dv.map(|dv| ObjectRef::new(&dv).within(&namespace))
+        })
+        .watches_stream(config_map_changes, move |cm: ConfigMap| {
+            referencing(&dvs, &cm.name_any(), &cm.namespace().unwrap_or_default())
+        })
+        .watches_stream(secret_changes, move |secret: PartialObjectMeta<Secret>| {
+            referencing(
+                &dvs_for_secrets,
+                &secret.name_any(),
+                &secret.namespace().unwrap_or_default(),
+            )
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile failed");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+/// DVs in `namespace` whose lock or member Secrets are named `name`.
+fn referencing(
+    dvs: &Store<DistributedValidator>,
+    name: &str,
+    namespace: &str,
+) -> Vec<ObjectRef<DistributedValidator>> {
+    dvs.state()
+        .iter()
+        .filter(|dv| dv.namespace().as_deref() == Some(namespace))
+        .filter(|dv| {
+            let lock = &dv.spec.cluster_lock;
+            lock.config_map.as_ref().is_some_and(|c| c.name == name)
+                || lock.secret.as_ref().is_some_and(|s| s.name == name)
+                || dv
+                    .spec
+                    .members
+                    .iter()
+                    .any(|m| m.key_share_secret.name == name || m.enr_secret.name == name)
+        })
+        .map(|dv| ObjectRef::from_obj(dv.as_ref()))
+        .collect()
+}
+
+fn error_policy(dv: Arc<DistributedValidator>, error: &Error, _: Arc<Context>) -> Action {
+    warn!(name = %dv.name_any(), namespace = ?dv.namespace(), category = error.category(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn reconcile(dv: Arc<DistributedValidator>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", name = %dv.name_any(), namespace = %dv.namespace().unwrap_or_default());
+    reconcile_inner(dv, ctx).instrument(span).await
+}
+
+async fn reconcile_inner(
+    dv: Arc<DistributedValidator>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if dv.meta().deletion_timestamp.is_some() {
+        // Children go with the DV by garbage collection; PVCs and Secrets are not ours to delete.
+        return Ok(Action::await_change());
+    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let facts = dereference(&dv, &ctx).await?;
+    let cluster = match model::validate(&dv, &facts) {
+        Ok(cluster) => cluster,
+        Err(invalid) => {
+            let status = status::invalid(&dv, &invalid, &now);
+            let changed_message = dv
+                .status
+                .as_ref()
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == crate::api::condition_types::AVAILABLE)
+                })
+                .is_none_or(|c| c.message != invalid.message());
+            if changed_message {
+                publish(
+                    &ctx,
+                    &dv,
+                    EventType::Warning,
+                    invalid.reason,
+                    "Validate",
+                    invalid.message(),
+                )
+                .await;
+            }
+            write_status(&dv, &ctx, status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    for (member, why) in &cluster.blocked {
+        let already = dv.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == crate::api::condition_types::KEY_SHARES_VERIFIED
+                    && c.message.contains(why.as_str())
+            })
+        });
+        if !already {
+            publish(
+                &ctx,
+                &dv,
+                EventType::Warning,
+                model::reasons::SECRET_MISSING,
+                "Validate",
+                format!("member {member} is not created or changed: {why}"),
+            )
+            .await;
+        }
+    }
+    let desired = build::build(&cluster);
+    apply(&dv, &ctx, desired).await?;
+    let observed_sets: BTreeMap<String, Arc<StatefulSet>> = ctx
+        .caches
+        .statefulsets
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.namespace() == dv.namespace() && s.labels().get(LABEL_DV) == dv.metadata.name.as_ref()
+        })
+        .filter_map(|s| Some((s.labels().get(LABEL_MEMBER)?.clone(), s)))
+        .collect();
+    let observed_pods: BTreeMap<String, Arc<Pod>> = ctx
+        .caches
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| {
+            p.namespace() == dv.namespace() && p.labels().get(LABEL_DV) == dv.metadata.name.as_ref()
+        })
+        .filter_map(|p| Some((p.labels().get(LABEL_MEMBER)?.clone(), p)))
+        .collect();
+    let zone_of = |node: &str| {
+        ctx.caches
+            .nodes
+            .get(&ObjectRef::new(node))
+            .and_then(|n| n.labels().get(&dv.spec.placement.zone_label).cloned())
+    };
+    let observed: BTreeMap<String, status::Observed<'_>> = dv
+        .spec
+        .members
+        .iter()
+        .map(|m| {
+            let pod = observed_pods.get(&m.name).map(Arc::as_ref);
+            let zone = pod
+                .and_then(|p| p.spec.as_ref()?.node_name.clone())
+                .and_then(|n| zone_of(&n));
+            (
+                m.name.clone(),
+                status::Observed {
+                    statefulset: observed_sets.get(&m.name).map(Arc::as_ref),
+                    pod,
+                    zone,
+                },
+            )
+        })
+        .collect();
+    let computed = status::compute(&dv, &cluster, &observed, &now);
+    write_status(&dv, &ctx, computed).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Reads what validation needs: the lock and which Secrets exist (metadata only).
+async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Result<Facts, Error> {
+    let namespace = dv.namespace().unwrap_or_default();
+    let lock = match (
+        &dv.spec.cluster_lock.config_map,
+        &dv.spec.cluster_lock.secret,
+    ) {
+        (Some(source), _) => match ctx
+            .caches
+            .config_maps
+            .get(&ObjectRef::new(&source.name).within(&namespace))
+        {
+            None => Err(format!(
+                "ConfigMap {:?} with the cluster lock does not exist",
+                source.name
+            )),
+            Some(cm) => cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&source.key))
+                .cloned()
+                .ok_or_else(|| {
+                    format!(
+                        "ConfigMap {:?} has no key {:?} with the cluster lock",
+                        source.name, source.key
+                    )
+                }),
+        },
+        (None, Some(source)) => {
+            // The lock is public material even when stored in a Secret; only its key is read.
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            match secrets
+                .get_opt(&source.name)
+                .await
+                .map_err(|e| Error::ReadLock {
+                    name: source.name.clone(),
+                    source: e,
+                })? {
+                None => Err(format!(
+                    "Secret {:?} with the cluster lock does not exist",
+                    source.name
+                )),
+                Some(secret) => secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&source.key))
+                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "Secret {:?} has no UTF-8 key {:?} with the cluster lock",
+                            source.name, source.key
+                        )
+                    }),
+            }
+        }
+        (None, None) => Err("spec.clusterLock names no ConfigMap or Secret".to_owned()),
+    };
+    let secrets = ctx
+        .caches
+        .secrets
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
+        .map(|s| {
+            (
+                s.name_any(),
+                SecretFacts {
+                    resource_version: s.resource_version().unwrap_or_default(),
+                },
+            )
+        })
+        .collect();
+    Ok(Facts { lock, secrets })
+}
+
+/// Server-side applies every desired object whose cached copy does not already carry its hash;
+/// StatefulSets last, after the Services and the budget.
+async fn apply(dv: &DistributedValidator, ctx: &Context, desired: Desired) -> Result<(), Error> {
+    let Desired {
+        services,
+        statefulsets,
+        pdb,
+    } = desired;
+    let namespace = dv.namespace().unwrap_or_default();
+    for service in services {
+        apply_one(
+            dv,
+            ctx,
+            &ctx.caches.services,
+            &namespace,
+            service,
+            "Service",
+        )
+        .await?;
+    }
+    apply_one(
+        dv,
+        ctx,
+        &ctx.caches.pdbs,
+        &namespace,
+        pdb,
+        "PodDisruptionBudget",
+    )
+    .await?;
+    for set in statefulsets {
+        apply_one(
+            dv,
+            ctx,
+            &ctx.caches.statefulsets,
+            &namespace,
+            set,
+            "StatefulSet",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn apply_one<K>(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    cache: &Store<K>,
+    namespace: &str,
+    object: K,
+    kind: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.name_any();
+    let want = object.annotations().get(ANNOTATION_SPEC_HASH).cloned();
+    let cached = cache.get(&ObjectRef::new(&name).within(namespace));
+    if cached
+        .as_ref()
+        .is_some_and(|c| c.annotations().get(ANNOTATION_SPEC_HASH) == want.as_ref())
+    {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut value = serde_json::to_value(&object).map_err(|source| Error::Encode {
+        kind,
+        name: name.clone(),
+        source,
+    })?;
+    value["apiVersion"] = serde_json::json!(K::api_version(&()));
+    value["kind"] = serde_json::json!(K::kind(&()));
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch(&name, &params, &Patch::Apply(&value)).await {
+        Ok(_) => {
+            let (reason, action) = if cached.is_some() {
+                ("Updated", "Update")
+            } else {
+                ("Created", "Create")
+            };
+            info!(kind, object = %name, reason, "applied");
+            publish(
+                ctx,
+                dv,
+                EventType::Normal,
+                reason,
+                action,
+                format!("{reason} {kind} {name}"),
+            )
+            .await;
+            Ok(())
+        }
+        Err(source) => {
+            publish(
+                ctx,
+                dv,
+                EventType::Warning,
+                "ApplyFailed",
+                "Apply",
+                format!("{kind} {name}: {source}"),
+            )
+            .await;
+            Err(Error::Apply { kind, name, source })
+        }
+    }
+}
+
+async fn write_status(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    status: crate::api::DistributedValidatorStatus,
+) -> Result<(), Error> {
+    if dv.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let name = dv.name_any();
+    let api: Api<DistributedValidator> =
+        Api::namespaced(ctx.client.clone(), &dv.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"status": status});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    api.patch_status(&name, &params, &Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(|source| Error::WriteStatus { name, source })
+}
+
+async fn publish(
+    ctx: &Context,
+    dv: &DistributedValidator,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &dv.object_ref(&())).await {
+        warn!(%error, "cannot publish an Event");
+    }
+}
+
+/// A client configured as the operator's: it names itself in the user agent, so the API
+/// server's audit log (and the simulator's timeline) can attribute its deletes and evictions.
+pub fn identify(config: &mut kube::Config) {
+    if let Ok(agent) =
+        http::HeaderValue::from_str(&format!("{FIELD_MANAGER}/{}", env!("CARGO_PKG_VERSION")))
+    {
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
+}

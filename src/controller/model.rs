@@ -1,0 +1,453 @@
+//! From a DistributedValidator and the facts read about it (its lock, which Secrets exist) to a
+//! validated cluster the builders work from, or the problems that stop it. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+
+use crate::api::{
+    DEFAULT_CHARON_IMAGE, DEFAULT_RELAYS, DistributedValidator, LogLevel, MemberSpec, Network,
+    OperatorClass, StorageSpec, ValidatorClient,
+};
+use crate::lock::{self, LockSummary};
+use crate::quorum::Quorum;
+use crate::validate::validate_spec;
+
+/// What dereferencing found: the lock's text and the Secrets that exist (by name, with their
+/// resourceVersion; never their data).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Facts {
+    /// The lock document, or why it could not be read (missing ConfigMap, missing key).
+    pub lock: Result<String, String>,
+    pub secrets: BTreeMap<String, SecretFacts>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecretFacts {
+    pub resource_version: String,
+}
+
+/// Where the lock comes from, for the pod's volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockVolume {
+    ConfigMap { name: String, key: String },
+    Secret { name: String, key: String },
+}
+
+/// One member, validated: every value the builders need, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub name: String,
+    pub index: u32,
+    pub client: ValidatorClient,
+    /// Zone the member must run in, when pinned.
+    pub zone: Option<String>,
+    pub operator_name: String,
+    pub operator_class: OperatorClass,
+    pub key_share_secret: String,
+    pub enr_secret: String,
+    pub enr_key: String,
+    pub charon_image: String,
+    pub client_image: String,
+    pub charon_resources: Option<ResourceRequirements>,
+    pub client_resources: Option<ResourceRequirements>,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    /// Hash of the lock and this member's Secrets' versions: what its pod was started from.
+    pub inputs_hash: String,
+}
+
+/// A DV that passed validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub quorum: Quorum,
+    pub network: Network,
+    pub lock: LockVolume,
+    pub lock_summary: LockSummary,
+    pub beacon_endpoints: Vec<String>,
+    pub relays: Vec<String>,
+    pub builder_api: bool,
+    pub log_level: LogLevel,
+    pub charon_extra_args: Vec<String>,
+    pub charon_extra_env: Vec<(String, String)>,
+    pub client_extra_args: Vec<String>,
+    pub client_extra_env: Vec<(String, String)>,
+    pub storage: StorageSpec,
+    /// Members ready to build, by share index.
+    pub members: Vec<Member>,
+    /// Members that cannot be built (a Secret is missing), with the reason. Nothing is created
+    /// or changed for them.
+    pub blocked: Vec<(String, String)>,
+}
+
+/// Why a DV as a whole cannot be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// Condition reason.
+    pub reason: &'static str,
+    /// Every problem, sorted, one line each.
+    pub problems: Vec<String>,
+}
+
+impl Invalid {
+    pub fn message(&self) -> String {
+        self.problems.join("; ")
+    }
+}
+
+pub mod reasons {
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const LOCK_UNAVAILABLE: &str = "LockUnavailable";
+    pub const LOCK_MISMATCH: &str = "LockMismatch";
+    pub const SECRET_MISSING: &str = "SecretMissing";
+}
+
+/// FNV-1a, hex: stable across processes and versions (unlike `DefaultHasher`), for hashes
+/// stored on objects.
+pub fn stable_hash(parts: &[&str]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0u8]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// Clients for members that do not pin one: each goes to the allowed client with the fewest
+/// members so far (pinned members count), ties broken by the order of the allowed list.
+pub fn assign_clients(members: &[MemberSpec], allowed: &[ValidatorClient]) -> Vec<ValidatorClient> {
+    let allowed: Vec<ValidatorClient> = if allowed.is_empty() {
+        ValidatorClient::ALL.to_vec()
+    } else {
+        allowed.to_vec()
+    };
+    let mut counts: BTreeMap<ValidatorClient, usize> = BTreeMap::new();
+    for member in members {
+        if let Some(client) = member.validator_client {
+            *counts.entry(client).or_default() += 1;
+        }
+    }
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by_key(|&i| members[i].index);
+    let mut assigned: Vec<Option<ValidatorClient>> =
+        members.iter().map(|m| m.validator_client).collect();
+    for i in order {
+        if assigned[i].is_some() {
+            continue;
+        }
+        let choice = allowed
+            .iter()
+            .copied()
+            .min_by_key(|c| {
+                (
+                    counts.get(c).copied().unwrap_or(0),
+                    allowed.iter().position(|a| a == c),
+                )
+            })
+            .unwrap_or(ValidatorClient::Lighthouse);
+        *counts.entry(choice).or_default() += 1;
+        assigned[i] = Some(choice);
+    }
+    assigned
+        .into_iter()
+        .map(|c| c.unwrap_or(ValidatorClient::Lighthouse))
+        .collect()
+}
+
+fn env_pairs(env: &[crate::api::EnvVar]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect()
+}
+
+/// Validates a DV against what was read about it.
+pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Invalid> {
+    let name = dv.metadata.name.clone().unwrap_or_default();
+    let namespace = dv.metadata.namespace.clone().unwrap_or_default();
+    let spec = &dv.spec;
+    let report = validate_spec(&name, spec);
+    if report.has_errors() {
+        return Err(Invalid {
+            reason: reasons::INVALID_SPEC,
+            problems: report
+                .errors()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect(),
+        });
+    }
+    let quorum = Quorum::new(spec.member_count(), spec.effective_threshold())
+        .map_err(|e| Invalid {
+            reason: reasons::INVALID_SPEC,
+            problems: vec![format!("spec.threshold: {e}")],
+        })?
+        .0;
+    let (lock_volume, lock_name) = match (&spec.cluster_lock.config_map, &spec.cluster_lock.secret)
+    {
+        (Some(cm), _) => (
+            LockVolume::ConfigMap {
+                name: cm.name.clone(),
+                key: cm.key.clone(),
+            },
+            format!("ConfigMap {}", cm.name),
+        ),
+        (None, Some(secret)) => (
+            LockVolume::Secret {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+            },
+            format!("Secret {}", secret.name),
+        ),
+        (None, None) => {
+            return Err(Invalid {
+                reason: reasons::INVALID_SPEC,
+                problems: vec!["spec.clusterLock: set exactly one of configMap or secret".into()],
+            });
+        }
+    };
+    let lock_text = facts.lock.clone().map_err(|why| Invalid {
+        reason: reasons::LOCK_UNAVAILABLE,
+        problems: vec![why],
+    })?;
+    let summary = lock::summarize(&lock_text).map_err(|e| Invalid {
+        reason: reasons::LOCK_UNAVAILABLE,
+        problems: vec![format!("{lock_name}: {e}")],
+    })?;
+    let mut mismatches = Vec::new();
+    if summary.operators != spec.members.len() {
+        mismatches.push(format!(
+            "the lock in {lock_name} has {} operators but the DV has {} members",
+            summary.operators,
+            spec.members.len()
+        ));
+    }
+    if summary.threshold != quorum.threshold() {
+        mismatches.push(format!(
+            "the lock in {lock_name} has threshold {} but the DV's threshold is {}",
+            summary.threshold,
+            quorum.threshold()
+        ));
+    }
+    if !mismatches.is_empty() {
+        return Err(Invalid {
+            reason: reasons::LOCK_MISMATCH,
+            problems: mismatches,
+        });
+    }
+    let lock_hash = stable_hash(&[&lock_text]);
+    let clients = assign_clients(&spec.members, &spec.client_diversity.clients);
+    let images = &spec.validator_clients.images;
+    let mut members = Vec::new();
+    let mut blocked = Vec::new();
+    for (member, client) in spec.members.iter().zip(clients) {
+        let missing: Vec<String> = [
+            ("key-share", &member.key_share_secret.name),
+            ("ENR", &member.enr_secret.name),
+        ]
+        .into_iter()
+        .filter(|(_, secret)| !facts.secrets.contains_key(*secret))
+        .map(|(what, secret)| {
+            format!(
+                "{what} Secret {secret:?} of member {} does not exist",
+                member.name
+            )
+        })
+        .collect();
+        if !missing.is_empty() {
+            blocked.push((member.name.clone(), missing.join("; ")));
+            continue;
+        }
+        let version = |secret: &str| {
+            facts
+                .secrets
+                .get(secret)
+                .map(|s| s.resource_version.clone())
+                .unwrap_or_default()
+        };
+        let overrides = member.images.clone().unwrap_or_default();
+        let client_image = overrides
+            .validator_client
+            .clone()
+            .or_else(|| match client {
+                ValidatorClient::Lighthouse => images.lighthouse.clone(),
+                ValidatorClient::Teku => images.teku.clone(),
+                ValidatorClient::Prysm => images.prysm.clone(),
+                ValidatorClient::Nimbus => images.nimbus.clone(),
+                ValidatorClient::Lodestar => images.lodestar.clone(),
+            })
+            .unwrap_or_else(|| default_client_image(client).to_owned());
+        members.push(Member {
+            name: member.name.clone(),
+            index: member.index,
+            client,
+            zone: member.zone.clone(),
+            operator_name: member.operator.name.clone(),
+            operator_class: member.operator.class,
+            key_share_secret: member.key_share_secret.name.clone(),
+            enr_secret: member.enr_secret.name.clone(),
+            enr_key: member.enr_secret.key.clone(),
+            charon_image: overrides
+                .charon
+                .clone()
+                .or_else(|| spec.charon.image.clone())
+                .unwrap_or_else(|| DEFAULT_CHARON_IMAGE.to_owned()),
+            client_image,
+            charon_resources: member.resources.as_ref().and_then(|r| r.charon.clone()),
+            client_resources: member
+                .resources
+                .as_ref()
+                .and_then(|r| r.validator_client.clone()),
+            node_selector: member.node_selector.clone(),
+            tolerations: member.tolerations.clone(),
+            inputs_hash: stable_hash(&[
+                &lock_hash,
+                &member.key_share_secret.name,
+                &version(&member.key_share_secret.name),
+                &member.enr_secret.name,
+                &version(&member.enr_secret.name),
+            ]),
+        });
+    }
+    members.sort_by_key(|m| m.index);
+    blocked.sort();
+    let relays = if spec.charon.relays.is_empty() {
+        DEFAULT_RELAYS.iter().map(|r| (*r).to_owned()).collect()
+    } else {
+        spec.charon.relays.clone()
+    };
+    Ok(Cluster {
+        name,
+        namespace,
+        uid: dv.metadata.uid.clone().unwrap_or_default(),
+        quorum,
+        network: spec.network,
+        lock: lock_volume,
+        lock_summary: summary,
+        beacon_endpoints: spec.beacon_nodes.endpoints.clone(),
+        relays,
+        builder_api: spec.charon.builder_api,
+        log_level: spec.charon.log_level,
+        charon_extra_args: spec.charon.extra_args.clone(),
+        charon_extra_env: env_pairs(&spec.charon.extra_env),
+        client_extra_args: spec.validator_clients.extra_args.clone(),
+        client_extra_env: env_pairs(&spec.validator_clients.extra_env),
+        storage: spec.storage.clone(),
+        members,
+        blocked,
+    })
+}
+
+/// Images used when neither the DV nor the member names one (versions Obol's
+/// charon-distributed-validator-node pins alongside Charon v1.7).
+pub fn default_client_image(client: ValidatorClient) -> &'static str {
+    match client {
+        ValidatorClient::Lighthouse => "sigp/lighthouse:v7.1.0",
+        ValidatorClient::Teku => "consensys/teku:25.9.3",
+        ValidatorClient::Prysm => "gcr.io/prysmaticlabs/prysm/validator:v6.1.2",
+        ValidatorClient::Nimbus => "statusim/nimbus-validator-client:multiarch-v25.9.2",
+        ValidatorClient::Lodestar => "chainsafe/lodestar:v1.35.0",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::testing::example;
+
+    #[test]
+    fn the_examples_validate_with_every_member_buildable() {
+        for file in ["stader-4.yaml", "stader-7.yaml"] {
+            let (dv, facts) = example(file);
+            let cluster = validate(&dv, &facts).unwrap();
+            assert_eq!(cluster.members.len(), dv.spec.members.len(), "{file}");
+            assert!(cluster.blocked.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_blocks_only_its_member_and_is_named() {
+        let (dv, mut facts) = example("stader-4.yaml");
+        facts.secrets.remove("stader-4-bravo-keystore");
+        let cluster = validate(&dv, &facts).unwrap();
+        assert_eq!(cluster.members.len(), 3);
+        assert_eq!(cluster.blocked.len(), 1);
+        assert_eq!(cluster.blocked[0].0, "bravo");
+        assert!(
+            cluster.blocked[0].1.contains("stader-4-bravo-keystore"),
+            "{:?}",
+            cluster.blocked
+        );
+    }
+
+    #[test]
+    fn a_lock_for_another_cluster_size_is_a_mismatch() {
+        let (mut dv, facts) = example("stader-4.yaml");
+        dv.spec.members.pop();
+        dv.spec.threshold = Some(3);
+        let invalid = validate(&dv, &facts).unwrap_err();
+        assert_eq!(invalid.reason, reasons::LOCK_MISMATCH);
+        assert!(
+            invalid
+                .message()
+                .contains("4 operators but the DV has 3 members"),
+            "{}",
+            invalid.message()
+        );
+    }
+
+    #[test]
+    fn a_missing_lock_is_reported_as_such() {
+        let (dv, mut facts) = example("stader-4.yaml");
+        facts.lock = Err("ConfigMap \"stader-4-lock\" does not exist".into());
+        let invalid = validate(&dv, &facts).unwrap_err();
+        assert_eq!(invalid.reason, reasons::LOCK_UNAVAILABLE);
+        assert!(invalid.message().contains("stader-4-lock"));
+    }
+
+    #[test]
+    fn a_changed_secret_changes_only_its_members_inputs_hash() {
+        let (dv, mut facts) = example("stader-4.yaml");
+        let before = validate(&dv, &facts).unwrap();
+        facts.secrets.insert(
+            "stader-4-charlie-keystore".into(),
+            SecretFacts {
+                resource_version: "2".into(),
+            },
+        );
+        let after = validate(&dv, &facts).unwrap();
+        for (b, a) in before.members.iter().zip(&after.members) {
+            assert_eq!(
+                b.inputs_hash != a.inputs_hash,
+                a.name == "charlie",
+                "{}",
+                a.name
+            );
+        }
+    }
+
+    #[test]
+    fn unpinned_clients_spread_evenly_in_index_order() {
+        let (mut dv, _) = example("stader-7.yaml");
+        for member in &mut dv.spec.members {
+            member.validator_client = None;
+        }
+        let clients = assign_clients(
+            &dv.spec.members,
+            &[
+                ValidatorClient::Lighthouse,
+                ValidatorClient::Teku,
+                ValidatorClient::Lodestar,
+            ],
+        );
+        let mut counts: BTreeMap<ValidatorClient, usize> = BTreeMap::new();
+        for c in &clients {
+            *counts.entry(*c).or_default() += 1;
+        }
+        assert_eq!(counts.values().max(), Some(&3));
+        assert_eq!(counts.values().min(), Some(&2));
+    }
+}

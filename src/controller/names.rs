@@ -1,0 +1,68 @@
+//! Names, label keys, ports, volumes and containers of every object the operator makes, defined
+//! once.
+
+/// Field manager of every server-side apply, and the user agent deletes are attributed to.
+pub const FIELD_MANAGER: &str = "dvt-operator";
+/// Reported as the controller in Events.
+pub const CONTROLLER_NAME: &str = "dvt-operator";
+
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+/// The DV a child object belongs to (value: the DV's name).
+pub const LABEL_DV: &str = "dvt.io/distributed-validator";
+/// The member a child object belongs to (value: the member's name).
+pub const LABEL_MEMBER: &str = "dvt.io/member";
+pub const LABEL_CLIENT: &str = "dvt.io/validator-client";
+pub const LABEL_OPERATOR_CLASS: &str = "dvt.io/operator-class";
+
+/// Hash of everything a child object was built from; an object that already carries the
+/// desired hash is not written again.
+pub const ANNOTATION_SPEC_HASH: &str = "dvt.io/spec-hash";
+/// Hash of a member's inputs (lock, its Secrets, its settings) on its pod template: a change
+/// makes a new StatefulSet revision and marks the member outdated.
+pub const ANNOTATION_INPUTS_HASH: &str = "dvt.io/inputs-hash";
+/// The DV's threshold on each member pod (Charon is ready only with this many peers).
+pub const ANNOTATION_THRESHOLD: &str = "dvt.io/threshold";
+
+pub const CONTAINER_CHARON: &str = "charon";
+pub const CONTAINER_VALIDATOR_CLIENT: &str = "validator-client";
+pub const INIT_COPY_ENR_KEY: &str = "copy-enr-key";
+pub const INIT_IMPORT_KEYS: &str = "import-keys";
+
+pub const VOLUME_CHARON_DATA: &str = "charon-data";
+pub const VOLUME_VC_DATA: &str = "validator-client-data";
+pub const VOLUME_LOCK: &str = "cluster-lock";
+pub const VOLUME_ENR_KEY: &str = "enr-key";
+pub const VOLUME_KEY_SHARE: &str = "key-share";
+pub const VOLUME_TMP: &str = "tmp";
+
+pub const MOUNT_CHARON_DATA: &str = "/charon/data";
+pub const MOUNT_VC_DATA: &str = "/validator/data";
+pub const MOUNT_LOCK: &str = "/charon/lock";
+pub const MOUNT_ENR_KEY: &str = "/charon/enr";
+pub const MOUNT_KEY_SHARE: &str = "/charon/validator_keys";
+pub const MOUNT_TMP: &str = "/tmp";
+
+pub const LOCK_FILE: &str = "cluster-lock.json";
+pub const ENR_KEY_FILE: &str = "charon-enr-private-key";
+
+pub const PORT_VALIDATOR_API: i32 = 3600;
+pub const PORT_P2P: i32 = 3610;
+pub const PORT_MONITORING: i32 = 3620;
+pub const PORT_VC_METRICS: i32 = 5064;
+
+/// User and group every container runs as (restricted Pod Security Standard: non-root).
+pub const RUN_AS_USER: i64 = 1000;
+
+/// `<dv>-<member>`: the member's StatefulSet and headless Service.
+pub fn member_object_name(dv: &str, member: &str) -> String {
+    format!("{dv}-{member}")
+}
+
+/// The member's only pod (`replicas: 1`).
+pub fn member_pod_name(dv: &str, member: &str) -> String {
+    format!("{dv}-{member}-0")
+}

@@ -1,0 +1,438 @@
+//! The status a DV reports, computed from what was validated and what runs. Pure: the reconciler
+//! compares the result with the current status and writes only when it differs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::model::{Cluster, Invalid, reasons};
+use crate::api::{
+    DistributedValidator, DistributedValidatorStatus, MemberStatus, Phase, condition_types as types,
+};
+
+/// What runs for one member, as read from the caches.
+#[derive(Clone, Debug, Default)]
+pub struct Observed<'a> {
+    pub statefulset: Option<&'a StatefulSet>,
+    pub pod: Option<&'a Pod>,
+    /// Zone label of the pod's node.
+    pub zone: Option<String>,
+}
+
+pub fn pod_is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn restarts(pod: &Pod) -> u32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count.max(0) as u32).sum())
+        .unwrap_or(0)
+}
+
+/// A member is outdated when its StatefulSet has a newer revision than the one its pod runs.
+fn outdated(observed: &Observed<'_>) -> bool {
+    let update_revision = observed
+        .statefulset
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.update_revision.as_deref());
+    let pod_revision = observed
+        .pod
+        .and_then(|p| p.metadata.labels.as_ref())
+        .and_then(|l| l.get("controller-revision-hash"))
+        .map(String::as_str);
+    matches!((update_revision, pod_revision), (Some(u), Some(p)) if u != p)
+}
+
+/// Sets a condition, keeping `lastTransitionTime` when its status did not change.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    condition_with(previous, type_, status, reason, message, generation, now)
+}
+
+fn condition_with(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// Status of a DV that cannot be built.
+pub fn invalid(
+    dv: &DistributedValidator,
+    problem: &Invalid,
+    now: &Time,
+) -> DistributedValidatorStatus {
+    let previous = dv.status.clone().unwrap_or_default();
+    let generation = dv.metadata.generation;
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    status.phase = Some(Phase::Pending);
+    let message = problem.message();
+    status.conditions = merge(
+        &previous.conditions,
+        vec![
+            condition(
+                &previous.conditions,
+                types::AVAILABLE,
+                false,
+                problem.reason,
+                message.clone(),
+                generation,
+                now,
+            ),
+            condition(
+                &previous.conditions,
+                types::PROGRESSING,
+                false,
+                problem.reason,
+                format!("nothing is created or changed until this is fixed: {message}"),
+                generation,
+                now,
+            ),
+        ],
+    );
+    status
+}
+
+/// Replaces the conditions in `updates`, keeps the others, sorted by type.
+fn merge(previous: &[Condition], updates: Vec<Condition>) -> Vec<Condition> {
+    let mut by_type: BTreeMap<String, Condition> = previous
+        .iter()
+        .map(|c| (c.type_.clone(), c.clone()))
+        .collect();
+    for update in updates {
+        by_type.insert(update.type_.clone(), update);
+    }
+    by_type.into_values().collect()
+}
+
+/// Status of a built DV from what runs.
+pub fn compute(
+    dv: &DistributedValidator,
+    cluster: &Cluster,
+    observed: &BTreeMap<String, Observed<'_>>,
+    now: &Time,
+) -> DistributedValidatorStatus {
+    let previous = dv.status.clone().unwrap_or_default();
+    let generation = dv.metadata.generation;
+    let quorum = cluster.quorum;
+    let n = quorum.members();
+    let t = quorum.threshold();
+    let mut members: Vec<MemberStatus> = Vec::new();
+    for member in &dv.spec.members {
+        let seen = observed.get(&member.name).cloned().unwrap_or_default();
+        let built = cluster.members.iter().find(|m| m.name == member.name);
+        let previous_member = previous.members.iter().find(|m| m.name == member.name);
+        members.push(MemberStatus {
+            name: member.name.clone(),
+            index: member.index,
+            zone: seen
+                .zone
+                .clone()
+                .or_else(|| built.and_then(|m| m.zone.clone())),
+            node: seen.pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
+            validator_client: built.map(|m| m.client).or(member.validator_client),
+            ready: seen.pod.is_some_and(pod_is_ready),
+            restarts: seen.pod.map(restarts).unwrap_or(0),
+            last_restart_reason: previous_member.and_then(|m| m.last_restart_reason.clone()),
+            last_restart_time: previous_member.and_then(|m| m.last_restart_time.clone()),
+            share_public_key_verified: previous_member.and_then(|m| m.share_public_key_verified),
+            outdated: outdated(&seen),
+        });
+    }
+    members.sort_by_key(|m| m.index);
+    let ready = members.iter().filter(|m| m.ready).count() as u32;
+    let outdated_members: Vec<&str> = members
+        .iter()
+        .filter(|m| m.outdated)
+        .map(|m| m.name.as_str())
+        .collect();
+    let not_ready: Vec<&str> = members
+        .iter()
+        .filter(|m| !m.ready)
+        .map(|m| m.name.as_str())
+        .collect();
+    let was_available = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == types::AVAILABLE && c.status == "True")
+        || matches!(
+            previous.phase,
+            Some(Phase::Available | Phase::Degraded | Phase::QuorumLost)
+        );
+    let phase = if ready == n {
+        Phase::Available
+    } else if !was_available {
+        Phase::Progressing
+    } else if ready >= t {
+        Phase::Degraded
+    } else {
+        Phase::QuorumLost
+    };
+    let list = |names: &[&str]| names.join(", ");
+    let mut conditions = vec![
+        if ready == n {
+            condition(
+                &previous.conditions,
+                types::AVAILABLE,
+                true,
+                crate::api::condition_reasons::ALL_MEMBERS_READY,
+                format!("all {n} members are ready"),
+                generation,
+                now,
+            )
+        } else {
+            condition(
+                &previous.conditions,
+                types::AVAILABLE,
+                false,
+                crate::api::condition_reasons::MEMBERS_NOT_READY,
+                format!("{ready}/{n} members ready; not ready: {}", list(&not_ready)),
+                generation,
+                now,
+            )
+        },
+        if ready >= t {
+            condition(
+                &previous.conditions,
+                types::QUORUM_AVAILABLE,
+                true,
+                crate::api::condition_reasons::QUORUM_READY,
+                format!("{ready} members ready, {t} needed to sign"),
+                generation,
+                now,
+            )
+        } else {
+            condition(
+                &previous.conditions,
+                types::QUORUM_AVAILABLE,
+                false,
+                crate::api::condition_reasons::BELOW_THRESHOLD,
+                format!("{ready} members ready, {t} needed to sign: the validator cannot sign"),
+                generation,
+                now,
+            )
+        },
+        condition(
+            &previous.conditions,
+            types::FAULT_TOLERANT,
+            ready > t,
+            if ready > t {
+                "CanLoseMembers"
+            } else {
+                "NoMarginLeft"
+            },
+            format!(
+                "{} more member(s) may fail before signing stops",
+                ready.saturating_sub(t)
+            ),
+            generation,
+            now,
+        ),
+    ];
+    conditions.push(if !cluster.blocked.is_empty() {
+        condition(
+            &previous.conditions,
+            types::PROGRESSING,
+            true,
+            reasons::SECRET_MISSING,
+            format!(
+                "waiting for Secrets: {}",
+                cluster
+                    .blocked
+                    .iter()
+                    .map(|(_, why)| why.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            generation,
+            now,
+        )
+    } else if !outdated_members.is_empty() {
+        condition(
+            &previous.conditions,
+            types::PROGRESSING,
+            true,
+            "MembersOutdated",
+            format!(
+                "members running an older revision: {}",
+                list(&outdated_members)
+            ),
+            generation,
+            now,
+        )
+    } else if ready < n {
+        condition(
+            &previous.conditions,
+            types::PROGRESSING,
+            true,
+            "MembersStarting",
+            format!("waiting for members to become ready: {}", list(&not_ready)),
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            &previous.conditions,
+            types::PROGRESSING,
+            false,
+            "Converged",
+            "every member runs the desired revision and is ready".to_owned(),
+            generation,
+            now,
+        )
+    });
+    conditions.push(if cluster.blocked.is_empty() {
+        condition_with(&previous.conditions, types::KEY_SHARES_VERIFIED, "Unknown", "NotVerified", "every member's key-share and ENR Secret exists; public keys are not yet checked against the lock".to_owned(), generation, now)
+    } else {
+        condition(&previous.conditions, types::KEY_SHARES_VERIFIED, false, reasons::SECRET_MISSING, cluster.blocked.iter().map(|(_, why)| why.as_str()).collect::<Vec<_>>().join("; "), generation, now)
+    });
+    DistributedValidatorStatus {
+        observed_generation: generation,
+        threshold: Some(t),
+        fault_tolerance: Some(quorum.liveness_budget()),
+        ready_members: ready,
+        ready: Some(format!("{ready}/{n}")),
+        disruption_budget: Some(quorum.disruption_budget(ready) as i32),
+        phase: Some(phase),
+        members,
+        conditions: merge(&previous.conditions, conditions),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::model::validate;
+    use crate::controller::testing::example;
+    use serde_json::json;
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    fn pod(ready: bool, revision: &str, restarts: i32) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "labels": {"controller-revision-hash": revision}},
+            "spec": {"nodeName": "node-1", "containers": []},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}], "containerStatuses": [{"name": "charon", "image": "i", "imageID": "", "ready": ready, "restartCount": restarts}]},
+        }))
+        .unwrap()
+    }
+
+    fn set(revision: &str) -> StatefulSet {
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "status": {"replicas": 1, "updateRevision": revision}})).unwrap()
+    }
+
+    fn status_with(ready: &[bool], revisions: (&str, &str)) -> DistributedValidatorStatus {
+        let (dv, facts) = example("stader-4.yaml");
+        let cluster = validate(&dv, &facts).unwrap();
+        let pods: Vec<Pod> = ready.iter().map(|r| pod(*r, revisions.1, 2)).collect();
+        let sets: Vec<StatefulSet> = ready.iter().map(|_| set(revisions.0)).collect();
+        let observed: BTreeMap<String, Observed<'_>> = dv
+            .spec
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (
+                    m.name.clone(),
+                    Observed {
+                        statefulset: sets.get(i),
+                        pod: pods.get(i),
+                        zone: Some("zone-a".into()),
+                    },
+                )
+            })
+            .collect();
+        compute(&dv, &cluster, &observed, &now())
+    }
+
+    fn get<'a>(status: &'a DistributedValidatorStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn all_members_ready_is_available_and_fault_tolerant() {
+        let status = status_with(&[true, true, true, true], ("r1", "r1"));
+        assert_eq!(status.ready.as_deref(), Some("4/4"));
+        assert_eq!(status.phase, Some(Phase::Available));
+        assert_eq!(get(&status, types::AVAILABLE).status, "True");
+        assert_eq!(get(&status, types::FAULT_TOLERANT).status, "True");
+        assert_eq!(get(&status, types::PROGRESSING).status, "False");
+        assert_eq!(status.disruption_budget, Some(1));
+        assert_eq!(status.members[0].restarts, 2);
+        assert_eq!(status.members[0].node.as_deref(), Some("node-1"));
+    }
+
+    #[test]
+    fn a_new_dv_is_progressing_until_first_available() {
+        let status = status_with(&[true, false, false, false], ("r1", "r1"));
+        assert_eq!(status.phase, Some(Phase::Progressing));
+        assert_eq!(get(&status, types::QUORUM_AVAILABLE).status, "False");
+        assert!(
+            get(&status, types::AVAILABLE)
+                .message
+                .contains("not ready: bravo, charlie, delta")
+        );
+    }
+
+    #[test]
+    fn a_changed_revision_marks_members_outdated() {
+        let status = status_with(&[true, true, true, true], ("r2", "r1"));
+        assert!(status.members.iter().all(|m| m.outdated));
+        let progressing = get(&status, types::PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "MembersOutdated")
+        );
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_unchanged() {
+        let (mut dv, facts) = example("stader-4.yaml");
+        let cluster = validate(&dv, &facts).unwrap();
+        let first = compute(&dv, &cluster, &BTreeMap::new(), &now());
+        dv.status = Some(first.clone());
+        let later = Time(k8s_openapi::jiff::Timestamp::from_second(1_900_000_000).unwrap());
+        let second = compute(&dv, &cluster, &BTreeMap::new(), &later);
+        assert_eq!(
+            first, second,
+            "an unchanged DV computes an unchanged status"
+        );
+    }
+}

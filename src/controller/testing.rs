@@ -1,0 +1,52 @@
+//! Test support: the examples as the controller sees them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::model::{Facts, SecretFacts};
+use crate::api::DistributedValidator;
+
+/// The DV of `examples/<file>` (in namespace `default`, with a fixed uid) and the facts its
+/// ConfigMap and Secrets give.
+pub fn example(file: &str) -> (DistributedValidator, Facts) {
+    let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut dv = None;
+    let mut facts = Facts {
+        lock: Err("no lock in the example".into()),
+        secrets: BTreeMap::new(),
+    };
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(document).expect("examples are YAML");
+        match value["kind"].as_str() {
+            Some("DistributedValidator") => {
+                let mut parsed: DistributedValidator =
+                    serde_yaml::from_value(value).expect("the example DV parses");
+                parsed.metadata.namespace = Some("default".into());
+                parsed.metadata.uid = Some("00000000-0000-0000-0000-0000000000dv".into());
+                dv = Some(parsed);
+            }
+            Some("ConfigMap") => {
+                facts.lock = Ok(value["data"]["cluster-lock.json"]
+                    .as_str()
+                    .expect("the example lock")
+                    .to_owned())
+            }
+            Some("Secret") => {
+                let name = value["metadata"]["name"]
+                    .as_str()
+                    .expect("named")
+                    .to_owned();
+                facts.secrets.insert(
+                    name,
+                    SecretFacts {
+                        resource_version: "1".into(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+    (dv.expect("the example has a DV"), facts)
+}
