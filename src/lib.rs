@@ -4,6 +4,8 @@
 pub mod api;
 pub mod controller;
 pub mod crdgen;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod lock;
 pub mod manifest;
 pub mod quorum;

@@ -496,9 +496,12 @@ impl State {
     fn admit(
         &self,
         rt: &ResourceType,
-        object: Value,
+        mut object: Value,
         old: Option<&Value>,
     ) -> Result<Value, ApiError> {
+        if rt.kind == "Secret" && rt.group.is_empty() {
+            fold_string_data(&mut object);
+        }
         let Some(schema_value) = &rt.schema else {
             return Ok(object);
         };
@@ -1489,6 +1492,28 @@ impl State {
             self.remove(&object_ref);
         }
         self.registry.remove_resource(&group, &plural);
+    }
+}
+
+/// `stringData` is write-only: the API server merges it into `data` (base64) and drops it.
+fn fold_string_data(secret: &mut Value) {
+    use base64::Engine as _;
+    let Some(map) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = map.remove("stringData") else {
+        return;
+    };
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in strings {
+            if let Some(text) = value.as_str() {
+                data.insert(
+                    key,
+                    json!(base64::engine::general_purpose::STANDARD.encode(text)),
+                );
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
@@ -55,6 +55,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("the watches feeding the caches stopped before listing once")]
+    CachesStopped,
     #[error("encoding {kind} {name}: {source}")]
     Encode {
         kind: &'static str,
@@ -72,6 +74,7 @@ impl Error {
             Error::WriteStatus { .. } => "StatusWriteFailed",
             Error::ReadLock { .. } => "LockReadFailed",
             Error::Encode { .. } => "EncodeFailed",
+            Error::CachesStopped => "CachesStopped",
         }
     }
 }
@@ -93,6 +96,23 @@ struct Caches {
     config_maps: Store<ConfigMap>,
     secrets: Store<PartialObjectMeta<Secret>>,
     nodes: Store<Node>,
+}
+
+impl Caches {
+    async fn wait_until_ready(&self) -> Result<(), Error> {
+        let waited = futures::future::try_join_all([
+            Box::pin(self.statefulsets.wait_until_ready())
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            Box::pin(self.services.wait_until_ready()),
+            Box::pin(self.pdbs.wait_until_ready()),
+            Box::pin(self.pods.wait_until_ready()),
+            Box::pin(self.config_maps.wait_until_ready()),
+            Box::pin(self.secrets.wait_until_ready()),
+            Box::pin(self.nodes.wait_until_ready()),
+        ])
+        .await;
+        waited.map(drop).map_err(|_| Error::CachesStopped)
+    }
 }
 
 struct Context {
@@ -281,6 +301,9 @@ async fn reconcile_inner(
         // Children go with the DV by garbage collection; PVCs and Secrets are not ours to delete.
         return Ok(Action::await_change());
     }
+    // Deciding from half-filled caches would report members as missing and write a wrong
+    // status (or recreate what exists); wait until every cache has listed once.
+    ctx.caches.wait_until_ready().await?;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let facts = dereference(&dv, &ctx).await?;
     let cluster = match model::validate(&dv, &facts) {
@@ -533,6 +556,13 @@ where
     value["apiVersion"] = serde_json::json!(K::api_version(&()));
     value["kind"] = serde_json::json!(K::kind(&()));
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let related = ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name.clone()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectReference::default()
+    };
     match api.patch(&name, &params, &Patch::Apply(&value)).await {
         Ok(_) => {
             let (reason, action) = if cached.is_some() {
@@ -541,25 +571,29 @@ where
                 ("Created", "Create")
             };
             info!(kind, object = %name, reason, "applied");
-            publish(
+            let note = format!("{reason} {kind} {name}");
+            publish_about(
                 ctx,
                 dv,
+                Some(related),
                 EventType::Normal,
                 reason,
                 action,
-                format!("{reason} {kind} {name}"),
+                note,
             )
             .await;
             Ok(())
         }
         Err(source) => {
-            publish(
+            let note = format!("{kind} {name}: {source}");
+            publish_about(
                 ctx,
                 dv,
+                Some(related),
                 EventType::Warning,
                 "ApplyFailed",
                 "Apply",
-                format!("{kind} {name}: {source}"),
+                note,
             )
             .await;
             Err(Error::Apply { kind, name, source })
@@ -597,12 +631,26 @@ async fn publish(
     action: &str,
     note: String,
 ) {
+    publish_about(ctx, dv, None, type_, reason, action, note).await;
+}
+
+/// Publishes an Event on the DV; `related` names the child it concerns, which also keeps the
+/// recorder from folding events about different children into one series.
+async fn publish_about(
+    ctx: &Context,
+    dv: &DistributedValidator,
+    related: Option<ObjectReference>,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note),
         action: action.to_owned(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(error) = ctx.recorder.publish(&event, &dv.object_ref(&())).await {
         warn!(%error, "cannot publish an Event");

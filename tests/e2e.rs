@@ -1,0 +1,439 @@
+//! End to end on the simulated cluster: the operator turns the examples into running members,
+//! reports them as a user sees them (`kubectl get dv`), reacts to bad input without touching
+//! anything, and writes nothing when nothing changed.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use dvt_operator::api::{DistributedValidator, Phase};
+use dvt_operator::controller::names::{FIELD_MANAGER, LABEL_DV};
+use dvt_operator::demo::{World, WorldOptions};
+use dvt_sim::timeline::Change;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn world() -> World {
+    World::start(WorldOptions::default())
+        .await
+        .expect("the world starts")
+}
+
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn dv_where(
+    world: &World,
+    name: &str,
+    what: &str,
+    check: impl Fn(&DistributedValidator) -> bool,
+) -> DistributedValidator {
+    let api: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
+    wait_for(what, || {
+        let api = api.clone();
+        let check = &check;
+        async move { api.get(name).await.ok().filter(|dv| check(dv)) }
+    })
+    .await
+}
+
+fn available(dv: &DistributedValidator) -> bool {
+    dv.status
+        .as_ref()
+        .is_some_and(|s| s.phase == Some(Phase::Available))
+}
+
+fn condition(dv: &DistributedValidator, type_: &str) -> Option<(String, String, String)> {
+    dv.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// `kubectl get dv` against the world, as a user would run it.
+fn kubectl(world: &World, args: &[&str]) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "dvt-e2e-{}-{}",
+        std::process::id(),
+        world.sim.address().port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    world.write_kubeconfig(&kubeconfig).unwrap();
+    let kubectl = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([Path::new(REPO).join(".tools/bin")])
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl is installed (scripts/test installs it)");
+    let output = Command::new(kubectl)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", &dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn writes_by_operator(world: &World, since: usize) -> Vec<String> {
+    world
+        .sim
+        .store()
+        .timeline_since(since)
+        .into_iter()
+        .filter_map(|e| match e.change {
+            Change::Write {
+                actor,
+                verb,
+                resource,
+                name,
+                ..
+            } if actor == FIELD_MANAGER => Some(format!("{verb} {resource}/{name}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_four_member_example_converges_reports_and_cleans_up_without_losing_data() {
+    let mut world = world().await;
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
+        .await
+        .unwrap();
+    let dv = dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    let status = dv.status.clone().unwrap();
+    assert_eq!(status.ready.as_deref(), Some("4/4"));
+    assert_eq!(
+        (status.threshold, status.fault_tolerance),
+        (Some(3), Some(1))
+    );
+    assert_eq!(condition(&dv, "QuorumAvailable").unwrap().0, "True");
+    assert_eq!(status.observed_generation, dv.metadata.generation);
+    // Members are on distinct nodes, each with its client and zone reported.
+    let nodes: std::collections::BTreeSet<_> = status
+        .members
+        .iter()
+        .filter_map(|m| m.node.clone())
+        .collect();
+    assert_eq!(nodes.len(), 4);
+    assert!(
+        status
+            .members
+            .iter()
+            .all(|m| m.zone.is_some() && m.validator_client.is_some())
+    );
+
+    let table = kubectl(&world, &["get", "dv"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..5],
+        ["stader-4", "4/4", "3", "1", "Available"],
+        "{table}"
+    );
+
+    // Events tell what was created.
+    let events: Api<Event> = Api::default_namespaced(world.client.clone());
+    let created: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Created"))
+        .filter_map(|e| e.note)
+        .collect();
+    if std::env::var_os("E2E_DEBUG").is_some() {
+        for e in events.list(&ListParams::default()).await.unwrap().items {
+            eprintln!(
+                "{:?} {:?} {:?} {:?}",
+                e.metadata.name, e.reason, e.note, e.series
+            );
+        }
+    }
+    assert!(
+        created
+            .iter()
+            .any(|n| n == "Created StatefulSet stader-4-alpha"),
+        "{created:?}"
+    );
+    assert!(
+        created
+            .iter()
+            .any(|n| n == "Created PodDisruptionBudget stader-4"),
+        "{created:?}"
+    );
+
+    // A resync of an unchanged DV (a restarted operator relists everything) writes nothing.
+    world.stop_operator().await;
+    let mark = world.sim.store().timeline().len();
+    world.start_operator().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        writes_by_operator(&world, mark),
+        Vec::<String>::new(),
+        "a resync must not write"
+    );
+
+    // Deleting the DV removes what the operator made, and keeps data and key material.
+    let dvs: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
+    dvs.delete("stader-4", &DeleteParams::default())
+        .await
+        .unwrap();
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    let services: Api<Service> = Api::default_namespaced(world.client.clone());
+    let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(world.client.clone());
+    let owned = ListParams::default().labels(&format!("{LABEL_DV}=stader-4"));
+    wait_for("children removed", || {
+        let (sets, services, pdbs, owned) =
+            (sets.clone(), services.clone(), pdbs.clone(), owned.clone());
+        async move {
+            let left = sets.list(&owned).await.ok()?.items.len()
+                + services.list(&owned).await.ok()?.items.len()
+                + pdbs.list(&owned).await.ok()?.items.len();
+            (left == 0).then_some(())
+        }
+    })
+    .await;
+    let claims: Api<PersistentVolumeClaim> = Api::default_namespaced(world.client.clone());
+    assert_eq!(
+        claims
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        8,
+        "two volumes per member are kept"
+    );
+    let secrets: Api<Secret> = Api::default_namespaced(world.client.clone());
+    assert_eq!(
+        secrets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        8,
+        "key shares and ENR keys are kept"
+    );
+    let config_maps: Api<ConfigMap> = Api::default_namespaced(world.client.clone());
+    assert!(
+        config_maps
+            .get_opt("stader-4-lock")
+            .await
+            .unwrap()
+            .is_some(),
+        "the lock is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seven_member_example_converges() {
+    let world = world().await;
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-7.yaml"), "default")
+        .await
+        .unwrap();
+    let dv = dv_where(&world, "stader-7", "stader-7 Available", available).await;
+    assert_eq!(dv.status.unwrap().ready.as_deref(), Some("7/7"));
+    let table = kubectl(&world, &["get", "dv", "stader-7"]);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()[..5]
+            == ["stader-7", "7/7", "5", "2", "Available"],
+        "{table}"
+    );
+}
+
+/// The example without the documents `drop` matches, written to a temporary file.
+fn example_without(file: &str, drop: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(Path::new(REPO).join("examples").join(file)).unwrap();
+    let kept: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|doc| !doc.contains(drop))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("dvt-e2e-{}-without", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(file);
+    std::fs::write(&path, kept.join("\n---\n")).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_share_secret_is_named_and_its_member_is_not_created() {
+    let world = world().await;
+    let without = example_without(
+        "stader-4.yaml",
+        "metadata:\n  name: stader-4-bravo-keystore\n",
+    );
+    world.apply_file(&without, "default").await.unwrap();
+    let dv = dv_where(&world, "stader-4", "the missing Secret reported", |dv| {
+        condition(dv, "KeySharesVerified")
+            .is_some_and(|(status, reason, _)| status == "False" && reason == "SecretMissing")
+    })
+    .await;
+    let (_, _, message) = condition(&dv, "KeySharesVerified").unwrap();
+    assert!(
+        message.contains("stader-4-bravo-keystore") && message.contains("member bravo"),
+        "{message}"
+    );
+    // The other members run; bravo has nothing.
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    let names = wait_for("three members", || {
+        let sets = sets.clone();
+        async move {
+            let mut names: Vec<String> = sets
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .map(|s| s.name_any())
+                .collect();
+            names.sort();
+            (names.len() == 3).then_some(names)
+        }
+    })
+    .await;
+    assert_eq!(
+        names,
+        ["stader-4-alpha", "stader-4-charlie", "stader-4-delta"]
+    );
+    let events: Api<Event> = Api::default_namespaced(world.client.clone());
+    let warned = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("SecretMissing")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("stader-4-bravo-keystore"))
+        });
+    assert!(warned, "an Event names the missing Secret");
+
+    // Creating the Secret lets the member be created: the whole example converges.
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
+        .await
+        .unwrap();
+    let dv = dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    assert_eq!(dv.status.unwrap().ready.as_deref(), Some("4/4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_that_does_not_match_changes_nothing_and_says_why() {
+    let world = world().await;
+    // The 4-member example's lock with a DV that claims threshold 4.
+    let text = std::fs::read_to_string(Path::new(REPO).join("examples/stader-4.yaml")).unwrap();
+    let edited = text.replace("\nspec:\n", "\nspec:\n  threshold: 4\n");
+    let dir = std::env::temp_dir().join(format!("dvt-e2e-lock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mismatch.yaml");
+    std::fs::write(&file, edited).unwrap();
+    world.apply_file(&file, "default").await.unwrap();
+    let dv = dv_where(&world, "stader-4", "the mismatch reported", |dv| {
+        condition(dv, "Available").is_some_and(|(_, reason, _)| reason == "LockMismatch")
+    })
+    .await;
+    let (_, _, message) = condition(&dv, "Available").unwrap();
+    assert!(
+        message.contains("threshold 3 but the DV's threshold is 4"),
+        "{message}"
+    );
+    assert_eq!(dv.status.unwrap().phase, Some(Phase::Pending));
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    assert!(
+        sets.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing was created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_image_marks_members_outdated_without_restarting_them() {
+    let world = world().await;
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
+        .await
+        .unwrap();
+    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(world.client.clone());
+    let before: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect();
+    let dvs: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
+    let patch = serde_json::json!({"spec": {"charon": {"image": "obolnetwork/charon:v1.8.0"}}});
+    dvs.patch("stader-4", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let dv = dv_where(&world, "stader-4", "members outdated", |dv| {
+        dv.status
+            .as_ref()
+            .is_some_and(|s| s.members.iter().all(|m| m.outdated))
+    })
+    .await;
+    let (status, reason, message) = condition(&dv, "Progressing").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "MembersOutdated")
+    );
+    assert!(
+        message.contains("alpha, bravo, charlie, delta"),
+        "{message}"
+    );
+    // Reported only: the pods keep running (restarts belong to the quorum-keeping planner).
+    let after: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(dv.status.unwrap().ready.as_deref(), Some("4/4"));
+}
