@@ -8,5 +8,6 @@ pub mod crdgen;
 pub mod demo;
 pub mod lock;
 pub mod manifest;
+pub mod placement;
 pub mod quorum;
 pub mod validate;

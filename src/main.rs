@@ -38,6 +38,17 @@ enum Command {
     },
     /// Run the operator against the cluster in the current kubeconfig (or in-cluster config).
     Run(RunArgs),
+    /// Show the operator at work on an embedded simulated cluster (no Docker needed): a
+    /// 4-member DV converges, survives a zone outage and a crash, and heals.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Keep the cluster running afterwards and write its kubeconfig here, for kubectl.
+        #[arg(long, value_name = "KUBECONFIG", num_args = 0..=1, default_missing_value = "dvt-demo.kubeconfig")]
+        serve: Option<PathBuf>,
+        /// Run at test speed (milliseconds) instead of a pace a person can follow.
+        #[arg(long)]
+        fast: bool,
+    },
 }
 
 /// Flags of `dvt-operator run`.
@@ -75,6 +86,8 @@ fn main() -> ExitCode {
         Command::Crd => print_crd(),
         Command::Validate { files } => validate(&files),
         Command::Run(args) => run(&args),
+        #[cfg(feature = "demo")]
+        Command::Demo { serve, fast } => demo(serve, fast),
     }
 }
 
@@ -145,6 +158,28 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     } else {
         println!("{resources} DistributedValidator(s) checked: all valid");
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(feature = "demo")]
+fn demo(serve: Option<PathBuf>, fast: bool) -> ExitCode {
+    // The operator's own logs would drown the story; warnings still show.
+    init_logging(LogFormat::Text, "warn");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dvt_operator::demo::run_demo(
+        dvt_operator::demo::DemoOptions { serve, fast },
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -437,3 +437,13 @@ async fn a_changed_image_marks_members_outdated_without_restarting_them() {
     assert_eq!(before, after);
     assert_eq!(dv.status.unwrap().ready.as_deref(), Some("4/4"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_converges_survives_a_zone_outage_and_a_crash() {
+    dvt_operator::demo::run_demo(dvt_operator::demo::DemoOptions {
+        serve: None,
+        fast: true,
+    })
+    .await
+    .expect("the demo's story holds");
+}

@@ -477,7 +477,20 @@ async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Result<Facts, 
             )
         })
         .collect();
-    Ok(Facts { lock, secrets })
+    let placement = &dv.spec.placement;
+    let mut zones = crate::placement::Zones::new();
+    for node in ctx.caches.nodes.state() {
+        if let Some(zone) = node.labels().get(&placement.zone_label)
+            && (placement.zones.is_empty() || placement.zones.contains(zone))
+        {
+            *zones.entry(zone.clone()).or_default() += 1;
+        }
+    }
+    Ok(Facts {
+        lock,
+        secrets,
+        zones,
+    })
 }
 
 /// Server-side applies every desired object whose cached copy does not already carry its hash;

@@ -20,6 +20,9 @@ pub struct Facts {
     /// The lock document, or why it could not be read (missing ConfigMap, missing key).
     pub lock: Result<String, String>,
     pub secrets: BTreeMap<String, SecretFacts>,
+    /// Nodes per zone (by the DV's zone label, within its allowed zones). Every labelled node
+    /// counts, healthy or not: a zone that is down is still the zone its members' data is in.
+    pub zones: crate::placement::Zones,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -76,6 +79,10 @@ pub struct Cluster {
     pub client_extra_args: Vec<String>,
     pub client_extra_env: Vec<(String, String)>,
     pub storage: StorageSpec,
+    /// Label key that names a node's zone.
+    pub zone_label: String,
+    /// Nodes per zone the members were placed over.
+    pub zones: crate::placement::Zones,
     /// Members ready to build, by share index.
     pub members: Vec<Member>,
     /// Members that cannot be built (a Secret is missing), with the reason. Nothing is created
@@ -240,10 +247,28 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
     }
     let lock_hash = stable_hash(&[&lock_text]);
     let clients = assign_clients(&spec.members, &spec.client_diversity.clients);
+    let previous_zones: BTreeMap<&str, &str> = dv
+        .status
+        .iter()
+        .flat_map(|s| s.members.iter())
+        .filter_map(|m| Some((m.name.as_str(), m.zone.as_deref()?)))
+        .collect();
+    let zones = crate::placement::assign_zones(
+        &spec
+            .members
+            .iter()
+            .map(|m| crate::placement::MemberZone {
+                index: m.index,
+                pinned: m.zone.clone(),
+                previous: previous_zones.get(m.name.as_str()).map(|z| (*z).to_owned()),
+            })
+            .collect::<Vec<_>>(),
+        &facts.zones,
+    );
     let images = &spec.validator_clients.images;
     let mut members = Vec::new();
     let mut blocked = Vec::new();
-    for (member, client) in spec.members.iter().zip(clients) {
+    for ((member, client), zone) in spec.members.iter().zip(clients).zip(zones) {
         let missing: Vec<String> = [
             ("key-share", &member.key_share_secret.name),
             ("ENR", &member.enr_secret.name),
@@ -284,7 +309,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             name: member.name.clone(),
             index: member.index,
             client,
-            zone: member.zone.clone(),
+            zone,
             operator_name: member.operator.name.clone(),
             operator_class: member.operator.class,
             key_share_secret: member.key_share_secret.name.clone(),
@@ -336,6 +361,8 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         client_extra_args: spec.validator_clients.extra_args.clone(),
         client_extra_env: env_pairs(&spec.validator_clients.extra_env),
         storage: spec.storage.clone(),
+        zone_label: spec.placement.zone_label.clone(),
+        zones: facts.zones.clone(),
         members,
         blocked,
     })

@@ -140,6 +140,89 @@ fn merge(previous: &[Condition], updates: Vec<Condition>) -> Vec<Condition> {
     by_type.into_values().collect()
 }
 
+/// How many whole-zone outages the DV survives in the worst case: zones fail largest first,
+/// and signing continues while at least `t` members remain.
+pub fn zone_outages_survived(per_zone: &BTreeMap<String, usize>, n: u32, t: u32) -> usize {
+    let mut counts: Vec<usize> = per_zone.values().copied().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let budget = n.saturating_sub(t) as usize;
+    let mut lost = 0;
+    let mut survived = 0;
+    for count in counts {
+        lost += count;
+        if lost > budget {
+            break;
+        }
+        survived += 1;
+    }
+    survived
+}
+
+fn placement_condition(
+    members: &[MemberStatus],
+    n: u32,
+    t: u32,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unplaced = Vec::new();
+    for member in members {
+        match &member.zone {
+            Some(zone) => *per_zone.entry(zone.clone()).or_default() += 1,
+            None => unplaced.push(member.name.as_str()),
+        }
+    }
+    let counts = per_zone
+        .iter()
+        .map(|(z, c)| format!("{z} {c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bound = n.saturating_sub(t) as usize;
+    let survived = zone_outages_survived(&per_zone, n, t);
+    if !unplaced.is_empty() {
+        return condition(
+            previous,
+            types::PLACEMENT_SATISFIED,
+            false,
+            "NoZones",
+            format!(
+                "no zone known for {}: nodes carry no zone label",
+                unplaced.join(", ")
+            ),
+            generation,
+            now,
+        );
+    }
+    let worst = per_zone.values().copied().max().unwrap_or(0);
+    if worst <= bound {
+        condition(
+            previous,
+            types::PLACEMENT_SATISFIED,
+            true,
+            "ZonesSpread",
+            format!(
+                "members per zone: {counts}; at most {bound} per zone, so any {survived} zone outage(s) leave {t} members to sign"
+            ),
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            previous,
+            types::PLACEMENT_SATISFIED,
+            false,
+            "ZoneOverloaded",
+            format!(
+                "members per zone: {counts}; a zone holding {worst} members (more than {bound}) stops signing when it fails; add zones or nodes"
+            ),
+            generation,
+            now,
+        )
+    }
+}
+
 /// Status of a built DV from what runs.
 pub fn compute(
     dv: &DistributedValidator,
@@ -160,10 +243,10 @@ pub fn compute(
         members.push(MemberStatus {
             name: member.name.clone(),
             index: member.index,
-            zone: seen
-                .zone
+            zone: built
+                .and_then(|m| m.zone.clone())
                 .clone()
-                .or_else(|| built.and_then(|m| m.zone.clone())),
+                .or_else(|| seen.zone.clone()),
             node: seen.pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
             validator_client: built.map(|m| m.client).or(member.validator_client),
             ready: seen.pod.is_some_and(pod_is_ready),
@@ -316,6 +399,14 @@ pub fn compute(
             now,
         )
     });
+    conditions.push(placement_condition(
+        &members,
+        n,
+        t,
+        &previous.conditions,
+        generation,
+        now,
+    ));
     conditions.push(if cluster.blocked.is_empty() {
         condition_with(&previous.conditions, types::KEY_SHARES_VERIFIED, "Unknown", "NotVerified", "every member's key-share and ENR Secret exists; public keys are not yet checked against the lock".to_owned(), generation, now)
     } else {

@@ -16,6 +16,10 @@ pub fn example(file: &str) -> (DistributedValidator, Facts) {
     let mut facts = Facts {
         lock: Err("no lock in the example".into()),
         secrets: BTreeMap::new(),
+        zones: ["zone-a", "zone-b", "zone-c", "zone-d"]
+            .into_iter()
+            .map(|z| (z.to_owned(), 2))
+            .collect(),
     };
     for document in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(document).expect("examples are YAML");

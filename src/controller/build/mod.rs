@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::model::{Cluster, LockVolume, Member, stable_hash};
 use super::names::*;
-use crate::api::{DEFAULT_ZONE_LABEL, LogLevel};
+use crate::api::LogLevel;
 
 /// Everything one DV needs. The applier destructures it without `..`, so a new kind of object
 /// that nobody applies does not compile.
@@ -442,7 +442,7 @@ fn affinity(cluster: &Cluster, member: &Member) -> Affinity {
         required_during_scheduling_ignored_during_execution: Some(NodeSelector {
             node_selector_terms: vec![NodeSelectorTerm {
                 match_expressions: Some(vec![NodeSelectorRequirement {
-                    key: DEFAULT_ZONE_LABEL.to_owned(),
+                    key: cluster.zone_label.clone(),
                     operator: "In".to_owned(),
                     values: Some(vec![zone.clone()]),
                 }]),

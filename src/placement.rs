@@ -1,0 +1,186 @@
+//! Which zone each member runs in. Pure and deterministic: the same members, zones and previous
+//! assignment always give the same answer, a member keeps its zone while that zone can still
+//! hold it (so unrelated nodes coming and going move nothing), and new members go where the
+//! fewest members are, so that no zone holds more than `n - t` members when there are enough
+//! zones.
+
+use std::collections::BTreeMap;
+
+/// A member as placement sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberZone {
+    pub index: u32,
+    /// Zone the spec pins the member to.
+    pub pinned: Option<String>,
+    /// Zone assigned before (from status): kept while the zone can hold the member.
+    pub previous: Option<String>,
+}
+
+/// Schedulable nodes per zone.
+pub type Zones = BTreeMap<String, usize>;
+
+/// A zone per member (same order as `members`); `None` when no zone has room (the cluster has
+/// no zoned, schedulable nodes, or fewer nodes than members).
+pub fn assign_zones(members: &[MemberZone], zones: &Zones) -> Vec<Option<String>> {
+    let mut counts: BTreeMap<String, usize> = zones.keys().map(|z| (z.clone(), 0)).collect();
+    let mut assigned: Vec<Option<String>> = vec![None; members.len()];
+    // A zone holds at most one member per node (anti-affinity).
+    let total_nodes: usize = zones.values().sum();
+    let room = |zone: &str, counts: &BTreeMap<String, usize>| {
+        let used = counts.get(zone).copied().unwrap_or(0);
+        used < zones.get(zone).copied().unwrap_or(0)
+    };
+    for (i, member) in members.iter().enumerate() {
+        if let Some(zone) = &member.pinned {
+            assigned[i] = Some(zone.clone());
+            if let Some(count) = counts.get_mut(zone) {
+                *count += 1;
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..members.len())
+        .filter(|&i| members[i].pinned.is_none())
+        .collect();
+    order.sort_by_key(|&i| members[i].index);
+    for &i in &order {
+        // A member's volumes live in its zone: moving it would strand its data (and its
+        // slashing protection), so a previous zone is kept while it has a node for it.
+        if let Some(zone) = &members[i].previous
+            && zones.contains_key(zone)
+            && room(zone, &counts)
+        {
+            assigned[i] = Some(zone.clone());
+            *counts.entry(zone.clone()).or_default() += 1;
+        }
+    }
+    if total_nodes == 0 {
+        return assigned;
+    }
+    for &i in &order {
+        if assigned[i].is_some() {
+            continue;
+        }
+        let choice = zones
+            .keys()
+            .filter(|z| room(z, &counts))
+            .min_by_key(|z| (counts.get(z.as_str()).copied().unwrap_or(0), z.as_str()))
+            .cloned();
+        if let Some(zone) = &choice {
+            *counts.entry(zone.clone()).or_default() += 1;
+        }
+        assigned[i] = choice;
+    }
+    assigned
+}
+
+/// Members per zone.
+pub fn zone_counts(assigned: &[Option<String>]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for zone in assigned.iter().flatten() {
+        *counts.entry(zone.clone()).or_default() += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn members(n: u32) -> Vec<MemberZone> {
+        (0..n)
+            .map(|index| MemberZone {
+                index,
+                pinned: None,
+                previous: None,
+            })
+            .collect()
+    }
+
+    fn zones(spec: &[(&str, usize)]) -> Zones {
+        spec.iter().map(|(z, n)| ((*z).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn four_members_over_four_zones_get_one_each() {
+        let assigned = assign_zones(
+            &members(4),
+            &zones(&[("a", 2), ("b", 2), ("c", 2), ("d", 2)]),
+        );
+        assert_eq!(
+            assigned,
+            ["a", "b", "c", "d"].map(|z| Some(z.to_owned())).to_vec()
+        );
+    }
+
+    #[test]
+    fn seven_members_over_three_zones_spread_three_two_two() {
+        let assigned = assign_zones(&members(7), &zones(&[("a", 3), ("b", 3), ("c", 3)]));
+        let counts = zone_counts(&assigned);
+        assert_eq!(counts.values().copied().collect::<Vec<_>>(), [3, 2, 2]);
+    }
+
+    #[test]
+    fn pinned_members_count_and_previous_zones_stick() {
+        let mut m = members(4);
+        m[0].pinned = Some("a".into());
+        let assigned = assign_zones(&m, &zones(&[("a", 2), ("b", 2), ("c", 2), ("d", 2)]));
+        assert_eq!(assigned[0].as_deref(), Some("a"));
+        assert_eq!(
+            zone_counts(&assigned)["a"],
+            1,
+            "the pinned member fills its zone's share"
+        );
+        let mut m = members(4);
+        m[3].previous = Some("a".into());
+        let assigned = assign_zones(&m, &zones(&[("a", 2), ("b", 2), ("c", 2), ("d", 2)]));
+        assert_eq!(assigned[3].as_deref(), Some("a"), "a previous zone is kept");
+    }
+
+    #[test]
+    fn no_zoned_nodes_assign_nothing() {
+        assert_eq!(assign_zones(&members(4), &Zones::new()), vec![None; 4]);
+    }
+
+    fn zone_sets() -> impl Strategy<Value = Zones> {
+        proptest::collection::btree_map("[a-f]", 1usize..4, 1..6)
+    }
+
+    proptest! {
+        #[test]
+        fn assignment_is_deterministic_fits_nodes_and_meets_the_bound_when_possible(n in 3u32..12, zs in zone_sets()) {
+            let m = members(n);
+            let first = assign_zones(&m, &zs);
+            prop_assert_eq!(&first, &assign_zones(&m, &zs));
+            let counts = zone_counts(&first);
+            for (zone, count) in &counts {
+                prop_assert!(*count <= zs[zone], "more members than nodes in {}", zone);
+            }
+            let threshold = crate::quorum::default_threshold(n);
+            let bound = (n - threshold) as usize;
+            // With enough room spread evenly, no zone exceeds the liveness budget.
+            let even = (n as usize).div_ceil(zs.len());
+            if zs.values().all(|nodes| *nodes >= even) && even <= bound {
+                prop_assert!(counts.values().all(|c| *c <= bound), "{:?}", counts);
+            }
+        }
+
+        #[test]
+        fn an_unrelated_node_coming_or_going_moves_no_member(n in 3u32..10, zs in zone_sets(), extra in "[g-h]") {
+            let first = assign_zones(&members(n), &zs);
+            let placed: Vec<MemberZone> = members(n)
+                .into_iter()
+                .zip(&first)
+                .map(|(mut m, z)| { m.previous = z.clone(); m })
+                .collect();
+            let mut more = zs.clone();
+            *more.entry(extra).or_default() += 1;
+            let again = assign_zones(&placed, &more);
+            for (before, after) in first.iter().zip(&again) {
+                if before.is_some() {
+                    prop_assert_eq!(before, after);
+                }
+            }
+        }
+    }
+}
