@@ -227,11 +227,43 @@ fn columns_for(rt: &ResourceType) -> Vec<Column> {
                     status
                 }),
             });
+            columns.push(Column {
+                name: "Roles".to_owned(),
+                kind: "string",
+                priority: 0,
+                cell: text(|_| "<none>".to_owned()),
+            });
             columns.push(age_column());
+            columns.push(Column {
+                name: "Version".to_owned(),
+                kind: "string",
+                priority: 0,
+                cell: text(|o| {
+                    o.pointer("/status/nodeInfo/kubeletVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                }),
+            });
+            columns.push(Column {
+                name: "Internal-IP".to_owned(),
+                kind: "string",
+                priority: 1,
+                cell: text(|o| {
+                    o.pointer("/status/addresses")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .find(|a| a.get("type") == Some(&json!("InternalIP")))
+                        .and_then(|a| a.get("address").and_then(Value::as_str))
+                        .unwrap_or("<none>")
+                        .to_owned()
+                }),
+            });
             columns.push(Column {
                 name: "Zone".to_owned(),
                 kind: "string",
-                priority: 0,
+                priority: 1,
                 cell: text(|o| {
                     o.pointer("/metadata/labels/topology.kubernetes.io~1zone")
                         .and_then(Value::as_str)

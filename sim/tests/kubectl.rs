@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dvt_sim::{SimOptions, SimServer};
+use dvt_sim::{ClusterOptions, SimOptions, SimServer};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -45,9 +45,11 @@ struct Output {
 
 impl Cluster {
     async fn start(test: &str) -> Cluster {
-        let server = SimServer::start(SimOptions::default())
-            .await
-            .expect("simulator starts");
+        Cluster::start_with(test, SimOptions::default()).await
+    }
+
+    async fn start_with(test: &str, options: SimOptions) -> Cluster {
+        let server = SimServer::start(options).await.expect("simulator starts");
         let dir =
             std::env::temp_dir().join(format!("dvt-sim-kubectl-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -241,4 +243,86 @@ async fn kubectl_reports_the_schema_message_for_an_invalid_resource() {
     );
     let listed = cluster.ok(&["get", "dv", "-o", "name"]).await;
     assert_eq!(listed.trim(), "", "nothing was stored");
+}
+
+const STATEFULSET: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  replicas: 1
+  serviceName: web
+  selector: {matchLabels: {app: web}}
+  updateStrategy: {type: OnDelete}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms: [{matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [zone-c]}]}]
+      containers: [{name: app, image: "nginx:1"}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_sees_a_believable_cluster_and_a_statefulset_pod_in_its_zone() {
+    let cluster = Cluster::start_with(
+        "cluster",
+        SimOptions {
+            cluster: Some(ClusterOptions::fast()),
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let nodes = cluster.ok(&["get", "nodes"]).await;
+    let header: Vec<&str> = nodes.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+    assert_eq!(
+        nodes
+            .lines()
+            .skip(1)
+            .filter(|l| l.contains(" Ready "))
+            .count(),
+        8,
+        "{nodes}"
+    );
+
+    let file = cluster.kubeconfig.parent().unwrap().join("sts.yaml");
+    std::fs::write(&file, STATEFULSET).unwrap();
+    cluster.ok(&["apply", "-f", file.to_str().unwrap()]).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let row = loop {
+        let pods = cluster
+            .ok(&["get", "pods", "-o", "wide", "--no-headers"])
+            .await;
+        if let Some(line) = pods
+            .lines()
+            .find(|l| l.starts_with("web-0 ") && l.contains("1/1") && l.contains("Running"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "web-0 never ran: {pods}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(row.contains("sim-zone-c-"), "scheduled into zone-c: {row}");
+    let claim = cluster
+        .ok(&["get", "pvc", "data-web-0", "-o", "jsonpath={.status.phase}"])
+        .await;
+    assert_eq!(claim, "Bound");
+    let set = cluster
+        .ok(&[
+            "get",
+            "statefulset",
+            "web",
+            "-o",
+            "jsonpath={.status.readyReplicas}/{.status.replicas}",
+        ])
+        .await;
+    assert_eq!(set, "1/1");
 }

@@ -348,6 +348,7 @@ impl Inner {
                     "Kubelet stopped posting node status.".to_owned()
                 }),
                 last_transition_time: Some(transition.clone()),
+                last_heartbeat_time: Some(transition.clone()),
                 ..NodeCondition::default()
             };
             let allocatable = BTreeMap::from([
@@ -388,7 +389,8 @@ impl Inner {
                             }
                             .into(),
                         ),
-                        last_transition_time: Some(transition),
+                        last_transition_time: Some(transition.clone()),
+                        last_heartbeat_time: Some(transition),
                         ..NodeCondition::default()
                     },
                 ]),
