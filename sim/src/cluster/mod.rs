@@ -349,7 +349,6 @@ impl Inner {
                 }),
                 last_transition_time: Some(transition.clone()),
                 last_heartbeat_time: Some(transition.clone()),
-                ..NodeCondition::default()
             };
             let allocatable = BTreeMap::from([
                 ("cpu".to_owned(), Quantity(self.options.node_cpu.clone())),
@@ -391,7 +390,6 @@ impl Inner {
                         ),
                         last_transition_time: Some(transition.clone()),
                         last_heartbeat_time: Some(transition),
-                        ..NodeCondition::default()
                     },
                 ]),
                 addresses: Some(vec![
