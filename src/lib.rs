@@ -9,5 +9,6 @@ pub mod demo;
 pub mod lock;
 pub mod manifest;
 pub mod placement;
+pub mod planner;
 pub mod quorum;
 pub mod validate;

@@ -3,124 +3,19 @@
 //! anything, and writes nothing when nothing changed.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+mod common;
+
+use common::*;
 use dvt_operator::api::{DistributedValidator, Phase};
-use dvt_operator::controller::names::{FIELD_MANAGER, LABEL_DV};
-use dvt_operator::demo::{World, WorldOptions};
-use dvt_sim::timeline::Change;
+use dvt_operator::controller::names::LABEL_DV;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn world() -> World {
-    World::start(WorldOptions::default())
-        .await
-        .expect("the world starts")
-}
-
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn dv_where(
-    world: &World,
-    name: &str,
-    what: &str,
-    check: impl Fn(&DistributedValidator) -> bool,
-) -> DistributedValidator {
-    let api: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
-    wait_for(what, || {
-        let api = api.clone();
-        let check = &check;
-        async move { api.get(name).await.ok().filter(|dv| check(dv)) }
-    })
-    .await
-}
-
-fn available(dv: &DistributedValidator) -> bool {
-    dv.status
-        .as_ref()
-        .is_some_and(|s| s.phase == Some(Phase::Available))
-}
-
-fn condition(dv: &DistributedValidator, type_: &str) -> Option<(String, String, String)> {
-    dv.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// `kubectl get dv` against the world, as a user would run it.
-fn kubectl(world: &World, args: &[&str]) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "dvt-e2e-{}-{}",
-        std::process::id(),
-        world.sim.address().port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    world.write_kubeconfig(&kubeconfig).unwrap();
-    let kubectl = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .chain([Path::new(REPO).join(".tools/bin")])
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .expect("kubectl is installed (scripts/test installs it)");
-    let output = Command::new(kubectl)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("HOME", &dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn writes_by_operator(world: &World, since: usize) -> Vec<String> {
-    world
-        .sim
-        .store()
-        .timeline_since(since)
-        .into_iter()
-        .filter_map(|e| match e.change {
-            Change::Write {
-                actor,
-                verb,
-                resource,
-                name,
-                ..
-            } if actor == FIELD_MANAGER => Some(format!("{verb} {resource}/{name}")),
-            _ => None,
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_four_member_example_converges_reports_and_cleans_up_without_losing_data() {
@@ -278,20 +173,6 @@ async fn the_seven_member_example_converges() {
     );
 }
 
-/// The example without the documents `drop` matches, written to a temporary file.
-fn example_without(file: &str, drop: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(Path::new(REPO).join("examples").join(file)).unwrap();
-    let kept: Vec<&str> = text
-        .split("\n---\n")
-        .filter(|doc| !doc.contains(drop))
-        .collect();
-    let dir = std::env::temp_dir().join(format!("dvt-e2e-{}-without", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(file);
-    std::fs::write(&path, kept.join("\n---\n")).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_key_share_secret_is_named_and_its_member_is_not_created() {
     let world = world().await;
@@ -389,13 +270,19 @@ async fn a_lock_that_does_not_match_changes_nothing_and_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_image_marks_members_outdated_without_restarting_them() {
+async fn a_changed_image_marks_members_outdated_while_paused() {
     let world = world().await;
     world
         .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
         .await
         .unwrap();
     dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    // Paused, so that the outdated members are only reported (the rollout is tests/quorum.rs').
+    let pause = serde_json::json!({"spec": {"rollout": {"paused": true}}});
+    Api::<DistributedValidator>::default_namespaced(world.client.clone())
+        .patch("stader-4", &PatchParams::default(), &Patch::Merge(&pause))
+        .await
+        .unwrap();
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(world.client.clone());
     let before: Vec<String> = pods
         .list(&ListParams::default())
@@ -425,7 +312,7 @@ async fn a_changed_image_marks_members_outdated_without_restarting_them() {
         message.contains("alpha, bravo, charlie, delta"),
         "{message}"
     );
-    // Reported only: the pods keep running (restarts belong to the quorum-keeping planner).
+    // Reported only: the pods keep running while the DV is paused.
     let after: Vec<String> = pods
         .list(&ListParams::default())
         .await

@@ -103,6 +103,19 @@ pub struct MemberStatus {
     /// The member runs an older configuration than the spec asks for and awaits a restart.
     #[serde(default)]
     pub outdated: bool,
+    /// Operator restarts of this member in a row without it staying Ready in between; sets
+    /// the backoff before the next one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_restarts: u32,
+    /// The member's pod is on a node that stopped responding. It is left alone (a second pod
+    /// would be a second signer with the same key share) until the node returns, is deleted,
+    /// or is tainted `node.kubernetes.io/out-of-service`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stranded: bool,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// Condition types, defined once.

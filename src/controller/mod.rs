@@ -3,6 +3,7 @@
 //! `dereference`, `apply` and the status write touching the API.
 
 pub mod build;
+pub mod health;
 pub mod model;
 pub mod names;
 pub mod status;
@@ -341,10 +342,30 @@ async fn reconcile_inner(
                     && c.message.contains(why.as_str())
             })
         });
-        if !already {
-            publish(
+        if already {
+            continue;
+        }
+        // One series per missing Secret: the recorder folds Events with the same reason and
+        // related object, and an earlier, different message must not hide this one.
+        let missing = dv
+            .spec
+            .members
+            .iter()
+            .filter(|m| &m.name == member)
+            .flat_map(|m| [m.key_share_secret.name.clone(), m.enr_secret.name.clone()])
+            .filter(|secret| !facts.secrets.contains_key(secret));
+        for secret in missing {
+            let related = ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Secret".to_owned()),
+                name: Some(secret),
+                namespace: dv.namespace(),
+                ..ObjectReference::default()
+            };
+            publish_about(
                 &ctx,
                 &dv,
+                Some(related),
                 EventType::Warning,
                 model::reasons::SECRET_MISSING,
                 "Validate",
@@ -400,9 +421,196 @@ async fn reconcile_inner(
             )
         })
         .collect();
-    let computed = status::compute(&dv, &cluster, &observed, &now);
+    let (outcome, wake_at) = keep_quorum(&dv, &ctx, &cluster, &observed, &now).await;
+    let computed = status::compute(&dv, &cluster, &observed, &outcome, &now);
     write_status(&dv, &ctx, computed).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // Look again when a backoff or minReadySeconds ends; otherwise a periodic resync.
+    let requeue = wake_at
+        .and_then(|at| std::time::Duration::try_from(at.duration_since(now.0)).ok())
+        .map_or(Duration::from_secs(300), |d| {
+            d.clamp(Duration::from_millis(200), Duration::from_secs(300))
+        });
+    Ok(Action::requeue(requeue))
+}
+
+/// A reference to a member's pod (with its uid: each pod instance is its own Event series).
+fn pod_reference(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// The annotation that pauses every disruptive action on a DV, like `spec.rollout.paused`.
+pub const ANNOTATION_PAUSED: &str = "dvt.io/paused";
+
+/// Plans restarts with the quorum planner and carries them out; returns what happened for
+/// status, and when to look again.
+async fn keep_quorum(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    cluster: &model::Cluster,
+    observed: &BTreeMap<String, status::Observed<'_>>,
+    now: &Time,
+) -> (status::Outcome, Option<k8s_openapi::jiff::Timestamp>) {
+    let rollout = &dv.spec.rollout;
+    let paused = rollout.paused
+        || dv
+            .annotations()
+            .get(ANNOTATION_PAUSED)
+            .is_some_and(|v| v == "true");
+    let settings = crate::planner::Settings {
+        threshold: cluster.quorum.threshold(),
+        max_unavailable: rollout.max_unavailable,
+        min_ready: Duration::from_secs(u64::from(rollout.min_ready_seconds)),
+        restart_delay: Duration::from_secs(u64::from(rollout.restart_delay_seconds)),
+        restart_backoff: Duration::from_secs(u64::from(rollout.restart_backoff_seconds)),
+        max_restart_backoff: Duration::from_secs(u64::from(rollout.max_restart_backoff_seconds)),
+        paused,
+    };
+    let previous = dv.status.clone().unwrap_or_default();
+    // Only members that were built take part: a blocked member has no pod to act on.
+    let members: Vec<crate::planner::Member> = dv
+        .spec
+        .members
+        .iter()
+        .filter(|m| cluster.members.iter().any(|b| b.name == m.name))
+        .map(|m| {
+            let seen = observed.get(&m.name);
+            let pod = seen.and_then(|s| s.pod);
+            let node = pod
+                .and_then(|p| p.spec.as_ref()?.node_name.clone())
+                .and_then(|n| ctx.caches.nodes.get(&ObjectRef::new(&n)));
+            let outdated = seen.is_some_and(status::is_outdated);
+            health::member(
+                &m.name,
+                m.index,
+                pod,
+                node.as_deref(),
+                outdated,
+                previous.members.iter().find(|p| p.name == m.name),
+                now.0,
+            )
+        })
+        .collect();
+    let plan = crate::planner::plan(&members, &settings, now.0);
+    let mut outcome = status::Outcome {
+        stranded: plan.stranded.clone(),
+        paused,
+        waiting: plan.waiting.clone(),
+        min_ready: settings.min_ready,
+        ..status::Outcome::default()
+    };
+    let namespace = dv.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    for action in &plan.actions {
+        let (member, reason, force, evict) = match action {
+            crate::planner::Action::Restart {
+                member,
+                kind,
+                reason,
+            } => (
+                member,
+                reason,
+                false,
+                *kind == crate::planner::RestartKind::Rollout,
+            ),
+            crate::planner::Action::ForceDelete { member, reason } => (member, reason, true, false),
+        };
+        let Some(pod) = observed.get(member).and_then(|s| s.pod) else {
+            continue;
+        };
+        let pod_name = pod.name_any();
+        let result = if evict {
+            // A rollout restart goes through the eviction API: the PodDisruptionBudget is a
+            // second guard on top of the planner's budget.
+            pods.evict(&pod_name, &kube::api::EvictParams::default())
+                .await
+                .map(drop)
+        } else {
+            // The uid precondition keeps a late action from deleting the member's next pod.
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: pod.uid(),
+                    resource_version: None,
+                }),
+                grace_period_seconds: force.then_some(0),
+                ..kube::api::DeleteParams::default()
+            };
+            pods.delete(&pod_name, &params).await.map(drop)
+        };
+        let note = format!(
+            "member {member}: {reason}; quorum budget {} (ready minus threshold)",
+            plan.budget
+        );
+        match result {
+            Ok(()) => {
+                info!(member = %member, reason = %reason, budget = plan.budget, "restarted a member");
+                let consecutive = match action {
+                    crate::planner::Action::Restart {
+                        kind: crate::planner::RestartKind::Repair,
+                        ..
+                    } => {
+                        previous
+                            .members
+                            .iter()
+                            .find(|m| &m.name == member)
+                            .map_or(0, |m| m.consecutive_restarts)
+                            + 1
+                    }
+                    _ => 0,
+                };
+                outcome
+                    .restarted
+                    .insert(member.clone(), (now.clone(), reason.clone(), consecutive));
+                let event_reason = if force {
+                    "ForceDeleted"
+                } else if evict {
+                    "RollingRestart"
+                } else {
+                    "Repairing"
+                };
+                let related = Some(pod_reference(pod));
+                publish_about(
+                    ctx,
+                    dv,
+                    related,
+                    EventType::Normal,
+                    event_reason,
+                    "Restart",
+                    note,
+                )
+                .await;
+            }
+            Err(error) => {
+                warn!(member = %member, %error, "could not restart a member");
+                publish_about(
+                    ctx,
+                    dv,
+                    Some(pod_reference(pod)),
+                    EventType::Warning,
+                    "RestartFailed",
+                    "Restart",
+                    format!("{note}: {error}"),
+                )
+                .await;
+            }
+        }
+    }
+    for member in &plan.stranded {
+        let already = previous
+            .members
+            .iter()
+            .any(|m| &m.name == member && m.stranded);
+        if !already {
+            publish(ctx, dv, EventType::Warning, "MemberStranded", "Observe", format!("member {member}: its node is unreachable; the pod is left alone until the node returns, is deleted, or is tainted node.kubernetes.io/out-of-service")).await;
+        }
+    }
+    (outcome, plan.wake_at)
 }
 
 /// Reads what validation needs: the lock and which Secrets exist (metadata only).

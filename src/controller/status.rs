@@ -12,6 +12,18 @@ use crate::api::{
     DistributedValidator, DistributedValidatorStatus, MemberStatus, Phase, condition_types as types,
 };
 
+/// What the quorum planner did and saw this pass, for status.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// Members restarted now: when, why, and how many times in a row.
+    pub restarted: BTreeMap<String, (Time, String, u32)>,
+    pub stranded: Vec<String>,
+    pub paused: bool,
+    /// Why the planner holds back, one line each.
+    pub waiting: Vec<String>,
+    pub min_ready: std::time::Duration,
+}
+
 /// What runs for one member, as read from the caches.
 #[derive(Clone, Debug, Default)]
 pub struct Observed<'a> {
@@ -39,7 +51,7 @@ fn restarts(pod: &Pod) -> u32 {
 }
 
 /// A member is outdated when its StatefulSet has a newer revision than the one its pod runs.
-fn outdated(observed: &Observed<'_>) -> bool {
+pub fn is_outdated(observed: &Observed<'_>) -> bool {
     let update_revision = observed
         .statefulset
         .and_then(|s| s.status.as_ref())
@@ -228,6 +240,7 @@ pub fn compute(
     dv: &DistributedValidator,
     cluster: &Cluster,
     observed: &BTreeMap<String, Observed<'_>>,
+    outcome: &Outcome,
     now: &Time,
 ) -> DistributedValidatorStatus {
     let previous = dv.status.clone().unwrap_or_default();
@@ -240,21 +253,50 @@ pub fn compute(
         let seen = observed.get(&member.name).cloned().unwrap_or_default();
         let built = cluster.members.iter().find(|m| m.name == member.name);
         let previous_member = previous.members.iter().find(|m| m.name == member.name);
+        let ready = seen.pod.is_some_and(pod_is_ready);
+        // A member that stayed Ready for minReadySeconds has recovered: its backoff starts over.
+        let settled = ready
+            && seen
+                .pod
+                .and_then(|p| {
+                    p.status
+                        .as_ref()?
+                        .conditions
+                        .as_ref()?
+                        .iter()
+                        .find(|c| c.type_ == "Ready")?
+                        .last_transition_time
+                        .clone()
+                })
+                .is_some_and(|since| {
+                    let settled_at = since.0.checked_add(outcome.min_ready).unwrap_or(since.0);
+                    settled_at <= now.0
+                });
+        let restarted = outcome.restarted.get(&member.name);
         members.push(MemberStatus {
             name: member.name.clone(),
             index: member.index,
             zone: built
                 .and_then(|m| m.zone.clone())
-                .clone()
                 .or_else(|| seen.zone.clone()),
             node: seen.pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
             validator_client: built.map(|m| m.client).or(member.validator_client),
-            ready: seen.pod.is_some_and(pod_is_ready),
+            ready,
             restarts: seen.pod.map(restarts).unwrap_or(0),
-            last_restart_reason: previous_member.and_then(|m| m.last_restart_reason.clone()),
-            last_restart_time: previous_member.and_then(|m| m.last_restart_time.clone()),
+            last_restart_reason: restarted
+                .map(|r| r.1.clone())
+                .or_else(|| previous_member.and_then(|m| m.last_restart_reason.clone())),
+            last_restart_time: restarted
+                .map(|r| r.0.clone())
+                .or_else(|| previous_member.and_then(|m| m.last_restart_time.clone())),
             share_public_key_verified: previous_member.and_then(|m| m.share_public_key_verified),
-            outdated: outdated(&seen),
+            outdated: is_outdated(&seen),
+            consecutive_restarts: match restarted {
+                Some(r) => r.2,
+                None if settled => 0,
+                None => previous_member.map_or(0, |m| m.consecutive_restarts),
+            },
+            stranded: outcome.stranded.contains(&member.name),
         });
     }
     members.sort_by_key(|m| m.index);
@@ -399,6 +441,28 @@ pub fn compute(
             now,
         )
     });
+    conditions.push(if outcome.paused {
+        condition(
+            &previous.conditions,
+            types::RECONCILIATION_PAUSED,
+            true,
+            "Paused",
+            "spec.rollout.paused or the dvt.io/paused annotation: no restarts or rollouts"
+                .to_owned(),
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            &previous.conditions,
+            types::RECONCILIATION_PAUSED,
+            false,
+            "Active",
+            "restarts and rollouts proceed within the quorum budget".to_owned(),
+            generation,
+            now,
+        )
+    });
     conditions.push(placement_condition(
         &members,
         n,
@@ -470,7 +534,7 @@ mod tests {
                 )
             })
             .collect();
-        compute(&dv, &cluster, &observed, &now())
+        compute(&dv, &cluster, &observed, &Outcome::default(), &now())
     }
 
     fn get<'a>(status: &'a DistributedValidatorStatus, type_: &str) -> &'a Condition {
@@ -517,10 +581,10 @@ mod tests {
     fn conditions_keep_their_transition_time_while_unchanged() {
         let (mut dv, facts) = example("stader-4.yaml");
         let cluster = validate(&dv, &facts).unwrap();
-        let first = compute(&dv, &cluster, &BTreeMap::new(), &now());
+        let first = compute(&dv, &cluster, &BTreeMap::new(), &Outcome::default(), &now());
         dv.status = Some(first.clone());
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(1_900_000_000).unwrap());
-        let second = compute(&dv, &cluster, &BTreeMap::new(), &later);
+        let second = compute(&dv, &cluster, &BTreeMap::new(), &Outcome::default(), &later);
         assert_eq!(
             first, second,
             "an unchanged DV computes an unchanged status"

@@ -100,9 +100,12 @@ pub struct ApiFaults {
     pub watch_drop_fraction: f64,
 }
 
-/// What is wrong with one pod.
+/// What is wrong with one pod. Faults belong to one pod instance: a pod recreated under the
+/// same name starts healthy (use `BadImage` for a failure that survives recreation).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PodFaults {
+    /// The pod instance the faults apply to; bound to the first pod seen with the name.
+    pub uid: Option<String>,
     /// Containers (empty string: all) to crash once at the next chance.
     pub crash_once: BTreeSet<String>,
     /// Containers (empty string: all) that crash after every start, and whether as OOM kills.
@@ -114,7 +117,10 @@ pub struct PodFaults {
 
 impl PodFaults {
     pub fn is_empty(&self) -> bool {
-        *self == PodFaults::default()
+        PodFaults {
+            uid: None,
+            ..self.clone()
+        } == PodFaults::default()
     }
 }
 

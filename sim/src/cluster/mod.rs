@@ -868,6 +868,17 @@ impl Inner {
             });
             let mut faults = lock(&self.faults);
             let key = (namespace.clone(), name.clone());
+            let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
+            let stale = faults.pods.get_mut(&key).is_some_and(|f| match &f.uid {
+                None => {
+                    f.uid = Some(pod_uid.clone());
+                    false
+                }
+                Some(bound) => *bound != pod_uid,
+            });
+            if stale {
+                faults.pods.remove(&key);
+            }
             let bad_images = faults.bad_images.clone();
             let is_bad = |image: &str| bad_images.iter().any(|b| image.contains(b.as_str()));
             if let Some(at) =

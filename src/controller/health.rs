@@ -1,0 +1,200 @@
+//! Reads a member's health from its pod and node, as the planner wants it. Pure.
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::MemberStatus;
+use crate::planner::{Broken, Member, NodeHealth};
+
+/// Container waiting reasons that mean the member cannot come up by itself soon.
+const BROKEN_WAITING: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+];
+
+/// OOM kills in a row (by restart count) that make a member broken.
+const OOM_RESTARTS: i32 = 3;
+
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+
+fn condition_time(pod: &Pod, type_: &str, status: &str) -> Option<Timestamp> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// Why a pod is broken, if it is.
+pub fn broken(pod: &Pod) -> Option<Broken> {
+    let status = pod.status.as_ref()?;
+    let containers = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for container in containers.clone() {
+        if let Some(reason) = container
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref())
+            && BROKEN_WAITING.contains(&reason)
+        {
+            return Some(Broken::Waiting(reason.to_owned()));
+        }
+    }
+    if containers.clone().any(|c| {
+        c.restart_count >= OOM_RESTARTS
+            && c.last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t.reason.as_deref())
+                == Some("OOMKilled")
+    }) {
+        return Some(Broken::OomKilled);
+    }
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+    });
+    unschedulable.map(|c| Broken::Unschedulable(c.message.clone().unwrap_or_default()))
+}
+
+/// The health of the node a pod is bound to.
+pub fn node_health(pod: &Pod, node: Option<&Node>) -> NodeHealth {
+    let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()) else {
+        return NodeHealth::Ready;
+    };
+    let Some(node) = node else {
+        let _ = node_name;
+        return NodeHealth::Gone;
+    };
+    let out_of_service = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|taints| taints.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT));
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    match (ready, out_of_service) {
+        (true, _) => NodeHealth::Ready,
+        (false, true) => NodeHealth::Gone,
+        (false, false) => NodeHealth::Unreachable,
+    }
+}
+
+/// A member for the planner, from its pod (if any), its node and its last status.
+pub fn member(
+    name: &str,
+    index: u32,
+    pod: Option<&Pod>,
+    node: Option<&Node>,
+    outdated: bool,
+    previous: Option<&MemberStatus>,
+    now: Timestamp,
+) -> Member {
+    let terminating = pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+    let ready = pod.is_some_and(super::status::pod_is_ready);
+    let created = pod
+        .and_then(|p| p.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0);
+    Member {
+        name: name.to_owned(),
+        index,
+        has_pod: pod.is_some() && !terminating,
+        terminating,
+        ready,
+        ready_since: if ready {
+            pod.and_then(|p| condition_time(p, "Ready", "True"))
+        } else {
+            None
+        },
+        unready_since: if ready {
+            None
+        } else {
+            Some(
+                pod.and_then(|p| condition_time(p, "Ready", "False"))
+                    .or(created)
+                    .unwrap_or(now),
+            )
+        },
+        broken: pod.and_then(broken),
+        node: pod.map_or(NodeHealth::Ready, |p| node_health(p, node)),
+        outdated,
+        last_restart: previous
+            .and_then(|m| m.last_restart_time.as_ref())
+            .map(|t| t.0),
+        consecutive_restarts: previous.map_or(0, |m| m.consecutive_restarts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "containers": []}, "status": status})).unwrap()
+    }
+
+    #[test]
+    fn crash_loops_image_pulls_oom_loops_and_unschedulable_pods_are_broken() {
+        let crash = pod(
+            json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}),
+        );
+        assert_eq!(
+            broken(&crash),
+            Some(Broken::Waiting("CrashLoopBackOff".into()))
+        );
+        let oom = pod(
+            json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 3, "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+        );
+        assert_eq!(broken(&oom), Some(Broken::OomKilled));
+        let pending = pod(
+            json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/8 nodes are available"}]}),
+        );
+        assert!(matches!(broken(&pending), Some(Broken::Unschedulable(m)) if m.contains("0/8")));
+        let starting = pod(
+            json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
+        assert_eq!(broken(&starting), None, "starting is not broken");
+    }
+
+    #[test]
+    fn node_health_distinguishes_unreachable_from_gone() {
+        let p = pod(json!({}));
+        let node = |ready: &str, taints: serde_json::Value| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {"taints": taints}, "status": {"conditions": [{"type": "Ready", "status": ready}]}})).unwrap()
+        };
+        assert_eq!(
+            node_health(&p, Some(&node("True", json!([])))),
+            NodeHealth::Ready
+        );
+        assert_eq!(
+            node_health(&p, Some(&node("Unknown", json!([])))),
+            NodeHealth::Unreachable
+        );
+        assert_eq!(
+            node_health(
+                &p,
+                Some(&node(
+                    "Unknown",
+                    json!([{"key": OUT_OF_SERVICE_TAINT, "effect": "NoExecute"}])
+                ))
+            ),
+            NodeHealth::Gone
+        );
+        assert_eq!(node_health(&p, None), NodeHealth::Gone);
+    }
+}

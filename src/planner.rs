@@ -1,0 +1,270 @@
+//! What the operator does next to keep members running and up to date without ever being the
+//! reason a DV drops below its threshold. Pure: facts and the time in, at most a few actions out,
+//! each with its reason.
+//!
+//! Budget = ready members − `t`. Taking down a member that is up (rolling out an outdated one)
+//! needs budget > 0, at most `maxUnavailable` at a time, and waits until the members restarted
+//! before have been Ready for `minReadySeconds`. A member that is itself broken is already down,
+//! so it may be restarted whatever the budget, with a per-member exponential backoff. Healthy
+//! members that are only unready (Charon waits for peers) are never touched. A pod on an
+//! unreachable node is never replaced while the node may come back: two pods for one member
+//! would be two signers with one key share.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+/// Why a member counts as broken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Broken {
+    /// A container waits with this reason (CrashLoopBackOff, ImagePullBackOff, ...).
+    Waiting(String),
+    /// Its containers were OOM-killed repeatedly.
+    OomKilled,
+    /// The pod cannot be scheduled.
+    Unschedulable(String),
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Broken::Waiting(reason) => write!(f, "{reason}"),
+            Broken::OomKilled => f.write_str("repeated OOM kills"),
+            Broken::Unschedulable(why) => write!(f, "unschedulable: {why}"),
+        }
+    }
+}
+
+/// Where a member's node stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeHealth {
+    Ready,
+    /// NotReady or unknown: it may come back with the pod still running.
+    Unreachable,
+    /// Deleted, or tainted `node.kubernetes.io/out-of-service`: the pod is certainly stopped.
+    Gone,
+}
+
+/// One member, as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub name: String,
+    pub index: u32,
+    /// The member has a pod (not being deleted).
+    pub has_pod: bool,
+    /// The pod is being deleted.
+    pub terminating: bool,
+    pub ready: bool,
+    /// Since when the pod is Ready (when it is).
+    pub ready_since: Option<Timestamp>,
+    /// Since when the member is not ready (when it is not).
+    pub unready_since: Option<Timestamp>,
+    /// Broken, and why.
+    pub broken: Option<Broken>,
+    pub node: NodeHealth,
+    /// Runs an older revision than its StatefulSet wants.
+    pub outdated: bool,
+    /// When and how often in a row the operator restarted it (from status).
+    pub last_restart: Option<Timestamp>,
+    pub consecutive_restarts: u32,
+}
+
+/// The DV's rollout settings and threshold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub threshold: u32,
+    pub max_unavailable: u32,
+    pub min_ready: Duration,
+    pub restart_delay: Duration,
+    pub restart_backoff: Duration,
+    pub max_restart_backoff: Duration,
+    pub paused: bool,
+}
+
+/// What kind of restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartKind {
+    /// The member is broken; restarting it costs no budget.
+    Repair,
+    /// The member is up but outdated; restarting it costs one unit of budget.
+    Rollout,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Delete the member's pod so its StatefulSet recreates it from the current template.
+    Restart {
+        member: String,
+        kind: RestartKind,
+        reason: String,
+    },
+    /// Remove the pod of a member whose node is gone (it cannot be running anywhere).
+    ForceDelete { member: String, reason: String },
+}
+
+/// The planner's answer.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Ready members minus threshold, before the actions.
+    pub budget: i64,
+    /// When to look again (a backoff or `minReadySeconds` ending), if something waits.
+    pub wake_at: Option<Timestamp>,
+    /// Members on unreachable nodes, left alone.
+    pub stranded: Vec<String>,
+    /// Why nothing (more) was done, for status and logs.
+    pub waiting: Vec<String>,
+}
+
+fn after(at: Timestamp, wait: Duration) -> Timestamp {
+    at.checked_add(wait).unwrap_or(at)
+}
+
+/// Backoff before the next repair of a member restarted `consecutive` times in a row.
+pub fn restart_backoff(consecutive: u32, settings: &Settings) -> Duration {
+    if consecutive == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32 << (consecutive - 1).min(20);
+    settings
+        .restart_backoff
+        .saturating_mul(factor)
+        .min(settings.max_restart_backoff)
+}
+
+pub fn plan(members: &[Member], settings: &Settings, now: Timestamp) -> Plan {
+    let ready = members.iter().filter(|m| m.ready).count() as i64;
+    let budget = ready - i64::from(settings.threshold);
+    let mut plan = Plan {
+        budget,
+        ..Plan::default()
+    };
+    let wake = |plan: &mut Plan, at: Timestamp| {
+        plan.wake_at = Some(plan.wake_at.map_or(at, |w| w.min(at)));
+    };
+    let mut ordered: Vec<&Member> = members.iter().collect();
+    ordered.sort_by_key(|m| m.index);
+
+    for member in &ordered {
+        if member.node == NodeHealth::Unreachable {
+            plan.stranded.push(member.name.clone());
+        }
+    }
+    if settings.paused {
+        plan.waiting
+            .push("paused: no restarts or rollouts".to_owned());
+        return plan;
+    }
+
+    // Pods whose node is gone can go at once: nothing can be running there.
+    for member in &ordered {
+        // A pod still reported Ready is not stopped, whatever its node says: leave it.
+        if (member.has_pod || member.terminating)
+            && member.node == NodeHealth::Gone
+            && !member.ready
+        {
+            plan.actions.push(Action::ForceDelete {
+                member: member.name.clone(),
+                reason: "its node is gone or out of service".to_owned(),
+            });
+        }
+    }
+
+    // Repairs: broken members, past the restart delay and their backoff.
+    for member in &ordered {
+        let Some(broken) = &member.broken else {
+            continue;
+        };
+        // A member that is still Ready is not down: restarting it would cost budget.
+        if member.ready || member.terminating || member.node != NodeHealth::Ready || !member.has_pod
+        {
+            continue;
+        }
+        let down_since = member.unready_since.unwrap_or(now);
+        let delay_over = after(down_since, settings.restart_delay);
+        if now < delay_over {
+            wake(&mut plan, delay_over);
+            plan.waiting.push(format!(
+                "{} is broken ({broken}); restart delay not over",
+                member.name
+            ));
+            continue;
+        }
+        if let Some(last) = member.last_restart {
+            let next = after(last, restart_backoff(member.consecutive_restarts, settings));
+            if now < next {
+                wake(&mut plan, next);
+                plan.waiting.push(format!(
+                    "{} is broken ({broken}); backing off until {next}",
+                    member.name
+                ));
+                continue;
+            }
+        }
+        plan.actions.push(Action::Restart {
+            member: member.name.clone(),
+            kind: RestartKind::Repair,
+            reason: format!("broken: {broken}"),
+        });
+    }
+
+    // Rollout: outdated members that are up, one budget unit each.
+    let outdated: Vec<&&Member> = ordered
+        .iter()
+        .filter(|m| m.outdated && m.ready && !m.terminating && m.broken.is_none())
+        .collect();
+    if outdated.is_empty() {
+        return plan;
+    }
+    // The previous restart must have settled: nobody terminating, and every member the
+    // operator restarted is back and Ready for minReadySeconds.
+    if ordered.iter().any(|m| m.terminating) {
+        plan.waiting
+            .push("rollout waits: a member is restarting".to_owned());
+        return plan;
+    }
+    for member in &ordered {
+        if member.last_restart.is_none() {
+            continue;
+        }
+        match (member.ready, member.ready_since) {
+            (true, Some(since)) => {
+                let settled = after(since, settings.min_ready);
+                if now < settled {
+                    wake(&mut plan, settled);
+                    plan.waiting.push(format!(
+                        "rollout waits: {} must be ready for {}s",
+                        member.name,
+                        settings.min_ready.as_secs()
+                    ));
+                    return plan;
+                }
+            }
+            (true, None) => {}
+            (false, _) => {
+                plan.waiting
+                    .push(format!("rollout waits: {} is not ready yet", member.name));
+                return plan;
+            }
+        }
+    }
+    let allowed = budget.min(i64::from(settings.max_unavailable.max(1)));
+    if allowed <= 0 {
+        plan.waiting.push(format!(
+            "rollout waits: {ready} ready, {} needed to sign; no member can be taken down",
+            settings.threshold
+        ));
+        return plan;
+    }
+    for member in outdated.into_iter().take(allowed as usize) {
+        plan.actions.push(Action::Restart {
+            member: member.name.clone(),
+            kind: RestartKind::Rollout,
+            reason: "outdated: runs an older revision".to_owned(),
+        });
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests;

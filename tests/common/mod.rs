@@ -1,0 +1,143 @@
+//! Helpers shared by the end-to-end tests on the simulated cluster.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use dvt_operator::api::{DistributedValidator, Phase};
+use dvt_operator::controller::names::FIELD_MANAGER;
+pub use dvt_operator::demo::{World, WorldOptions};
+use dvt_sim::timeline::Change;
+use kube::api::Api;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub async fn world() -> World {
+    World::start(WorldOptions::default())
+        .await
+        .expect("the world starts")
+}
+
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn dv_where(
+    world: &World,
+    name: &str,
+    what: &str,
+    check: impl Fn(&DistributedValidator) -> bool,
+) -> DistributedValidator {
+    let api: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
+    wait_for(what, || {
+        let api = api.clone();
+        let check = &check;
+        async move { api.get(name).await.ok().filter(|dv| check(dv)) }
+    })
+    .await
+}
+
+pub fn available(dv: &DistributedValidator) -> bool {
+    dv.status
+        .as_ref()
+        .is_some_and(|s| s.phase == Some(Phase::Available))
+}
+
+pub fn condition(dv: &DistributedValidator, type_: &str) -> Option<(String, String, String)> {
+    dv.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// `kubectl get dv` against the world, as a user would run it.
+pub fn kubectl(world: &World, args: &[&str]) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "dvt-e2e-{}-{}",
+        std::process::id(),
+        world.sim.address().port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    world.write_kubeconfig(&kubeconfig).unwrap();
+    let kubectl = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([Path::new(REPO).join(".tools/bin")])
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl is installed (scripts/test installs it)");
+    let output = Command::new(kubectl)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", &dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn writes_by_operator(world: &World, since: usize) -> Vec<String> {
+    world
+        .sim
+        .store()
+        .timeline_since(since)
+        .into_iter()
+        .filter_map(|e| match e.change {
+            Change::Write {
+                actor,
+                verb,
+                resource,
+                name,
+                ..
+            } if actor == FIELD_MANAGER => Some(format!("{verb} {resource}/{name}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The example without the documents `drop` matches, written to a temporary file.
+pub fn example_without(file: &str, drop: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(Path::new(REPO).join("examples").join(file)).unwrap();
+    let kept: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|doc| !doc.contains(drop))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("dvt-e2e-{}-without", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(file);
+    std::fs::write(&path, kept.join("\n---\n")).unwrap();
+    path
+}
+
+/// The example with `extra` YAML lines added at the top of its DV's spec, written to a
+/// temporary file.
+pub fn example_with(file: &str, extra: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(Path::new(REPO).join("examples").join(file)).unwrap();
+    let edited = text.replace("\nspec:\n", &format!("\nspec:\n{extra}"));
+    let dir = std::env::temp_dir().join(format!("dvt-e2e-{}-{}", std::process::id(), edited.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(file);
+    std::fs::write(&path, edited).unwrap();
+    path
+}
