@@ -21,6 +21,9 @@ const OOM_RESTARTS: i32 = 3;
 
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 
+/// When a condition took its status, rounded up to the next second: Kubernetes stores
+/// transition times truncated to whole seconds, and counting from the truncated time would let
+/// a delay (restartDelaySeconds, minReadySeconds) end up to a second early.
 fn condition_time(pod: &Pod, type_: &str, status: &str) -> Option<Timestamp> {
     pod.status
         .as_ref()?
@@ -29,6 +32,10 @@ fn condition_time(pod: &Pod, type_: &str, status: &str) -> Option<Timestamp> {
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
         .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
+        .map(|t| {
+            t.checked_add(std::time::Duration::from_secs(1))
+                .unwrap_or(t)
+        })
 }
 
 /// Why a pod is broken, if it is.
