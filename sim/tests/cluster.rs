@@ -84,6 +84,23 @@ async fn ready_pod(pods: &Api<Pod>, name: &str) -> Pod {
     .await
 }
 
+/// Waits until `name` is a different pod than `old` (a new uid) and Ready.
+async fn replaced_and_ready(pods: &Api<Pod>, name: &str, old: &Pod, what: &str) -> Pod {
+    let old = old.uid();
+    wait_for(what, || {
+        let pods = pods.clone();
+        let old = old.clone();
+        async move {
+            pods.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|p| p.uid() != old && is_ready(p))
+        }
+    })
+    .await
+}
+
 fn zone_of(nodes: &[Node], node: &str) -> String {
     nodes
         .iter()
@@ -237,18 +254,8 @@ async fn on_delete_waits_for_a_delete_and_rolling_update_replaces_the_pod() {
     }
 
     // RollingUpdate: a new pod (new uid) at the new revision.
-    let replaced = wait_for("the rolling pod replaced", || {
-        let pods = pods.clone();
-        let old = old_rolling.uid();
-        async move {
-            pods.get_opt("rolling-0")
-                .await
-                .ok()
-                .flatten()
-                .filter(|p| p.uid() != old && is_ready(p))
-        }
-    })
-    .await;
+    let replaced =
+        replaced_and_ready(&pods, "rolling-0", &old_rolling, "the rolling pod replaced").await;
     assert_eq!(
         replaced.spec.unwrap().containers[0].image.as_deref(),
         Some("charon:2")
@@ -284,17 +291,12 @@ async fn on_delete_waits_for_a_delete_and_rolling_update_replaces_the_pod() {
     pods.delete("ondelete-0", &DeleteParams::default())
         .await
         .unwrap();
-    let recreated = wait_for("ondelete pod recreated", || {
-        let pods = pods.clone();
-        let old = old_on_delete.uid();
-        async move {
-            pods.get_opt("ondelete-0")
-                .await
-                .ok()
-                .flatten()
-                .filter(|p| p.uid() != old && is_ready(p))
-        }
-    })
+    let recreated = replaced_and_ready(
+        &pods,
+        "ondelete-0",
+        &old_on_delete,
+        "ondelete pod recreated",
+    )
     .await;
     assert_eq!(
         recreated.spec.unwrap().containers[0].image.as_deref(),
@@ -491,18 +493,8 @@ async fn a_failed_zone_leaves_its_pods_bound_and_unready_until_restored() {
             zone: "zone-b".into(),
         })
         .unwrap();
-    let recreated = wait_for("east-0 recreated and ready", || {
-        let pods = pods.clone();
-        let old = before.uid();
-        async move {
-            pods.get_opt("east-0")
-                .await
-                .ok()
-                .flatten()
-                .filter(|p| p.uid() != old && is_ready(p))
-        }
-    })
-    .await;
+    let recreated =
+        replaced_and_ready(&pods, "east-0", &before, "east-0 recreated and ready").await;
     let nodes = nodes_api.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(zone_of(&nodes, &node_of(&recreated)), "zone-b");
 }
@@ -546,18 +538,7 @@ async fn an_out_of_service_node_releases_its_pods_and_volumes_keep_them_in_their
         .patch(&node, &PatchParams::default(), &Patch::Merge(&taint))
         .await
         .unwrap();
-    let moved = wait_for("free-0 recreated elsewhere", || {
-        let pods = pods.clone();
-        let old = before.uid();
-        async move {
-            pods.get_opt("free-0")
-                .await
-                .ok()
-                .flatten()
-                .filter(|p| p.uid() != old && is_ready(p))
-        }
-    })
-    .await;
+    let moved = replaced_and_ready(&pods, "free-0", &before, "free-0 recreated elsewhere").await;
     assert_ne!(node_of(&moved), node);
     assert_eq!(
         zone_of(&nodes, &node_of(&moved)),
