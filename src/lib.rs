@@ -9,6 +9,7 @@ pub mod demo;
 pub mod lock;
 pub mod manifest;
 pub mod placement;
+pub mod plan;
 pub mod planner;
 pub mod quorum;
 pub mod validate;

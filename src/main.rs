@@ -36,6 +36,18 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Print where the operator would place a DV's members (zones, clients) on a set of nodes,
+    /// and how many zone, client, operator and class failures it survives.
+    ///
+    /// Example: `kubectl get nodes -o yaml > nodes.yaml; dvt-operator plan -f dv.yaml --nodes nodes.yaml`
+    Plan {
+        /// File with the DistributedValidator (the first one is planned).
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// `kubectl get nodes -o yaml` output.
+        #[arg(long, value_name = "FILE")]
+        nodes: PathBuf,
+    },
     /// Run the operator against the cluster in the current kubeconfig (or in-cluster config).
     Run(RunArgs),
     /// Show the operator at work on an embedded simulated cluster (no Docker needed): a
@@ -85,6 +97,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crd => print_crd(),
         Command::Validate { files } => validate(&files),
+        Command::Plan { file, nodes } => plan(&file, &nodes),
         Command::Run(args) => run(&args),
         #[cfg(feature = "demo")]
         Command::Demo { serve, fast } => demo(serve, fast),
@@ -176,6 +189,29 @@ fn demo(serve: Option<PathBuf>, fast: bool) -> ExitCode {
         dvt_operator::demo::DemoOptions { serve, fast },
     )) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plan(file: &PathBuf, nodes: &PathBuf) -> ExitCode {
+    let read = |path: &PathBuf| {
+        read_input(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let result = read(file)
+        .and_then(|dv| Ok((dv, read(nodes)?)))
+        .and_then(|(dv, nodes)| {
+            let dv = dvt_operator::plan::read_dv(&dv).map_err(|e| e.to_string())?;
+            let nodes = dvt_operator::plan::read_nodes(&nodes).map_err(|e| e.to_string())?;
+            dvt_operator::plan::plan(&dv, &nodes).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE

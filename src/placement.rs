@@ -184,3 +184,81 @@ mod tests {
         }
     }
 }
+
+/// How members spread over one kind of failure domain (zones, clients, operators, classes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spread {
+    /// Members per domain, by domain name.
+    pub counts: BTreeMap<String, usize>,
+    /// Most members in one domain.
+    pub worst: usize,
+    /// Whole domains that may fail (largest first) with `t` members left to sign.
+    pub survives: usize,
+    /// No single domain holds `t` members (it could not sign alone, e.g. through a client bug).
+    pub safe: bool,
+    /// No single domain holds more than `n - t` members (its failure does not stop signing).
+    pub live: bool,
+}
+
+/// The spread of `domains` (one entry per member) for a DV of `n` members and threshold `t`.
+pub fn spread<I: IntoIterator<Item = String>>(domains: I, n: u32, t: u32) -> Spread {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for domain in domains {
+        *counts.entry(domain).or_default() += 1;
+    }
+    let mut sizes: Vec<usize> = counts.values().copied().collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    let budget = n.saturating_sub(t) as usize;
+    let mut lost = 0;
+    let mut survives = 0;
+    for size in &sizes {
+        lost += size;
+        if lost > budget {
+            break;
+        }
+        survives += 1;
+    }
+    let worst = sizes.first().copied().unwrap_or(0);
+    Spread {
+        counts,
+        worst,
+        survives,
+        safe: worst < t as usize,
+        live: worst <= budget,
+    }
+}
+
+impl Spread {
+    /// `zone-a 1, zone-b 2`.
+    pub fn describe(&self) -> String {
+        self.counts
+            .iter()
+            .map(|(d, c)| format!("{d} {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod spread_tests {
+    use super::*;
+
+    #[test]
+    fn four_members_in_four_domains_survive_one_failure() {
+        let s = spread(["a", "b", "c", "d"].map(String::from), 4, 3);
+        assert_eq!((s.worst, s.survives, s.safe, s.live), (1, 1, true, true));
+    }
+
+    #[test]
+    fn two_in_one_domain_of_a_three_of_four_stops_signing_when_it_fails() {
+        let s = spread(["a", "a", "b", "c"].map(String::from), 4, 3);
+        assert_eq!((s.worst, s.survives, s.safe, s.live), (2, 0, true, false));
+        assert_eq!(s.describe(), "a 2, b 1, c 1");
+    }
+
+    #[test]
+    fn a_domain_with_t_members_is_unsafe() {
+        let s = spread(["x", "x", "x", "y"].map(String::from), 4, 3);
+        assert!(!s.safe);
+    }
+}

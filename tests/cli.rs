@@ -233,3 +233,51 @@ fn every_command_explains_itself() {
         );
     }
 }
+
+#[test]
+fn plan_prints_the_assignment_and_the_survival_table() {
+    let dir = std::env::temp_dir().join(format!("dvt-cli-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nodes = dir.join("nodes.yaml");
+    let items: Vec<String> = ["zone-a", "zone-b", "zone-c", "zone-d"]
+        .iter()
+        .enumerate()
+        .map(|(i, z)| format!("- apiVersion: v1\n  kind: Node\n  metadata:\n    name: node-{i}\n    labels:\n      topology.kubernetes.io/zone: {z}\n"))
+        .collect();
+    std::fs::write(
+        &nodes,
+        format!("apiVersion: v1\nkind: List\nitems:\n{}", items.concat()),
+    )
+    .unwrap();
+    let output = binary()
+        .args([
+            "plan",
+            "-f",
+            repo("examples/stader-4.yaml").to_str().unwrap(),
+            "--nodes",
+            nodes.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("stader-4: 4 members, threshold 3, 1 may be down"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("zone-a 1, zone-b 1, zone-c 1, zone-d 1"),
+        "{printed}"
+    );
+    assert!(
+        printed.lines().any(|l| l.starts_with("alpha")
+            && l.contains("zone-a")
+            && l.contains("lighthouse (pinned)")),
+        "{printed}"
+    );
+}

@@ -110,6 +110,7 @@ pub mod reasons {
     pub const LOCK_UNAVAILABLE: &str = "LockUnavailable";
     pub const LOCK_MISMATCH: &str = "LockMismatch";
     pub const SECRET_MISSING: &str = "SecretMissing";
+    pub const PLACEMENT_UNSATISFIABLE: &str = "PlacementUnsatisfiable";
 }
 
 /// FNV-1a, hex: stable across processes and versions (unlike `DefaultHasher`), for hashes
@@ -268,6 +269,51 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
     let images = &spec.validator_clients.images;
     let mut members = Vec::new();
     let mut blocked = Vec::new();
+    // Under the Required policy a DV whose members cannot keep every zone at or below n - t is
+    // not created: one zone outage would stop it signing.
+    if spec.placement.policy == crate::api::Policy::Required {
+        let budget = quorum.liveness_budget() as usize;
+        let label = &spec.placement.zone_label;
+        if facts.zones.is_empty() {
+            return Err(Invalid {
+                reason: reasons::PLACEMENT_UNSATISFIABLE,
+                problems: vec![format!(
+                    "no node carries the zone label {label:?}{}: label nodes with their zones, or set spec.placement.policy: Preferred",
+                    if spec.placement.zones.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with a zone in {}", spec.placement.zones.join(", "))
+                    }
+                )],
+            });
+        }
+        let placed = crate::placement::spread(
+            zones
+                .iter()
+                .map(|z| z.clone().unwrap_or_else(|| "(no zone)".to_owned())),
+            quorum.members(),
+            quorum.threshold(),
+        );
+        if !placed.live || zones.iter().any(Option::is_none) {
+            let needed = (spec.members.len()).div_ceil(budget.max(1));
+            return Err(Invalid {
+                reason: reasons::PLACEMENT_UNSATISFIABLE,
+                problems: vec![format!(
+                    "members per zone would be {}: with threshold {} of {} at most {budget} may share a zone, or one zone outage stops signing; the cluster has {} zone(s) ({}); add nodes in at least {needed} zones, or set spec.placement.policy: Preferred",
+                    placed.describe(),
+                    quorum.threshold(),
+                    quorum.members(),
+                    facts.zones.len(),
+                    facts
+                        .zones
+                        .iter()
+                        .map(|(z, n)| format!("{z}: {n} node(s)"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )],
+            });
+        }
+    }
     for ((member, client), zone) in spec.members.iter().zip(clients).zip(zones) {
         let missing: Vec<String> = [
             ("key-share", &member.key_share_secret.name),
@@ -454,6 +500,31 @@ mod tests {
                 a.name
             );
         }
+    }
+
+    #[test]
+    fn too_few_zones_block_a_required_dv_and_name_the_fix() {
+        let (mut dv, mut facts) = example("stader-4.yaml");
+        dv.spec.placement.policy = crate::api::Policy::Required;
+        facts.zones = ["zone-a", "zone-b", "zone-c"]
+            .into_iter()
+            .map(|z| (z.to_owned(), 3))
+            .collect();
+        let invalid = validate(&dv, &facts).unwrap_err();
+        assert_eq!(invalid.reason, reasons::PLACEMENT_UNSATISFIABLE);
+        assert!(
+            invalid.message().contains("at most 1 may share a zone"),
+            "{}",
+            invalid.message()
+        );
+        assert!(
+            invalid.message().contains("add nodes in at least 4 zones"),
+            "{}",
+            invalid.message()
+        );
+        let mut preferred = dv.clone();
+        preferred.spec.placement.policy = crate::api::Policy::Preferred;
+        assert!(validate(&preferred, &facts).is_ok());
     }
 
     #[test]

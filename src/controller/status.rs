@@ -152,24 +152,6 @@ fn merge(previous: &[Condition], updates: Vec<Condition>) -> Vec<Condition> {
     by_type.into_values().collect()
 }
 
-/// How many whole-zone outages the DV survives in the worst case: zones fail largest first,
-/// and signing continues while at least `t` members remain.
-pub fn zone_outages_survived(per_zone: &BTreeMap<String, usize>, n: u32, t: u32) -> usize {
-    let mut counts: Vec<usize> = per_zone.values().copied().collect();
-    counts.sort_unstable_by(|a, b| b.cmp(a));
-    let budget = n.saturating_sub(t) as usize;
-    let mut lost = 0;
-    let mut survived = 0;
-    for count in counts {
-        lost += count;
-        if lost > budget {
-            break;
-        }
-        survived += 1;
-    }
-    survived
-}
-
 fn placement_condition(
     members: &[MemberStatus],
     n: u32,
@@ -178,21 +160,11 @@ fn placement_condition(
     generation: Option<i64>,
     now: &Time,
 ) -> Condition {
-    let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
-    let mut unplaced = Vec::new();
-    for member in members {
-        match &member.zone {
-            Some(zone) => *per_zone.entry(zone.clone()).or_default() += 1,
-            None => unplaced.push(member.name.as_str()),
-        }
-    }
-    let counts = per_zone
+    let unplaced: Vec<&str> = members
         .iter()
-        .map(|(z, c)| format!("{z} {c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let bound = n.saturating_sub(t) as usize;
-    let survived = zone_outages_survived(&per_zone, n, t);
+        .filter(|m| m.zone.is_none())
+        .map(|m| m.name.as_str())
+        .collect();
     if !unplaced.is_empty() {
         return condition(
             previous,
@@ -207,15 +179,18 @@ fn placement_condition(
             now,
         );
     }
-    let worst = per_zone.values().copied().max().unwrap_or(0);
-    if worst <= bound {
+    let zones = crate::placement::spread(members.iter().filter_map(|m| m.zone.clone()), n, t);
+    let bound = n.saturating_sub(t);
+    if zones.live {
         condition(
             previous,
             types::PLACEMENT_SATISFIED,
             true,
             "ZonesSpread",
             format!(
-                "members per zone: {counts}; at most {bound} per zone, so any {survived} zone outage(s) leave {t} members to sign"
+                "members per zone: {}; at most {bound} per zone, so the DV survives {} zone outage(s) with {t} members left to sign",
+                zones.describe(),
+                zones.survives
             ),
             generation,
             now,
@@ -227,12 +202,93 @@ fn placement_condition(
             false,
             "ZoneOverloaded",
             format!(
-                "members per zone: {counts}; a zone holding {worst} members (more than {bound}) stops signing when it fails; add zones or nodes"
+                "members per zone: {}; a zone holding {} members (more than {bound}) stops signing when it fails: the DV survives {} zone outage(s); add nodes in more zones",
+                zones.describe(),
+                zones.worst,
+                zones.survives
             ),
             generation,
             now,
         )
     }
+}
+
+/// Client and operator diversity: safe when no client, operator or class holds `t` members
+/// (it could sign alone), live when none holds more than `n - t` (its failure stops signing).
+fn diversity_conditions(
+    cluster: &Cluster,
+    dv: &DistributedValidator,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let n = cluster.quorum.members();
+    let t = cluster.quorum.threshold();
+    let clients = crate::placement::spread(
+        cluster.members.iter().map(|m| m.client.as_str().to_owned()),
+        n,
+        t,
+    );
+    let names = crate::placement::spread(
+        dv.spec.members.iter().map(|m| m.operator.name.clone()),
+        n,
+        t,
+    );
+    let classes = crate::placement::spread(
+        dv.spec
+            .members
+            .iter()
+            .map(|m| m.operator.class.as_str().to_owned()),
+        n,
+        t,
+    );
+    let verdict = |s: &crate::placement::Spread, what: &str| -> (bool, String) {
+        let text = format!(
+            "{what}: {} (survives {} failing {what}{})",
+            s.describe(),
+            s.survives,
+            if s.safe {
+                String::new()
+            } else {
+                format!(
+                    "; one {what} holds {} ≥ t={t} members and could sign alone",
+                    s.worst
+                )
+            }
+        );
+        (s.safe && s.live, text)
+    };
+    let (clients_ok, clients_text) = verdict(&clients, "clients");
+    let (names_ok, names_text) = verdict(&names, "operators");
+    let (classes_ok, classes_text) = verdict(&classes, "operator classes");
+    vec![
+        condition(
+            previous,
+            types::CLIENT_DIVERSITY,
+            clients_ok,
+            if clients_ok {
+                "ClientsSpread"
+            } else {
+                "ClientConcentrated"
+            },
+            clients_text,
+            generation,
+            now,
+        ),
+        condition(
+            previous,
+            types::OPERATOR_DIVERSITY,
+            names_ok && classes_ok,
+            if names_ok && classes_ok {
+                "OperatorsSpread"
+            } else {
+                "OperatorConcentrated"
+            },
+            format!("{names_text}; {classes_text}"),
+            generation,
+            now,
+        ),
+    ]
 }
 
 /// Status of a built DV from what runs.
@@ -467,6 +523,13 @@ pub fn compute(
         &members,
         n,
         t,
+        &previous.conditions,
+        generation,
+        now,
+    ));
+    conditions.extend(diversity_conditions(
+        cluster,
+        dv,
         &previous.conditions,
         generation,
         now,
