@@ -2,10 +2,12 @@
 //! member, spread across zones, clients and operators, never taken below its signing threshold.
 
 pub mod api;
+pub mod bls;
 pub mod controller;
 pub mod crdgen;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod keystore;
 pub mod lock;
 pub mod manifest;
 pub mod placement;

@@ -16,9 +16,15 @@ pub enum LockError {
 #[derive(Deserialize)]
 struct RawLock {
     cluster_definition: RawDefinition,
-    distributed_validators: Vec<serde::de::IgnoredAny>,
+    distributed_validators: Vec<RawValidator>,
     #[serde(default)]
     lock_hash: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawValidator {
+    distributed_public_key: String,
+    public_shares: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +46,83 @@ pub struct LockSummary {
     pub operators: usize,
     pub validators: usize,
     pub lock_hash: Option<String>,
+    /// Per validator: the group public key and the public share of each operator (hex, as in
+    /// the lock; operator `i` holds share `i`).
+    pub public_keys: Vec<ValidatorKeys>,
+}
+
+/// One distributed validator's public keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatorKeys {
+    pub distributed_public_key: String,
+    pub public_shares: Vec<String>,
+}
+
+/// Checks every validator of a lock: one share per operator, every point a valid G1 public
+/// key, the first `threshold` shares interpolating (share index i at x = i + 1) to the
+/// distributed public key, and every other share on the same polynomial. Returns one message per
+/// problem, naming the validator and the share.
+pub fn verify(summary: &LockSummary) -> Vec<String> {
+    use crate::bls::{G1, interpolate};
+    let mut problems = Vec::new();
+    let t = summary.threshold as usize;
+    // A threshold that does not fit is reported, and the points are still checked one by one.
+    let threshold_fits = t > 0 && t <= summary.operators;
+    if !threshold_fits {
+        problems.push(format!(
+            "threshold {} does not fit {} operators",
+            summary.threshold, summary.operators
+        ));
+    }
+    for (v, keys) in summary.public_keys.iter().enumerate() {
+        if keys.public_shares.len() != summary.operators {
+            problems.push(format!(
+                "validator {v}: {} public shares for {} operators",
+                keys.public_shares.len(),
+                summary.operators
+            ));
+            continue;
+        }
+        let group = match G1::from_hex(&keys.distributed_public_key) {
+            Ok(point) => point,
+            Err(error) => {
+                problems.push(format!("validator {v}: distributed_public_key: {error}"));
+                continue;
+            }
+        };
+        let mut shares = Vec::with_capacity(keys.public_shares.len());
+        let mut bad = false;
+        for (i, share) in keys.public_shares.iter().enumerate() {
+            match G1::from_hex(share) {
+                Ok(point) => shares.push((i as u64 + 1, point)),
+                Err(error) => {
+                    problems.push(format!("validator {v}: public share {i}: {error}"));
+                    bad = true;
+                }
+            }
+        }
+        if bad || !threshold_fits {
+            continue;
+        }
+        let basis = &shares[..t];
+        if interpolate(basis, 0) != Some(group) {
+            problems.push(format!(
+                "validator {v}: public shares 0..{} do not interpolate to the distributed public key {}",
+                t - 1,
+                keys.distributed_public_key
+            ));
+            continue;
+        }
+        for &(x, share) in &shares[t..] {
+            if interpolate(basis, x) != Some(share) {
+                problems.push(format!(
+                    "validator {v}: public share {} is not on the polynomial of the others",
+                    x - 1
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Reads the summary of a lock document.
@@ -52,6 +135,14 @@ pub fn summarize(text: &str) -> Result<LockSummary, LockError> {
         operators: raw.cluster_definition.operators.len(),
         validators: raw.distributed_validators.len(),
         lock_hash: raw.lock_hash,
+        public_keys: raw
+            .distributed_validators
+            .into_iter()
+            .map(|v| ValidatorKeys {
+                distributed_public_key: v.distributed_public_key,
+                public_shares: v.public_shares,
+            })
+            .collect(),
     })
 }
 
@@ -77,6 +168,79 @@ mod tests {
             (summary.threshold, summary.operators, summary.validators),
             (3, 2, 2)
         );
+    }
+
+    fn fixture() -> LockSummary {
+        summarize(
+            &std::fs::read_to_string(format!("{FIXTURES}/cluster-lock-v1.7.0-3of4.json")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_real_lock_verifies() {
+        assert_eq!(verify(&fixture()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_flipped_share_is_named() {
+        let mut lock = fixture();
+        let other = lock.public_keys[1].public_shares[3].clone();
+        lock.public_keys[0].public_shares[3] = other;
+        assert_eq!(
+            verify(&lock),
+            ["validator 0: public share 3 is not on the polynomial of the others"]
+        );
+    }
+
+    #[test]
+    fn swapped_shares_are_caught() {
+        let mut lock = fixture();
+        lock.public_keys[2].public_shares.swap(0, 1);
+        let problems = verify(&lock);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("validator 2: public shares 0..2 do not interpolate"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_changed_threshold_fails() {
+        let mut lock = fixture();
+        lock.threshold = 2;
+        let problems = verify(&lock);
+        assert!(!problems.is_empty());
+        assert!(
+            problems.iter().all(|p| p.contains("do not interpolate")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_corrupted_point_is_named() {
+        let mut lock = fixture();
+        let share = &mut lock.public_keys[1].public_shares[2];
+        let mut bytes: Vec<char> = share.chars().collect();
+        bytes[40] = if bytes[40] == '0' { '1' } else { '0' };
+        *share = bytes.into_iter().collect();
+        let problems = verify(&lock);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("validator 1: public share 2:"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_format_only_lock_parses_and_fails_verification() {
+        let lock = summarize(
+            &std::fs::read_to_string(format!("{FIXTURES}/cluster-lock-v1.10.0-format-only.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(lock.public_keys.len(), 2);
+        assert!(!verify(&lock).is_empty());
     }
 
     #[test]

@@ -48,6 +48,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         nodes: PathBuf,
     },
+    /// Work with Charon cluster locks.
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Run the operator against the cluster in the current kubeconfig (or in-cluster config).
     Run(RunArgs),
     /// Show the operator at work on an embedded simulated cluster (no Docker needed): a
@@ -60,6 +63,17 @@ enum Command {
         /// Run at test speed (milliseconds) instead of a pace a person can follow.
         #[arg(long)]
         fast: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LockCommand {
+    /// Verify a cluster-lock.json: for every validator, one public share per operator, every
+    /// point a valid BLS12-381 G1 key, and any `threshold` shares interpolating to the
+    /// distributed public key. Prints a line per validator; exits 1 when any fails.
+    Verify {
+        /// The lock file (`-` reads standard input).
+        file: PathBuf,
     },
 }
 
@@ -98,6 +112,7 @@ fn main() -> ExitCode {
         Command::Crd => print_crd(),
         Command::Validate { files } => validate(&files),
         Command::Plan { file, nodes } => plan(&file, &nodes),
+        Command::Lock(LockCommand::Verify { file }) => lock_verify(&file),
         Command::Run(args) => run(&args),
         #[cfg(feature = "demo")]
         Command::Demo { serve, fast } => demo(serve, fast),
@@ -216,6 +231,59 @@ fn plan(file: &PathBuf, nodes: &PathBuf) -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn lock_verify(file: &PathBuf) -> ExitCode {
+    let text = match read_input(file) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("error: cannot read {}: {error}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary = match dvt_operator::lock::summarize(&text) {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let problems = dvt_operator::lock::verify(&summary);
+    println!(
+        "lock {}: {} operators, threshold {}, {} validator(s)",
+        summary.lock_hash.as_deref().unwrap_or("(no lock_hash)"),
+        summary.operators,
+        summary.threshold,
+        summary.validators
+    );
+    let general: Vec<&String> = problems
+        .iter()
+        .filter(|p| !p.starts_with("validator "))
+        .collect();
+    for problem in &general {
+        println!("{problem}");
+    }
+    for (v, keys) in summary.public_keys.iter().enumerate() {
+        let prefix = format!("validator {v}:");
+        let own: Vec<&String> = problems.iter().filter(|p| p.starts_with(&prefix)).collect();
+        if !own.is_empty() {
+            for problem in own {
+                println!("{problem}");
+            }
+        } else if general.is_empty() {
+            println!("validator {v} {}: ok", keys.distributed_public_key);
+        } else {
+            println!(
+                "validator {v} {}: points valid; shares not interpolated (see above)",
+                keys.distributed_public_key
+            );
+        }
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

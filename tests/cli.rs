@@ -281,3 +281,36 @@ fn plan_prints_the_assignment_and_the_survival_table() {
         "{printed}"
     );
 }
+
+#[test]
+fn lock_verify_passes_the_real_lock_and_fails_the_format_only_one() {
+    let good = binary()
+        .args([
+            "lock",
+            "verify",
+            repo("tests/fixtures/charon/cluster-lock-v1.7.0-3of4.json")
+                .to_str()
+                .unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(good.status.code(), Some(0), "{}", stdout(&good));
+    let printed = stdout(&good);
+    assert!(printed.contains("4 operators, threshold 3"), "{printed}");
+    assert!(
+        printed.lines().filter(|l| l.ends_with(": ok")).count() >= 1,
+        "{printed}"
+    );
+    let bad = binary()
+        .args([
+            "lock",
+            "verify",
+            repo("tests/fixtures/charon/cluster-lock-v1.10.0-format-only.json")
+                .to_str()
+                .unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stdout(&bad).contains("validator 0:"), "{}", stdout(&bad));
+}

@@ -32,6 +32,10 @@ async fn the_four_member_example_converges_reports_and_cleans_up_without_losing_
         (Some(3), Some(1))
     );
     assert_eq!(condition(&dv, "QuorumAvailable").unwrap().0, "True");
+    assert_eq!(
+        condition(&dv, "KeySharesVerified").unwrap().1,
+        "SharesMatchLock"
+    );
     assert_eq!(status.observed_generation, dv.metadata.generation);
     // Members are on distinct nodes, each with its client and zone reported.
     let nodes: std::collections::BTreeSet<_> = status
@@ -333,4 +337,68 @@ async fn the_demo_converges_survives_a_zone_outage_and_a_crash() {
     })
     .await
     .expect("the demo's story holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_pointing_at_another_members_keystore_is_reported_and_not_created() {
+    let world = world().await;
+    let text = std::fs::read_to_string(Path::new(REPO).join("examples/stader-4.yaml")).unwrap();
+    // A copy of alpha's keystore Secret, and bravo pointed at it.
+    let alpha = text
+        .split("\n---\n")
+        .find(|doc| doc.contains("metadata:\n  name: stader-4-alpha-keystore\n"))
+        .unwrap()
+        .replace(
+            "name: stader-4-alpha-keystore\n",
+            "name: stader-4-alpha-copy\n",
+        );
+    let edited = text.replace(
+        "keyShareSecret: {name: stader-4-bravo-keystore}",
+        "keyShareSecret: {name: stader-4-alpha-copy}",
+    ) + "\n---\n"
+        + &alpha;
+    let dir = std::env::temp_dir().join(format!("dvt-e2e-share-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("stader-4.yaml");
+    std::fs::write(&file, edited).unwrap();
+    world.apply_file(&file, "default").await.unwrap();
+    let dv = dv_where(&world, "stader-4", "the share mismatch reported", |dv| {
+        condition(dv, "KeySharesVerified")
+            .is_some_and(|(status, reason, _)| status == "False" && reason == "ShareMismatch")
+    })
+    .await;
+    let (_, _, message) = condition(&dv, "KeySharesVerified").unwrap();
+    assert!(
+        message.contains("member bravo: validator 0") && message.contains("member alpha"),
+        "{message}"
+    );
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    let names = wait_for("three members", || {
+        let sets = sets.clone();
+        async move {
+            let mut names: Vec<String> = sets
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .map(|s| s.name_any())
+                .collect();
+            names.sort();
+            (names.len() == 3).then_some(names)
+        }
+    })
+    .await;
+    assert_eq!(
+        names,
+        ["stader-4-alpha", "stader-4-charlie", "stader-4-delta"]
+    );
+    let bravo = dv
+        .status
+        .unwrap()
+        .members
+        .into_iter()
+        .find(|m| m.name == "bravo")
+        .unwrap();
+    assert_eq!(bravo.share_public_key_verified, Some(false));
 }

@@ -56,6 +56,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("reading the keystores' public keys in Secret {name}: {source}")]
+    ReadKeystores {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("the watches feeding the caches stopped before listing once")]
     CachesStopped,
     #[error("encoding {kind} {name}: {source}")]
@@ -76,6 +82,7 @@ impl Error {
             Error::ReadLock { .. } => "LockReadFailed",
             Error::Encode { .. } => "EncodeFailed",
             Error::CachesStopped => "CachesStopped",
+            Error::ReadKeystores { .. } => "KeystoreReadFailed",
         }
     }
 }
@@ -116,10 +123,16 @@ impl Caches {
     }
 }
 
+/// Keystore public keys by (namespace, Secret), with the resourceVersion they were read at.
+type KeystoreCache = std::sync::Mutex<
+    std::collections::HashMap<(String, String), (String, Result<BTreeMap<usize, String>, String>)>,
+>;
+
 struct Context {
     client: Client,
     recorder: Recorder,
     caches: Caches,
+    keystores: KeystoreCache,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -215,6 +228,7 @@ async fn run_in(
     let context = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
+        keystores: KeystoreCache::default(),
         caches: Caches {
             statefulsets,
             services,
@@ -368,6 +382,25 @@ async fn reconcile_inner(
                 Some(related),
                 EventType::Warning,
                 model::reasons::SECRET_MISSING,
+                "Validate",
+                format!("member {member} is not created or changed: {why}"),
+            )
+            .await;
+        }
+    }
+    for (member, why) in &cluster.share_mismatches {
+        let already = dv.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == crate::api::condition_types::KEY_SHARES_VERIFIED
+                    && c.message.contains(why.as_str())
+            })
+        });
+        if !already {
+            publish(
+                &ctx,
+                &dv,
+                EventType::Warning,
+                model::reasons::SHARE_MISMATCH,
                 "Validate",
                 format!("member {member} is not created or changed: {why}"),
             )
@@ -694,11 +727,66 @@ async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Result<Facts, 
             *zones.entry(zone.clone()).or_default() += 1;
         }
     }
+    let keystores = read_keystores(dv, ctx, &secrets).await?;
     Ok(Facts {
         lock,
         secrets,
+        keystores,
         zones,
     })
+}
+
+/// Public keys of the members' keystores. A Secret is read again only when its
+/// resourceVersion changed; of its data only the `pubkey` of each `keystore-N.json` is kept.
+async fn read_keystores(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    secrets: &BTreeMap<String, SecretFacts>,
+) -> Result<BTreeMap<String, Result<BTreeMap<usize, String>, String>>, Error> {
+    let namespace = dv.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut out = BTreeMap::new();
+    for member in &dv.spec.members {
+        let name = &member.key_share_secret.name;
+        let Some(facts) = secrets.get(name) else {
+            continue;
+        };
+        let key = (namespace.clone(), name.clone());
+        let cached = ctx.keystores.lock().ok().and_then(|cache| {
+            cache
+                .get(&key)
+                .filter(|(rv, _)| *rv == facts.resource_version)
+                .map(|(_, keys)| keys.clone())
+        });
+        let keys = match cached {
+            Some(keys) => keys,
+            None => {
+                let secret = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|source| Error::ReadKeystores {
+                        name: name.clone(),
+                        source,
+                    })?;
+                let keys = match secret {
+                    None => Err("the Secret disappeared while it was read".to_owned()),
+                    Some(secret) => crate::keystore::public_keys(
+                        secret
+                            .data
+                            .iter()
+                            .flatten()
+                            .map(|(k, v)| (k.as_str(), v.0.as_slice())),
+                    ),
+                };
+                if let Ok(mut cache) = ctx.keystores.lock() {
+                    cache.insert(key, (facts.resource_version.clone(), keys.clone()));
+                }
+                keys
+            }
+        };
+        out.insert(name.clone(), keys);
+    }
+    Ok(out)
 }
 
 /// Server-side applies every desired object whose cached copy does not already carry its hash;

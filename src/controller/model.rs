@@ -20,6 +20,9 @@ pub struct Facts {
     /// The lock document, or why it could not be read (missing ConfigMap, missing key).
     pub lock: Result<String, String>,
     pub secrets: BTreeMap<String, SecretFacts>,
+    /// Public keys of each key-share Secret's keystores (by Secret name, then validator), or why
+    /// they could not be read.
+    pub keystores: BTreeMap<String, Result<BTreeMap<usize, String>, String>>,
     /// Nodes per zone (by the DV's zone label, within its allowed zones). Every labelled node
     /// counts, healthy or not: a zone that is down is still the zone its members' data is in.
     pub zones: crate::placement::Zones,
@@ -88,6 +91,9 @@ pub struct Cluster {
     /// Members that cannot be built (a Secret is missing), with the reason. Nothing is created
     /// or changed for them.
     pub blocked: Vec<(String, String)>,
+    /// Members whose keystores do not hold their share of the lock, with the problems. Nothing
+    /// is created or changed for them; a running pod is left alone.
+    pub share_mismatches: Vec<(String, String)>,
 }
 
 /// Why a DV as a whole cannot be built.
@@ -111,6 +117,8 @@ pub mod reasons {
     pub const LOCK_MISMATCH: &str = "LockMismatch";
     pub const SECRET_MISSING: &str = "SecretMissing";
     pub const PLACEMENT_UNSATISFIABLE: &str = "PlacementUnsatisfiable";
+    pub const LOCK_INVALID: &str = "LockInvalid";
+    pub const SHARE_MISMATCH: &str = "ShareMismatch";
 }
 
 /// FNV-1a, hex: stable across processes and versions (unlike `DefaultHasher`), for hashes
@@ -246,6 +254,24 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             problems: mismatches,
         });
     }
+    // A lock whose shares do not belong to its group keys would run a weaker cluster than it
+    // claims: nothing is built from it.
+    let lock_problems = lock::verify(&summary);
+    if !lock_problems.is_empty() {
+        return Err(Invalid {
+            reason: reasons::LOCK_INVALID,
+            problems: lock_problems
+                .into_iter()
+                .map(|p| format!("{lock_name}: {p}"))
+                .collect(),
+        });
+    }
+    let member_names: BTreeMap<usize, String> = spec
+        .members
+        .iter()
+        .map(|m| (m.index as usize, m.name.clone()))
+        .collect();
+    let mut share_mismatches = Vec::new();
     let lock_hash = stable_hash(&[&lock_text]);
     let clients = assign_clients(&spec.members, &spec.client_diversity.clients);
     let previous_zones: BTreeMap<&str, &str> = dv
@@ -332,6 +358,30 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             blocked.push((member.name.clone(), missing.join("; ")));
             continue;
         }
+        // The member's keystores must hold its own share of every validator: someone else's
+        // share would make two signers of one share.
+        let share_problems = match facts.keystores.get(&member.key_share_secret.name) {
+            Some(Ok(keys)) => crate::keystore::check_member(
+                &member.name,
+                member.index as usize,
+                &member.key_share_secret.name,
+                keys,
+                &summary,
+                &member_names,
+            ),
+            Some(Err(why)) => vec![format!(
+                "member {}: Secret {:?}: {why}",
+                member.name, member.key_share_secret.name
+            )],
+            None => vec![format!(
+                "member {}: the keystores of Secret {:?} were not read",
+                member.name, member.key_share_secret.name
+            )],
+        };
+        if !share_problems.is_empty() {
+            share_mismatches.push((member.name.clone(), share_problems.join("; ")));
+            continue;
+        }
         let version = |secret: &str| {
             facts
                 .secrets
@@ -385,6 +435,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
     }
     members.sort_by_key(|m| m.index);
     blocked.sort();
+    share_mismatches.sort();
     let relays = if spec.charon.relays.is_empty() {
         DEFAULT_RELAYS.iter().map(|r| (*r).to_owned()).collect()
     } else {
@@ -411,6 +462,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         zones: facts.zones.clone(),
         members,
         blocked,
+        share_mismatches,
     })
 }
 
@@ -525,6 +577,52 @@ mod tests {
         let mut preferred = dv.clone();
         preferred.spec.placement.policy = crate::api::Policy::Preferred;
         assert!(validate(&preferred, &facts).is_ok());
+    }
+
+    #[test]
+    fn a_member_holding_another_members_share_is_held_back_and_named() {
+        let (mut dv, mut facts) = example("stader-4.yaml");
+        // bravo points at a copy of alpha's keystores.
+        let alpha = facts.keystores["stader-4-alpha-keystore"].clone();
+        facts.keystores.insert("bravo-copy".into(), alpha);
+        facts.secrets.insert(
+            "bravo-copy".into(),
+            SecretFacts {
+                resource_version: "1".into(),
+            },
+        );
+        dv.spec.members[1].key_share_secret.name = "bravo-copy".into();
+        let cluster = validate(&dv, &facts).unwrap();
+        assert_eq!(cluster.members.len(), 3);
+        let (member, why) = &cluster.share_mismatches[0];
+        assert_eq!(member, "bravo");
+        assert!(
+            why.contains("validator 0: keystore-0.json in Secret \"bravo-copy\"")
+                && why.contains("which is share 0 (member alpha), not the lock's share 1"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_lock_whose_shares_do_not_interpolate_is_refused() {
+        let (dv, mut facts) = example("stader-4.yaml");
+        // Swap the first two shares of validator 0.
+        let mut lock: serde_json::Value =
+            serde_json::from_str(&facts.lock.clone().unwrap()).unwrap();
+        let shares = lock["distributed_validators"][0]["public_shares"]
+            .as_array_mut()
+            .unwrap();
+        shares.swap(0, 1);
+        facts.lock = Ok(lock.to_string());
+        let invalid = validate(&dv, &facts).unwrap_err();
+        assert_eq!(invalid.reason, reasons::LOCK_INVALID);
+        assert!(
+            invalid
+                .message()
+                .contains("validator 0: public shares 0..2 do not interpolate"),
+            "{}",
+            invalid.message()
+        );
     }
 
     #[test]

@@ -345,7 +345,17 @@ pub fn compute(
             last_restart_time: restarted
                 .map(|r| r.0.clone())
                 .or_else(|| previous_member.and_then(|m| m.last_restart_time.clone())),
-            share_public_key_verified: previous_member.and_then(|m| m.share_public_key_verified),
+            share_public_key_verified: if built.is_some() {
+                Some(true)
+            } else if cluster
+                .share_mismatches
+                .iter()
+                .any(|(m, _)| *m == member.name)
+            {
+                Some(false)
+            } else {
+                None
+            },
             outdated: is_outdated(&seen),
             consecutive_restarts: match restarted {
                 Some(r) => r.2,
@@ -534,10 +544,37 @@ pub fn compute(
         generation,
         now,
     ));
-    conditions.push(if cluster.blocked.is_empty() {
-        condition_with(&previous.conditions, types::KEY_SHARES_VERIFIED, "Unknown", "NotVerified", "every member's key-share and ENR Secret exists; public keys are not yet checked against the lock".to_owned(), generation, now)
+    let whys = |list: &[(String, String)]| {
+        list.iter()
+            .map(|(_, why)| why.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    conditions.push(if !cluster.blocked.is_empty() {
+        condition(&previous.conditions, types::KEY_SHARES_VERIFIED, false, reasons::SECRET_MISSING, whys(&cluster.blocked), generation, now)
+    } else if !cluster.share_mismatches.is_empty() {
+        condition(
+            &previous.conditions,
+            types::KEY_SHARES_VERIFIED,
+            false,
+            reasons::SHARE_MISMATCH,
+            format!("not created or changed: {}", whys(&cluster.share_mismatches)),
+            generation,
+            now,
+        )
     } else {
-        condition(&previous.conditions, types::KEY_SHARES_VERIFIED, false, reasons::SECRET_MISSING, cluster.blocked.iter().map(|(_, why)| why.as_str()).collect::<Vec<_>>().join("; "), generation, now)
+        condition(
+            &previous.conditions,
+            types::KEY_SHARES_VERIFIED,
+            true,
+            "SharesMatchLock",
+            format!(
+                "the lock's {} validator(s) verify (any {t} public shares interpolate to the group key) and every member's keystores hold its own share",
+                cluster.lock_summary.validators
+            ),
+            generation,
+            now,
+        )
     });
     DistributedValidatorStatus {
         observed_generation: generation,

@@ -16,6 +16,7 @@ pub fn example(file: &str) -> (DistributedValidator, Facts) {
     let mut facts = Facts {
         lock: Err("no lock in the example".into()),
         secrets: BTreeMap::new(),
+        keystores: BTreeMap::new(),
         zones: ["zone-a", "zone-b", "zone-c", "zone-d"]
             .into_iter()
             .map(|z| (z.to_owned(), 2))
@@ -42,6 +43,21 @@ pub fn example(file: &str) -> (DistributedValidator, Facts) {
                     .as_str()
                     .expect("named")
                     .to_owned();
+                // The keystores' public keys, read as the operator reads them.
+                if let Some(data) = value["stringData"].as_mapping() {
+                    let entries: Vec<(String, Vec<u8>)> = data
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((k.as_str()?.to_owned(), v.as_str()?.as_bytes().to_vec()))
+                        })
+                        .collect();
+                    if entries.iter().any(|(k, _)| k.starts_with("keystore-")) {
+                        let keys = crate::keystore::public_keys(
+                            entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                        );
+                        facts.keystores.insert(name.clone(), keys);
+                    }
+                }
                 facts.secrets.insert(
                     name,
                     SecretFacts {
