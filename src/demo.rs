@@ -46,6 +46,8 @@ pub struct WorldOptions {
     pub zones: usize,
     /// Test pace (tens of milliseconds) instead of a pace a person can follow.
     pub fast: bool,
+    /// Start an operator in-process (tests of separate operator processes turn this off).
+    pub operator: bool,
 }
 
 impl Default for WorldOptions {
@@ -54,6 +56,7 @@ impl Default for WorldOptions {
             nodes: 8,
             zones: 4,
             fast: true,
+            operator: true,
         }
     }
 }
@@ -107,7 +110,9 @@ impl World {
             client,
             operator: None,
         };
-        world.start_operator()?;
+        if options.operator {
+            world.start_operator()?;
+        }
         Ok(world)
     }
 
@@ -276,9 +281,8 @@ pub async fn run_demo(options: DemoOptions) -> Result<(), String> {
         "Starting a simulated Kubernetes cluster (8 nodes in 4 zones) with dvt-operator on it..."
     );
     let world = World::start(WorldOptions {
-        nodes: 8,
-        zones: 4,
         fast: options.fast,
+        ..WorldOptions::default()
     })
     .await
     .map_err(|e| e.to_string())?;

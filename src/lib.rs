@@ -8,8 +8,10 @@ pub mod crdgen;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod keystore;
+pub mod leader;
 pub mod lock;
 pub mod manifest;
+pub mod metrics;
 pub mod placement;
 pub mod plan;
 pub mod planner;

@@ -98,6 +98,26 @@ struct RunArgs {
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,dvt_operator=debug`).
     #[arg(long, default_value = "info", env = "DVT_LOG_LEVEL")]
     log_level: String,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR",
+        env = "DVT_METRICS_ADDRESS"
+    )]
+    metrics_address: std::net::SocketAddr,
+    /// Run only while holding a Lease, so that one of several replicas reconciles.
+    #[arg(long, env = "DVT_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "dvt-operator-leader")]
+    lease_name: String,
+    /// Seconds a Lease holds without renewal; a standby takes over after that.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -359,8 +379,58 @@ fn run(args: &RunArgs) -> ExitCode {
         let scope = dvt_operator::controller::Scope {
             namespaces: args.namespaces.clone(),
         };
-        tracing::info!(namespaces = ?scope.namespaces, "dvt-operator starting");
-        dvt_operator::controller::run(client, scope, stop_requested()).await;
+        tracing::info!(namespaces = ?scope.namespaces, leader_election = args.leader_election, "dvt-operator starting");
+        let metrics = std::sync::Arc::new(dvt_operator::metrics::Metrics::default());
+        let (stop_all, _) = tokio::sync::broadcast::channel::<()>(1);
+        let stopped = {
+            let mut receiver = stop_all.subscribe();
+            async move {
+                let _ = receiver.recv().await;
+            }
+        };
+        let server = tokio::spawn(dvt_operator::metrics::serve(args.metrics_address, metrics.clone(), stopped));
+        if args.leader_election {
+            let config = dvt_operator::leader::LeaseConfig {
+                name: args.lease_name.clone(),
+                namespace: args.lease_namespace.clone(),
+                identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("dvt-operator-{}", std::process::id())),
+                duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(2)),
+                renew_every: std::time::Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
+            };
+            let leader_metrics = metrics.clone();
+            let work_metrics = metrics.clone();
+            // A standby is ready (it serves and waits); the leader's readiness is its caches'.
+            metrics.set_ready(true);
+            dvt_operator::leader::run_while_leader(
+                client.clone(),
+                config,
+                move |stop| {
+                    let client = client.clone();
+                    let scope = scope.clone();
+                    let metrics = work_metrics.clone();
+                    async move {
+                        dvt_operator::controller::run_with_metrics(client, scope, metrics, async move {
+                            let _ = stop.await;
+                        })
+                        .await;
+                    }
+                },
+                move |leading| leader_metrics.set_leader(leading),
+                stop_requested(),
+            )
+            .await;
+        } else {
+            metrics.set_leader(true);
+            dvt_operator::controller::run_with_metrics(client, scope, metrics, stop_requested()).await;
+        }
+        let _ = stop_all.send(());
+        if let Ok(Err(error)) = server.await {
+            eprintln!(
+                "error: the metrics endpoint on {} failed: {error}",
+                args.metrics_address
+            );
+            return ExitCode::FAILURE;
+        }
         tracing::info!("dvt-operator stopped");
         ExitCode::SUCCESS
     })

@@ -49,7 +49,7 @@ async fn three_zones_report_that_one_zone_outage_would_stop_signing() {
     let world = World::start(WorldOptions {
         nodes: 6,
         zones: 3,
-        fast: true,
+        ..WorldOptions::default()
     })
     .await
     .unwrap();

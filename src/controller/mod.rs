@@ -129,6 +129,7 @@ type KeystoreCache = std::sync::Mutex<
 >;
 
 struct Context {
+    metrics: Arc<crate::metrics::Metrics>,
     client: Client,
     recorder: Recorder,
     caches: Caches,
@@ -150,9 +151,10 @@ where
 }
 
 /// Runs the controller until `shutdown` resolves (e.g. SIGTERM), for each namespace in scope.
-pub async fn run(
+pub async fn run_with_metrics(
     client: Client,
     scope: Scope,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
@@ -163,8 +165,17 @@ pub async fn run(
     };
     let runs = namespaces
         .into_iter()
-        .map(|namespace| run_in(client.clone(), namespace, shutdown.clone()));
+        .map(|namespace| run_in(client.clone(), namespace, metrics.clone(), shutdown.clone()));
     futures::future::join_all(runs).await;
+}
+
+/// Runs the controller with metrics that nobody serves (tests, the demo).
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    run_with_metrics(client, scope, Arc::default(), shutdown).await;
 }
 
 /// A reflector over `api`, returning its store and a stream of changed objects.
@@ -189,6 +200,7 @@ where
 async fn run_in(
     client: Client,
     namespace: Option<String>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
@@ -226,6 +238,7 @@ async fn run_in(
         instance: std::env::var("POD_NAME").ok(),
     };
     let context = Arc::new(Context {
+        metrics: metrics.clone(),
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         keystores: KeystoreCache::default(),
@@ -238,6 +251,12 @@ async fn run_in(
             secrets,
             nodes,
         },
+    });
+    let ready = context.clone();
+    tokio::spawn(async move {
+        if ready.caches.wait_until_ready().await.is_ok() {
+            ready.metrics.set_ready(true);
+        }
     });
     let controller = Controller::new(
         api::<DistributedValidator>(&client, ns),
@@ -304,6 +323,20 @@ fn error_policy(dv: Arc<DistributedValidator>, error: &Error, _: Arc<Context>) -
 }
 
 async fn reconcile(dv: Arc<DistributedValidator>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let metrics = ctx.metrics.clone();
+    let result = reconcile_timed(dv, ctx).await;
+    metrics.observe_reconcile(started.elapsed());
+    if let Err(error) = &result {
+        metrics.observe_error(error.category());
+    }
+    result
+}
+
+async fn reconcile_timed(
+    dv: Arc<DistributedValidator>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let span = info_span!("reconcile", name = %dv.name_any(), namespace = %dv.namespace().unwrap_or_default());
     reconcile_inner(dv, ctx).instrument(span).await
 }
@@ -313,6 +346,8 @@ async fn reconcile_inner(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     if dv.meta().deletion_timestamp.is_some() {
+        ctx.metrics
+            .forget(&dv.namespace().unwrap_or_default(), &dv.name_any());
         // Children go with the DV by garbage collection; PVCs and Secrets are not ours to delete.
         return Ok(Action::await_change());
     }
@@ -456,6 +491,12 @@ async fn reconcile_inner(
         .collect();
     let (outcome, wake_at) = keep_quorum(&dv, &ctx, &cluster, &observed, &now).await;
     let computed = status::compute(&dv, &cluster, &observed, &outcome, &now);
+    ctx.metrics.observe_status(
+        &dv.namespace().unwrap_or_default(),
+        &dv.name_any(),
+        cluster.quorum.members(),
+        &computed,
+    );
     write_status(&dv, &ctx, computed).await?;
     // Look again when a backoff or minReadySeconds ends; otherwise a periodic resync.
     let requeue = wake_at

@@ -12,7 +12,7 @@ use dvt_sim::timeline::Change;
 use kube::api::Api;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
-pub const WAIT: Duration = Duration::from_secs(30);
+pub const WAIT: Duration = Duration::from_secs(60);
 
 pub async fn world() -> World {
     World::start(WorldOptions::default())
@@ -45,12 +45,42 @@ pub async fn dv_where(
     check: impl Fn(&DistributedValidator) -> bool,
 ) -> DistributedValidator {
     let api: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
-    wait_for(what, || {
-        let api = api.clone();
-        let check = &check;
-        async move { api.get(name).await.ok().filter(|dv| check(dv)) }
-    })
-    .await
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let dv = api.get(name).await.ok();
+        if let Some(dv) = dv.as_ref().filter(|dv| check(dv)) {
+            return dv.clone();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            // What the user would see, to tell a slow cluster from a stuck operator.
+            let status = dv
+                .and_then(|dv| dv.status)
+                .map(|s| serde_yaml::to_string(&s).unwrap_or_default());
+            let pods: Api<k8s_openapi::api::core::v1::Pod> =
+                Api::default_namespaced(world.client.clone());
+            let pods: Vec<String> = pods
+                .list(&Default::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{} {:?}",
+                                p.metadata.name.clone().unwrap_or_default(),
+                                p.status.as_ref().and_then(|s| s.phase.clone())
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            panic!(
+                "timed out waiting for {what}; status:\n{}\npods: {pods:?}",
+                status.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn available(dv: &DistributedValidator) -> bool {

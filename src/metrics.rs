@@ -1,0 +1,289 @@
+//! Prometheus metrics and health endpoints: reconciles, their duration, errors by category, and
+//! per-DV gauges (ready members, threshold, budget, phase). Rendered in the text exposition
+//! format by hand: a handful of series does not need a metrics framework.
+//!
+//! Labels stay low-cardinality: error categories and phases are fixed sets; the per-DV gauges
+//! carry the DV's namespace and name, one series per DV, as kube-state-metrics does for objects.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::api::{DistributedValidatorStatus, Phase};
+
+/// Upper bounds (seconds) of the reconcile-duration histogram buckets.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+const PHASES: [Phase; 5] = [
+    Phase::Pending,
+    Phase::Progressing,
+    Phase::Available,
+    Phase::Degraded,
+    Phase::QuorumLost,
+];
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct DvGauges {
+    ready: u32,
+    members: u32,
+    threshold: u32,
+    budget: i32,
+    phase: Option<Phase>,
+}
+
+/// Shared by the reconciler and the HTTP endpoints.
+#[derive(Default)]
+pub struct Metrics {
+    reconciles: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+    duration_sum_micros: AtomicU64,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+    dvs: Mutex<BTreeMap<(String, String), DvGauges>>,
+    ready: AtomicBool,
+    leader: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Metrics {
+    pub fn observe_reconcile(&self, took: Duration) {
+        self.reconciles.fetch_add(1, Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.duration_sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn observe_error(&self, category: &'static str) {
+        *lock(&self.errors).entry(category).or_default() += 1;
+    }
+
+    pub fn observe_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        members: u32,
+        status: &DistributedValidatorStatus,
+    ) {
+        lock(&self.dvs).insert(
+            (namespace.to_owned(), name.to_owned()),
+            DvGauges {
+                ready: status.ready_members,
+                members,
+                threshold: status.threshold.unwrap_or(0),
+                budget: status.disruption_budget.unwrap_or(0),
+                phase: status.phase,
+            },
+        );
+    }
+
+    pub fn forget(&self, namespace: &str, name: &str) {
+        lock(&self.dvs).remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    /// Ready to serve: caches synced (or standing by for the leader lease).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP dvt_reconciles_total Reconciles of DistributedValidators."
+        );
+        let _ = writeln!(out, "# TYPE dvt_reconciles_total counter");
+        let _ = writeln!(
+            out,
+            "dvt_reconciles_total {}",
+            self.reconciles.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dvt_reconcile_duration_seconds Time one reconcile took."
+        );
+        let _ = writeln!(out, "# TYPE dvt_reconcile_duration_seconds histogram");
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "dvt_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.reconciles.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "dvt_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "dvt_reconcile_duration_seconds_sum {}",
+            self.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "dvt_reconcile_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP dvt_reconcile_errors_total Failed reconciles by category."
+        );
+        let _ = writeln!(out, "# TYPE dvt_reconcile_errors_total counter");
+        for (category, n) in lock(&self.errors).iter() {
+            let _ = writeln!(
+                out,
+                "dvt_reconcile_errors_total{{category=\"{category}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP dvt_leader Whether this replica holds the leader lease."
+        );
+        let _ = writeln!(out, "# TYPE dvt_leader gauge");
+        let _ = writeln!(
+            out,
+            "dvt_leader {}",
+            u8::from(self.leader.load(Ordering::Relaxed))
+        );
+        let dvs = lock(&self.dvs);
+        for (metric, help) in [
+            ("dvt_ready_members", "Members whose pods are Ready."),
+            ("dvt_members", "Members of the DV."),
+            ("dvt_threshold", "Members needed to sign."),
+            ("dvt_disruption_budget", "Ready members minus threshold."),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}");
+            let _ = writeln!(out, "# TYPE {metric} gauge");
+            for ((namespace, name), g) in dvs.iter() {
+                let value = match metric {
+                    "dvt_ready_members" => i64::from(g.ready),
+                    "dvt_members" => i64::from(g.members),
+                    "dvt_threshold" => i64::from(g.threshold),
+                    _ => i64::from(g.budget),
+                };
+                let _ = writeln!(
+                    out,
+                    "{metric}{{namespace=\"{namespace}\",name=\"{name}\"}} {value}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP dvt_phase The DV's phase (1 for the current one)."
+        );
+        let _ = writeln!(out, "# TYPE dvt_phase gauge");
+        for ((namespace, name), g) in dvs.iter() {
+            for phase in PHASES {
+                let on = u8::from(g.phase == Some(phase));
+                let _ = writeln!(
+                    out,
+                    "dvt_phase{{namespace=\"{namespace}\",name=\"{name}\",phase=\"{}\"}} {on}",
+                    phase.as_str()
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    address: std::net::SocketAddr,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let for_metrics = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = for_metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    if metrics.is_ready() {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_counters_histogram_and_per_dv_gauges() {
+        let metrics = Metrics::default();
+        metrics.observe_reconcile(Duration::from_millis(3));
+        metrics.observe_reconcile(Duration::from_millis(30));
+        metrics.observe_error("ApplyFailed");
+        let status = DistributedValidatorStatus {
+            ready_members: 3,
+            threshold: Some(3),
+            disruption_budget: Some(0),
+            phase: Some(Phase::Degraded),
+            ..DistributedValidatorStatus::default()
+        };
+        metrics.observe_status("staking", "dv-a", 4, &status);
+        let text = metrics.render();
+        assert!(text.contains("dvt_reconciles_total 2\n"), "{text}");
+        assert!(
+            text.contains("dvt_reconcile_duration_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dvt_reconcile_duration_seconds_bucket{le=\"0.05\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("dvt_reconcile_errors_total{category=\"ApplyFailed\"} 1\n"));
+        assert!(text.contains("dvt_ready_members{namespace=\"staking\",name=\"dv-a\"} 3\n"));
+        assert!(
+            text.contains("dvt_phase{namespace=\"staking\",name=\"dv-a\",phase=\"Degraded\"} 1\n")
+        );
+        assert!(
+            text.contains("dvt_phase{namespace=\"staking\",name=\"dv-a\",phase=\"Available\"} 0\n")
+        );
+        metrics.forget("staking", "dv-a");
+        assert!(!metrics.render().contains("dv-a"));
+    }
+}

@@ -1,0 +1,146 @@
+//! Leader election with two operator processes on the simulated cluster: one reconciles, and the
+//! standby takes over within the lease duration when the leader dies.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+struct Operator {
+    name: &'static str,
+    port: u16,
+    child: Child,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn operator(name: &'static str, kubeconfig: &Path) -> Operator {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_dvt-operator"))
+        .args([
+            "run",
+            "--leader-election",
+            "--lease-duration-seconds",
+            "2",
+            "--lease-namespace",
+            "default",
+        ])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "--metrics-address",
+            &format!("127.0.0.1:{port}"),
+            "--log-level",
+            "warn",
+        ])
+        .env("POD_NAME", name)
+        .spawn()
+        .expect("the operator starts");
+    Operator { name, port, child }
+}
+
+async fn holder(world: &World) -> Option<String> {
+    let leases: Api<Lease> = Api::default_namespaced(world.client.clone());
+    leases
+        .get_opt("dvt-operator-leader")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let world = World::start(WorldOptions {
+        operator: false,
+        ..WorldOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("dvt-leader-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    world.write_kubeconfig(&kubeconfig).unwrap();
+    let mut operators = vec![
+        operator("replica-a", &kubeconfig),
+        operator("replica-b", &kubeconfig),
+    ];
+
+    let first = wait_for("a leader", || {
+        let world = &world;
+        async move { holder(world).await }
+    })
+    .await;
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
+        .await
+        .unwrap();
+    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+
+    // Exactly one replica says it leads, and both serve health.
+    let leading: Vec<&str> = operators
+        .iter()
+        .filter(|o| get(o.port, "/metrics").is_some_and(|m| m.contains("dvt_leader 1")))
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(leading, [first.as_str()]);
+    for o in &operators {
+        assert!(
+            get(o.port, "/healthz")
+                .is_some_and(|r| r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200")),
+            "{}",
+            o.name
+        );
+    }
+
+    // The leader dies without releasing the lease; the standby takes over after it expires.
+    let index = operators.iter().position(|o| o.name == first).unwrap();
+    let leader = operators.remove(index);
+    drop(leader);
+    let second = wait_for("a new leader", || {
+        let world = &world;
+        let first = first.clone();
+        async move { holder(world).await.filter(|h| *h != first) }
+    })
+    .await;
+    assert_eq!(second, operators[0].name);
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-7.yaml"), "default")
+        .await
+        .unwrap();
+    dv_where(
+        &world,
+        "stader-7",
+        "stader-7 Available under the new leader",
+        available,
+    )
+    .await;
+}
