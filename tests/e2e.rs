@@ -91,6 +91,15 @@ async fn the_four_member_example_converges_reports_and_cleans_up_without_losing_
         "{created:?}"
     );
 
+    // Members are isolated by a NetworkPolicy of the DV's own.
+    let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        Api::default_namespaced(world.client.clone());
+    let policy = policies.get("stader-4").await.unwrap();
+    assert_eq!(
+        policy.spec.unwrap().policy_types,
+        Some(vec!["Ingress".to_owned()])
+    );
+
     // A resync of an unchanged DV (a restarted operator relists everything) writes nothing.
     world.stop_operator().await;
     let mark = world.sim.store().timeline().len();

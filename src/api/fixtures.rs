@@ -57,6 +57,7 @@ impl DistributedValidator {
             operator_diversity: Default::default(),
             rollout: Default::default(),
             storage: Default::default(),
+            network_policy: Default::default(),
         };
         DistributedValidator::new(name, spec)
     }

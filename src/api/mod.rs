@@ -139,6 +139,42 @@ pub struct DistributedValidatorSpec {
     /// Persistent storage for Charon and validator-client data (slashing protection lives here).
     #[serde(default)]
     pub storage: StorageSpec,
+
+    /// The NetworkPolicy that isolates the members' pods.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+}
+
+/// Ingress rules for the members' pods: p2p only from members of the same DV (and relays),
+/// metrics only from the listed namespaces. Egress (beacon nodes, relays) is not restricted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy. Turn off only when the cluster's own policies cover the members.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// CIDRs of relays (or other peers outside the cluster) allowed to reach the p2p port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub relay_cidrs: Vec<String>,
+    /// Namespaces allowed to scrape the members' metrics (e.g. `monitoring`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub metrics_namespaces: Vec<String>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec {
+            enabled: true,
+            relay_cidrs: Vec::new(),
+            metrics_namespaces: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Ethereum network.

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
@@ -100,6 +101,7 @@ struct Caches {
     statefulsets: Store<StatefulSet>,
     services: Store<Service>,
     pdbs: Store<PodDisruptionBudget>,
+    network_policies: Store<NetworkPolicy>,
     pods: Store<Pod>,
     config_maps: Store<ConfigMap>,
     secrets: Store<PartialObjectMeta<Secret>>,
@@ -113,6 +115,7 @@ impl Caches {
                 as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
             Box::pin(self.services.wait_until_ready()),
             Box::pin(self.pdbs.wait_until_ready()),
+            Box::pin(self.network_policies.wait_until_ready()),
             Box::pin(self.pods.wait_until_ready()),
             Box::pin(self.config_maps.wait_until_ready()),
             Box::pin(self.secrets.wait_until_ready()),
@@ -209,6 +212,8 @@ async fn run_in(
         cached(api::<StatefulSet>(&client, ns), managed.clone());
     let (services, service_changes) = cached(api::<Service>(&client, ns), managed.clone());
     let (pdbs, pdb_changes) = cached(api::<PodDisruptionBudget>(&client, ns), managed.clone());
+    let (network_policies, network_policy_changes) =
+        cached(api::<NetworkPolicy>(&client, ns), managed.clone());
     let (pods, pod_changes) = cached(api::<Pod>(&client, ns), managed);
     let (config_maps, config_map_changes) =
         cached(api::<ConfigMap>(&client, ns), watcher::Config::default());
@@ -246,6 +251,7 @@ async fn run_in(
             statefulsets,
             services,
             pdbs,
+            network_policies,
             pods,
             config_maps,
             secrets,
@@ -268,6 +274,7 @@ async fn run_in(
         .owns_stream(statefulset_changes)
         .owns_stream(service_changes)
         .owns_stream(pdb_changes)
+        .owns_stream(network_policy_changes)
         .watches_stream(pod_changes, |pod: Pod| {
             let dv = pod.labels().get(LABEL_DV).cloned();
             let namespace = pod.namespace().unwrap_or_default();
@@ -519,6 +526,11 @@ fn pod_reference(pod: &Pod) -> ObjectReference {
     }
 }
 
+/// How soon a restart that failed (e.g. an eviction the budget refused) is tried again.
+const RETRY_FAILED_ACTION: Duration = Duration::from_secs(5);
+/// How often a DV with outdated members is looked at without an event.
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
+
 /// The annotation that pauses every disruptive action on a DV, like `spec.rollout.paused`.
 pub const ANNOTATION_PAUSED: &str = "dvt.io/paused";
 
@@ -581,6 +593,7 @@ async fn keep_quorum(
     };
     let namespace = dv.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut retry_at: Option<k8s_openapi::jiff::Timestamp> = None;
     for action in &plan.actions {
         let (member, reason, force, evict) = match action {
             crate::planner::Action::Restart {
@@ -662,6 +675,11 @@ async fn keep_quorum(
             }
             Err(error) => {
                 warn!(member = %member, %error, "could not restart a member");
+                // Nothing else may wake this DV soon (an eviction refused by the budget changes
+                // no watched object): look again shortly.
+                let soon = now.0.checked_add(RETRY_FAILED_ACTION).unwrap_or(now.0);
+                retry_at =
+                    Some(retry_at.map_or(soon, |r: k8s_openapi::jiff::Timestamp| r.min(soon)));
                 publish_about(
                     ctx,
                     dv,
@@ -684,7 +702,19 @@ async fn keep_quorum(
             publish(ctx, dv, EventType::Warning, "MemberStranded", "Observe", format!("member {member}: its node is unreachable; the pod is left alone until the node returns, is deleted, or is tainted node.kubernetes.io/out-of-service")).await;
         }
     }
-    (outcome, plan.wake_at)
+    let wake_at = match (plan.wake_at, retry_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    // While members wait for a rollout, look again now and then even without an event.
+    let outdated_waiting = members.iter().any(|m| m.outdated);
+    let wake_at = if outdated_waiting {
+        let check = now.0.checked_add(ROLLOUT_RECHECK).unwrap_or(now.0);
+        Some(wake_at.map_or(check, |w| w.min(check)))
+    } else {
+        wake_at
+    };
+    (outcome, wake_at)
 }
 
 /// Reads what validation needs: the lock and which Secrets exist (metadata only).
@@ -837,6 +867,7 @@ async fn apply(dv: &DistributedValidator, ctx: &Context, desired: Desired) -> Re
         services,
         statefulsets,
         pdb,
+        network_policy,
     } = desired;
     let namespace = dv.namespace().unwrap_or_default();
     for service in services {
@@ -859,6 +890,51 @@ async fn apply(dv: &DistributedValidator, ctx: &Context, desired: Desired) -> Re
         "PodDisruptionBudget",
     )
     .await?;
+    match network_policy {
+        Some(policy) => {
+            apply_one(
+                dv,
+                ctx,
+                &ctx.caches.network_policies,
+                &namespace,
+                policy,
+                "NetworkPolicy",
+            )
+            .await?;
+        }
+        None => {
+            // Opted out: remove the policy this operator made (it is ours, and holds no data).
+            let name = dv.name_any();
+            let ours = ctx
+                .caches
+                .network_policies
+                .get(&ObjectRef::new(&name).within(&namespace))
+                .is_some_and(|p| {
+                    p.owner_references()
+                        .iter()
+                        .any(|o| Some(&o.uid) == dv.uid().as_ref())
+                });
+            if ours {
+                let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+                api.delete(&name, &Default::default())
+                    .await
+                    .map_err(|source| Error::Apply {
+                        kind: "NetworkPolicy",
+                        name: name.clone(),
+                        source,
+                    })?;
+                publish(
+                    ctx,
+                    dv,
+                    EventType::Normal,
+                    "Deleted",
+                    "Delete",
+                    format!("Deleted NetworkPolicy {name} (spec.networkPolicy.enabled is false)"),
+                )
+                .await;
+            }
+        }
+    }
     for set in statefulsets {
         apply_one(
             dv,

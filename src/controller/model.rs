@@ -84,6 +84,7 @@ pub struct Cluster {
     pub storage: StorageSpec,
     /// Label key that names a node's zone.
     pub zone_label: String,
+    pub network_policy: crate::api::NetworkPolicySpec,
     /// Nodes per zone the members were placed over.
     pub zones: crate::placement::Zones,
     /// Members ready to build, by share index.
@@ -459,6 +460,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         client_extra_env: env_pairs(&spec.validator_clients.extra_env),
         storage: spec.storage.clone(),
         zone_label: spec.placement.zone_label.clone(),
+        network_policy: spec.network_policy.clone(),
         zones: facts.zones.clone(),
         members,
         blocked,

@@ -17,6 +17,10 @@ use k8s_openapi::api::core::v1::{
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -33,6 +37,8 @@ pub struct Desired {
     pub services: Vec<Service>,
     pub statefulsets: Vec<StatefulSet>,
     pub pdb: PodDisruptionBudget,
+    /// `None` when the DV opts out (an existing one of ours is then removed).
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Labels every child of a DV carries.
@@ -114,7 +120,81 @@ pub fn build(cluster: &Cluster) -> Desired {
         services,
         statefulsets,
         pdb: pdb(cluster),
+        network_policy: cluster
+            .network_policy
+            .enabled
+            .then(|| network_policy(cluster)),
     }
+}
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_owned()),
+        end_port: None,
+    }
+}
+
+/// Members accept p2p only from members of the same DV (and the listed relay CIDRs), and
+/// metrics only from the listed namespaces; the validator API is pod-local and never exposed.
+fn network_policy(cluster: &Cluster) -> NetworkPolicy {
+    let same_dv = LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            LABEL_DV.to_owned(),
+            cluster.name.clone(),
+        )])),
+        match_expressions: None,
+    };
+    let mut p2p_from = vec![NetworkPolicyPeer {
+        pod_selector: Some(same_dv.clone()),
+        ..NetworkPolicyPeer::default()
+    }];
+    p2p_from.extend(
+        cluster
+            .network_policy
+            .relay_cidrs
+            .iter()
+            .map(|cidr| NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: cidr.clone(),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            }),
+    );
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(p2p_from),
+        ports: Some(vec![tcp(PORT_P2P)]),
+    }];
+    if !cluster.network_policy.metrics_namespaces.is_empty() {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: None,
+                    match_expressions: Some(vec![
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                            key: "kubernetes.io/metadata.name".to_owned(),
+                            operator: "In".to_owned(),
+                            values: Some(cluster.network_policy.metrics_namespaces.clone()),
+                        },
+                    ]),
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: Some(vec![tcp(PORT_MONITORING), tcp(PORT_VC_METRICS)]),
+        });
+    }
+    let mut policy = NetworkPolicy {
+        metadata: child_metadata(cluster, cluster.name.clone(), dv_labels(cluster)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(same_dv),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(ingress),
+            egress: None,
+        }),
+    };
+    stamp(&mut policy, |p| &mut p.metadata);
+    policy
 }
 
 /// Headless, publishing not-ready addresses: peers must find a member's p2p address before it

@@ -16,13 +16,15 @@ fn snapshot(name: &str, desired: &Desired) {
         services,
         statefulsets,
         pdb,
+        network_policy,
     } = desired;
     let mut text = String::new();
     let documents = services
         .iter()
         .map(serde_yaml::to_string)
         .chain(statefulsets.iter().map(serde_yaml::to_string))
-        .chain([serde_yaml::to_string(pdb)]);
+        .chain([serde_yaml::to_string(pdb)])
+        .chain(network_policy.iter().map(serde_yaml::to_string));
     for document in documents {
         text.push_str("---\n");
         text.push_str(&document.expect("objects serialise"));
@@ -269,4 +271,63 @@ fn building_twice_gives_the_same_hashes_and_a_changed_image_changes_them() {
         |s: &StatefulSet| s.metadata.annotations.as_ref().unwrap()[ANNOTATION_SPEC_HASH].clone();
     assert_ne!(hash(&a.statefulsets[0]), hash(&c.statefulsets[0]));
     assert_eq!(a.pdb, c.pdb);
+}
+
+#[test]
+fn the_network_policy_admits_p2p_from_the_same_dv_and_metrics_from_listed_namespaces() {
+    let (mut dv, facts) = example("stader-4.yaml");
+    dv.spec.network_policy.relay_cidrs = vec!["203.0.113.0/24".into()];
+    dv.spec.network_policy.metrics_namespaces = vec!["monitoring".into()];
+    let policy = build(&validate(&dv, &facts).unwrap())
+        .network_policy
+        .unwrap();
+    let spec = policy.spec.unwrap();
+    let rules = spec.ingress.unwrap();
+    assert_eq!(rules.len(), 2);
+    let p2p = &rules[0];
+    assert_eq!(
+        p2p.ports.as_ref().unwrap()[0].port,
+        Some(IntOrString::Int(PORT_P2P))
+    );
+    let from = p2p.from.as_ref().unwrap();
+    assert_eq!(
+        from[0]
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()[LABEL_DV],
+        "stader-4"
+    );
+    assert_eq!(from[1].ip_block.as_ref().unwrap().cidr, "203.0.113.0/24");
+    let metrics = &rules[1];
+    let ports: Vec<_> = metrics
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.port.clone())
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            Some(IntOrString::Int(PORT_MONITORING)),
+            Some(IntOrString::Int(PORT_VC_METRICS))
+        ]
+    );
+    // No rule admits the validator API.
+    assert!(
+        rules
+            .iter()
+            .flat_map(|r| r.ports.iter().flatten())
+            .all(|p| p.port != Some(IntOrString::Int(PORT_VALIDATOR_API)))
+    );
+    // Opting out builds none.
+    dv.spec.network_policy.enabled = false;
+    assert!(
+        build(&validate(&dv, &facts).unwrap())
+            .network_policy
+            .is_none()
+    );
 }
