@@ -396,3 +396,68 @@ pub async fn run_demo(options: DemoOptions) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The DV and the facts (lock, Secrets, keystores, 4 zones) of a manifest like the examples, as
+/// the controller would read them; for benchmarks that build objects without a controller.
+pub fn example_facts(
+    text: &str,
+) -> Result<(DistributedValidator, crate::controller::model::Facts), String> {
+    use crate::controller::model::{Facts, SecretFacts};
+    let mut dv = None;
+    let mut facts = Facts {
+        lock: Err("no lock in the manifest".into()),
+        secrets: Default::default(),
+        keystores: Default::default(),
+        zones: ["zone-a", "zone-b", "zone-c", "zone-d"]
+            .into_iter()
+            .map(|z| (z.to_owned(), 16))
+            .collect(),
+    };
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| e.to_string())?;
+        match value["kind"].as_str() {
+            Some("DistributedValidator") => {
+                dv = Some(
+                    serde_yaml::from_value::<DistributedValidator>(value)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            Some("ConfigMap") => {
+                facts.lock = Ok(value["data"]["cluster-lock.json"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned())
+            }
+            Some("Secret") => {
+                let name = value["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(data) = value["stringData"].as_mapping() {
+                    let entries: Vec<(String, Vec<u8>)> = data
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((k.as_str()?.to_owned(), v.as_str()?.as_bytes().to_vec()))
+                        })
+                        .collect();
+                    if entries.iter().any(|(k, _)| k.starts_with("keystore-")) {
+                        facts.keystores.insert(
+                            name.clone(),
+                            crate::keystore::public_keys(
+                                entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                            ),
+                        );
+                    }
+                }
+                facts.secrets.insert(
+                    name,
+                    SecretFacts {
+                        resource_version: "1".into(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok((dv.ok_or("no DistributedValidator in the manifest")?, facts))
+}
