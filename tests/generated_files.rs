@@ -112,3 +112,96 @@ fn the_values_schema_refuses_bad_values() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+fn tool(name: &str) -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([repo(".tools/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: run scripts/install-tools.sh (scripts/test does)")
+        })
+}
+
+#[test]
+fn helm_lint_is_clean() {
+    let output = std::process::Command::new(helm())
+        .args(["lint", "--strict"])
+        .arg(repo("charts/dvt-operator"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+/// Every rendered object deserializes into its k8s-openapi type, with defaults and with
+/// namespaced values.
+#[test]
+fn rendered_objects_are_valid_kubernetes_objects() {
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, rbac::v1 as rbac};
+    use serde::Deserialize;
+    for args in [
+        vec!["--include-crds"],
+        vec![
+            "--set",
+            "watchNamespaces={a,b}",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    ] {
+        let rendered = render(&args);
+        let mut kinds = Vec::new();
+        for document in serde_yaml::Deserializer::from_str(&rendered) {
+            let value = serde_yaml::Value::deserialize(document).unwrap();
+            if value.is_null() {
+                continue;
+            }
+            let kind = value["kind"].as_str().unwrap().to_owned();
+            let parsed = match kind.as_str() {
+                "Deployment" => serde_yaml::from_value::<apps::Deployment>(value).map(drop),
+                "ServiceAccount" => serde_yaml::from_value::<core::ServiceAccount>(value).map(drop),
+                "Service" => serde_yaml::from_value::<core::Service>(value).map(drop),
+                "ClusterRole" => serde_yaml::from_value::<rbac::ClusterRole>(value).map(drop),
+                "ClusterRoleBinding" => serde_yaml::from_value::<rbac::ClusterRoleBinding>(value).map(drop),
+                "Role" => serde_yaml::from_value::<rbac::Role>(value).map(drop),
+                "RoleBinding" => serde_yaml::from_value::<rbac::RoleBinding>(value).map(drop),
+                "CustomResourceDefinition" => serde_yaml::from_value::<
+                    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+                >(value)
+                .map(drop),
+                // Not a k8s-openapi type: checked for its shape only.
+                "ServiceMonitor" => {
+                    assert!(value["spec"]["endpoints"][0]["port"] == "metrics");
+                    Ok(())
+                }
+                other => panic!("unexpected kind {other} in the chart"),
+            };
+            parsed.unwrap_or_else(|e| panic!("{kind} does not parse: {e}"));
+            kinds.push(kind);
+        }
+        assert!(kinds.contains(&"Deployment".to_owned()), "{kinds:?}");
+    }
+}
+
+#[test]
+fn scripts_pass_shellcheck() {
+    let output = std::process::Command::new(tool("shellcheck"))
+        .args([
+            "scripts/install-tools.sh",
+            "scripts/render-manifests.sh",
+            "scripts/test",
+            "e2e/kind.sh",
+            ".ci/run",
+        ])
+        .current_dir(repo("."))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

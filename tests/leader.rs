@@ -121,6 +121,24 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         );
     }
 
+    // The leader's /metrics shows the DV; the standby has not reconciled anything.
+    let leader_port = operators.iter().find(|o| o.name == first).unwrap().port;
+    let standby_port = operators.iter().find(|o| o.name != first).unwrap().port;
+    let leader_metrics = wait_for("the DV gauges", || async move {
+        get(leader_port, "/metrics")
+            .filter(|m| m.contains("dvt_ready_members{namespace=\"default\",name=\"stader-4\"} 4"))
+    })
+    .await;
+    assert!(
+        leader_metrics
+            .contains("dvt_phase{namespace=\"default\",name=\"stader-4\",phase=\"Available\"} 1")
+    );
+    let standby_metrics = get(standby_port, "/metrics").unwrap();
+    assert!(
+        standby_metrics.contains("dvt_reconciles_total 0\n"),
+        "{standby_metrics}"
+    );
+
     // The leader dies without releasing the lease; the standby takes over after it expires.
     let index = operators.iter().position(|o| o.name == first).unwrap();
     let leader = operators.remove(index);

@@ -326,3 +326,33 @@ async fn kubectl_sees_a_believable_cluster_and_a_statefulset_pod_in_its_zone() {
         .await;
     assert_eq!(set, "1/1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_the_operators_install_bundle() {
+    let cluster = Cluster::start("install").await;
+    let applied = cluster.ok(&["apply", "-f", "manifests/install.yaml"]).await;
+    for object in [
+        "namespace/dvt-system created",
+        "customresourcedefinition.apiextensions.k8s.io/distributedvalidators.dvt.io created",
+        "serviceaccount/dvt-operator created",
+        "clusterrole.rbac.authorization.k8s.io/dvt-operator created",
+        "clusterrolebinding.rbac.authorization.k8s.io/dvt-operator created",
+        "role.rbac.authorization.k8s.io/dvt-operator-leader-election created",
+        "service/dvt-operator-metrics created",
+        "deployment.apps/dvt-operator created",
+    ] {
+        assert!(applied.contains(object), "{object} missing in:\n{applied}");
+    }
+    let deployment = cluster
+        .ok(&[
+            "get",
+            "deployment",
+            "dvt-operator",
+            "-n",
+            "dvt-system",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .await;
+    assert_eq!(deployment, "2");
+}
