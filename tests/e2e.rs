@@ -186,26 +186,8 @@ async fn the_seven_member_example_converges() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_key_share_secret_is_named_and_its_member_is_not_created() {
-    let world = world().await;
-    let without = example_without(
-        "stader-4.yaml",
-        "metadata:\n  name: stader-4-bravo-keystore\n",
-    );
-    world.apply_file(&without, "default").await.unwrap();
-    let dv = dv_where(&world, "stader-4", "the missing Secret reported", |dv| {
-        condition(dv, "KeySharesVerified")
-            .is_some_and(|(status, reason, _)| status == "False" && reason == "SecretMissing")
-    })
-    .await;
-    let (_, _, message) = condition(&dv, "KeySharesVerified").unwrap();
-    assert!(
-        message.contains("stader-4-bravo-keystore") && message.contains("member bravo"),
-        "{message}"
-    );
-    // The other members run; bravo has nothing.
-    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+/// Waits until the DV's StatefulSets are exactly alpha, charlie and delta: bravo is held back.
+async fn three_members_without_bravo(sets: &Api<StatefulSet>) {
     let names = wait_for("three members", || {
         let sets = sets.clone();
         async move {
@@ -226,6 +208,29 @@ async fn a_missing_key_share_secret_is_named_and_its_member_is_not_created() {
         names,
         ["stader-4-alpha", "stader-4-charlie", "stader-4-delta"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_share_secret_is_named_and_its_member_is_not_created() {
+    let world = world().await;
+    let without = example_without(
+        "stader-4.yaml",
+        "metadata:\n  name: stader-4-bravo-keystore\n",
+    );
+    world.apply_file(&without, "default").await.unwrap();
+    let dv = dv_where(&world, "stader-4", "the missing Secret reported", |dv| {
+        condition(dv, "KeySharesVerified")
+            .is_some_and(|(status, reason, _)| status == "False" && reason == "SecretMissing")
+    })
+    .await;
+    let (_, _, message) = condition(&dv, "KeySharesVerified").unwrap();
+    assert!(
+        message.contains("stader-4-bravo-keystore") && message.contains("member bravo"),
+        "{message}"
+    );
+    // The other members run; bravo has nothing.
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    three_members_without_bravo(&sets).await;
     let events: Api<Event> = Api::default_namespaced(world.client.clone());
     let warned = events
         .list(&ListParams::default())
@@ -382,26 +387,7 @@ async fn a_member_pointing_at_another_members_keystore_is_reported_and_not_creat
         "{message}"
     );
     let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
-    let names = wait_for("three members", || {
-        let sets = sets.clone();
-        async move {
-            let mut names: Vec<String> = sets
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .iter()
-                .map(|s| s.name_any())
-                .collect();
-            names.sort();
-            (names.len() == 3).then_some(names)
-        }
-    })
-    .await;
-    assert_eq!(
-        names,
-        ["stader-4-alpha", "stader-4-charlie", "stader-4-delta"]
-    );
+    three_members_without_bravo(&sets).await;
     let bravo = dv
         .status
         .unwrap()

@@ -252,8 +252,11 @@ async fn scale(dvs: usize, concurrency: usize) -> Result<(), String> {
 
     // 1. Ceiling: the operator's objects for each DV, applied by a plain client loop.
     create_namespaces(&world, "ceiling", dvs).await?;
-    let (dv, facts) =
-        dvt_operator::demo::example_facts(EXAMPLE_STADER_4).map_err(|e| e.to_string())?;
+    let zones = ["zone-a", "zone-b", "zone-c", "zone-d"]
+        .into_iter()
+        .map(|z| (z.to_owned(), 16))
+        .collect();
+    let (dv, facts) = dvt_operator::controller::model::manifest_facts(EXAMPLE_STADER_4, zones)?;
     let started = std::time::Instant::now();
     let params = kube::api::PatchParams::apply("ceiling").force();
     let mut jobs: Vec<(String, serde_json::Value, &'static str, String)> = Vec::new();

@@ -10,6 +10,7 @@ use crate::api::{
     OperatorClass, StorageSpec, ValidatorClient,
 };
 use crate::lock::{self, LockSummary};
+use crate::placement::Zones;
 use crate::quorum::Quorum;
 use crate::validate::validate_spec;
 
@@ -478,6 +479,67 @@ pub fn default_client_image(client: ValidatorClient) -> &'static str {
         ValidatorClient::Nimbus => "statusim/nimbus-validator-client:multiarch-v25.9.2",
         ValidatorClient::Lodestar => "chainsafe/lodestar:v1.35.0",
     }
+}
+
+/// The DV and the facts (lock, Secrets' versions, keystore public keys) of a manifest like the
+/// examples, as the controller would read them from a cluster with `zones`; for tests and
+/// benchmarks that validate and build without a cluster.
+pub fn manifest_facts(text: &str, zones: Zones) -> Result<(DistributedValidator, Facts), String> {
+    use serde::Deserialize;
+    let mut dv = None;
+    let mut facts = Facts {
+        lock: Err("no lock in the manifest".into()),
+        secrets: Default::default(),
+        keystores: Default::default(),
+        zones,
+    };
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| e.to_string())?;
+        match value["kind"].as_str() {
+            Some("DistributedValidator") => {
+                dv = Some(
+                    serde_yaml::from_value::<DistributedValidator>(value)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            Some("ConfigMap") => {
+                facts.lock = Ok(value["data"]["cluster-lock.json"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned())
+            }
+            Some("Secret") => {
+                let name = value["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(data) = value["stringData"].as_mapping() {
+                    let entries: Vec<(String, Vec<u8>)> = data
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((k.as_str()?.to_owned(), v.as_str()?.as_bytes().to_vec()))
+                        })
+                        .collect();
+                    if entries.iter().any(|(k, _)| k.starts_with("keystore-")) {
+                        facts.keystores.insert(
+                            name.clone(),
+                            crate::keystore::public_keys(
+                                entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                            ),
+                        );
+                    }
+                }
+                facts.secrets.insert(
+                    name,
+                    SecretFacts {
+                        resource_version: "1".into(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok((dv.ok_or("no DistributedValidator in the manifest")?, facts))
 }
 
 #[cfg(test)]
