@@ -59,6 +59,14 @@ async fn the_four_member_example_converges_reports_and_cleans_up_without_losing_
         "{table}"
     );
 
+    // `kubectl describe dv` shows the conditions and the operator's Events.
+    let described = kubectl(&world, &["describe", "dv", "stader-4"]);
+    assert!(
+        described.contains("Created StatefulSet stader-4-alpha"),
+        "{described}"
+    );
+    assert!(described.contains("KeySharesVerified"), "{described}");
+
     // Events tell what was created.
     let events: Api<Event> = Api::default_namespaced(world.client.clone());
     let created: Vec<String> = events

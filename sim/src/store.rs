@@ -645,6 +645,9 @@ impl State {
         if rt.kind == "CustomResourceDefinition" {
             self.register_crd(&object);
         }
+        if rt.kind == "Event" && rt.group == "events.k8s.io" {
+            self.mirror_event(namespace, name, &object);
+        }
         let deleting = metadata_str(&object, "deletionTimestamp").is_some();
         if deleting && finalizers(&object).is_empty() && !awaits_kubelet(rt, &object) {
             self.remove(&object_ref);
@@ -677,6 +680,74 @@ impl State {
         }
         // No receivers is normal (nobody watching).
         let _ = self.tx.send(event);
+    }
+
+    /// kube-apiserver serves one Event storage through both `v1` and `events.k8s.io/v1`; here
+    /// they are stored apart, so an `events.k8s.io` Event is copied into `v1` (what `kubectl
+    /// describe` and `kubectl get events` read), with the fields mapped as the server maps them.
+    fn mirror_event(&mut self, namespace: &str, name: &str, event: &Value) {
+        let Some(core) = self.registry.get("", "v1", "events") else {
+            return;
+        };
+        let field = |path: &str| event.pointer(path).cloned().unwrap_or(Value::Null);
+        let first = field("/eventTime");
+        let last = event
+            .pointer("/series/lastObservedTime")
+            .cloned()
+            .unwrap_or_else(|| first.clone());
+        // Whole seconds, as v1 Event timestamps are.
+        let seconds = |t: &Value| {
+            t.as_str()
+                .map(|t| {
+                    json!(format!(
+                        "{}Z",
+                        t.split('.').next().unwrap_or(t).trim_end_matches('Z')
+                    ))
+                })
+                .unwrap_or(Value::Null)
+        };
+        let mirrored = json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": field("/regarding"),
+            "related": field("/related"),
+            "reason": field("/reason"),
+            "message": field("/note"),
+            "type": field("/type"),
+            "action": field("/action"),
+            "source": {"component": field("/reportingController")},
+            "reportingComponent": field("/reportingController"),
+            "reportingInstance": field("/reportingInstance"),
+            "firstTimestamp": seconds(&first),
+            "lastTimestamp": seconds(&last),
+            "eventTime": first,
+            "count": event.pointer("/series/count").cloned().unwrap_or(json!(1)),
+        });
+        let old = self.get(&core, namespace, name).ok().cloned();
+        let mut object = mirrored;
+        let metadata = object["metadata"]
+            .as_object_mut()
+            .cloned()
+            .unwrap_or_default();
+        match &old {
+            Some(previous) => {
+                let mut meta = previous
+                    .get("metadata")
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
+                if let Some(m) = meta.as_object_mut() {
+                    m.remove("resourceVersion");
+                    m.remove("managedFields");
+                }
+                object["metadata"] = meta;
+            }
+            None => {
+                let mut meta = metadata;
+                meta.insert("uid".to_owned(), json!(self.new_uid()));
+                meta.insert("creationTimestamp".to_owned(), json!(now()));
+                object["metadata"] = Value::Object(meta);
+            }
+        }
+        self.commit(&core, namespace, name, object, old.as_ref());
     }
 
     /// Appends a write, and a readiness change for pods, to the timeline.
