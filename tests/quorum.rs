@@ -81,8 +81,17 @@ async fn change_image(world: &World, name: &str) {
 
 const NEW_IMAGE: &str = "obolnetwork/charon:v1.8.0";
 
-/// Waits until every member runs the new image and the DV is Available.
+/// Waits until the DV is Available with no member outdated, then checks that every pod runs the
+/// new image. (`dv_where` prints the status on a timeout, which tells a stuck rollout apart.)
 async fn rolled_out(world: &World, name: &str) {
+    dv_where(world, name, "Available after the rollout", |dv| {
+        available(dv)
+            && dv
+                .status
+                .as_ref()
+                .is_some_and(|s| s.members.iter().all(|m| !m.outdated))
+    })
+    .await;
     let pods: Api<Pod> = Api::default_namespaced(world.client.clone());
     let selector = format!("{LABEL_DV}={name}");
     wait_for("every member on the new image", || {
@@ -103,14 +112,6 @@ async fn rolled_out(world: &World, name: &str) {
             });
             (updated && !list.items.is_empty()).then_some(())
         }
-    })
-    .await;
-    dv_where(world, name, "Available after the rollout", |dv| {
-        available(dv)
-            && dv
-                .status
-                .as_ref()
-                .is_some_and(|s| s.members.iter().all(|m| !m.outdated))
     })
     .await;
 }

@@ -63,8 +63,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("the watches feeding the caches stopped before listing once")]
-    CachesStopped,
+    #[error("the watch feeding the {cache} cache stopped before listing once")]
+    CachesStopped { cache: &'static str },
+    #[error(
+        "the {caches} cache(s) have not listed once after {waited:?}: is `list`/`watch` on them allowed?"
+    )]
+    CachesNotReady { caches: String, waited: Duration },
     #[error("encoding {kind} {name}: {source}")]
     Encode {
         kind: &'static str,
@@ -82,7 +86,8 @@ impl Error {
             Error::WriteStatus { .. } => "StatusWriteFailed",
             Error::ReadLock { .. } => "LockReadFailed",
             Error::Encode { .. } => "EncodeFailed",
-            Error::CachesStopped => "CachesStopped",
+            Error::CachesStopped { .. } => "CachesStopped",
+            Error::CachesNotReady { .. } => "CachesNotReady",
             Error::ReadKeystores { .. } => "KeystoreReadFailed",
         }
     }
@@ -108,21 +113,61 @@ struct Caches {
     nodes: Store<Node>,
 }
 
+/// How long a reconcile waits for the caches' first lists before it gives up and retries. A
+/// watch that cannot list (e.g. RBAC without `list` on a resource) must show in the logs and
+/// status instead of holding the reconcile forever.
+const CACHES_READY_WITHIN: Duration = Duration::from_secs(20);
+
 impl Caches {
+    /// Waits until every cache has listed once; on timeout, names the caches still waiting.
     async fn wait_until_ready(&self) -> Result<(), Error> {
-        let waited = futures::future::try_join_all([
-            Box::pin(self.statefulsets.wait_until_ready())
-                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
-            Box::pin(self.services.wait_until_ready()),
-            Box::pin(self.pdbs.wait_until_ready()),
-            Box::pin(self.network_policies.wait_until_ready()),
-            Box::pin(self.pods.wait_until_ready()),
-            Box::pin(self.config_maps.wait_until_ready()),
-            Box::pin(self.secrets.wait_until_ready()),
-            Box::pin(self.nodes.wait_until_ready()),
-        ])
-        .await;
-        waited.map(drop).map_err(|_| Error::CachesStopped)
+        type Waiting<'a> =
+            std::pin::Pin<Box<dyn std::future::Future<Output = (&'static str, bool)> + Send + 'a>>;
+        fn named<'a, E>(
+            name: &'static str,
+            ready: impl std::future::Future<Output = Result<(), E>> + Send + 'a,
+        ) -> Waiting<'a> {
+            Box::pin(async move { (name, ready.await.is_ok()) })
+        }
+        let mut waiting: futures::stream::FuturesUnordered<Waiting<'_>> = [
+            named("statefulsets", self.statefulsets.wait_until_ready()),
+            named("services", self.services.wait_until_ready()),
+            named("poddisruptionbudgets", self.pdbs.wait_until_ready()),
+            named("networkpolicies", self.network_policies.wait_until_ready()),
+            named("pods", self.pods.wait_until_ready()),
+            named("configmaps", self.config_maps.wait_until_ready()),
+            named("secrets", self.secrets.wait_until_ready()),
+            named("nodes", self.nodes.wait_until_ready()),
+        ]
+        .into_iter()
+        .collect();
+        let mut pending: std::collections::BTreeSet<&'static str> = [
+            "statefulsets",
+            "services",
+            "poddisruptionbudgets",
+            "networkpolicies",
+            "pods",
+            "configmaps",
+            "secrets",
+            "nodes",
+        ]
+        .into();
+        let deadline = tokio::time::Instant::now() + CACHES_READY_WITHIN;
+        loop {
+            match tokio::time::timeout_at(deadline, waiting.next()).await {
+                Ok(None) => return Ok(()),
+                Ok(Some((name, true))) => {
+                    pending.remove(name);
+                }
+                Ok(Some((name, false))) => return Err(Error::CachesStopped { cache: name }),
+                Err(_) => {
+                    return Err(Error::CachesNotReady {
+                        caches: pending.into_iter().collect::<Vec<_>>().join(", "),
+                        waited: CACHES_READY_WITHIN,
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -451,25 +496,30 @@ async fn reconcile_inner(
     }
     let desired = build::build(&cluster);
     apply(&dv, &ctx, desired).await?;
-    let observed_sets: BTreeMap<String, Arc<StatefulSet>> = ctx
-        .caches
-        .statefulsets
-        .state()
-        .into_iter()
-        .filter(|s| {
-            s.namespace() == dv.namespace() && s.labels().get(LABEL_DV) == dv.metadata.name.as_ref()
+    // Each member's StatefulSet and pod have known names: look them up instead of scanning
+    // the caches (a scan per reconcile made convergence quadratic in the number of DVs).
+    let namespace = dv.namespace().unwrap_or_default();
+    let dv_name = dv.name_any();
+    let owned_by_dv = |labels: &BTreeMap<String, String>| labels.get(LABEL_DV) == Some(&dv_name);
+    let observed_sets: BTreeMap<String, Arc<StatefulSet>> = dv
+        .spec
+        .members
+        .iter()
+        .filter_map(|m| {
+            let key = ObjectRef::new(&member_object_name(&dv_name, &m.name)).within(&namespace);
+            let set = ctx.caches.statefulsets.get(&key)?;
+            owned_by_dv(set.labels()).then(|| (m.name.clone(), set))
         })
-        .filter_map(|s| Some((s.labels().get(LABEL_MEMBER)?.clone(), s)))
         .collect();
-    let observed_pods: BTreeMap<String, Arc<Pod>> = ctx
-        .caches
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| {
-            p.namespace() == dv.namespace() && p.labels().get(LABEL_DV) == dv.metadata.name.as_ref()
+    let observed_pods: BTreeMap<String, Arc<Pod>> = dv
+        .spec
+        .members
+        .iter()
+        .filter_map(|m| {
+            let key = ObjectRef::new(&member_pod_name(&dv_name, &m.name)).within(&namespace);
+            let pod = ctx.caches.pods.get(&key)?;
+            owned_by_dv(pod.labels()).then(|| (m.name.clone(), pod))
         })
-        .filter_map(|p| Some((p.labels().get(LABEL_MEMBER)?.clone(), p)))
         .collect();
     let zone_of = |node: &str| {
         ctx.caches
@@ -774,19 +824,23 @@ async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Result<Facts, 
         }
         (None, None) => Err("spec.clusterLock names no ConfigMap or Secret".to_owned()),
     };
-    let secrets = ctx
-        .caches
-        .secrets
-        .state()
-        .into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
-        .map(|s| {
-            (
-                s.name_any(),
+    // Only the Secrets this DV names, looked up by name.
+    let secrets: BTreeMap<String, SecretFacts> = dv
+        .spec
+        .members
+        .iter()
+        .flat_map(|m| [&m.key_share_secret.name, &m.enr_secret.name])
+        .filter_map(|name| {
+            let secret = ctx
+                .caches
+                .secrets
+                .get(&ObjectRef::new(name).within(&namespace))?;
+            Some((
+                name.clone(),
                 SecretFacts {
-                    resource_version: s.resource_version().unwrap_or_default(),
+                    resource_version: secret.resource_version().unwrap_or_default(),
                 },
-            )
+            ))
         })
         .collect();
     let placement = &dv.spec.placement;

@@ -15,6 +15,13 @@ pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const WAIT: Duration = Duration::from_secs(60);
 
 pub async fn world() -> World {
+    // Logs only when asked (`RUST_LOG=dvt_operator=debug cargo test ...`); shown for failing tests.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     World::start(WorldOptions::default())
         .await
         .expect("the world starts")
@@ -153,11 +160,7 @@ pub fn example_without(file: &str, drop: &str) -> std::path::PathBuf {
         .split("\n---\n")
         .filter(|doc| !doc.contains(drop))
         .collect();
-    let dir = std::env::temp_dir().join(format!("dvt-e2e-{}-without", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(file);
-    std::fs::write(&path, kept.join("\n---\n")).unwrap();
-    path
+    write_temporary(file, &kept.join("\n---\n"))
 }
 
 /// The example with `extra` YAML lines added at the top of its DV's spec, written to a
@@ -165,9 +168,19 @@ pub fn example_without(file: &str, drop: &str) -> std::path::PathBuf {
 pub fn example_with(file: &str, extra: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(Path::new(REPO).join("examples").join(file)).unwrap();
     let edited = text.replace("\nspec:\n", &format!("\nspec:\n{extra}"));
-    let dir = std::env::temp_dir().join(format!("dvt-e2e-{}-{}", std::process::id(), edited.len()));
+    write_temporary(file, &edited)
+}
+
+/// Writes `contents` to a file named `file` in a directory of its own. Tests run in parallel: a
+/// shared path would let one test read the file while another truncates it to rewrite it (an
+/// empty manifest applies nothing, and the test then waits for a DV that never comes).
+fn write_temporary(file: &str, contents: &str) -> std::path::PathBuf {
+    static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let serial = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("dvt-e2e-manifest-{}-{serial}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(file);
-    std::fs::write(&path, edited).unwrap();
+    std::fs::write(&path, contents).unwrap();
     path
 }

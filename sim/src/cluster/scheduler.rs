@@ -81,6 +81,17 @@ pub struct World<'a> {
     pub volume_zones: &'a BTreeSet<String>,
 }
 
+impl World<'_> {
+    /// The labels of the node a placed pod runs on (nodes are few; placed pods are many).
+    fn labels_of_node(&self, node: &str) -> Option<&BTreeMap<String, String>> {
+        self.nodes
+            .binary_search_by(|n| name(n).cmp(node))
+            .ok()
+            .and_then(|i| self.nodes[i].metadata.labels.as_ref())
+    }
+}
+
+/// `world.nodes` must be sorted by name (as the store lists them).
 pub fn schedule(pod: &Pod, world: &World<'_>) -> Result<String, BTreeMap<Misfit, usize>> {
     let mut misfits: BTreeMap<Misfit, usize> = BTreeMap::new();
     let mut candidates: Vec<(&Node, i64)> = Vec::new();
@@ -281,30 +292,23 @@ fn domain_has_match(
         Some(list) if !list.is_empty() => list.iter().cloned().collect(),
         _ => [namespace.to_owned()].into(),
     };
+    // Cheap tests first: the namespace, then the node's domain (a sorted lookup), then labels.
     world.placed.iter().any(|placed| {
-        let same_domain = world
-            .nodes
-            .iter()
-            .find(|n| name(n) == placed.node)
-            .and_then(|n| {
-                labels_of(&n.metadata.labels)
-                    .get(&term.topology_key)
-                    .cloned()
+        namespaces.contains(
+            placed
+                .pod
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or("default"),
+        ) && world
+            .labels_of_node(placed.node)
+            .and_then(|labels| labels.get(&term.topology_key))
+            .is_some_and(|d| *d == domain)
+            && term.label_selector.as_ref().is_some_and(|s| {
+                static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+                selector_matches(s, placed.pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS))
             })
-            .is_some_and(|d| d == domain);
-        same_domain
-            && namespaces.contains(
-                placed
-                    .pod
-                    .metadata
-                    .namespace
-                    .as_deref()
-                    .unwrap_or("default"),
-            )
-            && term
-                .label_selector
-                .as_ref()
-                .is_some_and(|s| selector_matches(s, &labels_of(&placed.pod.metadata.labels)))
     })
 }
 
