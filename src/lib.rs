@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crdgen;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod eip2335;
 pub mod keystore;
 pub mod leader;
 pub mod lock;
