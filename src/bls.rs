@@ -161,7 +161,7 @@ impl Fr {
         Fr(out)
     }
 
-    fn to_bendian(&self) -> [u8; 32] {
+    fn to_bendian(self) -> [u8; 32] {
         let mut scalar = blst_scalar::default();
         let mut out = [0u8; 32];
         // SAFETY: `self.0` is initialised; `scalar` and `out` (32 bytes) are writable outputs.

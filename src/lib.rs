@@ -8,6 +8,7 @@ pub mod crdgen;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod eip2335;
+pub mod keys;
 pub mod keystore;
 pub mod leader;
 pub mod lock;

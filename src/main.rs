@@ -51,6 +51,13 @@ enum Command {
     /// Work with Charon cluster locks.
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Key tools for test networks: split BLS secrets into EIP-2335 key shares, check a share set.
+    ///
+    /// The operator never needs these (it reads only public keys); they make real, verifiable
+    /// key shares for test networks and kind clusters. Do not use them for mainnet keys: a real
+    /// cluster's shares come from Charon's DKG, so no machine ever holds the whole key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run the operator against the cluster in the current kubeconfig (or in-cluster config).
     Run(RunArgs),
     /// Show the operator at work on an embedded simulated cluster (no Docker needed): a
@@ -75,6 +82,57 @@ enum LockCommand {
         /// The lock file (`-` reads standard input).
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Shamir-split BLS secret keys into `--shares` EIP-2335 keystores each (any `--threshold`
+    /// of which can sign), with password files and a lock-shaped `cluster-lock.json` of the
+    /// public shares. Layout: `OUT/cluster-lock.json`, `OUT/node{i}/validator_keys/keystore-{v}.json`
+    /// and `keystore-{v}.txt`. OUT must not exist or be empty.
+    Split {
+        /// Number of shares (operators).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        shares: u32,
+        /// Shares needed to sign; default ceil(2n/3).
+        #[arg(long)]
+        threshold: Option<u32>,
+        /// File with the secret keys to split, one hex key per line; random keys when absent.
+        #[arg(long, value_name = "FILE", conflicts_with = "validators")]
+        secret_key_file: Option<PathBuf>,
+        /// Number of random validator keys to make (without --secret-key-file).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        validators: u32,
+        /// Key derivation function of the keystores.
+        #[arg(long, value_enum, default_value_t = KdfChoice::Scrypt)]
+        kdf: KdfChoice,
+        /// Cheap KDF parameters (scrypt N = 2^10, PBKDF2 1,024 rounds) for throwaway test keys;
+        /// the default is the EIP's (N = 2^18, 262,144 rounds).
+        #[arg(long)]
+        insecure_fast_kdf: bool,
+        /// One password for every keystore (first line of FILE); random per keystore otherwise.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Decrypt a split's shares and prove them: each matches the lock's public share, and every
+    /// `t`-subset of partial signatures combines (Lagrange in G2) to a signature that verifies
+    /// against the group key. Prints a line per validator; exits 1 on any problem.
+    Check {
+        /// The directory `keys split` wrote.
+        dir: PathBuf,
+        /// One password for every keystore; otherwise each `keystore-{v}.txt` beside its keystore.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KdfChoice {
+    Scrypt,
+    Pbkdf2,
 }
 
 /// Flags of `dvt-operator run`.
@@ -133,6 +191,7 @@ fn main() -> ExitCode {
         Command::Validate { files } => validate(&files),
         Command::Plan { file, nodes } => plan(&file, &nodes),
         Command::Lock(LockCommand::Verify { file }) => lock_verify(&file),
+        Command::Keys(command) => keys(command),
         Command::Run(args) => run(&args),
         #[cfg(feature = "demo")]
         Command::Demo { serve, fast } => demo(serve, fast),
@@ -252,6 +311,138 @@ fn plan(file: &PathBuf, nodes: &PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The first line of a password file (without its line ending).
+fn read_password(path: &PathBuf) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+fn keys(command: KeysCommand) -> ExitCode {
+    let result = match command {
+        KeysCommand::Split {
+            shares,
+            threshold,
+            secret_key_file,
+            validators,
+            kdf,
+            insecure_fast_kdf,
+            password_file,
+            out,
+        } => keys_split(
+            shares,
+            threshold,
+            secret_key_file,
+            validators,
+            kdf,
+            insecure_fast_kdf,
+            password_file,
+            &out,
+        ),
+        KeysCommand::Check { dir, password_file } => keys_check(&dir, password_file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn keys_split(
+    shares: u32,
+    threshold: Option<u32>,
+    secret_key_file: Option<PathBuf>,
+    validators: u32,
+    kdf: KdfChoice,
+    insecure_fast_kdf: bool,
+    password_file: Option<PathBuf>,
+    out: &std::path::Path,
+) -> Result<ExitCode, String> {
+    use dvt_operator::eip2335::Kdf;
+    let threshold = threshold.unwrap_or_else(|| dvt_operator::quorum::default_threshold(shares));
+    let secrets = match &secret_key_file {
+        Some(file) => dvt_operator::keys::read_secrets(file).map_err(|e| e.to_string())?,
+        None => (0..validators)
+            .map(|_| dvt_operator::bls::Secret::random())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?,
+    };
+    let kdf = match (kdf, insecure_fast_kdf) {
+        (KdfChoice::Scrypt, false) => Kdf::SCRYPT_STANDARD,
+        (KdfChoice::Pbkdf2, false) => Kdf::PBKDF2_STANDARD,
+        (KdfChoice::Scrypt, true) => Kdf::Scrypt { log_n: 10 },
+        (KdfChoice::Pbkdf2, true) => Kdf::Pbkdf2 { rounds: 1_024 },
+    };
+    let password = password_file.as_ref().map(read_password).transpose()?;
+    let options = dvt_operator::keys::SplitOptions {
+        shares: shares as usize,
+        threshold: threshold as usize,
+        secrets,
+        kdf,
+        password,
+    };
+    let lock = dvt_operator::keys::split(out, &options).map_err(|e| e.to_string())?;
+    let count = lock["distributed_validators"]
+        .as_array()
+        .map_or(0, Vec::len);
+    println!(
+        "split {count} validator key(s) into {shares} shares, threshold {threshold}, in {}",
+        out.display()
+    );
+    for validator in lock["distributed_validators"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  {}",
+            validator["distributed_public_key"]
+                .as_str()
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "lock: {}; keystores: {}",
+        out.join("cluster-lock.json").display(),
+        dvt_operator::keys::node_dir(out, 0)
+            .display()
+            .to_string()
+            .replace("node0", "node{i}")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys_check(dir: &std::path::Path, password_file: Option<PathBuf>) -> Result<ExitCode, String> {
+    let password = password_file.as_ref().map(read_password).transpose()?;
+    let checks = dvt_operator::keys::check(dir, password.as_deref()).map_err(|e| e.to_string())?;
+    let mut failed = false;
+    for check in &checks {
+        if check.problems.is_empty() {
+            println!(
+                "validator {}: ok ({} of {} threshold subsets sign for the group key)",
+                check.validator, check.subsets_verified, check.subsets
+            );
+        } else {
+            failed = true;
+            println!(
+                "validator {}: FAILED ({} of {} threshold subsets sign for the group key)",
+                check.validator, check.subsets_verified, check.subsets
+            );
+            for problem in &check.problems {
+                println!("  {problem}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn lock_verify(file: &PathBuf) -> ExitCode {

@@ -314,3 +314,89 @@ fn lock_verify_passes_the_real_lock_and_fails_the_format_only_one() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(stdout(&bad).contains("validator 0:"), "{}", stdout(&bad));
 }
+
+#[test]
+fn keys_split_then_check_and_lock_verify_round_trip_with_standard_kdfs() {
+    let dir = std::env::temp_dir().join(format!("dvt-cli-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let password = dir.join("password.txt");
+    std::fs::write(&password, "a test password\n").unwrap();
+    for kdf in ["scrypt", "pbkdf2"] {
+        let out = dir.join(kdf);
+        let split = binary()
+            .args(["keys", "split", "--shares", "4", "--kdf", kdf, "--out"])
+            .arg(&out)
+            .arg("--password-file")
+            .arg(&password)
+            .output()
+            .unwrap();
+        assert!(
+            split.status.success(),
+            "{}",
+            String::from_utf8_lossy(&split.stderr)
+        );
+        assert!(
+            stdout(&split).contains("into 4 shares, threshold 3"),
+            "{}",
+            stdout(&split)
+        );
+        let keystore =
+            std::fs::read_to_string(out.join("node2/validator_keys/keystore-0.json")).unwrap();
+        assert!(
+            keystore.contains(&format!("\"function\": \"{kdf}\"")),
+            "{keystore}"
+        );
+        let check = binary()
+            .args(["keys", "check"])
+            .arg(&out)
+            .arg("--password-file")
+            .arg(&password)
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{}", stdout(&check));
+        assert_eq!(
+            stdout(&check),
+            "validator 0: ok (4 of 4 threshold subsets sign for the group key)\n"
+        );
+        let verify = binary()
+            .args(["lock", "verify"])
+            .arg(out.join("cluster-lock.json"))
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{}", stdout(&verify));
+    }
+    // A wrong password fails the check, and the output names the keystore, not the password.
+    std::fs::write(&password, "another password\n").unwrap();
+    let check = binary()
+        .args(["keys", "check"])
+        .arg(dir.join("pbkdf2"))
+        .arg("--password-file")
+        .arg(&password)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let text = stdout(&check);
+    assert!(
+        text.contains("validator 0: FAILED (0 of 4")
+            && text.contains("keystore-0.json: wrong password"),
+        "{text}"
+    );
+    assert!(!text.contains("another password"));
+    // A split refuses to write over existing key material.
+    let again = binary()
+        .args([
+            "keys",
+            "split",
+            "--shares",
+            "4",
+            "--insecure-fast-kdf",
+            "--out",
+        ])
+        .arg(dir.join("scrypt"))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
