@@ -3,6 +3,9 @@
 //!
 //! `cargo run --release --bin dvt-bench -- repair`: the time from a member becoming broken
 //! (after its restart delay) to the operator restarting it, median and p99.
+//!
+//! `cargo run --release --bin dvt-bench -- lock-verify`: `lock::verify` on a 7-operator lock
+//! with 100 validators, against the same blst operations called directly, as a ratio.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -34,6 +37,17 @@ enum Command {
         /// The DV's restartDelaySeconds.
         #[arg(long, default_value_t = 1)]
         restart_delay_seconds: u32,
+    },
+    /// Lock verification: `lock::verify` on a lock of `--validators` validators split among
+    /// `--operators` operators, against the blst operations it performs, called directly.
+    LockVerify {
+        #[arg(long, default_value_t = 7)]
+        operators: usize,
+        #[arg(long, default_value_t = 100)]
+        validators: usize,
+        /// Timed rounds of each; the median is reported.
+        #[arg(long, default_value_t = 15)]
+        rounds: usize,
     },
     /// Scale: N copies of the 4-member example (one namespace each), first applied by a plain
     /// client loop (the ceiling), then by the operator; convergence, writes, resync writes.
@@ -453,10 +467,180 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The blst work of verifying one validator, called directly on compressed points: decompress
+/// and check every point, then for `t` shares the Lagrange coefficients at 0 and at every other
+/// share's x, a multi-scalar sum per evaluation, and a comparison. This is the floor
+/// `lock::verify` is measured against (it adds hex decoding, error reporting and allocation).
+mod raw {
+    use blst::*;
+
+    fn fr(value: u64) -> blst_fr {
+        let mut out = blst_fr::default();
+        let limbs = [value, 0, 0, 0];
+        // SAFETY: four readable limbs; writable output.
+        unsafe { blst_fr_from_uint64(&mut out, limbs.as_ptr()) };
+        out
+    }
+
+    fn lagrange(xs: &[u64], at: u64) -> Vec<blst_scalar> {
+        let at = fr(at);
+        xs.iter()
+            .map(|&xi| {
+                let (mut num, mut den) = (fr(1), fr(1));
+                for &xj in xs.iter().filter(|&&xj| xj != xi) {
+                    let (mut a, mut b) = (blst_fr::default(), blst_fr::default());
+                    // SAFETY: initialised inputs, writable outputs; xi != xj so b != 0.
+                    unsafe {
+                        blst_fr_sub(&mut a, &at, &fr(xj));
+                        blst_fr_sub(&mut b, &fr(xi), &fr(xj));
+                        let n = num;
+                        blst_fr_mul(&mut num, &n, &a);
+                        let d = den;
+                        blst_fr_mul(&mut den, &d, &b);
+                    }
+                }
+                let (mut inv, mut c, mut scalar) = (
+                    blst_fr::default(),
+                    blst_fr::default(),
+                    blst_scalar::default(),
+                );
+                // SAFETY: as above.
+                unsafe {
+                    blst_fr_inverse(&mut inv, &den);
+                    blst_fr_mul(&mut c, &num, &inv);
+                    blst_scalar_from_fr(&mut scalar, &c);
+                }
+                scalar
+            })
+            .collect()
+    }
+
+    /// Returns whether the validator verifies.
+    pub fn verify(group: &[u8; 48], shares: &[[u8; 48]], threshold: usize) -> bool {
+        let decode = |bytes: &[u8; 48]| {
+            let mut affine = blst_p1_affine::default();
+            let mut point = blst_p1::default();
+            // SAFETY: 48 readable bytes; writable outputs; `affine` read only after success.
+            unsafe {
+                if blst_p1_uncompress(&mut affine, bytes.as_ptr()) != BLST_ERROR::BLST_SUCCESS
+                    || blst_p1_affine_is_inf(&affine)
+                    || !blst_p1_affine_in_g1(&affine)
+                {
+                    return None;
+                }
+                blst_p1_from_affine(&mut point, &affine);
+            }
+            Some(point)
+        };
+        let Some(group) = decode(group) else {
+            return false;
+        };
+        let Some(points) = shares.iter().map(decode).collect::<Option<Vec<_>>>() else {
+            return false;
+        };
+        let xs: Vec<u64> = (1..=threshold as u64).collect();
+        let evaluate = |at: u64| {
+            let mut sum = blst_p1::default();
+            for (i, c) in lagrange(&xs, at).iter().enumerate() {
+                let mut term = blst_p1::default();
+                // SAFETY: initialised point and scalar (32 bytes); writable outputs.
+                unsafe {
+                    blst_p1_mult(&mut term, &points[i], c.b.as_ptr(), 255);
+                    if i == 0 {
+                        sum = term;
+                    } else {
+                        let s = sum;
+                        blst_p1_add_or_double(&mut sum, &s, &term);
+                    }
+                }
+            }
+            sum
+        };
+        // SAFETY: initialised points.
+        if !unsafe { blst_p1_is_equal(&evaluate(0), &group) } {
+            return false;
+        }
+        (threshold..shares.len()).all(|i| {
+            // SAFETY: initialised points.
+            unsafe { blst_p1_is_equal(&evaluate(i as u64 + 1), &points[i]) }
+        })
+    }
+}
+
+fn lock_verify(operators: usize, validators: usize, rounds: usize) -> Result<(), String> {
+    use dvt_operator::bls::{G1, Secret, split};
+    let threshold = dvt_operator::quorum::default_threshold(operators as u32) as usize;
+    let mut keys = Vec::with_capacity(validators);
+    for _ in 0..validators {
+        let secret = Secret::random().map_err(|e| e.to_string())?;
+        let shares = split(&secret, operators, threshold).map_err(|e| e.to_string())?;
+        keys.push((
+            secret.public_key(),
+            shares.iter().map(Secret::public_key).collect::<Vec<G1>>(),
+        ));
+    }
+    let lock = dvt_operator::keys::lock_json(threshold, operators, &keys).to_string();
+    let summary = dvt_operator::lock::summarize(&lock).map_err(|e| e.to_string())?;
+    let compressed: Vec<([u8; 48], Vec<[u8; 48]>)> = keys
+        .iter()
+        .map(|(g, s)| (g.to_compressed(), s.iter().map(G1::to_compressed).collect()))
+        .collect();
+    let mut ours = Vec::with_capacity(rounds);
+    let mut direct = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = std::time::Instant::now();
+        let problems = dvt_operator::lock::verify(&summary);
+        ours.push(started.elapsed());
+        if !problems.is_empty() {
+            return Err(format!("the generated lock does not verify: {problems:?}"));
+        }
+        let started = std::time::Instant::now();
+        let all = compressed.iter().all(|(g, s)| raw::verify(g, s, threshold));
+        direct.push(started.elapsed());
+        if !all {
+            return Err("the raw blst check refused the generated lock".into());
+        }
+    }
+    ours.sort();
+    direct.sort();
+    let (ours, direct) = (percentile(&ours, 50.0), percentile(&direct, 50.0));
+    let evaluations = 1 + operators - threshold;
+    println!("lock: {operators} operators, threshold {threshold}, {validators} validators");
+    println!(
+        "blst operations per validator: {} point decompressions with subgroup checks, {} G1 scalar multiplications, {} Lagrange coefficient sets",
+        operators + 1,
+        evaluations * threshold,
+        evaluations
+    );
+    println!(
+        "lock::verify (median of {rounds}): {:.1} ms",
+        ours.as_secs_f64() * 1e3
+    );
+    println!(
+        "raw blst operations (median of {rounds}): {:.1} ms",
+        direct.as_secs_f64() * 1e3
+    );
+    println!(
+        "per validator: {:.0} µs vs {:.0} µs raw",
+        ours.as_secs_f64() * 1e6 / validators as f64,
+        direct.as_secs_f64() * 1e6 / validators as f64
+    );
+    println!(
+        "ratio lock::verify / raw blst: {:.2}",
+        ours.as_secs_f64() / direct.as_secs_f64()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Scale { dvs, concurrency } => scale(dvs.max(1), concurrency.max(1)).await,
+        Command::LockVerify {
+            operators,
+            validators,
+            rounds,
+        } => lock_verify(operators.max(1), validators.max(1), rounds.max(1)),
         Command::Repair {
             rounds,
             restart_delay_seconds,
