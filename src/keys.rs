@@ -411,4 +411,48 @@ mod tests {
         assert!(!error.contains(&hex[2..]));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn the_operator_accepts_each_split_share_as_its_members_keystores() {
+        let out = temp("operator");
+        let options = SplitOptions {
+            shares: 4,
+            threshold: 3,
+            secrets: vec![Secret::random().unwrap(), Secret::random().unwrap()],
+            kdf: FAST,
+            password: None,
+        };
+        let lock = split(&out, &options).unwrap();
+        let summary = crate::lock::summarize(&lock.to_string()).unwrap();
+        let names: std::collections::BTreeMap<usize, String> =
+            (0..4).map(|i| (i, format!("node{i}"))).collect();
+        let read = |operator: usize| {
+            let dir = node_dir(&out, operator);
+            let files: Vec<(String, Vec<u8>)> = (0..2)
+                .map(|v| {
+                    let name = format!("keystore-{v}.json");
+                    (name.clone(), std::fs::read(dir.join(&name)).unwrap())
+                })
+                .collect();
+            crate::keystore::public_keys(files.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .unwrap()
+        };
+        for operator in 0..4 {
+            let keys = read(operator);
+            let problems = crate::keystore::check_member(
+                &names[&operator],
+                operator,
+                "secret",
+                &keys,
+                &summary,
+                &names,
+            );
+            assert_eq!(problems, Vec::<String>::new());
+        }
+        // Operator 0's Secret holding operator 1's keystores is caught.
+        let problems =
+            crate::keystore::check_member("node0", 0, "secret", &read(1), &summary, &names);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 }
