@@ -71,6 +71,7 @@ pub struct SimServer {
     cluster: Option<Cluster>,
     cluster_task: Option<JoinHandle<()>>,
     api_faults: Arc<server::ApiFaultState>,
+    requests: Arc<server::RequestCounts>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -100,11 +101,13 @@ impl SimServer {
             None => (None, None),
         };
         let api_faults = Arc::new(server::ApiFaultState::default());
+        let requests = Arc::new(server::RequestCounts::default());
         let (major, minor) = KUBERNETES_VERSION;
         let sim = Arc::new(server::Sim {
             store: store.clone(),
             cluster: cluster.clone(),
             api_faults: api_faults.clone(),
+            requests: requests.clone(),
             version: json!({
                 "major": major, "minor": minor, "gitVersion": format!("v{major}.{minor}.0-dvt-sim"),
                 "gitCommit": "dvt-sim", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
@@ -128,6 +131,7 @@ impl SimServer {
             cluster,
             cluster_task,
             api_faults,
+            requests,
             shutdown: Some(shutdown),
             task: Some(task),
         })
@@ -154,8 +158,15 @@ impl SimServer {
             version: serde_json::Value::Null,
             cluster: self.cluster.clone(),
             api_faults: self.api_faults.clone(),
+            requests: self.requests.clone(),
         };
         server::inject(&sim, fault)
+    }
+
+    /// API requests served so far, by (client, verb): the client is the user agent's product
+    /// (`dvt-operator`, `kubectl`, ...), the verb Kubernetes' (`get`, `list`, `watch`, `patch`, ...).
+    pub fn requests(&self) -> std::collections::BTreeMap<(String, &'static str), u64> {
+        self.requests.snapshot()
     }
 
     /// Direct access to the store, for tests (e.g. to compact watch history).

@@ -28,6 +28,59 @@ pub struct Sim {
     pub version: Value,
     pub cluster: Option<Cluster>,
     pub api_faults: Arc<ApiFaultState>,
+    pub requests: Arc<RequestCounts>,
+}
+
+/// API requests served, by client (the user agent's product, e.g. `dvt-operator`, `kubectl`)
+/// and Kubernetes verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+/// `deletecollection`; `discovery` for everything that is not a resource).
+#[derive(Default)]
+pub struct RequestCounts {
+    counts: std::sync::Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl RequestCounts {
+    fn record(&self, client: String, verb: &'static str) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *counts.entry((client, verb)).or_default() += 1;
+    }
+
+    /// A snapshot: (client, verb) → requests.
+    pub fn snapshot(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// The Kubernetes verb of a request, as kube-apiserver's audit log names it.
+fn verb_of(method: &Method, uri: &Uri) -> &'static str {
+    let Target::Object(path) = parse_target(uri.path()) else {
+        return "discovery";
+    };
+    let query = uri.query().unwrap_or_default();
+    let collection = path.name.is_none();
+    match *method {
+        Method::GET
+            if query
+                .split('&')
+                .any(|p| p == "watch=true" || p == "watch=1") =>
+        {
+            "watch"
+        }
+        Method::GET if collection => "list",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if collection => "deletecollection",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
 }
 
 /// API faults in force, with the random source that picks the requests they hit.
@@ -237,6 +290,14 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let client = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown")
+        .to_owned();
+    sim.requests.record(client, verb_of(&method, &uri));
     match route(&sim, &method, &uri, &headers, &body).await {
         Ok(response) => response,
         Err(error) => error_response(&error),

@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{Controller, controller::Action};
 use kube::{Client, ResourceExt};
@@ -666,4 +668,51 @@ async fn custom_resources_are_served_and_validated() {
         .await
         .unwrap();
     assert!(api.list(&Default::default()).await.is_err());
+}
+
+#[tokio::test]
+async fn requests_are_counted_by_client_and_verb() {
+    let (server, _) = start().await;
+    let mut config = server.client_config().unwrap();
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("counter-test/1.0"),
+    ));
+    let client = Client::try_from(config).unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    api.create(
+        &PostParams::default(),
+        &config_map("counted", &[("a", "1")]),
+    )
+    .await
+    .unwrap();
+    api.get("counted").await.unwrap();
+    api.get("counted").await.unwrap();
+    api.list(&ListParams::default()).await.unwrap();
+    api.patch(
+        "counted",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"b": "2"}})),
+    )
+    .await
+    .unwrap();
+    api.delete("counted", &DeleteParams::default())
+        .await
+        .unwrap();
+    let counts: Vec<(&'static str, u64)> = server
+        .requests()
+        .into_iter()
+        .filter(|((client, _), _)| client == "counter-test")
+        .map(|((_, verb), n)| (verb, n))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("create", 1),
+            ("delete", 1),
+            ("get", 2),
+            ("list", 1),
+            ("patch", 1)
+        ]
+    );
 }

@@ -182,6 +182,7 @@ struct Context {
     recorder: Recorder,
     caches: Caches,
     keystores: KeystoreCache,
+    lock_checks: LockChecks,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -292,6 +293,7 @@ async fn run_in(
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         keystores: KeystoreCache::default(),
+        lock_checks: LockChecks::default(),
         caches: Caches {
             statefulsets,
             services,
@@ -853,13 +855,54 @@ async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Result<Facts, 
         }
     }
     let keystores = read_keystores(dv, ctx, &secrets).await?;
+    let lock_verification = lock
+        .as_ref()
+        .ok()
+        .and_then(|text| ctx.lock_checks.verify(text));
     Ok(Facts {
         lock,
+        lock_verification,
         secrets,
         keystores,
         zones,
     })
 }
+
+/// What `lock::verify` says about each lock document, verified once per document: the BLS checks
+/// cost milliseconds, and every reconcile of every DV would pay them again. Keyed by SHA-256 (a
+/// collision-resistant hash: whoever can edit a lock must not be able to make it look like one
+/// already verified).
+#[derive(Default)]
+struct LockChecks(std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<String>>>);
+
+impl LockChecks {
+    /// The problems `lock::verify` finds in `text`; `None` when the document does not parse
+    /// (validation reports that).
+    fn verify(&self, text: &str) -> Option<Vec<String>> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
+        if let Some(known) = self.0.lock().ok()?.get(&key) {
+            return Some(known.clone());
+        }
+        let problems = crate::lock::verify(&crate::lock::summarize(text).ok()?);
+        if let Ok(mut cache) = self.0.lock() {
+            // Bounded: a lock edited over and over must not grow the cache without end.
+            if cache.len() >= LOCK_CHECKS_KEPT {
+                cache.clear();
+            }
+            cache.insert(key, problems.clone());
+        }
+        Some(problems)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map(|cache| cache.len()).unwrap_or_default()
+    }
+}
+
+/// Lock documents whose verification is remembered.
+const LOCK_CHECKS_KEPT: usize = 4096;
 
 /// Public keys of the members' keystores. A Secret is read again only when its
 /// resourceVersion changed; of its data only the `pubkey` of each `keystore-N.json` is kept.
@@ -1144,5 +1187,34 @@ pub fn identify(config: &mut kube::Config) {
         http::HeaderValue::from_str(&format!("{FIELD_MANAGER}/{}", env!("CARGO_PKG_VERSION")))
     {
         config.headers.push((http::header::USER_AGENT, agent));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_verified_once_and_an_edited_lock_again() {
+        let (_, facts) = testing::example("stader-4.yaml");
+        let good = facts.lock.clone().unwrap();
+        let checks = LockChecks::default();
+        assert_eq!(checks.verify(&good), Some(vec![]));
+        assert_eq!(checks.verify(&good), Some(vec![]));
+        assert_eq!(checks.len(), 1);
+
+        // The same lock with two shares swapped is a new document: verified, not remembered.
+        let mut swapped: serde_json::Value = serde_json::from_str(&good).unwrap();
+        let shares = swapped["distributed_validators"][0]["public_shares"]
+            .as_array_mut()
+            .unwrap();
+        shares.swap(0, 1);
+        let problems = checks.verify(&swapped.to_string()).unwrap();
+        assert!(
+            problems.iter().any(|p| p.contains("do not interpolate")),
+            "{problems:?}"
+        );
+        assert_eq!(checks.len(), 2);
+        assert_eq!(checks.verify("not json"), None);
     }
 }

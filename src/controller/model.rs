@@ -20,6 +20,9 @@ use crate::validate::validate_spec;
 pub struct Facts {
     /// The lock document, or why it could not be read (missing ConfigMap, missing key).
     pub lock: Result<String, String>,
+    /// What `lock::verify` says about that lock, when already known: verifying is BLS work the
+    /// controller does once per lock document, not on every reconcile. `None`: validate verifies.
+    pub lock_verification: Option<Vec<String>>,
     pub secrets: BTreeMap<String, SecretFacts>,
     /// Public keys of each key-share Secret's keystores (by Secret name, then validator), or why
     /// they could not be read.
@@ -258,7 +261,10 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
     }
     // A lock whose shares do not belong to its group keys would run a weaker cluster than it
     // claims: nothing is built from it.
-    let lock_problems = lock::verify(&summary);
+    let lock_problems = facts
+        .lock_verification
+        .clone()
+        .unwrap_or_else(|| lock::verify(&summary));
     if !lock_problems.is_empty() {
         return Err(Invalid {
             reason: reasons::LOCK_INVALID,
@@ -489,6 +495,7 @@ pub fn manifest_facts(text: &str, zones: Zones) -> Result<(DistributedValidator,
     let mut dv = None;
     let mut facts = Facts {
         lock: Err("no lock in the manifest".into()),
+        lock_verification: None,
         secrets: Default::default(),
         keystores: Default::default(),
         zones,
