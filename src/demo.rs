@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::DistributedValidator;
-use crate::controller::{self, Scope, names};
+use crate::controller::{self, Settings, names};
 use dvt_sim::cluster::ReadinessRule;
 use dvt_sim::{ClusterOptions, SimOptions, SimServer};
 
@@ -126,7 +126,7 @@ impl World {
         let client =
             Client::try_from(config).map_err(api_error("building the operator's client"))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(client, Scope::default(), async move {
+        let task = tokio::spawn(controller::run(client, Settings::default(), async move {
             let _ = stopped.await;
         }));
         self.operator = Some((stop, task));
@@ -200,6 +200,7 @@ impl World {
 
 /// The 4-member example, embedded so that the demo runs from any directory.
 pub const EXAMPLE_STADER_4: &str = include_str!("../examples/stader-4.yaml");
+pub const EXAMPLE_STADER_7: &str = include_str!("../examples/stader-7.yaml");
 
 /// What `dvt-operator demo` does.
 #[derive(Clone, Debug)]

@@ -176,6 +176,12 @@ struct RunArgs {
     /// Seconds a Lease holds without renewal; a standby takes over after that.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// DistributedValidators reconciled at the same time.
+    #[arg(long, default_value_t = dvt_operator::controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..), env = "DVT_CONCURRENCY")]
+    concurrency: u16,
+    /// Milliseconds a DV's changes are gathered before one reconcile handles them all.
+    #[arg(long, default_value_t = dvt_operator::controller::DEFAULT_DEBOUNCE.as_millis() as u64, env = "DVT_DEBOUNCE_MS")]
+    debounce_ms: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -567,8 +573,10 @@ fn run(args: &RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let scope = dvt_operator::controller::Scope {
+        let scope = dvt_operator::controller::Settings {
             namespaces: args.namespaces.clone(),
+            concurrency: args.concurrency,
+            debounce: std::time::Duration::from_millis(args.debounce_ms),
         };
         tracing::info!(namespaces = ?scope.namespaces, leader_election = args.leader_election, "dvt-operator starting");
         let metrics = std::sync::Arc::new(dvt_operator::metrics::Metrics::default());

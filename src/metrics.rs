@@ -16,6 +16,63 @@ use crate::api::{DistributedValidatorStatus, Phase};
 /// Upper bounds (seconds) of the reconcile-duration histogram buckets.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
+/// Upper bounds (seconds) of the buckets of reconcile time spent in the operator itself: the
+/// pure steps take tens to hundreds of microseconds, so the buckets start far lower.
+const COMPUTE_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A Prometheus histogram with fixed buckets.
+struct Histogram<const N: usize> {
+    bounds: [f64; N],
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    fn new(bounds: [f64; N]) -> Self {
+        Histogram {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(self.bounds) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bucket, bound) in self.buckets.iter().zip(self.bounds) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
 const PHASES: [Phase; 5] = [
     Phase::Pending,
     Phase::Progressing,
@@ -34,11 +91,10 @@ struct DvGauges {
 }
 
 /// Shared by the reconciler and the HTTP endpoints.
-#[derive(Default)]
 pub struct Metrics {
     reconciles: AtomicU64,
-    buckets: [AtomicU64; BUCKETS.len()],
-    duration_sum_micros: AtomicU64,
+    durations: Histogram<{ BUCKETS.len() }>,
+    compute: Histogram<{ COMPUTE_BUCKETS.len() }>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     dvs: Mutex<BTreeMap<(String, String), DvGauges>>,
     ready: AtomicBool,
@@ -51,17 +107,27 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Metrics {
-    pub fn observe_reconcile(&self, took: Duration) {
-        self.reconciles.fetch_add(1, Ordering::Relaxed);
-        let seconds = took.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            reconciles: AtomicU64::new(0),
+            durations: Histogram::new(BUCKETS),
+            compute: Histogram::new(COMPUTE_BUCKETS),
+            errors: Mutex::default(),
+            dvs: Mutex::default(),
+            ready: AtomicBool::new(false),
+            leader: AtomicBool::new(false),
         }
-        self.duration_sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// One reconcile: how long it took, and how much of that was spent waiting on the API
+    /// server (requests, Events) and the caches.
+    pub fn observe_reconcile(&self, took: Duration, waiting: Duration) {
+        self.reconciles.fetch_add(1, Ordering::Relaxed);
+        self.durations.observe(took);
+        self.compute.observe(took.saturating_sub(waiting));
     }
 
     pub fn observe_error(&self, category: &'static str) {
@@ -117,29 +183,16 @@ impl Metrics {
             "dvt_reconciles_total {}",
             self.reconciles.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP dvt_reconcile_duration_seconds Time one reconcile took."
+        self.durations.render(
+            &mut out,
+            "dvt_reconcile_duration_seconds",
+            "Time one reconcile took.",
         );
-        let _ = writeln!(out, "# TYPE dvt_reconcile_duration_seconds histogram");
-        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(
-                out,
-                "dvt_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.reconciles.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "dvt_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        self.compute.render(
+            &mut out,
+            "dvt_reconcile_compute_seconds",
+            "Time one reconcile spent in the operator itself: its duration minus the time waiting on API requests, Events and the caches.",
         );
-        let _ = writeln!(
-            out,
-            "dvt_reconcile_duration_seconds_sum {}",
-            self.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "dvt_reconcile_duration_seconds_count {count}");
         let _ = writeln!(
             out,
             "# HELP dvt_reconcile_errors_total Failed reconciles by category."
@@ -202,6 +255,49 @@ impl Metrics {
     }
 }
 
+/// The `q` quantile (0..=1) of histogram `name` in a text exposition, estimated as Prometheus'
+/// `histogram_quantile` does: linear within the bucket that holds the rank. `None` when the
+/// histogram is absent or empty. Observations above the last finite bound report that bound.
+pub fn quantile(exposition: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return Some(lower);
+            }
+            let within = count - below;
+            let fraction = if within > 0.0 {
+                (rank - below) / within
+            } else {
+                1.0
+            };
+            return Some(lower + (bound - lower) * fraction);
+        }
+        (lower, below) = (bound, count);
+    }
+    Some(lower)
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
 pub async fn serve(
     address: std::net::SocketAddr,
@@ -254,8 +350,8 @@ mod tests {
     #[test]
     fn the_exposition_has_counters_histogram_and_per_dv_gauges() {
         let metrics = Metrics::default();
-        metrics.observe_reconcile(Duration::from_millis(3));
-        metrics.observe_reconcile(Duration::from_millis(30));
+        metrics.observe_reconcile(Duration::from_millis(3), Duration::from_micros(2900));
+        metrics.observe_reconcile(Duration::from_millis(30), Duration::from_millis(29));
         metrics.observe_error("ApplyFailed");
         let status = DistributedValidatorStatus {
             ready_members: 3,
@@ -275,6 +371,16 @@ mod tests {
             text.contains("dvt_reconcile_duration_seconds_bucket{le=\"0.05\"} 2\n"),
             "{text}"
         );
+        // Without the waiting: 100 µs and 1 ms.
+        assert!(
+            text.contains("dvt_reconcile_compute_seconds_bucket{le=\"0.0001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dvt_reconcile_compute_seconds_bucket{le=\"0.001\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("dvt_reconcile_compute_seconds_count 2\n"));
         assert!(text.contains("dvt_reconcile_errors_total{category=\"ApplyFailed\"} 1\n"));
         assert!(text.contains("dvt_ready_members{namespace=\"staking\",name=\"dv-a\"} 3\n"));
         assert!(
@@ -285,5 +391,35 @@ mod tests {
         );
         metrics.forget("staking", "dv-a");
         assert!(!metrics.render().contains("dv-a"));
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket_as_prometheus_does() {
+        let metrics = Metrics::default();
+        // 90 fast reconciles (≤ 1 ms) and 10 slow ones (in the 25-50 ms bucket).
+        for _ in 0..90 {
+            metrics.observe_reconcile(Duration::from_micros(800), Duration::ZERO);
+        }
+        for _ in 0..10 {
+            metrics.observe_reconcile(Duration::from_millis(40), Duration::ZERO);
+        }
+        let text = metrics.render();
+        let name = "dvt_reconcile_duration_seconds";
+        // The median falls in the first bucket (0..1 ms), half-way through its 90 observations.
+        let median = quantile(&text, name, 0.5).unwrap();
+        assert!((median - 0.5 / 0.9 * 0.001).abs() < 1e-9, "{median}");
+        // The 99th percentile is 9/10 of the way through the 25-50 ms bucket.
+        let p99 = quantile(&text, name, 0.99).unwrap();
+        assert!((p99 - (0.025 + 0.025 * 0.9)).abs() < 1e-9, "{p99}");
+        assert_eq!(quantile(&text, "dvt_missing", 0.5), None);
+        assert_eq!(
+            quantile(&Metrics::default().render(), name, 0.5),
+            None,
+            "no observations"
+        );
+        // Beyond the last finite bound: that bound.
+        let slow = Metrics::default();
+        slow.observe_reconcile(Duration::from_secs(9), Duration::ZERO);
+        assert_eq!(quantile(&slow.render(), name, 0.99), Some(5.0));
     }
 }

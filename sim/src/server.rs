@@ -502,6 +502,63 @@ fn write_options(params: &BTreeMap<String, String>, headers: &HeaderMap) -> Writ
     }
 }
 
+/// A list in pages of `limit`, as kube-apiserver serves clients that page (kube-rs' watcher
+/// lists 500 at a time). Every page reports the resourceVersion of the first one, which the
+/// continue token carries: a watch from it replays whatever changed while the pages were read.
+#[allow(clippy::too_many_arguments)]
+fn list_page(
+    sim: &Sim,
+    rt: &Arc<ResourceType>,
+    scope: Option<&str>,
+    labels: &Selector,
+    fields: &Selector,
+    params: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Response, ApiError> {
+    let (list_rv, after) = match params.get("continue").filter(|c| !c.is_empty()) {
+        None => (None, None),
+        Some(token) => {
+            let mut parts = token.splitn(3, '|');
+            match (
+                parts.next().and_then(|rv| rv.parse::<u64>().ok()),
+                parts.next(),
+                parts.next(),
+            ) {
+                (Some(rv), Some(ns), Some(name)) => {
+                    (Some(rv), Some((ns.to_owned(), name.to_owned())))
+                }
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid continue token {token:?}"
+                    )));
+                }
+            }
+        }
+    };
+    let (items, current, last) =
+        sim.store
+            .list_page(rt, scope, labels, fields, after.as_ref(), limit);
+    let rv = list_rv.unwrap_or(current);
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some((ns, name)) = last {
+        metadata["continue"] = json!(format!("{rv}|{ns}|{name}"));
+    }
+    let (kind, api_version, items) = if wants_metadata(headers) {
+        (
+            "PartialObjectMetadataList".to_owned(),
+            "meta.k8s.io/v1".to_owned(),
+            items.iter().map(metadata_only).collect(),
+        )
+    } else {
+        (format!("{}List", rt.kind), rt.api_version(), items)
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": kind, "apiVersion": api_version, "metadata": metadata, "items": items}),
+    ))
+}
+
 async fn object_request(
     sim: &Sim,
     rt: &Arc<ResourceType>,
@@ -554,6 +611,12 @@ async fn object_request(
                     &params,
                     headers,
                 );
+            }
+            if !wants_table(headers)
+                && let Some(limit) = params.get("limit").and_then(|l| l.parse::<usize>().ok())
+                && limit > 0
+            {
+                return list_page(sim, rt, scope, &labels, &fields, &params, headers, limit);
             }
             let (items, rv) = store.list(rt, scope, &labels, &fields);
             if wants_table(headers) {

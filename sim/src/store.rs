@@ -285,6 +285,37 @@ impl Store {
         (items, state.resource_version)
     }
 
+    /// One page of a list: at most `limit` objects after the key `after`, in key order, the
+    /// current resourceVersion, and the key of the last object returned when more follow.
+    pub fn list_page(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        labels: &Selector,
+        fields: &Selector,
+        after: Option<&(String, String)>,
+        limit: usize,
+    ) -> (Vec<Value>, u64, Option<(String, String)>) {
+        use std::ops::Bound;
+        let state = self.lock();
+        let Some(objects) = state.objects.get(&rt.storage_key()) else {
+            return (Vec::new(), state.resource_version, None);
+        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut matching = objects
+            .range::<(String, String), _>((start, Bound::Unbounded))
+            .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+            .filter(|(_, o)| labels.matches_labels(o) && fields.matches_fields(o));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (key, object) in matching.by_ref().take(limit.max(1)) {
+            items.push(state.present(rt, object));
+            last = Some(key.clone());
+        }
+        let more = matching.next().is_some();
+        (items, state.resource_version, last.filter(|_| more))
+    }
+
     pub fn create(
         &self,
         rt: &ResourceType,
@@ -377,6 +408,11 @@ impl Store {
     /// Everything recorded so far.
     pub fn timeline(&self) -> Vec<TimelineEntry> {
         self.lock().timeline.clone()
+    }
+
+    /// Entries recorded so far: a mark for [`Store::timeline_since`], without copying them.
+    pub fn timeline_len(&self) -> usize {
+        self.lock().timeline.len()
     }
 
     /// The entries after the first `skip`, for followers that poll.

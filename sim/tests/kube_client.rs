@@ -716,3 +716,90 @@ async fn requests_are_counted_by_client_and_verb() {
         ]
     );
 }
+
+#[tokio::test]
+async fn lists_are_served_in_pages_and_a_watcher_misses_nothing_written_between_them() {
+    let (_server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..7 {
+        api.create(&PostParams::default(), &config_map(&format!("cm-{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(3)).await.unwrap();
+    assert_eq!(first.items.len(), 3);
+    let token = first.metadata.continue_.clone().expect("more pages follow");
+    let first_rv = first.metadata.resource_version.clone();
+
+    // Written between pages: before the cursor (not on a later page) and after it.
+    api.create(&PostParams::default(), &config_map("cm-00", &[]))
+        .await
+        .unwrap();
+    api.delete("cm-6", &DeleteParams::default()).await.unwrap();
+
+    let mut names: Vec<String> = first.items.iter().map(ResourceExt::name_any).collect();
+    let mut token = Some(token);
+    while let Some(next) = token {
+        let page = api
+            .list(&ListParams::default().limit(3).continue_token(&next))
+            .await
+            .unwrap();
+        assert_eq!(
+            page.metadata.resource_version, first_rv,
+            "pages share a version"
+        );
+        names.extend(page.items.iter().map(ResourceExt::name_any));
+        token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+    }
+    // Later pages show the current state: cm-6 is gone; cm-00 sorts before the cursor.
+    assert_eq!(names, ["cm-0", "cm-1", "cm-2", "cm-3", "cm-4", "cm-5"]);
+    assert!(
+        api.list(&ListParams::default().limit(3).continue_token("garbage"))
+            .await
+            .is_err()
+    );
+
+    // A watch from the first page's version replays what the pages could not show.
+    let events: Vec<(String, String)> = api
+        .watch(
+            &kube::api::WatchParams::default(),
+            first_rv.as_deref().unwrap(),
+        )
+        .await
+        .unwrap()
+        .take(2)
+        .map(|e| match e.unwrap() {
+            kube::api::WatchEvent::Added(cm) => ("ADDED".to_owned(), cm.name_any()),
+            kube::api::WatchEvent::Deleted(cm) => ("DELETED".to_owned(), cm.name_any()),
+            other => ("OTHER".to_owned(), format!("{other:?}")),
+        })
+        .collect()
+        .await;
+    assert_eq!(
+        events,
+        [
+            ("ADDED".to_owned(), "cm-00".to_owned()),
+            ("DELETED".to_owned(), "cm-6".to_owned())
+        ]
+    );
+
+    // kube-rs' watcher pages its initial list (500 at a time by default); with pages of 2 its
+    // store still ends with every object.
+    let (reader, writer) = kube::runtime::reflector::store::<ConfigMap>();
+    let stream = kube::runtime::reflector::reflector(
+        writer,
+        watcher::watcher(api.clone(), watcher::Config::default().page_size(2)),
+    );
+    let task = tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    tokio::time::timeout(WAIT, reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut cached: Vec<String> = reader.state().iter().map(|c| c.name_any()).collect();
+    cached.sort();
+    assert_eq!(
+        cached,
+        ["cm-0", "cm-00", "cm-1", "cm-2", "cm-3", "cm-4", "cm-5"]
+    );
+    task.abort();
+}

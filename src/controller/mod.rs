@@ -9,10 +9,11 @@ pub mod names;
 pub mod status;
 #[cfg(test)]
 mod testing;
+pub mod trim;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -93,11 +94,33 @@ impl Error {
     }
 }
 
-/// Where the controller watches.
-#[derive(Clone, Debug, Default)]
-pub struct Scope {
+/// Where the controller watches and how many DVs it reconciles at once.
+#[derive(Clone, Debug)]
+pub struct Settings {
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
+    /// DVs reconciled at the same time (one DV is never reconciled twice at once). Bounded, so
+    /// that a restart with a thousand DVs does not open a thousand request streams at once.
+    pub concurrency: u16,
+    /// How long a DV's changes are gathered before it is reconciled: its members' pods change
+    /// several times each while they start, and one reconcile (and one status write) for a burst
+    /// is enough. Delays every reaction by at most this much.
+    pub debounce: Duration,
+}
+
+/// The default of [`Settings::concurrency`].
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+/// The default of [`Settings::debounce`].
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(500);
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespaces: Vec::new(),
+            concurrency: DEFAULT_CONCURRENCY,
+            debounce: DEFAULT_DEBOUNCE,
+        }
+    }
 }
 
 /// The caches a reconcile reads from.
@@ -183,6 +206,8 @@ struct Context {
     caches: Caches,
     keystores: KeystoreCache,
     lock_checks: LockChecks,
+    /// When each DV's status was last written, to hold back detail-only changes briefly.
+    status_written: std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -202,35 +227,43 @@ where
 /// Runs the controller until `shutdown` resolves (e.g. SIGTERM), for each namespace in scope.
 pub async fn run_with_metrics(
     client: Client,
-    scope: Scope,
+    settings: Settings,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let namespaces: Vec<Option<String>> = if scope.namespaces.is_empty() {
+    let namespaces: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
-        scope.namespaces.iter().cloned().map(Some).collect()
+        settings.namespaces.iter().cloned().map(Some).collect()
     };
-    let runs = namespaces
-        .into_iter()
-        .map(|namespace| run_in(client.clone(), namespace, metrics.clone(), shutdown.clone()));
+    let runs = namespaces.into_iter().map(|namespace| {
+        run_in(
+            client.clone(),
+            namespace,
+            &settings,
+            metrics.clone(),
+            shutdown.clone(),
+        )
+    });
     futures::future::join_all(runs).await;
 }
 
 /// Runs the controller with metrics that nobody serves (tests, the demo).
 pub async fn run(
     client: Client,
-    scope: Scope,
+    settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    run_with_metrics(client, scope, Arc::default(), shutdown).await;
+    run_with_metrics(client, settings, Arc::default(), shutdown).await;
 }
 
-/// A reflector over `api`, returning its store and a stream of changed objects.
+/// A reflector over `api` that keeps objects as `trim` leaves them, returning its store and a
+/// stream of changed objects.
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send,
@@ -240,7 +273,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config))
+    let stream = reflector::reflector(writer, watcher(api, config).modify(trim))
         .default_backoff()
         .touched_objects();
     (reader, stream)
@@ -249,38 +282,46 @@ where
 async fn run_in(
     client: Client,
     namespace: Option<String>,
+    settings: &Settings,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    let (statefulsets, statefulset_changes) =
-        cached(api::<StatefulSet>(&client, ns), managed.clone());
-    let (services, service_changes) = cached(api::<Service>(&client, ns), managed.clone());
-    let (pdbs, pdb_changes) = cached(api::<PodDisruptionBudget>(&client, ns), managed.clone());
-    let (network_policies, network_policy_changes) =
-        cached(api::<NetworkPolicy>(&client, ns), managed.clone());
-    let (pods, pod_changes) = cached(api::<Pod>(&client, ns), managed);
-    let (config_maps, config_map_changes) =
-        cached(api::<ConfigMap>(&client, ns), watcher::Config::default());
+    let (statefulsets, statefulset_changes) = cached(
+        api::<StatefulSet>(&client, ns),
+        managed.clone(),
+        trim::statefulset,
+    );
+    let (services, service_changes) =
+        cached(api::<Service>(&client, ns), managed.clone(), trim::service);
+    let (pdbs, pdb_changes) = cached(
+        api::<PodDisruptionBudget>(&client, ns),
+        managed.clone(),
+        trim::pod_disruption_budget,
+    );
+    let (network_policies, network_policy_changes) = cached(
+        api::<NetworkPolicy>(&client, ns),
+        managed.clone(),
+        trim::network_policy,
+    );
+    let (pods, pod_changes) = cached(api::<Pod>(&client, ns), managed, trim::pod);
+    let (config_maps, config_map_changes) = cached(
+        api::<ConfigMap>(&client, ns),
+        watcher::Config::default(),
+        trim::config_map,
+    );
     // Secrets are cached as metadata only: the controller never holds key material.
-    let (secrets, secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    let secret_changes = reflector::reflector(
-        secrets_writer,
-        watcher(
-            api::<PartialObjectMeta<Secret>>(&client, ns),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let node_changes = reflector::reflector(
-        node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (secrets, secret_changes) = cached(
+        api::<PartialObjectMeta<Secret>>(&client, ns),
+        watcher::Config::default(),
+        trim::secret,
+    );
+    let (nodes, node_changes) = cached(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        trim::node,
+    );
     // Nodes feed zones into status; a change of nodes alone does not need a reconcile.
     tokio::spawn(node_changes.for_each(|_| futures::future::ready(())));
 
@@ -294,6 +335,7 @@ async fn run_in(
         recorder: Recorder::new(client.clone(), reporter),
         keystores: KeystoreCache::default(),
         lock_checks: LockChecks::default(),
+        status_written: Default::default(),
         caches: Caches {
             statefulsets,
             services,
@@ -314,6 +356,11 @@ async fn run_in(
     let controller = Controller::new(
         api::<DistributedValidator>(&client, ns),
         watcher::Config::default(),
+    )
+    .with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(settings.concurrency)
+            .debounce(settings.debounce),
     );
     let dvs = controller.store();
     let dvs_for_secrets = dvs.clone();
@@ -376,11 +423,30 @@ fn error_policy(dv: Arc<DistributedValidator>, error: &Error, _: Arc<Context>) -
     Action::requeue(Duration::from_secs(15))
 }
 
+tokio::task_local! {
+    /// Time the current reconcile has spent waiting on the API server and the caches.
+    static WAITING: std::cell::Cell<Duration>;
+}
+
+/// Awaits a request to the API server (or the caches), counting the time as waiting, so that
+/// the reconcile metrics can tell the operator's own time from the server's.
+async fn waiting_on<F: std::future::Future>(call: F) -> F::Output {
+    let started = std::time::Instant::now();
+    let output = call.await;
+    let _ = WAITING.try_with(|waited| waited.set(waited.get() + started.elapsed()));
+    output
+}
+
 async fn reconcile(dv: Arc<DistributedValidator>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let metrics = ctx.metrics.clone();
-    let result = reconcile_timed(dv, ctx).await;
-    metrics.observe_reconcile(started.elapsed());
+    let (result, waited) = WAITING
+        .scope(std::cell::Cell::new(Duration::ZERO), async move {
+            let result = reconcile_timed(dv, ctx).await;
+            (result, WAITING.with(std::cell::Cell::get))
+        })
+        .await;
+    metrics.observe_reconcile(started.elapsed(), waited);
     if let Err(error) = &result {
         metrics.observe_error(error.category());
     }
@@ -402,12 +468,15 @@ async fn reconcile_inner(
     if dv.meta().deletion_timestamp.is_some() {
         ctx.metrics
             .forget(&dv.namespace().unwrap_or_default(), &dv.name_any());
+        if let Ok(mut written) = ctx.status_written.lock() {
+            written.remove(&(dv.namespace().unwrap_or_default(), dv.name_any()));
+        }
         // Children go with the DV by garbage collection; PVCs and Secrets are not ours to delete.
         return Ok(Action::await_change());
     }
     // Deciding from half-filled caches would report members as missing and write a wrong
     // status (or recreate what exists); wait until every cache has listed once.
-    ctx.caches.wait_until_ready().await?;
+    waiting_on(ctx.caches.wait_until_ready()).await?;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let facts = dereference(&dv, &ctx).await?;
     let cluster = match model::validate(&dv, &facts) {
@@ -556,14 +625,17 @@ async fn reconcile_inner(
         cluster.quorum.members(),
         &computed,
     );
-    write_status(&dv, &ctx, computed).await?;
-    // Look again when a backoff or minReadySeconds ends; otherwise a periodic resync.
+    let held_back = write_status(&dv, &ctx, computed).await?;
+    // Look again when a backoff or minReadySeconds ends, or a held-back status is due;
+    // otherwise a periodic resync.
     let requeue = wake_at
         .and_then(|at| std::time::Duration::try_from(at.duration_since(now.0)).ok())
         .map_or(Duration::from_secs(300), |d| {
             d.clamp(Duration::from_millis(200), Duration::from_secs(300))
         });
-    Ok(Action::requeue(requeue))
+    Ok(Action::requeue(held_back.map_or(requeue, |due| {
+        requeue.min(due.max(Duration::from_millis(200)))
+    })))
 }
 
 /// A reference to a member's pod (with its uid: each pod instance is its own Event series).
@@ -667,7 +739,7 @@ async fn keep_quorum(
         let result = if evict {
             // A rollout restart goes through the eviction API: the PodDisruptionBudget is a
             // second guard on top of the planner's budget.
-            pods.evict(&pod_name, &kube::api::EvictParams::default())
+            waiting_on(pods.evict(&pod_name, &kube::api::EvictParams::default()))
                 .await
                 .map(drop)
         } else {
@@ -680,7 +752,7 @@ async fn keep_quorum(
                 grace_period_seconds: force.then_some(0),
                 ..kube::api::DeleteParams::default()
             };
-            pods.delete(&pod_name, &params).await.map(drop)
+            waiting_on(pods.delete(&pod_name, &params)).await.map(drop)
         };
         let note = format!(
             "member {member}: {reason}; quorum budget {} (ready minus threshold)",
@@ -800,8 +872,7 @@ async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Result<Facts, 
         (None, Some(source)) => {
             // The lock is public material even when stored in a Secret; only its key is read.
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            match secrets
-                .get_opt(&source.name)
+            match waiting_on(secrets.get_opt(&source.name))
                 .await
                 .map_err(|e| Error::ReadLock {
                     name: source.name.clone(),
@@ -929,13 +1000,13 @@ async fn read_keystores(
         let keys = match cached {
             Some(keys) => keys,
             None => {
-                let secret = api
-                    .get_opt(name)
-                    .await
-                    .map_err(|source| Error::ReadKeystores {
-                        name: name.clone(),
-                        source,
-                    })?;
+                let secret =
+                    waiting_on(api.get_opt(name))
+                        .await
+                        .map_err(|source| Error::ReadKeystores {
+                            name: name.clone(),
+                            source,
+                        })?;
                 let keys = match secret {
                     None => Err("the Secret disappeared while it was read".to_owned()),
                     Some(secret) => crate::keystore::public_keys(
@@ -957,9 +1028,63 @@ async fn read_keystores(
     Ok(out)
 }
 
+/// What one apply pass wrote: (Created or Updated, kind, name), in the order written.
+type Written = Vec<(&'static str, &'static str, String)>;
+
 /// Server-side applies every desired object whose cached copy does not already carry its hash;
-/// StatefulSets last, after the Services and the budget.
+/// StatefulSets last, after the Services and the budget. One Event per pass says what was
+/// created or updated (an Event per object would be ten writes per new DV).
 async fn apply(dv: &DistributedValidator, ctx: &Context, desired: Desired) -> Result<(), Error> {
+    let mut written = Written::new();
+    let result = apply_all(dv, ctx, desired, &mut written).await;
+    for reason in ["Created", "Updated"] {
+        let objects: Vec<String> = written
+            .iter()
+            .filter(|(r, _, _)| *r == reason)
+            .map(|(_, kind, name)| format!("{kind} {name}"))
+            .collect();
+        if objects.is_empty() {
+            continue;
+        }
+        let action = if reason == "Created" {
+            "Create"
+        } else {
+            "Update"
+        };
+        publish(
+            ctx,
+            dv,
+            EventType::Normal,
+            reason,
+            action,
+            event_note(reason, &objects),
+        )
+        .await;
+    }
+    result
+}
+
+/// An Event's note: `reason` and the objects, cut to the 1 kB the Events API accepts.
+fn event_note(reason: &str, objects: &[String]) -> String {
+    const LIMIT: usize = 1000;
+    let mut note = format!("{reason} {}", objects.join(", "));
+    if note.len() > LIMIT {
+        let mut cut = LIMIT - '…'.len_utf8();
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push('…');
+    }
+    note
+}
+
+async fn apply_all(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    desired: Desired,
+    written: &mut Written,
+) -> Result<(), Error> {
     let Desired {
         services,
         statefulsets,
@@ -975,6 +1100,7 @@ async fn apply(dv: &DistributedValidator, ctx: &Context, desired: Desired) -> Re
             &namespace,
             service,
             "Service",
+            written,
         )
         .await?;
     }
@@ -985,6 +1111,7 @@ async fn apply(dv: &DistributedValidator, ctx: &Context, desired: Desired) -> Re
         &namespace,
         pdb,
         "PodDisruptionBudget",
+        written,
     )
     .await?;
     match network_policy {
@@ -996,6 +1123,7 @@ async fn apply(dv: &DistributedValidator, ctx: &Context, desired: Desired) -> Re
                 &namespace,
                 policy,
                 "NetworkPolicy",
+                written,
             )
             .await?;
         }
@@ -1013,7 +1141,7 @@ async fn apply(dv: &DistributedValidator, ctx: &Context, desired: Desired) -> Re
                 });
             if ours {
                 let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-                api.delete(&name, &Default::default())
+                waiting_on(api.delete(&name, &Default::default()))
                     .await
                     .map_err(|source| Error::Apply {
                         kind: "NetworkPolicy",
@@ -1040,6 +1168,7 @@ async fn apply(dv: &DistributedValidator, ctx: &Context, desired: Desired) -> Re
             &namespace,
             set,
             "StatefulSet",
+            written,
         )
         .await?;
     }
@@ -1053,6 +1182,7 @@ async fn apply_one<K>(
     namespace: &str,
     object: K,
     kind: &'static str,
+    written: &mut Written,
 ) -> Result<(), Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -1079,35 +1209,25 @@ where
     value["apiVersion"] = serde_json::json!(K::api_version(&()));
     value["kind"] = serde_json::json!(K::kind(&()));
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let related = ObjectReference {
-        api_version: Some(K::api_version(&()).into_owned()),
-        kind: Some(K::kind(&()).into_owned()),
-        name: Some(name.clone()),
-        namespace: Some(namespace.to_owned()),
-        ..ObjectReference::default()
-    };
-    match api.patch(&name, &params, &Patch::Apply(&value)).await {
+    match waiting_on(api.patch(&name, &params, &Patch::Apply(&value))).await {
         Ok(_) => {
-            let (reason, action) = if cached.is_some() {
-                ("Updated", "Update")
+            let reason = if cached.is_some() {
+                "Updated"
             } else {
-                ("Created", "Create")
+                "Created"
             };
             info!(kind, object = %name, reason, "applied");
-            let note = format!("{reason} {kind} {name}");
-            publish_about(
-                ctx,
-                dv,
-                Some(related),
-                EventType::Normal,
-                reason,
-                action,
-                note,
-            )
-            .await;
+            written.push((reason, kind, name));
             Ok(())
         }
         Err(source) => {
+            let related = ObjectReference {
+                api_version: Some(K::api_version(&()).into_owned()),
+                kind: Some(K::kind(&()).into_owned()),
+                name: Some(name.clone()),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectReference::default()
+            };
             let note = format!("{kind} {name}: {source}");
             publish_about(
                 ctx,
@@ -1124,26 +1244,51 @@ where
     }
 }
 
+/// How long a status change that only adds placement details (see
+/// [`status::only_details_differ`]) waits after the DV's last status write. While a new DV's
+/// members are scheduled one by one, this makes one write of "Available" out of several.
+const STATUS_SETTLE: Duration = Duration::from_secs(2);
+
+/// Writes the status if it changed. A detail-only change within [`STATUS_SETTLE`] of the last
+/// write is held back: returns how long until it is due (the caller looks again by then).
 async fn write_status(
     dv: &DistributedValidator,
     ctx: &Context,
     status: crate::api::DistributedValidatorStatus,
-) -> Result<(), Error> {
+) -> Result<Option<Duration>, Error> {
     if dv.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(None);
     }
     let name = dv.name_any();
-    let api: Api<DistributedValidator> =
-        Api::namespaced(ctx.client.clone(), &dv.namespace().unwrap_or_default());
+    let namespace = dv.namespace().unwrap_or_default();
+    let key = (namespace.clone(), name.clone());
+    let details_only = dv
+        .status
+        .as_ref()
+        .is_some_and(|previous| status::only_details_differ(previous, &status));
+    if details_only {
+        let since = ctx
+            .status_written
+            .lock()
+            .ok()
+            .and_then(|written| written.get(&key).map(Instant::elapsed));
+        if let Some(since) = since.filter(|since| *since < STATUS_SETTLE) {
+            return Ok(Some(STATUS_SETTLE - since));
+        }
+    }
+    let api: Api<DistributedValidator> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({"status": status});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
     };
-    api.patch_status(&name, &params, &Patch::Merge(&patch))
+    waiting_on(api.patch_status(&name, &params, &Patch::Merge(&patch)))
         .await
-        .map(drop)
-        .map_err(|source| Error::WriteStatus { name, source })
+        .map_err(|source| Error::WriteStatus { name, source })?;
+    if let Ok(mut written) = ctx.status_written.lock() {
+        written.insert(key, Instant::now());
+    }
+    Ok(None)
 }
 
 async fn publish(
@@ -1175,7 +1320,7 @@ async fn publish_about(
         action: action.to_owned(),
         secondary: related,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &dv.object_ref(&())).await {
+    if let Err(error) = waiting_on(ctx.recorder.publish(&event, &dv.object_ref(&()))).await {
         warn!(%error, "cannot publish an Event");
     }
 }
@@ -1193,6 +1338,21 @@ pub fn identify(config: &mut kube::Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_note_lists_the_objects_and_fits_the_events_api() {
+        let objects = vec!["Service a".to_owned(), "StatefulSet a".to_owned()];
+        assert_eq!(
+            event_note("Created", &objects),
+            "Created Service a, StatefulSet a"
+        );
+        let many: Vec<String> = (0..100)
+            .map(|i| format!("StatefulSet member-ä-{i}"))
+            .collect();
+        let note = event_note("Updated", &many);
+        assert!(note.len() <= 1000 && note.ends_with('…'), "{note}");
+        assert!(note.starts_with("Updated StatefulSet member-ä-0, "));
+    }
 
     #[test]
     fn a_lock_is_verified_once_and_an_edited_lock_again() {

@@ -291,6 +291,28 @@ fn diversity_conditions(
     ]
 }
 
+/// Whether `next` differs from `previous` only in where members run (node, zone) and in the
+/// wording of condition messages: details a reader can wait a moment for, while members are
+/// scheduled one after another. Readiness, phase, condition states and everything the planner
+/// keeps in status (restarts, backoff, rollout progress) are never held back.
+pub fn only_details_differ(
+    previous: &DistributedValidatorStatus,
+    next: &DistributedValidatorStatus,
+) -> bool {
+    fn without_details(status: &DistributedValidatorStatus) -> DistributedValidatorStatus {
+        let mut status = status.clone();
+        for member in &mut status.members {
+            member.node = None;
+            member.zone = None;
+        }
+        for condition in &mut status.conditions {
+            condition.message.clear();
+        }
+        status
+    }
+    previous != next && without_details(previous) == without_details(next)
+}
+
 /// Status of a built DV from what runs.
 pub fn compute(
     dv: &DistributedValidator,
@@ -689,5 +711,31 @@ mod tests {
             first, second,
             "an unchanged DV computes an unchanged status"
         );
+    }
+
+    #[test]
+    fn placement_details_may_wait_but_readiness_and_restarts_may_not() {
+        let before = status_with(&[false, false, false, false], ("r1", "r1"));
+        let mut scheduled = before.clone();
+        scheduled.members[0].node = Some("node-9".into());
+        scheduled.members[0].zone = Some("zone-d".into());
+        scheduled.conditions[0].message.push_str(" (more words)");
+        assert!(only_details_differ(&before, &scheduled));
+        assert!(
+            !only_details_differ(&before, &before),
+            "no difference at all"
+        );
+
+        let mut ready = scheduled.clone();
+        ready.members[0].ready = true;
+        assert!(!only_details_differ(&before, &ready));
+        let mut restarted = scheduled.clone();
+        restarted.members[1].restarts += 1;
+        assert!(!only_details_differ(&before, &restarted));
+        let mut flipped = scheduled.clone();
+        flipped.conditions[0].status = "Unknown".into();
+        assert!(!only_details_differ(&before, &flipped));
+        let available = status_with(&[true, true, true, true], ("r1", "r1"));
+        assert!(!only_details_differ(&before, &available));
     }
 }

@@ -17,3 +17,8 @@ pub fn example(file: &str) -> (DistributedValidator, Facts) {
     dv.metadata.uid = Some("00000000-0000-0000-0000-0000000000dv".into());
     (dv, facts)
 }
+
+/// A timestamp from RFC 3339 text.
+pub fn time(text: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(text.parse().expect("an RFC 3339 time"))
+}

@@ -6,6 +6,12 @@
 //!
 //! `cargo run --release --bin dvt-bench -- lock-verify`: `lock::verify` on a 7-operator lock
 //! with 100 validators, against the same blst operations called directly, as a ratio.
+//!
+//! `cargo run --release --bin dvt-bench -- scale --dvs 1000 --members 4`: convergence of N DVs
+//! against a plain client loop's ceiling, writes against the minimum, API requests, the
+//! operator's peak RSS, CPU time and reconcile latency, and the writes of a full resync.
+
+mod scale;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +23,6 @@ use dvt_operator::demo::{EXAMPLE_STADER_4, World, WorldOptions};
 use dvt_sim::Fault;
 use dvt_sim::timeline::Change;
 use kube::api::Api;
-use std::collections::BTreeMap;
 
 #[derive(Parser, Debug)]
 #[command(name = "dvt-bench")]
@@ -49,15 +54,37 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         rounds: usize,
     },
-    /// Scale: N copies of the 4-member example (one namespace each), first applied by a plain
-    /// client loop (the ceiling), then by the operator; convergence, writes, resync writes.
+    /// Scale: N copies of an example DV (one namespace each): the ceiling (a plain client loop
+    /// applying what the operator would), then the operator in a process of its own, then a
+    /// full resync.
     Scale {
         /// DistributedValidators.
         #[arg(long, default_value_t = 100)]
         dvs: usize,
-        /// Requests in flight for the ceiling loop.
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
+        /// Members per DV: 4 or 7 (examples/stader-4.yaml or stader-7.yaml).
+        #[arg(long, default_value_t = 4)]
+        members: usize,
+        /// Simulated nodes, spread over four zones.
+        #[arg(long, default_value_t = 64)]
+        nodes: usize,
+        /// The operator's concurrent reconciles, and the ceiling loop's requests in flight.
+        #[arg(long, default_value_t = dvt_operator::controller::DEFAULT_CONCURRENCY)]
+        concurrency: u16,
+        /// The operator's debounce.
+        #[arg(long, default_value_t = dvt_operator::controller::DEFAULT_DEBOUNCE.as_millis() as u64)]
+        debounce_ms: u64,
+    },
+    /// The operator process that `scale` measures (the controller of `dvt-operator run`).
+    #[command(hide = true)]
+    Operator {
+        #[arg(long)]
+        kubeconfig: std::path::PathBuf,
+        #[arg(long)]
+        metrics_address: std::net::SocketAddr,
+        #[arg(long)]
+        concurrency: u16,
+        #[arg(long)]
+        debounce_ms: u64,
     },
 }
 
@@ -185,286 +212,6 @@ async fn repair(rounds: usize, restart_delay_seconds: u32) -> Result<(), String>
         beyond(latencies.first().copied().unwrap_or_default())
     );
     Ok(())
-}
-
-/// Writes in the timeline after `mark` by `actor`, by verb (Events counted apart).
-fn writes_by(world: &World, mark: usize, actor: &str) -> (BTreeMap<String, usize>, usize) {
-    let mut by_resource = BTreeMap::new();
-    let mut events = 0;
-    for entry in world.sim.store().timeline_since(mark) {
-        if let Change::Write {
-            resource,
-            actor: who,
-            ..
-        } = entry.change
-            && who == actor
-        {
-            if resource.starts_with("events") {
-                events += 1;
-            } else {
-                *by_resource.entry(resource).or_default() += 1;
-            }
-        }
-    }
-    (by_resource, events)
-}
-
-async fn all_available(world: &World, dvs: usize, limit: Duration) -> Result<(), String> {
-    let api: Api<DistributedValidator> = Api::all(world.client.clone());
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let list = api
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let available = list
-            .items
-            .iter()
-            .filter(|dv| dv.status.as_ref().and_then(|s| s.phase) == Some(Phase::Available))
-            .count();
-        if available >= dvs {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!(
-                "{available}/{dvs} DVs Available after {}s",
-                limit.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn create_namespaces(world: &World, prefix: &str, count: usize) -> Result<(), String> {
-    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(world.client.clone());
-    for i in 0..count {
-        let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(
-            serde_json::json!({"metadata": {"name": format!("{prefix}-{i}")}}),
-        )
-        .map_err(|e| e.to_string())?;
-        api.create(&Default::default(), &ns)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-async fn scale(dvs: usize, concurrency: usize) -> Result<(), String> {
-    use futures::{StreamExt, TryStreamExt};
-    let world = World::start(WorldOptions {
-        nodes: 64,
-        zones: 4,
-        operator: false,
-        ..WorldOptions::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    let dir = std::env::temp_dir().join(format!("dvt-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let file = dir.join("stader-4.yaml");
-    std::fs::write(&file, EXAMPLE_STADER_4).map_err(|e| e.to_string())?;
-
-    // 1. Ceiling: the operator's objects for each DV, applied by a plain client loop.
-    create_namespaces(&world, "ceiling", dvs).await?;
-    let zones = ["zone-a", "zone-b", "zone-c", "zone-d"]
-        .into_iter()
-        .map(|z| (z.to_owned(), 16))
-        .collect();
-    let (dv, facts) = dvt_operator::controller::model::manifest_facts(EXAMPLE_STADER_4, zones)?;
-    let started = std::time::Instant::now();
-    let params = kube::api::PatchParams::apply("ceiling").force();
-    let mut jobs: Vec<(String, serde_json::Value, &'static str, String)> = Vec::new();
-    for i in 0..dvs {
-        let ns = format!("ceiling-{i}");
-        let mut copy = dv.clone();
-        copy.metadata.namespace = Some(ns.clone());
-        copy.metadata.uid = Some(format!("ceiling-{i}"));
-        let cluster =
-            dvt_operator::controller::model::validate(&copy, &facts).map_err(|e| e.message())?;
-        let desired = dvt_operator::controller::build::build(&cluster);
-        for s in desired.services {
-            jobs.push((
-                ns.clone(),
-                serde_json::to_value(&s).unwrap_or_default(),
-                "services",
-                s.metadata.name.clone().unwrap_or_default(),
-            ));
-        }
-        jobs.push((
-            ns.clone(),
-            serde_json::to_value(&desired.pdb).unwrap_or_default(),
-            "pdb",
-            desired.pdb.metadata.name.clone().unwrap_or_default(),
-        ));
-        for s in desired.statefulsets {
-            jobs.push((
-                ns.clone(),
-                serde_json::to_value(&s).unwrap_or_default(),
-                "statefulsets",
-                s.metadata.name.clone().unwrap_or_default(),
-            ));
-        }
-    }
-    let client = world.client.clone();
-    futures::stream::iter(jobs)
-        .map(|(ns, mut value, kind, name)| {
-            let client = client.clone();
-            let params = params.clone();
-            async move {
-                // The owner does not exist in the ceiling run: apply without the reference.
-                if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-                    meta.remove("ownerReferences");
-                }
-                let patch = kube::api::Patch::Apply(&value);
-                match kind {
-                    "services" => {
-                        Api::<k8s_openapi::api::core::v1::Service>::namespaced(client, &ns)
-                            .patch(&name, &params, &patch)
-                            .await
-                            .map(drop)
-                    }
-                    "pdb" => Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
-                        client, &ns,
-                    )
-                    .patch(&name, &params, &patch)
-                    .await
-                    .map(drop),
-                    _ => Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client, &ns)
-                        .patch(&name, &params, &patch)
-                        .await
-                        .map(drop),
-                }
-            }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<()>>()
-        .await
-        .map_err(|e| e.to_string())?;
-    // Until every member pod of the ceiling runs and is ready.
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::all(world.client.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    loop {
-        let list = pods
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|p| {
-                p.metadata
-                    .namespace
-                    .as_deref()
-                    .is_some_and(|n| n.starts_with("ceiling-"))
-                    && dvt_operator::controller::status::pod_is_ready(p)
-            })
-            .count();
-        if ready >= dvs * 4 {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!(
-                "ceiling: {ready}/{} pods ready after 600s",
-                dvs * 4
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let ceiling = started.elapsed();
-
-    // 2. The operator, from DVs to all Available.
-    create_namespaces(&world, "dv", dvs).await?;
-    let mut world = world;
-    let rss_before = rss_kib();
-    let cpu_before = cpu_seconds();
-    let mark = world.sim.store().timeline().len();
-    world.start_operator().map_err(|e| e.to_string())?;
-    let started = std::time::Instant::now();
-    for i in 0..dvs {
-        world
-            .apply_file(&file, &format!("dv-{i}"))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    all_available(&world, dvs, Duration::from_secs(900)).await?;
-    let converged = started.elapsed();
-    let (writes, events) = writes_by(&world, mark, FIELD_MANAGER);
-    let total_writes: usize = writes.values().sum();
-    // The minimum: each object once, and one status write per DV.
-    let minimum = dvs * (4 + 4 + 1 + 1) + dvs;
-
-    // 3. A full resync with nothing changed: restart the operator, count its writes.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    world.stop_operator().await;
-    let resync_mark = world.sim.store().timeline().len();
-    world.start_operator().map_err(|e| e.to_string())?;
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let (resync, resync_events) = writes_by(&world, resync_mark, FIELD_MANAGER);
-
-    let secs = |d: Duration| d.as_secs_f64();
-    println!("DVs x members                            {dvs} x 4");
-    println!(
-        "ceiling (client loop, until pods ready)  {:>10.2} s",
-        secs(ceiling)
-    );
-    println!(
-        "operator convergence (until Available)   {:>10.2} s",
-        secs(converged)
-    );
-    println!(
-        "convergence / ceiling                    {:>10.2}",
-        secs(converged) / secs(ceiling).max(1e-9)
-    );
-    for (resource, count) in &writes {
-        println!("operator writes: {resource:<24} {count:>10}");
-    }
-    println!("operator writes (objects + status)       {total_writes:>10}");
-    println!("operator Events written                  {events:>10}");
-    println!("minimum writes (objects + 1 status each) {minimum:>10}");
-    println!(
-        "writes / minimum                         {:>10.2}",
-        total_writes as f64 / minimum as f64
-    );
-    println!(
-        "resync writes (objects + status)         {:>10}",
-        resync.values().sum::<usize>()
-    );
-    println!("resync Events                            {resync_events:>10}");
-    println!(
-        "process RSS (sim + operator) before/after {:>8} / {} KiB",
-        rss_before,
-        rss_kib()
-    );
-    println!(
-        "process CPU during convergence           {:>10.2} s",
-        cpu_seconds() - cpu_before
-    );
-    Ok(())
-}
-
-/// Resident set size of this process (the simulator and the operator share it), in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// User plus system CPU seconds of this process.
-fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let fields: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
-            let ticks: f64 =
-                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0)
 }
 
 /// The blst work of verifying one validator, called directly on compressed points: decompress
@@ -635,7 +382,36 @@ fn lock_verify(operators: usize, validators: usize, rounds: usize) -> Result<(),
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Scale { dvs, concurrency } => scale(dvs.max(1), concurrency.max(1)).await,
+        Command::Scale {
+            dvs,
+            members,
+            nodes,
+            concurrency,
+            debounce_ms,
+        } => {
+            scale::scale(scale::Options {
+                dvs: dvs.max(1),
+                members,
+                nodes: nodes.max(members),
+                concurrency: concurrency.max(1),
+                debounce: Duration::from_millis(debounce_ms),
+            })
+            .await
+        }
+        Command::Operator {
+            kubeconfig,
+            metrics_address,
+            concurrency,
+            debounce_ms,
+        } => {
+            scale::operator(
+                kubeconfig,
+                metrics_address,
+                concurrency.max(1),
+                Duration::from_millis(debounce_ms),
+            )
+            .await
+        }
         Command::LockVerify {
             operators,
             validators,

@@ -1,0 +1,206 @@
+//! What the reflector caches keep of each object: only the fields a reconcile reads. A pod or a
+//! StatefulSet with its template and managed fields weighs tens of kilobytes once decoded; at a
+//! thousand DVs the caches would hold hundreds of megabytes of fields nobody looks at.
+//!
+//! Every cache is trimmed as objects arrive, before they are stored. Keep these functions in step
+//! with `health`, `status` and `apply`: the tests below check that trimmed objects decide the
+//! same as whole ones.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, NodeSpec, NodeStatus, Pod, PodSpec, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PartialObjectMeta;
+
+/// Managed fields describe who set which field; nothing here reads them.
+fn metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+}
+
+/// A StatefulSet: metadata (labels, owner, the spec-hash annotation) and status (the update
+/// revision); the spec is the operator's own and compared by hash.
+pub fn statefulset(set: &mut StatefulSet) {
+    metadata(&mut set.metadata);
+    set.spec = None;
+}
+
+/// A member pod: metadata (labels with the revision, uid, timestamps), the node it is bound to,
+/// and its status (conditions and container states decide health).
+pub fn pod(pod: &mut Pod) {
+    metadata(&mut pod.metadata);
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        node_name: spec.node_name,
+        ..PodSpec::default()
+    });
+}
+
+/// A Service, budget or policy of the operator's: compared by the spec-hash annotation only.
+pub fn service(service: &mut Service) {
+    metadata(&mut service.metadata);
+    service.spec = None;
+    service.status = None;
+}
+
+/// See [`service`].
+pub fn pod_disruption_budget(pdb: &mut PodDisruptionBudget) {
+    metadata(&mut pdb.metadata);
+    pdb.spec = None;
+    pdb.status = None;
+}
+
+/// See [`service`]; the owner references stay (the opt-out removes only a policy of its DV).
+pub fn network_policy(policy: &mut NetworkPolicy) {
+    metadata(&mut policy.metadata);
+    policy.spec = None;
+}
+
+/// A ConfigMap: its data may hold a cluster lock; binary data never does.
+pub fn config_map(config_map: &mut ConfigMap) {
+    metadata(&mut config_map.metadata);
+    config_map.binary_data = None;
+}
+
+/// A Secret, already metadata only.
+pub fn secret(secret: &mut PartialObjectMeta<k8s_openapi::api::core::v1::Secret>) {
+    metadata(&mut secret.metadata);
+}
+
+/// A Node: labels (zones), taints (out-of-service) and conditions (reachability). Its image
+/// list and addresses can be the biggest part of it.
+pub fn node(node: &mut Node) {
+    metadata(&mut node.metadata);
+    node.metadata.annotations = None;
+    node.spec = node.spec.take().map(|spec| NodeSpec {
+        taints: spec.taints,
+        unschedulable: spec.unschedulable,
+        ..NodeSpec::default()
+    });
+    node.status = node.status.take().map(|status| NodeStatus {
+        conditions: status.conditions,
+        ..NodeStatus::default()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::status::{Observed, is_outdated};
+    use crate::controller::{build, health, model, testing};
+    use serde_json::json;
+
+    /// A member pod as the StatefulSet controller and kubelet make it: the builder's template,
+    /// bound, running, ready, with managed fields.
+    fn full_pod(set: &StatefulSet, ready: bool) -> Pod {
+        let template = set.spec.as_ref().unwrap().template.clone();
+        let mut pod = Pod {
+            metadata: template.metadata.unwrap_or_default(),
+            spec: template.spec,
+            status: Some(
+                serde_json::from_value(json!({
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": "2027-01-15T08:00:00Z"}],
+                    "containerStatuses": [{"name": "charon", "image": "i", "imageID": "", "ready": ready, "restartCount": 3,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+                }))
+                .unwrap(),
+            ),
+        };
+        pod.metadata.name = Some("stader-4-alpha-0".into());
+        pod.metadata.uid = Some("uid-1".into());
+        pod.metadata.creation_timestamp = Some(testing::time("2027-01-15T07:59:00Z"));
+        pod.metadata
+            .labels
+            .get_or_insert_default()
+            .insert("controller-revision-hash".into(), "rev-1".into());
+        pod.metadata.managed_fields = Some(vec![Default::default()]);
+        pod.spec.as_mut().unwrap().node_name = Some("node-3".into());
+        pod
+    }
+
+    fn full_set(set: &StatefulSet) -> StatefulSet {
+        let mut set = set.clone();
+        set.status = Some(
+            serde_json::from_value(json!({"replicas": 1, "updateRevision": "rev-2"})).unwrap(),
+        );
+        set.metadata.managed_fields = Some(vec![Default::default()]);
+        set
+    }
+
+    #[test]
+    fn trimmed_members_are_judged_as_whole_ones() {
+        let (dv, facts) = testing::example("stader-4.yaml");
+        let cluster = model::validate(&dv, &facts).unwrap();
+        let desired = build::build(&cluster);
+        let now = testing::time("2027-01-15T08:01:00Z").0;
+        for ready in [true, false] {
+            let whole_set = full_set(&desired.statefulsets[0]);
+            let whole_pod = full_pod(&desired.statefulsets[0], ready);
+            let (mut set, mut member_pod) = (whole_set.clone(), whole_pod.clone());
+            statefulset(&mut set);
+            pod(&mut member_pod);
+            assert!(set.spec.is_none() && set.metadata.managed_fields.is_none());
+            assert!(member_pod.spec.as_ref().unwrap().containers.is_empty());
+
+            let judge = |set: &StatefulSet, p: &Pod| {
+                let observed = Observed {
+                    statefulset: Some(set),
+                    pod: Some(p),
+                    zone: None,
+                };
+                let outdated = is_outdated(&observed);
+                let member = health::member("alpha", 0, Some(p), None, outdated, None, now);
+                format!("{outdated} {member:?}")
+            };
+            assert_eq!(
+                judge(&set, &member_pod),
+                judge(&whole_set, &whole_pod),
+                "ready: {ready}"
+            );
+            // The spec hash that decides whether to apply survives.
+            assert_eq!(set.metadata.annotations, whole_set.metadata.annotations);
+        }
+    }
+
+    #[test]
+    fn owned_objects_keep_what_apply_compares() {
+        let (dv, facts) = testing::example("stader-4.yaml");
+        let desired = build::build(&model::validate(&dv, &facts).unwrap());
+        let mut service = desired.services[0].clone();
+        let annotations = service.metadata.annotations.clone();
+        super::service(&mut service);
+        assert!(service.spec.is_none());
+        assert_eq!(service.metadata.annotations, annotations);
+        let mut policy = desired.network_policy.clone().unwrap();
+        let owners = policy.metadata.owner_references.clone();
+        network_policy(&mut policy);
+        assert!(policy.spec.is_none());
+        assert_eq!(policy.metadata.owner_references, owners);
+        assert!(owners.is_some());
+    }
+
+    #[test]
+    fn nodes_keep_zones_taints_and_readiness() {
+        let mut whole: Node = serde_json::from_value(json!({
+            "metadata": {"name": "node-1", "labels": {"topology.kubernetes.io/zone": "zone-a"}, "annotations": {"big": "x"}},
+            "spec": {"taints": [{"key": "node.kubernetes.io/out-of-service", "effect": "NoExecute"}], "podCIDR": "10.0.0.0/24"},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}], "images": [{"names": ["a"], "sizeBytes": 1}]},
+        }))
+        .unwrap();
+        let whole_pod: Pod =
+            serde_json::from_value(json!({"spec": {"nodeName": "node-1", "containers": []}}))
+                .unwrap();
+        let before = format!("{:?}", health::node_health(&whole_pod, Some(&whole)));
+        node(&mut whole);
+        assert_eq!(
+            format!("{:?}", health::node_health(&whole_pod, Some(&whole))),
+            before
+        );
+        assert_eq!(before, "Gone");
+        assert!(whole.status.as_ref().unwrap().images.is_none());
+        assert_eq!(
+            whole.metadata.labels.as_ref().unwrap()["topology.kubernetes.io/zone"],
+            "zone-a"
+        );
+    }
+}
