@@ -786,9 +786,10 @@ async fn lists_are_served_in_pages_and_a_watcher_misses_nothing_written_between_
     // kube-rs' watcher pages its initial list (500 at a time by default); with pages of 2 its
     // store still ends with every object.
     let (reader, writer) = kube::runtime::reflector::store::<ConfigMap>();
+    let everywhere: Api<ConfigMap> = Api::all(client.clone());
     let stream = kube::runtime::reflector::reflector(
         writer,
-        watcher::watcher(api.clone(), watcher::Config::default().page_size(2)),
+        watcher::watcher(everywhere, watcher::Config::default().page_size(2)),
     );
     let task = tokio::spawn(stream.for_each(|_| futures::future::ready(())));
     tokio::time::timeout(WAIT, reader.wait_until_ready())

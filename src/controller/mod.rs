@@ -134,6 +134,19 @@ struct Caches {
     config_maps: Store<ConfigMap>,
     secrets: Store<PartialObjectMeta<Secret>>,
     nodes: Store<Node>,
+    /// Whether every cache has listed, as [`follow_cache_listing`] sees it.
+    listing: tokio::sync::watch::Receiver<Listing>,
+}
+
+/// How far the caches are with their first lists.
+#[derive(Clone, Debug, PartialEq)]
+enum Listing {
+    /// These caches have not listed yet.
+    Waiting(std::collections::BTreeSet<&'static str>),
+    /// Every cache has listed once.
+    Done,
+    /// The watch feeding this cache ended before it listed.
+    Stopped(&'static str),
 }
 
 /// How long a reconcile waits for the caches' first lists before it gives up and retries. A
@@ -141,55 +154,87 @@ struct Caches {
 /// status instead of holding the reconcile forever.
 const CACHES_READY_WITHIN: Duration = Duration::from_secs(20);
 
+/// Waits for every cache's first list and publishes the progress. One task waits on the stores
+/// and everyone else waits on what it publishes: kube-rs wakes only the last of several tasks
+/// waiting on a store's readiness, so reconciles waiting there themselves could sleep through it.
+async fn follow_cache_listing(
+    caches: Caches,
+    progress: tokio::sync::watch::Sender<Listing>,
+) -> Listing {
+    type Waiting<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = (&'static str, bool)> + Send + 'a>>;
+    fn named<'a, E>(
+        name: &'static str,
+        ready: impl std::future::Future<Output = Result<(), E>> + Send + 'a,
+    ) -> Waiting<'a> {
+        Box::pin(async move { (name, ready.await.is_ok()) })
+    }
+    let mut waiting: futures::stream::FuturesUnordered<Waiting<'_>> = [
+        named("statefulsets", caches.statefulsets.wait_until_ready()),
+        named("services", caches.services.wait_until_ready()),
+        named("poddisruptionbudgets", caches.pdbs.wait_until_ready()),
+        named(
+            "networkpolicies",
+            caches.network_policies.wait_until_ready(),
+        ),
+        named("pods", caches.pods.wait_until_ready()),
+        named("configmaps", caches.config_maps.wait_until_ready()),
+        named("secrets", caches.secrets.wait_until_ready()),
+        named("nodes", caches.nodes.wait_until_ready()),
+    ]
+    .into_iter()
+    .collect();
+    let outcome = loop {
+        match waiting.next().await {
+            None => break Listing::Done,
+            Some((name, true)) => {
+                progress.send_modify(|listing| {
+                    if let Listing::Waiting(pending) = listing {
+                        pending.remove(name);
+                    }
+                });
+            }
+            Some((name, false)) => break Listing::Stopped(name),
+        }
+    };
+    progress.send_replace(outcome.clone());
+    outcome
+}
+
+/// All the caches' names, as [`Listing::Waiting`] starts.
+const CACHE_NAMES: [&str; 8] = [
+    "statefulsets",
+    "services",
+    "poddisruptionbudgets",
+    "networkpolicies",
+    "pods",
+    "configmaps",
+    "secrets",
+    "nodes",
+];
+
 impl Caches {
     /// Waits until every cache has listed once; on timeout, names the caches still waiting.
     async fn wait_until_ready(&self) -> Result<(), Error> {
-        type Waiting<'a> =
-            std::pin::Pin<Box<dyn std::future::Future<Output = (&'static str, bool)> + Send + 'a>>;
-        fn named<'a, E>(
-            name: &'static str,
-            ready: impl std::future::Future<Output = Result<(), E>> + Send + 'a,
-        ) -> Waiting<'a> {
-            Box::pin(async move { (name, ready.await.is_ok()) })
-        }
-        let mut waiting: futures::stream::FuturesUnordered<Waiting<'_>> = [
-            named("statefulsets", self.statefulsets.wait_until_ready()),
-            named("services", self.services.wait_until_ready()),
-            named("poddisruptionbudgets", self.pdbs.wait_until_ready()),
-            named("networkpolicies", self.network_policies.wait_until_ready()),
-            named("pods", self.pods.wait_until_ready()),
-            named("configmaps", self.config_maps.wait_until_ready()),
-            named("secrets", self.secrets.wait_until_ready()),
-            named("nodes", self.nodes.wait_until_ready()),
-        ]
-        .into_iter()
-        .collect();
-        let mut pending: std::collections::BTreeSet<&'static str> = [
-            "statefulsets",
-            "services",
-            "poddisruptionbudgets",
-            "networkpolicies",
-            "pods",
-            "configmaps",
-            "secrets",
-            "nodes",
-        ]
-        .into();
-        let deadline = tokio::time::Instant::now() + CACHES_READY_WITHIN;
-        loop {
-            match tokio::time::timeout_at(deadline, waiting.next()).await {
-                Ok(None) => return Ok(()),
-                Ok(Some((name, true))) => {
-                    pending.remove(name);
-                }
-                Ok(Some((name, false))) => return Err(Error::CachesStopped { cache: name }),
-                Err(_) => {
-                    return Err(Error::CachesNotReady {
-                        caches: pending.into_iter().collect::<Vec<_>>().join(", "),
-                        waited: CACHES_READY_WITHIN,
-                    });
-                }
-            }
+        let mut listing = self.listing.clone();
+        let settled = tokio::time::timeout(
+            CACHES_READY_WITHIN,
+            listing.wait_for(|l| !matches!(l, Listing::Waiting(_))),
+        )
+        .await;
+        let state = match settled {
+            Ok(Ok(state)) => state.clone(),
+            // The follower is gone: the controller is stopping.
+            Ok(Err(_)) => return Err(Error::CachesStopped { cache: "all" }),
+            Err(_) => self.listing.borrow().clone(),
+        };
+        match state {
+            Listing::Done => Ok(()),
+            Listing::Stopped(cache) => Err(Error::CachesStopped { cache }),
+            Listing::Waiting(pending) => Err(Error::CachesNotReady {
+                caches: pending.into_iter().collect::<Vec<_>>().join(", "),
+                waited: CACHES_READY_WITHIN,
+            }),
         }
     }
 }
@@ -258,25 +303,57 @@ pub async fn run(
     run_with_metrics(client, settings, Arc::default(), shutdown).await;
 }
 
-/// A reflector over `api` that keeps objects as `trim` leaves them, returning its store and a
-/// stream of changed objects.
-fn cached<K>(
+/// Where a changed object sends its reconcile requests.
+type Triggers = futures::channel::mpsc::UnboundedSender<ObjectRef<DistributedValidator>>;
+
+/// A reflector over `api`, keeping objects as `trim` leaves them, driven by a task of its own:
+/// a cache must keep up whatever the controller is doing (a controller busy with reconciles
+/// that wait for the caches would otherwise never let them list). Each change is turned into
+/// reconcile requests by `concerns` and sent to `triggers`.
+fn spawn_cache<K>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send,
-)
+    concerns: impl Fn(&K) -> Vec<ObjectRef<DistributedValidator>> + Send + 'static,
+    triggers: &Triggers,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).modify(trim))
+    let changes = reflector::reflector(writer, watcher(api, config).modify(trim))
         .default_backoff()
         .touched_objects();
-    (reader, stream)
+    let triggers = triggers.clone();
+    tasks.push(tokio::spawn(changes.for_each(move |change| {
+        match change {
+            Ok(object) => {
+                for dv in concerns(&object) {
+                    // Closed only when the controller has stopped.
+                    let _ = triggers.unbounded_send(dv);
+                }
+            }
+            Err(error) => warn!(%error, "a watch failed; retrying with backoff"),
+        }
+        futures::future::ready(())
+    })));
+    reader
+}
+
+/// The DV that owns `object` (by owner reference), if any.
+fn owning_dv<K: Resource>(object: &K) -> Vec<ObjectRef<DistributedValidator>> {
+    let namespace = object.namespace().unwrap_or_default();
+    object
+        .owner_references()
+        .iter()
+        .filter(|owner| {
+            owner.kind == <DistributedValidator as Resource>::kind(&())
+                && owner.api_version == <DistributedValidator as Resource>::api_version(&())
+        })
+        .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
+        .collect()
 }
 
 async fn run_in(
@@ -287,44 +364,122 @@ async fn run_in(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
+    let controller = Controller::new(
+        api::<DistributedValidator>(&client, ns),
+        watcher::Config::default(),
+    )
+    .with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(settings.concurrency)
+            .debounce(settings.debounce),
+    );
+    let dvs = controller.store();
+    let (triggers, requests) = futures::channel::mpsc::unbounded();
+    let mut tasks = Vec::new();
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    let (statefulsets, statefulset_changes) = cached(
+    let statefulsets = spawn_cache(
         api::<StatefulSet>(&client, ns),
         managed.clone(),
         trim::statefulset,
+        owning_dv,
+        &triggers,
+        &mut tasks,
     );
-    let (services, service_changes) =
-        cached(api::<Service>(&client, ns), managed.clone(), trim::service);
-    let (pdbs, pdb_changes) = cached(
+    let services = spawn_cache(
+        api::<Service>(&client, ns),
+        managed.clone(),
+        trim::service,
+        owning_dv,
+        &triggers,
+        &mut tasks,
+    );
+    let pdbs = spawn_cache(
         api::<PodDisruptionBudget>(&client, ns),
         managed.clone(),
         trim::pod_disruption_budget,
+        owning_dv,
+        &triggers,
+        &mut tasks,
     );
-    let (network_policies, network_policy_changes) = cached(
+    let network_policies = spawn_cache(
         api::<NetworkPolicy>(&client, ns),
         managed.clone(),
         trim::network_policy,
+        owning_dv,
+        &triggers,
+        &mut tasks,
     );
-    let (pods, pod_changes) = cached(api::<Pod>(&client, ns), managed, trim::pod);
-    let (config_maps, config_map_changes) = cached(
+    // Pods belong to the StatefulSets; their DV is in a label.
+    let pods = spawn_cache(
+        api::<Pod>(&client, ns),
+        managed,
+        trim::pod,
+        |pod: &Pod| {
+            let namespace = pod.namespace().unwrap_or_default();
+            pod.labels()
+                .get(LABEL_DV)
+                .map(|dv| ObjectRef::new(dv).within(&namespace))
+                .into_iter()
+                .collect()
+        },
+        &triggers,
+        &mut tasks,
+    );
+    let dvs_for_config_maps = dvs.clone();
+    let config_maps = spawn_cache(
         api::<ConfigMap>(&client, ns),
         watcher::Config::default(),
         trim::config_map,
+        move |cm: &ConfigMap| {
+            referencing(
+                &dvs_for_config_maps,
+                &cm.name_any(),
+                &cm.namespace().unwrap_or_default(),
+            )
+        },
+        &triggers,
+        &mut tasks,
     );
     // Secrets are cached as metadata only: the controller never holds key material.
-    let (secrets, secret_changes) = cached(
+    let dvs_for_secrets = dvs.clone();
+    let secrets = spawn_cache(
         api::<PartialObjectMeta<Secret>>(&client, ns),
         watcher::Config::default(),
         trim::secret,
+        move |secret: &PartialObjectMeta<Secret>| {
+            referencing(
+                &dvs_for_secrets,
+                &secret.name_any(),
+                &secret.namespace().unwrap_or_default(),
+            )
+        },
+        &triggers,
+        &mut tasks,
     );
-    let (nodes, node_changes) = cached(
+    // Nodes feed zones into status; a change of nodes alone does not need a reconcile.
+    let nodes = spawn_cache(
         Api::<Node>::all(client.clone()),
         watcher::Config::default(),
         trim::node,
+        |_: &Node| Vec::new(),
+        &triggers,
+        &mut tasks,
     );
-    // Nodes feed zones into status; a change of nodes alone does not need a reconcile.
-    tokio::spawn(node_changes.for_each(|_| futures::future::ready(())));
+    drop(triggers);
 
+    let (progress, listing) =
+        tokio::sync::watch::channel(Listing::Waiting(CACHE_NAMES.into_iter().collect()));
+    let caches = Caches {
+        statefulsets,
+        services,
+        pdbs,
+        network_policies,
+        pods,
+        config_maps,
+        secrets,
+        nodes,
+        listing,
+    };
     let reporter = Reporter {
         controller: CONTROLLER_NAME.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
@@ -336,54 +491,16 @@ async fn run_in(
         keystores: KeystoreCache::default(),
         lock_checks: LockChecks::default(),
         status_written: Default::default(),
-        caches: Caches {
-            statefulsets,
-            services,
-            pdbs,
-            network_policies,
-            pods,
-            config_maps,
-            secrets,
-            nodes,
-        },
+        caches: caches.clone(),
     });
-    let ready = context.clone();
-    tokio::spawn(async move {
-        if ready.caches.wait_until_ready().await.is_ok() {
-            ready.metrics.set_ready(true);
+    let ready = metrics.clone();
+    tasks.push(tokio::spawn(async move {
+        if follow_cache_listing(caches, progress).await == Listing::Done {
+            ready.set_ready(true);
         }
-    });
-    let controller = Controller::new(
-        api::<DistributedValidator>(&client, ns),
-        watcher::Config::default(),
-    )
-    .with_config(
-        kube::runtime::controller::Config::default()
-            .concurrency(settings.concurrency)
-            .debounce(settings.debounce),
-    );
-    let dvs = controller.store();
-    let dvs_for_secrets = dvs.clone();
+    }));
     controller
-        .owns_stream(statefulset_changes)
-        .owns_stream(service_changes)
-        .owns_stream(pdb_changes)
-        .owns_stream(network_policy_changes)
-        .watches_stream(pod_changes, |pod: Pod| {
-            let dv = pod.labels().get(LABEL_DV).cloned();
-            let namespace = pod.namespace().unwrap_or_default();
-            dv.map(|dv| ObjectRef::new(&dv).within(&namespace))
-        })
-        .watches_stream(config_map_changes, move |cm: ConfigMap| {
-            referencing(&dvs, &cm.name_any(), &cm.namespace().unwrap_or_default())
-        })
-        .watches_stream(secret_changes, move |secret: PartialObjectMeta<Secret>| {
-            referencing(
-                &dvs_for_secrets,
-                &secret.name_any(),
-                &secret.namespace().unwrap_or_default(),
-            )
-        })
+        .reconcile_on(requests)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| {
@@ -393,6 +510,10 @@ async fn run_in(
             futures::future::ready(())
         })
         .await;
+    // A replica that lost the lease (or is stopping) stops watching too.
+    for task in tasks {
+        task.abort();
+    }
 }
 
 /// DVs in `namespace` whose lock or member Secrets are named `name`.
@@ -1276,6 +1397,11 @@ async fn write_status(
             return Ok(Some(STATUS_SETTLE - since));
         }
     }
+    tracing::debug!(
+        changed = %status::changes(dv.status.as_ref(), &status),
+        details_only,
+        "writing status"
+    );
     let api: Api<DistributedValidator> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({"status": status});
     let params = PatchParams {
@@ -1338,6 +1464,72 @@ pub fn identify(config: &mut kube::Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many reconciles wait for the caches at once after a restart; every one of them must
+    /// wake when the last cache lists (kube-rs' own readiness wakes only one waiter per store).
+    #[tokio::test]
+    async fn every_waiting_reconcile_wakes_when_the_caches_have_listed() {
+        fn store<K>() -> (Store<K>, reflector::store::Writer<K>)
+        where
+            K: Resource + Clone + 'static,
+            K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+        {
+            let writer = reflector::store::Writer::default();
+            (writer.as_reader(), writer)
+        }
+        let (statefulsets, mut w1) = store();
+        let (services, mut w2) = store();
+        let (pdbs, mut w3) = store();
+        let (network_policies, mut w4) = store();
+        let (pods, mut w5) = store();
+        let (config_maps, mut w6) = store();
+        let (secrets, mut w7) = store();
+        let (nodes, mut w8) = store();
+        let (progress, listing) =
+            tokio::sync::watch::channel(Listing::Waiting(CACHE_NAMES.into_iter().collect()));
+        let caches = Caches {
+            statefulsets,
+            services,
+            pdbs,
+            network_policies,
+            pods,
+            config_maps,
+            secrets,
+            nodes,
+            listing,
+        };
+        let follower = tokio::spawn(follow_cache_listing(caches.clone(), progress));
+        let waiters: Vec<_> = (0..16)
+            .map(|_| {
+                let caches = caches.clone();
+                tokio::spawn(async move { caches.wait_until_ready().await.is_ok() })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        w1.apply_watcher_event(&watcher::Event::InitDone);
+        w2.apply_watcher_event(&watcher::Event::InitDone);
+        w3.apply_watcher_event(&watcher::Event::InitDone);
+        w4.apply_watcher_event(&watcher::Event::InitDone);
+        w5.apply_watcher_event(&watcher::Event::InitDone);
+        w6.apply_watcher_event(&watcher::Event::InitDone);
+        w7.apply_watcher_event(&watcher::Event::InitDone);
+        // Still one cache listing: nobody is done yet.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        assert_eq!(
+            *caches.listing.borrow(),
+            Listing::Waiting(["nodes"].into_iter().collect())
+        );
+        w8.apply_watcher_event(&watcher::Event::InitDone);
+        for waiter in waiters {
+            let woke = tokio::time::timeout(Duration::from_secs(2), waiter)
+                .await
+                .expect("every waiter wakes")
+                .unwrap();
+            assert!(woke);
+        }
+        assert_eq!(follower.await.unwrap(), Listing::Done);
+    }
 
     #[test]
     fn an_event_note_lists_the_objects_and_fits_the_events_api() {

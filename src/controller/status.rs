@@ -313,6 +313,64 @@ pub fn only_details_differ(
     previous != next && without_details(previous) == without_details(next)
 }
 
+/// What differs between two statuses, in a few words for the logs: the phase, ready count,
+/// conditions whose state or reason changed, and members whose state changed.
+pub fn changes(
+    previous: Option<&DistributedValidatorStatus>,
+    next: &DistributedValidatorStatus,
+) -> String {
+    let Some(previous) = previous else {
+        return "first status".to_owned();
+    };
+    let mut changed = Vec::new();
+    if previous.phase != next.phase {
+        changed.push(format!(
+            "phase {} -> {}",
+            previous.phase.map_or("-", |p| p.as_str()),
+            next.phase.map_or("-", |p| p.as_str())
+        ));
+    }
+    if previous.ready_members != next.ready_members {
+        changed.push(format!(
+            "ready {} -> {}",
+            previous.ready_members, next.ready_members
+        ));
+    }
+    for condition in &next.conditions {
+        let before = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition.type_);
+        match before {
+            Some(b) if (&b.status, &b.reason) == (&condition.status, &condition.reason) => {
+                if b.message != condition.message {
+                    changed.push(format!("{} message", condition.type_));
+                }
+            }
+            _ => changed.push(format!(
+                "{} {}/{}",
+                condition.type_, condition.status, condition.reason
+            )),
+        }
+    }
+    for member in &next.members {
+        match previous.members.iter().find(|m| m.name == member.name) {
+            Some(before) if before == member => {}
+            Some(before)
+                if (before.node.as_ref(), before.zone.as_ref())
+                    != (member.node.as_ref(), member.zone.as_ref()) =>
+            {
+                changed.push(format!("member {} placed", member.name));
+            }
+            _ => changed.push(format!("member {}", member.name)),
+        }
+    }
+    if changed.is_empty() {
+        changed.push("other fields".to_owned());
+    }
+    changed.join(", ")
+}
+
 /// Status of a built DV from what runs.
 pub fn compute(
     dv: &DistributedValidator,

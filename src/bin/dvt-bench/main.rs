@@ -73,6 +73,9 @@ enum Command {
         /// The operator's debounce.
         #[arg(long, default_value_t = dvt_operator::controller::DEFAULT_DEBOUNCE.as_millis() as u64)]
         debounce_ms: u64,
+        /// Skip the ceiling run (to profile the operator alone; the ratios print as infinite).
+        #[arg(long)]
+        skip_ceiling: bool,
     },
     /// The operator process that `scale` measures (the controller of `dvt-operator run`).
     #[command(hide = true)]
@@ -388,8 +391,10 @@ async fn main() -> ExitCode {
             nodes,
             concurrency,
             debounce_ms,
+            skip_ceiling,
         } => {
             scale::scale(scale::Options {
+                skip_ceiling,
                 dvs: dvs.max(1),
                 members,
                 nodes: nodes.max(members),

@@ -29,6 +29,8 @@ pub struct Options {
     pub nodes: usize,
     pub concurrency: u16,
     pub debounce: Duration,
+    /// Skip the ceiling run (when profiling the operator alone).
+    pub skip_ceiling: bool,
 }
 
 const ZONES: usize = 4;
@@ -499,7 +501,11 @@ pub async fn scale(options: Options) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
 
     // 1. The ceiling, on a simulated cluster of its own.
-    let (ceiling, ceiling_objects) = ceiling(&options, manifest).await?;
+    let (ceiling, ceiling_objects) = if options.skip_ceiling {
+        (Duration::ZERO, 0)
+    } else {
+        ceiling(&options, manifest).await?
+    };
 
     // 2. The operator, on a fresh one: the users' lock and Secrets exist before it starts.
     let world = start_world(&options).await?;
@@ -634,8 +640,9 @@ pub async fn scale(options: Options) -> Result<(), String> {
     let resync_requests_before = world.sim.requests();
     let resync_mark = world.sim.store().timeline_len();
     let resync_started = Instant::now();
-    let mut operator = OperatorProcess::spawn(&kubeconfig, &log, &options)?;
-    operator.wait_ready(&log).await?;
+    let resync_log = dir.join("operator-resync.log");
+    let mut operator = OperatorProcess::spawn(&kubeconfig, &resync_log, &options)?;
+    operator.wait_ready(&resync_log).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while operator.reconciles().await? < options.dvs as u64 {
         if Instant::now() > deadline {
@@ -664,7 +671,11 @@ pub async fn scale(options: Options) -> Result<(), String> {
     for (verb, count) in &resync_requests {
         line(&format!("resync: operator API requests: {verb}"), count);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("DVT_BENCH_LOG").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        line("operator logs", dir.display());
+    }
     Ok(())
 }
 
@@ -676,7 +687,9 @@ pub async fn operator(
     concurrency: u16,
     debounce: Duration,
 ) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new("warn")
+    // DVT_BENCH_LOG (RUST_LOG syntax) lets a profile look inside, e.g. `dvt_operator=debug`.
+    let wanted = std::env::var("DVT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(wanted)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
