@@ -364,16 +364,23 @@ async fn run_in(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
-    let controller = Controller::new(
-        api::<DistributedValidator>(&client, ns),
-        watcher::Config::default(),
+    // DVs are cached without their managed fields, which mirror the whole spec and status.
+    let (dvs, dv_writer) = reflector::store();
+    let dv_changes = reflector::reflector(
+        dv_writer,
+        watcher(
+            api::<DistributedValidator>(&client, ns),
+            watcher::Config::default(),
+        )
+        .modify(trim::distributed_validator),
     )
-    .with_config(
+    .default_backoff()
+    .touched_objects();
+    let controller = Controller::for_stream(dv_changes, dvs.clone()).with_config(
         kube::runtime::controller::Config::default()
             .concurrency(settings.concurrency)
             .debounce(settings.debounce),
     );
-    let dvs = controller.store();
     let (triggers, requests) = futures::channel::mpsc::unbounded();
     let mut tasks = Vec::new();
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));

@@ -18,6 +18,11 @@ fn metadata(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
 }
 
+/// A DistributedValidator: everything but its managed fields (spec and status are read).
+pub fn distributed_validator(dv: &mut crate::api::DistributedValidator) {
+    metadata(&mut dv.metadata);
+}
+
 /// A StatefulSet: metadata (labels, owner, the spec-hash annotation) and status (the update
 /// revision); the spec is the operator's own and compared by hash.
 pub fn statefulset(set: &mut StatefulSet) {

@@ -281,30 +281,46 @@ async fn wait_for_ready_pods(
     }
 }
 
-/// Polls until `dvs` DVs report phase Available.
+/// Watches DVs until `dvs` of them report phase Available. A watch costs the simulator one
+/// event per status write; polling lists of every DV would load it far more than the ceiling's
+/// wait does (which follows the in-process timeline).
 async fn wait_for_available(world: &World, dvs: usize, limit: Duration) -> Result<(), String> {
+    use kube::runtime::watcher;
     let api: Api<DistributedValidator> = Api::all(world.client.clone());
-    let deadline = Instant::now() + limit;
+    let mut available: std::collections::BTreeSet<(String, String)> = Default::default();
+    let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let list = api
-            .list(&Default::default())
+        let event = tokio::time::timeout_at(deadline, events.next())
             .await
+            .map_err(|_| {
+                format!(
+                    "{}/{dvs} DVs Available after {}s",
+                    available.len(),
+                    limit.as_secs()
+                )
+            })?
+            .ok_or("the DV watch ended")?
             .map_err(|e| e.to_string())?;
-        let available = list
-            .items
-            .iter()
-            .filter(|dv| dv.status.as_ref().and_then(|s| s.phase) == Some(Phase::Available))
-            .count();
-        if available >= dvs {
+        let (dv, gone) = match event {
+            watcher::Event::Apply(dv) | watcher::Event::InitApply(dv) => (dv, false),
+            watcher::Event::Delete(dv) => (dv, true),
+            watcher::Event::Init | watcher::Event::InitDone => continue,
+        };
+        let key = (
+            dv.metadata.namespace.clone().unwrap_or_default(),
+            dv.metadata.name.clone().unwrap_or_default(),
+        );
+        let is_available =
+            !gone && dv.status.as_ref().and_then(|s| s.phase) == Some(Phase::Available);
+        if is_available {
+            available.insert(key);
+        } else {
+            available.remove(&key);
+        }
+        if available.len() >= dvs {
             return Ok(());
         }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{available}/{dvs} DVs Available after {}s",
-                limit.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
