@@ -342,6 +342,35 @@ where
     reader
 }
 
+/// A cache of one kind of the operator's children (labelled as managed by it); a change
+/// reconciles the DV that owns the object.
+fn owned_cache<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    trim: fn(&mut K),
+    triggers: &Triggers,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
+    spawn_cache(
+        api(client, namespace),
+        managed,
+        trim,
+        owning_dv,
+        triggers,
+        tasks,
+    )
+}
+
 /// The DV that owns `object` (by owner reference), if any.
 fn owning_dv<K: Resource>(object: &K) -> Vec<ObjectRef<DistributedValidator>> {
     let namespace = object.namespace().unwrap_or_default();
@@ -384,38 +413,16 @@ async fn run_in(
     let (triggers, requests) = futures::channel::mpsc::unbounded();
     let mut tasks = Vec::new();
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    let statefulsets = spawn_cache(
-        api::<StatefulSet>(&client, ns),
-        managed.clone(),
-        trim::statefulset,
-        owning_dv,
-        &triggers,
-        &mut tasks,
-    );
-    let services = spawn_cache(
-        api::<Service>(&client, ns),
-        managed.clone(),
-        trim::service,
-        owning_dv,
-        &triggers,
-        &mut tasks,
-    );
-    let pdbs = spawn_cache(
-        api::<PodDisruptionBudget>(&client, ns),
-        managed.clone(),
+    let statefulsets = owned_cache(&client, ns, trim::statefulset, &triggers, &mut tasks);
+    let services = owned_cache(&client, ns, trim::service, &triggers, &mut tasks);
+    let pdbs = owned_cache(
+        &client,
+        ns,
         trim::pod_disruption_budget,
-        owning_dv,
         &triggers,
         &mut tasks,
     );
-    let network_policies = spawn_cache(
-        api::<NetworkPolicy>(&client, ns),
-        managed.clone(),
-        trim::network_policy,
-        owning_dv,
-        &triggers,
-        &mut tasks,
-    );
+    let network_policies = owned_cache(&client, ns, trim::network_policy, &triggers, &mut tasks);
     // Pods belong to the StatefulSets; their DV is in a label.
     let pods = spawn_cache(
         api::<Pod>(&client, ns),
