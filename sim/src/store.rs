@@ -285,6 +285,32 @@ impl Store {
         (items, state.resource_version)
     }
 
+    /// Every object of a type by key, in key order, with a copy of those `stale` (given the key
+    /// and resourceVersion) says the caller does not know yet: what a typed cache needs to
+    /// catch up without copying every object on every read.
+    pub fn list_changed(
+        &self,
+        rt: &ResourceType,
+        stale: impl Fn(&(String, String), &str) -> bool,
+    ) -> (Vec<(String, String)>, Vec<Value>) {
+        let state = self.lock();
+        let Some(objects) = state.objects.get(&rt.storage_key()) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut keys = Vec::with_capacity(objects.len());
+        let mut changed = Vec::new();
+        for (key, object) in objects {
+            let version = object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
+            if stale(key, version) {
+                changed.push(state.present(rt, object));
+            }
+            keys.push(key.clone());
+        }
+        (keys, changed)
+    }
+
     /// One page of a list: at most `limit` objects after the key `after`, in key order, the
     /// current resourceVersion, and the key of the last object returned when more follow.
     pub fn list_page(

@@ -1,7 +1,9 @@
 //! Typed reads and writes of the store for the simulated controllers. Every write goes through
 //! the same code as an API request, so watchers, kubectl and the timeline see it.
 
-use std::sync::Arc;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -9,12 +11,26 @@ use serde_json::Value;
 
 use crate::errors::ApiError;
 use crate::registry::ResourceType;
-use crate::selectors::Selector;
+use crate::registry::StorageKey;
 use crate::store::{Store, Subresource, WriteOptions};
 
 #[derive(Clone)]
 pub struct Access {
     pub store: Arc<Store>,
+    /// Decoded objects by resource and Rust type (a [`Decoded`] of that type).
+    typed: Arc<Mutex<HashMap<(StorageKey, TypeId), Box<dyn Any + Send>>>>,
+}
+
+/// Objects of one type by (namespace, name), with the resourceVersion they were decoded at.
+type Decoded<T> = HashMap<(String, String), (String, T)>;
+
+impl Access {
+    pub fn new(store: Arc<Store>) -> Access {
+        Access {
+            store,
+            typed: Arc::default(),
+        }
+    }
 }
 
 /// The resource types the controllers use; all built in.
@@ -48,19 +64,55 @@ impl Access {
 
     /// Every object of a type that parses; one that does not is skipped with a warning (a
     /// client may store what the typed model rejects, and the simulation must go on).
-    pub fn list<T: DeserializeOwned>(&self, rt: &ResourceType) -> Vec<T> {
-        let (items, _) = self
-            .store
-            .list(rt, None, &Selector::default(), &Selector::default());
-        items
-            .into_iter()
-            .filter_map(|item| match serde_json::from_value(item) {
-                Ok(typed) => Some(typed),
-                Err(error) => {
-                    tracing::warn!(kind = %rt.kind, %error, "skipping an object the simulator cannot read");
-                    None
+    ///
+    /// Objects are decoded once per resourceVersion and kept: a pass of the controllers reads
+    /// every pod several times, and copying and decoding thousands of them on each read made
+    /// the simulator's controllers, not the API, the bottleneck at scale.
+    pub fn list<T: DeserializeOwned + Clone + Send + 'static>(&self, rt: &ResourceType) -> Vec<T> {
+        let mut typed = self
+            .typed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = typed
+            .entry((rt.storage_key(), std::any::TypeId::of::<T>()))
+            .or_insert_with(|| Box::new(Decoded::<T>::new()));
+        let Some(decoded) = slot.downcast_mut::<Decoded<T>>() else {
+            return Vec::new();
+        };
+        let (keys, changed) = self.store.list_changed(rt, |key, version| {
+            decoded
+                .get(key)
+                .is_none_or(|(known, _)| known.as_str() != version)
+        });
+        for value in changed {
+            let metadata = &value["metadata"];
+            let key = (
+                metadata["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                metadata["name"].as_str().unwrap_or_default().to_owned(),
+            );
+            let version = metadata["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            match serde_json::from_value::<T>(value) {
+                Ok(object) => {
+                    decoded.insert(key, (version, object));
                 }
-            })
+                Err(error) => {
+                    decoded.remove(&key);
+                    tracing::warn!(kind = %rt.kind, %error, "skipping an object the simulator cannot read");
+                }
+            }
+        }
+        if decoded.len() > keys.len() {
+            let present: std::collections::HashSet<&(String, String)> = keys.iter().collect();
+            decoded.retain(|key, _| present.contains(key));
+        }
+        keys.iter()
+            .filter_map(|key| decoded.get(key).map(|(_, object)| object.clone()))
             .collect()
     }
 

@@ -167,7 +167,7 @@ impl Cluster {
         store: Arc<Store>,
         options: ClusterOptions,
     ) -> (Cluster, tokio::task::JoinHandle<()>) {
-        let access = Access { store };
+        let access = Access::new(store);
         let inner = Arc::new(Inner {
             types: access.types(),
             access,
