@@ -7,7 +7,9 @@
 //! same as whole ones.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, NodeSpec, NodeStatus, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStatus, Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -31,12 +33,38 @@ pub fn statefulset(set: &mut StatefulSet) {
 }
 
 /// A member pod: metadata (labels with the revision, uid, timestamps), the node it is bound to,
-/// and its status (conditions and container states decide health).
+/// and of its status the phase, conditions and each container's readiness, restarts and states
+/// (which decide health); not addresses, images or resources.
 pub fn pod(pod: &mut Pod) {
     metadata(&mut pod.metadata);
     pod.spec = pod.spec.take().map(|spec| PodSpec {
         node_name: spec.node_name,
         ..PodSpec::default()
+    });
+    let containers = |statuses: Option<Vec<ContainerStatus>>| {
+        statuses.map(|statuses| {
+            statuses
+                .into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    ready: c.ready,
+                    restart_count: c.restart_count,
+                    started: c.started,
+                    state: c.state,
+                    last_state: c.last_state,
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        })
+    };
+    pod.status = pod.status.take().map(|status| PodStatus {
+        phase: status.phase,
+        reason: status.reason,
+        message: status.message,
+        conditions: status.conditions,
+        container_statuses: containers(status.container_statuses),
+        init_container_statuses: containers(status.init_container_statuses),
+        ..PodStatus::default()
     });
 }
 
@@ -105,8 +133,11 @@ mod tests {
                 serde_json::from_value(json!({
                     "phase": "Running",
                     "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": "2027-01-15T08:00:00Z"}],
-                    "containerStatuses": [{"name": "charon", "image": "i", "imageID": "", "ready": ready, "restartCount": 3,
+                    "hostIP": "10.0.0.3", "podIP": "10.1.0.7", "qosClass": "BestEffort",
+                    "containerStatuses": [{"name": "charon", "image": "i", "imageID": "sha", "ready": ready, "restartCount": 3,
                         "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+                    "initContainerStatuses": [{"name": "copy-enr-key", "image": "i", "imageID": "sha", "ready": false, "restartCount": 5,
+                        "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}],
                 }))
                 .unwrap(),
             ),
@@ -146,6 +177,9 @@ mod tests {
             pod(&mut member_pod);
             assert!(set.spec.is_none() && set.metadata.managed_fields.is_none());
             assert!(member_pod.spec.as_ref().unwrap().containers.is_empty());
+            let status = member_pod.status.as_ref().unwrap();
+            assert!(status.host_ip.is_none() && status.pod_ip.is_none());
+            assert_eq!(status.container_statuses.as_ref().unwrap()[0].image, "");
 
             let judge = |set: &StatefulSet, p: &Pod| {
                 let observed = Observed {
