@@ -17,9 +17,11 @@ use crate::store::{Store, Subresource, WriteOptions};
 #[derive(Clone)]
 pub struct Access {
     pub store: Arc<Store>,
-    /// Decoded objects by resource and Rust type (a [`Decoded`] of that type).
-    typed: Arc<Mutex<HashMap<(StorageKey, TypeId), Box<dyn Any + Send>>>>,
+    typed: Arc<Mutex<TypedCaches>>,
 }
+
+/// Decoded objects by resource and Rust type (each a [`Decoded`] of that type).
+type TypedCaches = HashMap<(StorageKey, TypeId), Box<dyn Any + Send>>;
 
 /// Objects of one type by (namespace, name), with the resourceVersion they were decoded at.
 type Decoded<T> = HashMap<(String, String), (String, T)>;
