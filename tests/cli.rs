@@ -400,3 +400,26 @@ fn keys_split_then_check_and_lock_verify_round_trip_with_standard_kdfs() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn run_refuses_a_concurrency_of_zero_by_name() {
+    let output = binary()
+        .args(["run", "--concurrency", "0", "--kubeconfig", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--concurrency"), "{stderr}");
+    // The default flags parse: the run gets as far as the missing kubeconfig.
+    let output = binary()
+        .args(["run", "--concurrency", "4", "--debounce-ms", "0"])
+        .args(["--kubeconfig", "/nonexistent/kubeconfig"])
+        .args(["--metrics-address", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("cannot read kubeconfig"),
+        "{stderr}"
+    );
+}

@@ -113,6 +113,21 @@ fn the_values_schema_refuses_bad_values() {
     );
 }
 
+#[test]
+fn reconcile_tuning_reaches_the_operator_and_is_checked() {
+    let rendered = render(&["--set", "reconcile.concurrency=4"]);
+    assert!(rendered.contains("- --concurrency=4\n"), "{rendered}");
+    assert!(rendered.contains("- --debounce-ms=500\n"), "{rendered}");
+    let output = std::process::Command::new(helm())
+        .args(["template", "x"])
+        .arg(repo("charts/dvt-operator"))
+        .args(["--set", "reconcile.concurrency=0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("concurrency"));
+}
+
 fn tool(name: &str) -> std::path::PathBuf {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .chain([repo(".tools/bin")])
