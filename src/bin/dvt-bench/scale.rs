@@ -398,10 +398,6 @@ impl OperatorProcess {
             .and_then(|n| n.trim().parse().ok())
             .ok_or_else(|| "no dvt_reconciles_total in /metrics".to_owned())
     }
-
-    fn stop(self) {
-        drop(self);
-    }
 }
 
 impl Drop for OperatorProcess {
@@ -652,7 +648,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
     );
     // 3. A full resync with nothing changed: a restarted operator lists everything again and
     // reconciles every DV; it must write nothing.
-    operator.stop();
+    drop(operator);
     let resync_requests_before = world.sim.requests();
     let resync_mark = world.sim.store().timeline_len();
     let resync_started = Instant::now();
@@ -672,7 +668,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
     let resync_reconciles = operator.reconciles().await?;
     let (resync_writes, resync_events) = writes_by_operator(&world, resync_mark);
     let resync_requests = requests_since(&world, &resync_requests_before);
-    operator.stop();
+    drop(operator);
 
     line(
         "resync: restart until every DV reconciled",
