@@ -35,6 +35,18 @@ struct RawDefinition {
     version: Option<String>,
     threshold: u32,
     operators: Vec<serde::de::IgnoredAny>,
+    /// Per validator since lock v1.3 (`validators[].fee_recipient_address`).
+    #[serde(default)]
+    validators: Vec<RawValidatorAddresses>,
+    /// One for all validators in locks before v1.3.
+    #[serde(default)]
+    fee_recipient_address: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawValidatorAddresses {
+    #[serde(default)]
+    fee_recipient_address: Option<String>,
 }
 
 /// What the controller reads from a lock.
@@ -49,6 +61,8 @@ pub struct LockSummary {
     /// Per validator: the group public key and the public share of each operator (hex, as in
     /// the lock; operator `i` holds share `i`).
     pub public_keys: Vec<ValidatorKeys>,
+    /// Per validator (in the order of `public_keys`), the fee recipient the lock names, if any.
+    pub fee_recipients: Vec<Option<String>>,
 }
 
 /// One distributed validator's public keys.
@@ -128,7 +142,19 @@ pub fn verify(summary: &LockSummary) -> Vec<String> {
 /// Reads the summary of a lock document.
 pub fn summarize(text: &str) -> Result<LockSummary, LockError> {
     let raw: RawLock = serde_json::from_str(text).map_err(|e| LockError::Parse(e.to_string()))?;
+    let legacy = raw.cluster_definition.fee_recipient_address.clone();
+    let fee_recipients = (0..raw.distributed_validators.len())
+        .map(|i| {
+            raw.cluster_definition
+                .validators
+                .get(i)
+                .and_then(|v| v.fee_recipient_address.clone())
+                .or_else(|| legacy.clone())
+                .filter(|address| !address.is_empty())
+        })
+        .collect();
     Ok(LockSummary {
+        fee_recipients,
         name: raw.cluster_definition.name,
         version: raw.cluster_definition.version,
         threshold: raw.cluster_definition.threshold,
@@ -160,6 +186,14 @@ mod tests {
         assert_eq!((summary.threshold, summary.operators), (3, 4));
         assert!(summary.validators >= 1);
         assert_eq!(summary.version.as_deref(), Some("v1.7.0"));
+        assert_eq!(
+            summary.fee_recipients,
+            [
+                Some("0xe6a9d54824a121e5bdb8e86021f9778b00fecef6".to_owned()),
+                Some("0x42d6156bff50e4b1f98f105cd194d19fa4dcdd71".to_owned()),
+                Some("0x9f31b90aaec5dc9e5730f47190d45638ea1d49be".to_owned()),
+            ]
+        );
         let newer =
             std::fs::read_to_string(format!("{FIXTURES}/cluster-lock-v1.10.0-format-only.json"))
                 .unwrap();

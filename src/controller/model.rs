@@ -282,6 +282,24 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
     let mut share_mismatches = Vec::new();
     let lock_hash = stable_hash(&[&lock_text]);
     let clients = assign_clients(&spec.members, &spec.client_diversity.clients);
+    // Teku refuses to start without a fee recipient (its ValidatorConfig), and the only right one
+    // is the lock's: a lock that names none cannot run a Teku member.
+    let without_fee_recipient: Vec<usize> = summary
+        .fee_recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, recipient)| recipient.is_none())
+        .map(|(validator, _)| validator)
+        .collect();
+    if !without_fee_recipient.is_empty() && clients.contains(&ValidatorClient::Teku) {
+        return Err(Invalid {
+            reason: reasons::LOCK_INVALID,
+            problems: vec![format!(
+                "the lock in {lock_name} names no fee recipient for validator(s) {:?}, which Teku members need; use another client for them or a lock with fee_recipient_address",
+                without_fee_recipient
+            )],
+        });
+    }
     let previous_zones: BTreeMap<&str, &str> = dv
         .status
         .iter()
@@ -476,15 +494,10 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
 }
 
 /// Images used when neither the DV nor the member names one (versions Obol's
-/// charon-distributed-validator-node pins alongside Charon v1.7).
+/// charon-distributed-validator-node pins alongside Charon v1.7; their flags were read from
+/// each client's source: see [`crate::controller::build::clients::PINNED`]).
 pub fn default_client_image(client: ValidatorClient) -> &'static str {
-    match client {
-        ValidatorClient::Lighthouse => "sigp/lighthouse:v7.1.0",
-        ValidatorClient::Teku => "consensys/teku:25.9.3",
-        ValidatorClient::Prysm => "gcr.io/prysmaticlabs/prysm/validator:v6.1.2",
-        ValidatorClient::Nimbus => "statusim/nimbus-validator-client:multiarch-v25.9.2",
-        ValidatorClient::Lodestar => "chainsafe/lodestar:v1.35.0",
-    }
+    crate::controller::build::clients::default_image(client)
 }
 
 /// The DV and the facts (lock, Secrets' versions, keystore public keys) of a manifest like the

@@ -29,8 +29,9 @@ pub const ANNOTATION_THRESHOLD: &str = "dvt.io/threshold";
 
 pub const CONTAINER_CHARON: &str = "charon";
 pub const CONTAINER_VALIDATOR_CLIENT: &str = "validator-client";
-pub const INIT_COPY_ENR_KEY: &str = "copy-enr-key";
 pub const INIT_IMPORT_KEYS: &str = "import-keys";
+pub const INIT_PROPOSER_CONFIG: &str = "proposer-config";
+pub const INIT_REMOVE_OLD_ENR_KEY_COPY: &str = "remove-old-enr-key-copy";
 
 pub const VOLUME_CHARON_DATA: &str = "charon-data";
 pub const VOLUME_VC_DATA: &str = "validator-client-data";

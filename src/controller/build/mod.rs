@@ -28,7 +28,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::model::{Cluster, LockVolume, Member, stable_hash};
 use super::names::*;
-use crate::api::LogLevel;
 
 /// Everything one DV needs. The applier destructures it without `..`, so a new kind of object
 /// that nobody applies does not compile.
@@ -255,15 +254,6 @@ fn pdb(cluster: &Cluster) -> PodDisruptionBudget {
     pdb
 }
 
-fn log_level(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
-    }
-}
-
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
@@ -316,65 +306,30 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 fn charon_container(cluster: &Cluster, member: &Member) -> Container {
-    let service = member_object_name(&cluster.name, &member.name);
-    let pod = member_pod_name(&cluster.name, &member.name);
-    let mut args = vec![
-        "run".to_owned(),
-        format!("--lock-file={MOUNT_LOCK}/{LOCK_FILE}"),
-        format!("--private-key-file={MOUNT_CHARON_DATA}/{ENR_KEY_FILE}"),
-        format!(
-            "--beacon-node-endpoints={}",
-            cluster
-                .beacon_endpoints
-                .first()
-                .cloned()
-                .unwrap_or_default()
-        ),
-    ];
-    if cluster.beacon_endpoints.len() > 1 {
-        args.push(format!(
-            "--fallback-beacon-node-endpoints={}",
-            cluster.beacon_endpoints[1..].join(",")
-        ));
-    }
-    args.extend([
-        format!("--validator-api-address=127.0.0.1:{PORT_VALIDATOR_API}"),
-        format!("--p2p-tcp-address=0.0.0.0:{PORT_P2P}"),
-        format!("--monitoring-address=0.0.0.0:{PORT_MONITORING}"),
-        format!(
-            "--p2p-external-hostname={pod}.{service}.{}.svc",
-            cluster.namespace
-        ),
-        format!("--p2p-relays={}", cluster.relays.join(",")),
-        format!("--nickname={}", member.name),
-        "--log-format=json".to_owned(),
-        format!("--log-level={}", log_level(cluster.log_level)),
-    ]);
-    if cluster.builder_api {
-        args.push("--builder-api".to_owned());
-    }
-    args.extend(cluster.charon_extra_args.iter().cloned());
-    let mut env_vars = vec![env("CHARON_DATA_DIR", MOUNT_CHARON_DATA)];
-    env_vars.extend(
-        cluster
-            .charon_extra_env
-            .iter()
-            .map(|(k, v)| env(k, v.clone())),
-    );
+    let run = clients::charon::run(cluster, member);
+    let env_vars: Vec<EnvVar> = cluster
+        .charon_extra_env
+        .iter()
+        .map(|(k, v)| env(k, v.clone()))
+        .collect();
     Container {
         name: CONTAINER_CHARON.to_owned(),
         image: Some(member.charon_image.clone()),
-        command: Some(vec!["/usr/local/bin/charon".to_owned()]),
-        args: Some(args),
-        env: Some(env_vars),
+        command: Some(run.command()),
+        args: Some(run.args()),
+        env: (!env_vars.is_empty()).then_some(env_vars),
         ports: Some(vec![
             container_port("validator-api", PORT_VALIDATOR_API),
             container_port("p2p-tcp", PORT_P2P),
             container_port("monitoring", PORT_MONITORING),
         ]),
+        // Charon writes nothing of its own here (charon v1.7.1 has no data dir); the volume stays
+        // because a StatefulSet's volumeClaimTemplates cannot change on a live cluster. The ENR
+        // key is read from its Secret, read-only: no copy outlives the Secret.
         volume_mounts: Some(vec![
             mount(VOLUME_CHARON_DATA, MOUNT_CHARON_DATA, false),
             mount(VOLUME_LOCK, MOUNT_LOCK, true),
+            mount(VOLUME_ENR_KEY, MOUNT_ENR_KEY, true),
             mount(VOLUME_TMP, MOUNT_TMP, false),
         ]),
         // /livez says whether Charon itself works; /readyz also needs quorum peers, so a
@@ -405,7 +360,7 @@ fn client_mounts() -> Vec<VolumeMount> {
     ]
 }
 
-fn client_containers(cluster: &Cluster, member: &Member) -> (Container, Option<Container>) {
+fn client_containers(cluster: &Cluster, member: &Member) -> (Container, Vec<Container>) {
     let run = clients::client_run(cluster, member);
     let env_vars: Vec<EnvVar> = cluster
         .client_extra_env
@@ -415,8 +370,8 @@ fn client_containers(cluster: &Cluster, member: &Member) -> (Container, Option<C
     let main = Container {
         name: CONTAINER_VALIDATOR_CLIENT.to_owned(),
         image: Some(member.client_image.clone()),
-        command: Some(run.command),
-        args: Some(run.args),
+        command: Some(run.main.command()),
+        args: Some(run.main.args()),
         env: (!env_vars.is_empty()).then_some(env_vars),
         ports: Some(vec![container_port("vc-metrics", PORT_VC_METRICS)]),
         volume_mounts: Some(client_mounts()),
@@ -424,34 +379,43 @@ fn client_containers(cluster: &Cluster, member: &Member) -> (Container, Option<C
         security_context: Some(restricted()),
         ..Container::default()
     };
-    let import = run.import_script.map(|script| Container {
-        name: INIT_IMPORT_KEYS.to_owned(),
-        image: Some(member.client_image.clone()),
-        command: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), script]),
-        volume_mounts: Some(client_mounts()),
-        security_context: Some(restricted()),
-        ..Container::default()
-    });
-    (main, import)
+    let init = run
+        .init
+        .into_iter()
+        .map(|step| Container {
+            name: step.name.to_owned(),
+            image: Some(match step.image {
+                clients::StepImage::Client => member.client_image.clone(),
+                clients::StepImage::Other(image) => image,
+            }),
+            command: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), step.script]),
+            env: (!step.env.is_empty()).then(|| {
+                step.env
+                    .into_iter()
+                    .map(|(name, value)| env(&name, value))
+                    .collect()
+            }),
+            volume_mounts: Some(client_mounts()),
+            security_context: Some(restricted()),
+            ..Container::default()
+        })
+        .collect();
+    (main, init)
 }
 
-/// Copies the ENR key into the data volume: Charon writes a `.lock` file next to its key, which
-/// a read-only Secret mount would refuse.
-fn copy_enr_key(member: &Member) -> Container {
+/// Removes the copy of the ENR private key that operator versions before 0.2 left on the
+/// member's retained Charon volume (Charon now reads the key from its Secret): a private key must
+/// not outlive its Secret. Idempotent; touches nothing else on the volume.
+fn remove_old_enr_key_copy(member: &Member) -> Container {
     Container {
-        name: INIT_COPY_ENR_KEY.to_owned(),
+        name: INIT_REMOVE_OLD_ENR_KEY_COPY.to_owned(),
         image: Some(member.charon_image.clone()),
         command: Some(vec![
             "/bin/sh".to_owned(),
             "-c".to_owned(),
-            format!(
-                "set -eu\nrm -f {MOUNT_CHARON_DATA}/{ENR_KEY_FILE}\ncp {MOUNT_ENR_KEY}/{ENR_KEY_FILE} {MOUNT_CHARON_DATA}/{ENR_KEY_FILE}\nchmod 0400 {MOUNT_CHARON_DATA}/{ENR_KEY_FILE}\n"
-            ),
+            format!("set -eu\nrm -f {MOUNT_CHARON_DATA}/{ENR_KEY_FILE}\n"),
         ]),
-        volume_mounts: Some(vec![
-            mount(VOLUME_CHARON_DATA, MOUNT_CHARON_DATA, false),
-            mount(VOLUME_ENR_KEY, MOUNT_ENR_KEY, true),
-        ]),
+        volume_mounts: Some(vec![mount(VOLUME_CHARON_DATA, MOUNT_CHARON_DATA, false)]),
         security_context: Some(restricted()),
         ..Container::default()
     }
@@ -577,9 +541,9 @@ fn claim(name: &str, size: &str, storage_class: Option<&String>) -> PersistentVo
 fn statefulset(cluster: &Cluster, member: &Member) -> StatefulSet {
     let name = member_object_name(&cluster.name, &member.name);
     let labels = member_labels(cluster, member);
-    let (client, import) = client_containers(cluster, member);
-    let mut init_containers = vec![copy_enr_key(member)];
-    init_containers.extend(import);
+    let (client, client_init) = client_containers(cluster, member);
+    let mut init_containers = vec![remove_old_enr_key_copy(member)];
+    init_containers.extend(client_init);
     let retention = if cluster.storage.retain_on_delete {
         "Retain"
     } else {
