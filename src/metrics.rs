@@ -153,6 +153,16 @@ impl Metrics {
         );
     }
 
+    /// Keeps the gauges of the DVs `keep` accepts, by (namespace, name); returns those dropped.
+    pub fn retain_dvs(&self, keep: impl Fn(&(String, String)) -> bool) -> Vec<(String, String)> {
+        let mut dvs = lock(&self.dvs);
+        let dropped: Vec<(String, String)> = dvs.keys().filter(|k| !keep(k)).cloned().collect();
+        for key in &dropped {
+            dvs.remove(key);
+        }
+        dropped
+    }
+
     pub fn forget(&self, namespace: &str, name: &str) {
         lock(&self.dvs).remove(&(namespace.to_owned(), name.to_owned()));
     }
@@ -391,6 +401,12 @@ mod tests {
         );
         metrics.forget("staking", "dv-a");
         assert!(!metrics.render().contains("dv-a"));
+        metrics.observe_status("staking", "dv-a", 4, &status);
+        metrics.observe_status("staking", "dv-b", 4, &status);
+        let dropped = metrics.retain_dvs(|(_, name)| name == "dv-b");
+        assert_eq!(dropped, [("staking".to_owned(), "dv-a".to_owned())]);
+        let text = metrics.render();
+        assert!(!text.contains("dv-a") && text.contains("dv-b"), "{text}");
     }
 
     #[test]

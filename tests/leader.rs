@@ -161,4 +161,20 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         available,
     )
     .await;
+
+    // A deleted DV's series leave /metrics within seconds (no finalizer: nothing reconciles it).
+    let leader_port = operators[0].port;
+    wait_for("stader-7's gauges", || async move {
+        get(leader_port, "/metrics").filter(|m| m.contains("name=\"stader-7\""))
+    })
+    .await;
+    kubectl(&world, &["delete", "dv", "stader-7"]);
+    let after = wait_for("stader-7's series gone", || async move {
+        get(leader_port, "/metrics").filter(|m| !m.contains("name=\"stader-7\""))
+    })
+    .await;
+    assert!(
+        after.contains("dvt_ready_members{namespace=\"default\",name=\"stader-4\"}"),
+        "{after}"
+    );
 }

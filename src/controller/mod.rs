@@ -3,6 +3,7 @@
 //! `dereference`, `apply` and the status write touching the API.
 
 pub mod build;
+pub mod drift;
 pub mod health;
 pub mod model;
 pub mod names;
@@ -507,6 +508,7 @@ async fn run_in(
         status_written: Default::default(),
         caches: caches.clone(),
     });
+    tasks.push(tokio::spawn(forget_deleted(dvs.clone(), context.clone())));
     let ready = metrics.clone();
     tasks.push(tokio::spawn(async move {
         if follow_cache_listing(caches, progress).await == Listing::Done {
@@ -527,6 +529,46 @@ async fn run_in(
     // A replica that lost the lease (or is stopping) stops watching too.
     for task in tasks {
         task.abort();
+    }
+}
+
+/// How often what deleted DVs left behind is forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(2);
+
+/// Forgets deleted DVs: their `/metrics` series, status-write times and the keystores of Secrets
+/// that are gone. kube-rs never reconciles an object that has left its store, and without a
+/// finalizer (there is no state outside Kubernetes to clean up) a deleted DV is simply gone.
+async fn forget_deleted(dvs: Store<DistributedValidator>, ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(FORGET_EVERY);
+    loop {
+        tick.tick().await;
+        // Before the DVs have listed, every DV would look deleted. Asked afresh on each tick:
+        // a waiter that is already parked may never wake (kube-rs 5 wakes one of several, and the
+        // controller waits on this store too), a new look at a listed store answers at once.
+        use futures::FutureExt;
+        if !matches!(dvs.wait_until_ready().now_or_never(), Some(Ok(()))) {
+            continue;
+        }
+        let live: std::collections::BTreeSet<(String, String)> = dvs
+            .state()
+            .iter()
+            .map(|dv| (dv.namespace().unwrap_or_default(), dv.name_any()))
+            .collect();
+        let forgotten = ctx.metrics.retain_dvs(|key| live.contains(key));
+        if let Ok(mut written) = ctx.status_written.lock() {
+            written.retain(|key, _| live.contains(key));
+        }
+        if let Ok(mut keystores) = ctx.keystores.lock() {
+            keystores.retain(|(namespace, secret), _| {
+                ctx.caches
+                    .secrets
+                    .get(&ObjectRef::new(secret).within(namespace))
+                    .is_some()
+            });
+        }
+        for (namespace, name) in forgotten {
+            tracing::debug!(%namespace, %name, "forgot a deleted DV");
+        }
     }
 }
 
@@ -1329,13 +1371,6 @@ where
     let name = object.name_any();
     let want = object.annotations().get(ANNOTATION_SPEC_HASH).cloned();
     let cached = cache.get(&ObjectRef::new(&name).within(namespace));
-    if cached
-        .as_ref()
-        .is_some_and(|c| c.annotations().get(ANNOTATION_SPEC_HASH) == want.as_ref())
-    {
-        return Ok(());
-    }
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let mut value = serde_json::to_value(&object).map_err(|source| Error::Encode {
         kind,
         name: name.clone(),
@@ -1343,6 +1378,25 @@ where
     })?;
     value["apiVersion"] = serde_json::json!(K::api_version(&()));
     value["kind"] = serde_json::json!(K::kind(&()));
+    // Fields we set that someone else wrote since: put back now, whatever the hash says.
+    let drifted = cached
+        .as_ref()
+        .map(|c| {
+            drift::drifted_fields(
+                &value,
+                c.meta().managed_fields.as_deref().unwrap_or_default(),
+                FIELD_MANAGER,
+            )
+        })
+        .unwrap_or_default();
+    if drifted.is_empty()
+        && cached
+            .as_ref()
+            .is_some_and(|c| c.annotations().get(ANNOTATION_SPEC_HASH) == want.as_ref())
+    {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match waiting_on(api.patch(&name, &params, &Patch::Apply(&value))).await {
         Ok(_) => {
@@ -1352,17 +1406,25 @@ where
                 "Created"
             };
             info!(kind, object = %name, reason, "applied");
+            if !drifted.is_empty() {
+                let fields: Vec<String> = drifted.iter().map(ToString::to_string).collect();
+                warn!(kind, object = %name, fields = %fields.join(", "), "drift corrected");
+                publish_about(
+                    ctx,
+                    dv,
+                    Some(object_reference::<K>(&name, namespace)),
+                    EventType::Warning,
+                    model::reasons::DRIFT_CORRECTED,
+                    "Apply",
+                    format!("{kind} {name}: restored {}", fields.join(", ")),
+                )
+                .await;
+            }
             written.push((reason, kind, name));
             Ok(())
         }
         Err(source) => {
-            let related = ObjectReference {
-                api_version: Some(K::api_version(&()).into_owned()),
-                kind: Some(K::kind(&()).into_owned()),
-                name: Some(name.clone()),
-                namespace: Some(namespace.to_owned()),
-                ..ObjectReference::default()
-            };
+            let related = object_reference::<K>(&name, namespace);
             let note = format!("{kind} {name}: {source}");
             publish_about(
                 ctx,
@@ -1376,6 +1438,19 @@ where
             .await;
             Err(Error::Apply { kind, name, source })
         }
+    }
+}
+
+fn object_reference<K>(name: &str, namespace: &str) -> ObjectReference
+where
+    K: Resource<DynamicType = ()>,
+{
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectReference::default()
     }
 }
 

@@ -124,6 +124,8 @@ pub mod reasons {
     pub const PLACEMENT_UNSATISFIABLE: &str = "PlacementUnsatisfiable";
     pub const LOCK_INVALID: &str = "LockInvalid";
     pub const SHARE_MISMATCH: &str = "ShareMismatch";
+    /// Event: a child's field that the operator sets was changed by someone else and put back.
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
 }
 
 /// FNV-1a, hex: stable across processes and versions (unlike `DefaultHasher`), for hashes

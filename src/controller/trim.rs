@@ -20,15 +20,23 @@ fn metadata(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
 }
 
+/// A child of the operator's: of its managed fields only other writers' entries stay (usually
+/// none), which is what drift detection reads ([`super::drift`]).
+fn child_metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields =
+        super::drift::foreign_entries(meta.managed_fields.take(), super::names::FIELD_MANAGER);
+}
+
 /// A DistributedValidator: everything but its managed fields (spec and status are read).
 pub fn distributed_validator(dv: &mut crate::api::DistributedValidator) {
     metadata(&mut dv.metadata);
 }
 
-/// A StatefulSet: metadata (labels, owner, the spec-hash annotation) and status (the update
-/// revision); the spec is the operator's own and compared by hash.
+/// A StatefulSet: metadata (labels, owner, the spec-hash annotation, other writers' managed
+/// fields) and status (the update revision); the spec is the operator's own, compared by hash
+/// and, for other writers, by managed fields.
 pub fn statefulset(set: &mut StatefulSet) {
-    metadata(&mut set.metadata);
+    child_metadata(&mut set.metadata);
     set.spec = None;
 }
 
@@ -70,21 +78,21 @@ pub fn pod(pod: &mut Pod) {
 
 /// A Service, budget or policy of the operator's: compared by the spec-hash annotation only.
 pub fn service(service: &mut Service) {
-    metadata(&mut service.metadata);
+    child_metadata(&mut service.metadata);
     service.spec = None;
     service.status = None;
 }
 
 /// See [`service`].
 pub fn pod_disruption_budget(pdb: &mut PodDisruptionBudget) {
-    metadata(&mut pdb.metadata);
+    child_metadata(&mut pdb.metadata);
     pdb.spec = None;
     pdb.status = None;
 }
 
 /// See [`service`]; the owner references stay (the opt-out removes only a policy of its DV).
 pub fn network_policy(policy: &mut NetworkPolicy) {
-    metadata(&mut policy.metadata);
+    child_metadata(&mut policy.metadata);
     policy.spec = None;
 }
 
