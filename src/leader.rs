@@ -22,8 +22,65 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a lease holds without renewal.
     pub duration: Duration,
+    /// How long after its last renewal the holder stops writing if it cannot renew (client-go's
+    /// RenewDeadline): shorter than `duration`, so that it has stood down before a standby may
+    /// take the lease.
+    pub renew_deadline: Duration,
     /// How often the holder renews (and a standby retries).
     pub renew_every: Duration,
+}
+
+impl LeaseConfig {
+    /// Deadline and retry period for a lease of `duration`, in the proportions of client-go's
+    /// defaults (15 s lease, 10 s renew deadline, 2 s retry).
+    pub fn timings(duration: Duration) -> (Duration, Duration) {
+        let renew_deadline = duration * 2 / 3;
+        let renew_every = (duration / 6).max(Duration::from_millis(200));
+        (renew_deadline, renew_every)
+    }
+}
+
+/// Whether this process may write: only while it holds the Lease, judged on the monotonic clock
+/// against the renew deadline of its last renewal. Checked before every write the controller
+/// makes, so a replica whose renewal hangs stops writing at the deadline, not when the call
+/// returns. A process without leader election is never fenced.
+#[derive(Clone, Debug, Default)]
+pub struct Fence(Option<std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>>);
+
+impl Fence {
+    /// A fence for one term of leadership, closed until the first renewal opens it.
+    pub fn for_term() -> Fence {
+        Fence(Some(Default::default()))
+    }
+
+    /// Whether writes are allowed now.
+    pub fn holds(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(until) => until
+                .lock()
+                .ok()
+                .and_then(|until| *until)
+                .is_some_and(|until| tokio::time::Instant::now() < until),
+        }
+    }
+
+    /// When the fence closes, if it is open.
+    fn until(&self) -> Option<tokio::time::Instant> {
+        self.0.as_ref()?.lock().ok().and_then(|until| *until)
+    }
+
+    fn open_until(&self, until: tokio::time::Instant) {
+        if let Some(Ok(mut slot)) = self.0.as_ref().map(|m| m.lock()) {
+            *slot = Some(until);
+        }
+    }
+
+    fn close(&self) {
+        if let Some(Ok(mut slot)) = self.0.as_ref().map(|m| m.lock()) {
+            *slot = None;
+        }
+    }
 }
 
 /// What this replica may do after one attempt.
@@ -33,26 +90,43 @@ enum Attempt {
     Following(Option<String>),
 }
 
-/// Whether `lease` may be taken by `identity` at `now`.
-fn may_take(lease: &LeaseSpec, identity: &str, now: Timestamp) -> bool {
+/// A lease record as a standby last saw it, and when (on its own monotonic clock) it first saw
+/// it so. Expiry is judged by how long the record has not changed here, never by comparing the
+/// holder's `renewTime` with this machine's wall clock: clock skew between replicas then
+/// changes nothing (client-go's observedTime).
+#[derive(Clone, Debug, PartialEq)]
+struct Observation {
+    record: (Option<String>, Option<String>, Option<String>),
+    since: tokio::time::Instant,
+}
+
+fn record_of(lease: &Lease) -> (Option<String>, Option<String>, Option<String>) {
+    let spec = lease.spec.clone().unwrap_or_default();
+    (
+        spec.holder_identity,
+        spec.renew_time.map(|t| t.0.to_string()),
+        lease.metadata.resource_version.clone(),
+    )
+}
+
+/// Whether `lease` may be taken by `identity`, given what was observed of it.
+fn may_take(lease: &LeaseSpec, identity: &str, unchanged_for: Duration) -> bool {
     match lease.holder_identity.as_deref() {
         None | Some("") => true,
         Some(holder) if holder == identity => true,
         Some(_) => {
             let duration =
                 Duration::from_secs(lease.lease_duration_seconds.unwrap_or(15).max(1) as u64);
-            match lease.renew_time.as_ref().or(lease.acquire_time.as_ref()) {
-                Some(renewed) => renewed
-                    .0
-                    .checked_add(duration)
-                    .is_ok_and(|expiry| expiry < now),
-                None => true,
-            }
+            unchanged_for >= duration
         }
     }
 }
 
-async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, kube::Error> {
+async fn attempt(
+    api: &Api<Lease>,
+    config: &LeaseConfig,
+    observed: &mut Option<Observation>,
+) -> Result<Attempt, kube::Error> {
     let now = Timestamp::now();
     let seconds = config.duration.as_secs().max(1) as i32;
     match api.get_opt(&config.name).await? {
@@ -80,7 +154,19 @@ async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<Attempt, kube
         }
         Some(mut lease) => {
             let spec = lease.spec.clone().unwrap_or_default();
-            if !may_take(&spec, &config.identity, now) {
+            let record = record_of(&lease);
+            let seen = tokio::time::Instant::now();
+            let unchanged_since = match observed {
+                Some(o) if o.record == record => o.since,
+                _ => {
+                    *observed = Some(Observation {
+                        record,
+                        since: seen,
+                    });
+                    seen
+                }
+            };
+            if !may_take(&spec, &config.identity, seen - unchanged_since) {
                 return Ok(Attempt::Following(spec.holder_identity));
             }
             let taking_over = spec.holder_identity.as_deref() != Some(config.identity.as_str());
@@ -120,8 +206,8 @@ async fn release(api: &Api<Lease>, config: &LeaseConfig) {
 }
 
 /// Runs `work` while this replica holds the lease, until `shutdown` resolves. `work` gets a
-/// future that resolves when it must stop (leadership lost or shutdown). `on_change` hears
-/// every change of leadership.
+/// future that resolves when it must stop (leadership lost or shutdown) and the term's [`Fence`],
+/// which it checks before every write. `on_change` hears every change of leadership.
 pub async fn run_while_leader<W, F>(
     client: Client,
     config: LeaseConfig,
@@ -129,42 +215,58 @@ pub async fn run_while_leader<W, F>(
     on_change: impl Fn(bool) + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) where
-    W: FnMut(oneshot::Receiver<()>) -> F,
+    W: FnMut(oneshot::Receiver<()>, Fence) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-    let mut running: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> = None;
-    let mut last_renewal = tokio::time::Instant::now();
+    let mut running: Option<(Fence, oneshot::Sender<()>, tokio::task::JoinHandle<()>)> = None;
+    let mut observed = None;
     tokio::pin!(shutdown);
     loop {
-        let outcome = attempt(&api, &config).await;
+        let started = tokio::time::Instant::now();
+        // A holder's attempt may take until its fence closes; a standby's up to a deadline.
+        let answer_by = running
+            .as_ref()
+            .and_then(|(fence, _, _)| fence.until())
+            .unwrap_or(started + config.renew_deadline);
+        let outcome =
+            tokio::time::timeout_at(answer_by, attempt(&api, &config, &mut observed)).await;
         match outcome {
-            Ok(Attempt::Leading) => {
-                last_renewal = tokio::time::Instant::now();
-                if running.is_none() {
-                    info!(identity = %config.identity, lease = %config.name, "became the leader");
-                    on_change(true);
-                    let (stop, stopped) = oneshot::channel();
-                    running = Some((stop, tokio::spawn(work(stopped))));
+            Ok(Ok(Attempt::Leading)) => {
+                let until = started + config.renew_deadline;
+                match &running {
+                    Some((fence, _, _)) => fence.open_until(until),
+                    None => {
+                        info!(identity = %config.identity, lease = %config.name, "became the leader");
+                        on_change(true);
+                        let fence = Fence::for_term();
+                        fence.open_until(until);
+                        let (stop, stopped) = oneshot::channel();
+                        let task = tokio::spawn(work(stopped, fence.clone()));
+                        running = Some((fence, stop, task));
+                    }
                 }
             }
-            Ok(Attempt::Following(holder)) => {
-                if let Some((stop, task)) = running.take() {
+            Ok(Ok(Attempt::Following(holder))) => {
+                if let Some(term) = running.take() {
                     warn!(identity = %config.identity, holder = ?holder, "lost the lease; stopping");
-                    let _ = stop.send(());
-                    let _ = task.await;
-                    on_change(false);
+                    stand_down(term, &on_change).await;
                 }
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 warn!(%error, "cannot reach the lease");
-                // Step down before the lease could have expired for others.
-                if last_renewal.elapsed() + config.renew_every >= config.duration
-                    && let Some((stop, task)) = running.take()
+                if running.as_ref().is_some_and(|(fence, _, _)| !fence.holds())
+                    && let Some(term) = running.take()
                 {
-                    let _ = stop.send(());
-                    let _ = task.await;
-                    on_change(false);
+                    warn!(identity = %config.identity, "renew deadline passed; standing down");
+                    stand_down(term, &on_change).await;
+                }
+            }
+            Err(_) => {
+                warn!(deadline = ?config.renew_deadline, "the lease did not answer in time");
+                if let Some(term) = running.take() {
+                    warn!(identity = %config.identity, "renew deadline passed; standing down");
+                    stand_down(term, &on_change).await;
                 }
             }
         }
@@ -173,42 +275,74 @@ pub async fn run_while_leader<W, F>(
             _ = tokio::time::sleep(config.renew_every) => {}
         }
     }
-    if let Some((stop, task)) = running.take() {
-        let _ = stop.send(());
-        let _ = task.await;
-        on_change(false);
+    if let Some(term) = running.take() {
+        stand_down(term, &on_change).await;
         release(&api, &config).await;
     }
+}
+
+/// Ends a term: the fence closes first (no write from here on, even one already decided), then
+/// the work is told to stop and awaited.
+async fn stand_down(
+    (fence, stop, task): (Fence, oneshot::Sender<()>, tokio::task::JoinHandle<()>),
+    on_change: &impl Fn(bool),
+) {
+    fence.close();
+    on_change(false);
+    let _ = stop.send(());
+    let _ = task.await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(holder: Option<&str>, renewed_seconds_ago: i64) -> LeaseSpec {
-        let now = Timestamp::now();
+    fn spec(holder: Option<&str>) -> LeaseSpec {
         LeaseSpec {
             holder_identity: holder.map(str::to_owned),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(
-                now.checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(
-                    renewed_seconds_ago,
-                ))
-                .unwrap(),
-            )),
+            renew_time: Some(MicroTime(Timestamp::now())),
             ..LeaseSpec::default()
         }
     }
 
     #[test]
-    fn a_fresh_lease_of_another_holder_is_respected_and_an_expired_one_taken() {
-        let now = Timestamp::now();
-        assert!(!may_take(&spec(Some("a"), 5), "b", now));
-        assert!(may_take(&spec(Some("a"), 20), "b", now));
+    fn a_lease_of_another_holder_is_taken_only_after_it_stood_still_for_its_duration() {
+        let secs = Duration::from_secs;
+        assert!(!may_take(&spec(Some("a")), "b", secs(5)));
+        assert!(may_take(&spec(Some("a")), "b", secs(15)));
         assert!(
-            may_take(&spec(Some("b"), 5), "b", now),
+            may_take(&spec(Some("b")), "b", secs(0)),
             "renewing one's own lease"
         );
-        assert!(may_take(&spec(None, 5), "b", now), "a released lease");
+        assert!(may_take(&spec(None), "b", secs(0)), "a released lease");
+    }
+
+    #[test]
+    fn the_renew_deadline_ends_before_the_lease() {
+        for seconds in [2, 3, 15, 60] {
+            let duration = Duration::from_secs(seconds);
+            let (deadline, every) = LeaseConfig::timings(duration);
+            assert!(every < deadline && deadline < duration, "{seconds}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fence_closes_at_its_deadline_and_an_unelected_process_is_never_fenced() {
+        assert!(Fence::default().holds());
+        let fence = Fence::for_term();
+        assert!(!fence.holds(), "closed until the first renewal");
+        fence.open_until(tokio::time::Instant::now() + Duration::from_secs(10));
+        assert!(fence.holds());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(fence.holds());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            !fence.holds(),
+            "no write once the renew deadline has passed"
+        );
+        fence.open_until(tokio::time::Instant::now() + Duration::from_secs(10));
+        fence.close();
+        assert!(!fence.holds());
     }
 }

@@ -577,6 +577,7 @@ fn run(args: &RunArgs) -> ExitCode {
             namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
             debounce: std::time::Duration::from_millis(args.debounce_ms),
+            fence: dvt_operator::leader::Fence::default(),
         };
         tracing::info!(namespaces = ?scope.namespaces, leader_election = args.leader_election, "dvt-operator starting");
         let metrics = std::sync::Arc::new(dvt_operator::metrics::Metrics::default());
@@ -594,7 +595,8 @@ fn run(args: &RunArgs) -> ExitCode {
                 namespace: args.lease_namespace.clone(),
                 identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("dvt-operator-{}", std::process::id())),
                 duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(2)),
-                renew_every: std::time::Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
+                renew_deadline: dvt_operator::leader::LeaseConfig::timings(std::time::Duration::from_secs(args.lease_duration_seconds.max(2))).0,
+                renew_every: dvt_operator::leader::LeaseConfig::timings(std::time::Duration::from_secs(args.lease_duration_seconds.max(2))).1,
             };
             let leader_metrics = metrics.clone();
             let work_metrics = metrics.clone();
@@ -603,9 +605,9 @@ fn run(args: &RunArgs) -> ExitCode {
             dvt_operator::leader::run_while_leader(
                 client.clone(),
                 config,
-                move |stop| {
+                move |stop, fence| {
                     let client = client.clone();
-                    let scope = scope.clone();
+                    let scope = dvt_operator::controller::Settings { fence, ..scope.clone() };
                     let metrics = work_metrics.clone();
                     async move {
                         dvt_operator::controller::run_with_metrics(client, scope, metrics, async move {

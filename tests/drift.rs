@@ -63,13 +63,23 @@ async fn a_member_scaled_to_two_replicas_returns_to_one_and_an_edited_image_is_r
         },
     )
     .await;
-    let events = drift_events(&world).await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("StatefulSet stader-4-alpha") && e.contains("spec.replicas")),
-        "{events:?}"
-    );
+    // The Event follows the write that restored it.
+    wait_for(
+        "a DriftCorrected Event naming stader-4-alpha's spec.replicas",
+        || {
+            let world = &world;
+            async move {
+                drift_events(world)
+                    .await
+                    .iter()
+                    .any(|e| {
+                        e.contains("StatefulSet stader-4-alpha") && e.contains("spec.replicas")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 
     // An edited image in the pod template is restored too.
     kubectl(
@@ -92,14 +102,23 @@ async fn a_member_scaled_to_two_replicas_returns_to_one_and_an_edited_image_is_r
         }
     })
     .await;
-    let events = drift_events(&world).await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("StatefulSet stader-4-bravo")
-                && e.contains("spec.template.spec.containers")),
-        "{events:?}"
-    );
+    wait_for(
+        "a DriftCorrected Event naming stader-4-bravo's containers",
+        || {
+            let world = &world;
+            async move {
+                drift_events(world)
+                    .await
+                    .iter()
+                    .any(|e| {
+                        e.contains("StatefulSet stader-4-bravo")
+                            && e.contains("spec.template.spec.containers")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     let described = kubectl(&world, &["describe", "dv", "stader-4"]);
     assert!(described.contains("DriftCorrected"), "{described}");
 

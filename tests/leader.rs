@@ -43,13 +43,17 @@ impl Drop for Operator {
 }
 
 fn operator(name: &'static str, kubeconfig: &Path) -> Operator {
+    operator_with_lease(name, kubeconfig, 2)
+}
+
+fn operator_with_lease(name: &'static str, kubeconfig: &Path, lease_seconds: u32) -> Operator {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_dvt-operator"))
         .args([
             "run",
             "--leader-election",
             "--lease-duration-seconds",
-            "2",
+            &lease_seconds.to_string(),
             "--lease-namespace",
             "default",
         ])
@@ -177,4 +181,115 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         after.contains("dvt_ready_members{namespace=\"default\",name=\"stader-4\"}"),
         "{after}"
     );
+}
+
+/// Writes in the simulator's timeline from `since`: (index, resource, client).
+fn writes(world: &World, since: usize) -> Vec<(usize, String, String)> {
+    world
+        .sim
+        .store()
+        .timeline_since(since)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, entry)| match entry.change {
+            dvt_sim::timeline::Change::Write {
+                resource, client, ..
+            } => Some((since + i, resource, client)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_renewals_hang_stops_writing_before_the_standby_takes_over() {
+    let world = World::start(WorldOptions {
+        operator: false,
+        ..WorldOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("dvt-fence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    world.write_kubeconfig(&kubeconfig).unwrap();
+    let operators = [
+        operator_with_lease("replica-a", &kubeconfig, 3),
+        operator_with_lease("replica-b", &kubeconfig, 3),
+    ];
+    let first = wait_for("a leader", || {
+        let world = &world;
+        async move { holder(world).await }
+    })
+    .await;
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
+        .await
+        .unwrap();
+    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+
+    // The leader's lease calls hang (and only those: the rest of its API works).
+    let since = world.sim.store().timeline_len();
+    world
+        .sim
+        .inject(dvt_sim::cluster::faults::Fault::Api(
+            dvt_sim::cluster::faults::ApiFaults {
+                slow_clients: vec![dvt_sim::cluster::faults::SlowClient {
+                    user_agent_contains: format!("({first})"),
+                    resource: "leases".into(),
+                    latency_ms: 120_000,
+                }],
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let second = wait_for("the standby to take the lease", || {
+        let world = &world;
+        let first = first.clone();
+        async move { holder(world).await.filter(|h| *h != first) }
+    })
+    .await;
+    // Work that needs writes: a spec change the leader must acknowledge in status.
+    kubectl(
+        &world,
+        &[
+            "patch",
+            "dv",
+            "stader-4",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"rollout":{"minReadySeconds":7}}}"#,
+        ],
+    );
+    dv_where(&world, "stader-4", "the change observed", |dv| {
+        dv.status.as_ref().and_then(|s| s.observed_generation) == dv.metadata.generation
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let writes = writes(&world, since);
+    let (taken, _, _) = writes
+        .iter()
+        .find(|(_, resource, client)| {
+            resource.starts_with("leases") && client.contains(&format!("({second})"))
+        })
+        .cloned()
+        .expect("the standby's takeover is in the timeline");
+    let old_after: Vec<&(usize, String, String)> = writes
+        .iter()
+        .filter(|(i, _, client)| *i > taken && client.contains(&format!("({first})")))
+        .collect();
+    assert_eq!(
+        old_after,
+        Vec::<&(usize, String, String)>::new(),
+        "the old leader wrote after the takeover"
+    );
+    assert!(
+        writes.iter().any(|(i, resource, client)| *i > taken
+            && resource.starts_with("distributedvalidators")
+            && client.contains(&format!("({second})"))),
+        "the new leader wrote the status: {writes:?}"
+    );
+    let old = operators.iter().find(|o| o.name == first).unwrap();
+    let metrics = get(old.port, "/metrics").unwrap();
+    assert!(metrics.contains("dvt_leader 0"), "{metrics}");
 }

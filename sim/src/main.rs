@@ -198,6 +198,8 @@ impl FaultCommand {
                 error_fraction,
                 latency_ms,
                 watch_drop_fraction,
+                slow_clients: Vec::new(),
+                failing_gets: Vec::new(),
             }),
         }
     }

@@ -259,6 +259,15 @@ fn field_manager(params: &BTreeMap<String, String>, headers: &HeaderMap) -> Stri
     })
 }
 
+/// The client's whole user agent ("" without one).
+fn user_agent(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`: the client
 /// wants metadata only (kube-rs' metadata watchers; the operator's view of Secrets).
 fn wants_metadata(headers: &HeaderMap) -> bool {
@@ -403,6 +412,15 @@ async fn route(
             if faults.latency_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
             }
+            let client = user_agent(headers);
+            for slow in &faults.slow_clients {
+                if client.contains(&slow.user_agent_contains) && path.plural == slow.resource {
+                    tokio::time::sleep(Duration::from_millis(slow.latency_ms)).await;
+                }
+            }
+            if verb_of(method, uri) == "get" && faults.failing_gets.contains(&path.plural) {
+                return Err(ApiError::internal("dvt-sim: injected failure of this GET"));
+            }
             if faults.error_fraction > 0.0 && sim.api_faults.roll() < faults.error_fraction {
                 return Err(ApiError::internal("dvt-sim: injected API fault"));
             }
@@ -499,6 +517,7 @@ fn write_options(params: &BTreeMap<String, String>, headers: &HeaderMap) -> Writ
     WriteOptions {
         field_manager: field_manager(params, headers),
         dry_run: params.get("dryRun").is_some_and(|v| v == "All"),
+        client: user_agent(headers),
     }
 }
 
@@ -586,7 +605,12 @@ async fn object_request(
                 return Err(ApiError::method_not_allowed("eviction accepts POST only"));
             }
             let name = path.name.unwrap_or_default();
-            store.evict(&namespace, &name, &field_manager(&params, headers))?;
+            store.evict(
+                &namespace,
+                &name,
+                &field_manager(&params, headers),
+                &user_agent(headers),
+            )?;
             return Ok(json_response(
                 StatusCode::CREATED,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -758,6 +782,7 @@ fn delete_options(
             .and_then(|g| g.parse().ok())
             .or_else(|| body.get("gracePeriodSeconds").and_then(Value::as_i64)),
         actor: field_manager(params, headers),
+        client: user_agent(headers),
         precondition_uid: text(body.pointer("/preconditions/uid")),
         precondition_resource_version: text(body.pointer("/preconditions/resourceVersion")),
         dry_run: params.get("dryRun").is_some_and(|v| v == "All")

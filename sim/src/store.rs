@@ -79,6 +79,8 @@ pub enum PatchKind {
 pub struct WriteOptions {
     pub field_manager: String,
     pub dry_run: bool,
+    /// The client's whole user agent (which replica of a program wrote), for the timeline.
+    pub client: String,
 }
 
 /// `DeleteOptions` as far as the simulator honours them.
@@ -91,6 +93,8 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     /// Who deletes (the client's user agent or field manager), for the timeline.
     pub actor: String,
+    /// The client's whole user agent, for the timeline.
+    pub client: String,
     pub precondition_uid: Option<String>,
     pub precondition_resource_version: Option<String>,
     pub dry_run: bool,
@@ -116,6 +120,8 @@ struct State {
     tx: broadcast::Sender<Arc<WatchEvent>>,
     /// Who is making the current write, for the timeline.
     actor: String,
+    /// The whole user agent of the current write's client.
+    client: String,
     started: std::time::Instant,
     timeline: Vec<TimelineEntry>,
 }
@@ -218,6 +224,7 @@ impl Store {
             uid_seed,
             tx,
             actor: "dvt-sim".to_owned(),
+            client: String::new(),
             started: std::time::Instant::now(),
             timeline: Vec::new(),
         };
@@ -351,6 +358,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
         state.actor.clone_from(&options.field_manager);
+        state.client.clone_from(&options.client);
         let created = state.create(
             rt,
             namespace,
@@ -373,6 +381,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
         state.actor.clone_from(&options.field_manager);
+        state.client.clone_from(&options.client);
         let updated = state.replace(rt, namespace, name, object, sub, options)?;
         Ok(state.present(rt, &updated))
     }
@@ -390,6 +399,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
         state.actor.clone_from(&options.field_manager);
+        state.client.clone_from(&options.client);
         let updated = state.patch(rt, namespace, name, kind, body, sub, options)?;
         Ok(state.present(rt, &updated))
     }
@@ -403,14 +413,22 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut state = self.lock();
         state.actor.clone_from(&options.actor);
+        state.client.clone_from(&options.client);
         let result = state.delete(rt, namespace, name, options)?;
         Ok(state.present(rt, &result))
     }
 
     /// `POST pods/{name}/eviction`: deletes the pod unless a PodDisruptionBudget forbids it.
-    pub fn evict(&self, namespace: &str, name: &str, actor: &str) -> Result<(), ApiError> {
+    pub fn evict(
+        &self,
+        namespace: &str,
+        name: &str,
+        actor: &str,
+        client: &str,
+    ) -> Result<(), ApiError> {
         let mut state = self.lock();
         actor.clone_into(&mut state.actor);
+        client.clone_into(&mut state.client);
         state.evict(namespace, name)
     }
 
@@ -419,6 +437,7 @@ impl Store {
     pub fn force_delete_pod(&self, namespace: &str, name: &str, actor: &str) {
         let mut state = self.lock();
         actor.clone_into(&mut state.actor);
+        state.client.clear();
         let Some(rt) = state.registry.get("", "v1", "pods") else {
             return;
         };
@@ -834,6 +853,7 @@ impl State {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 actor: self.actor.clone(),
+                client: self.client.clone(),
             },
         });
         if rt.kind != "Pod" || !rt.group.is_empty() {

@@ -33,6 +33,8 @@ pub enum Change {
         name: String,
         /// The field manager, or for deletes and evictions the client's user agent.
         actor: String,
+        /// The client's whole user agent (`dvt-operator/0.1.0 replica-a`): which replica wrote.
+        client: String,
     },
     /// A pod became ready or stopped being ready (including by being deleted).
     Readiness {

@@ -702,6 +702,8 @@ async fn api_faults_fail_a_fraction_of_requests_and_can_be_lifted() {
             error_fraction: 0.5,
             latency_ms: 1,
             watch_drop_fraction: 0.0,
+            slow_clients: Vec::new(),
+            failing_gets: Vec::new(),
         }))
         .unwrap();
     let mut failures = 0;

@@ -7,6 +7,7 @@ pub mod drift;
 pub mod health;
 pub mod model;
 pub mod names;
+pub mod retry;
 pub mod status;
 #[cfg(test)]
 mod testing;
@@ -71,6 +72,8 @@ pub enum Error {
         "the {caches} cache(s) have not listed once after {waited:?}: is `list`/`watch` on them allowed?"
     )]
     CachesNotReady { caches: String, waited: Duration },
+    #[error("this replica no longer holds the leader lease (renew deadline passed): not writing")]
+    Fenced,
     #[error("encoding {kind} {name}: {source}")]
     Encode {
         kind: &'static str,
@@ -91,6 +94,7 @@ impl Error {
             Error::CachesStopped { .. } => "CachesStopped",
             Error::CachesNotReady { .. } => "CachesNotReady",
             Error::ReadKeystores { .. } => "KeystoreReadFailed",
+            Error::Fenced => "NotLeader",
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct Settings {
     /// several times each while they start, and one reconcile (and one status write) for a burst
     /// is enough. Delays every reaction by at most this much.
     pub debounce: Duration,
+    /// Whether this process may write (the leader's fence; never closed without election).
+    pub fence: crate::leader::Fence,
 }
 
 /// The default of [`Settings::concurrency`].
@@ -120,6 +126,7 @@ impl Default for Settings {
             namespaces: Vec::new(),
             concurrency: DEFAULT_CONCURRENCY,
             debounce: DEFAULT_DEBOUNCE,
+            fence: crate::leader::Fence::default(),
         }
     }
 }
@@ -247,6 +254,10 @@ type KeystoreCache = std::sync::Mutex<
 
 struct Context {
     metrics: Arc<crate::metrics::Metrics>,
+    /// Checked right before every write: a replica that lost the lease writes nothing more.
+    fence: crate::leader::Fence,
+    /// Each failing DV's failures since its last good reconcile (backoff and Event limits).
+    failures: std::sync::Mutex<std::collections::HashMap<(String, String), retry::Failures>>,
     client: Client,
     recorder: Recorder,
     caches: Caches,
@@ -501,6 +512,8 @@ async fn run_in(
     };
     let context = Arc::new(Context {
         metrics: metrics.clone(),
+        fence: settings.fence.clone(),
+        failures: Default::default(),
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         keystores: KeystoreCache::default(),
@@ -558,6 +571,9 @@ async fn forget_deleted(dvs: Store<DistributedValidator>, ctx: Arc<Context>) {
         if let Ok(mut written) = ctx.status_written.lock() {
             written.retain(|key, _| live.contains(key));
         }
+        if let Ok(mut failures) = ctx.failures.lock() {
+            failures.retain(|key, _| live.contains(key));
+        }
         if let Ok(mut keystores) = ctx.keystores.lock() {
             keystores.retain(|(namespace, secret), _| {
                 ctx.caches
@@ -595,9 +611,32 @@ fn referencing(
         .collect()
 }
 
-fn error_policy(dv: Arc<DistributedValidator>, error: &Error, _: Arc<Context>) -> Action {
-    warn!(name = %dv.name_any(), namespace = ?dv.namespace(), category = error.category(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(15))
+/// A failed reconcile is tried again after a per-DV backoff that doubles up to
+/// [`retry::LONGEST_RETRY`], and reported as a Warning Event (reason: the error's category) at
+/// most once a minute per kind of failure. Apply failures published their own Event (naming the
+/// object); a replica that lost the lease publishes nothing.
+fn error_policy(dv: Arc<DistributedValidator>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = (dv.namespace().unwrap_or_default(), dv.name_any());
+    let category = error.category();
+    let retry = match ctx.failures.lock() {
+        Ok(mut failures) => failures
+            .entry(key)
+            .or_default()
+            .failed(category, Instant::now()),
+        Err(_) => retry::Retry {
+            after: retry::LONGEST_RETRY,
+            publish: false,
+        },
+    };
+    warn!(name = %dv.name_any(), namespace = ?dv.namespace(), category, %error, retry_in = ?retry.after, "reconcile failed; retrying");
+    let published_already = matches!(error, Error::Apply { .. } | Error::Fenced);
+    if retry.publish && !published_already {
+        let note = format!("{error} (next try in {}s)", retry.after.as_secs());
+        tokio::spawn(async move {
+            publish(&ctx, &dv, EventType::Warning, category, "Reconcile", note).await;
+        });
+    }
+    Action::requeue(retry.after)
 }
 
 tokio::task_local! {
@@ -617,6 +656,9 @@ async fn waiting_on<F: std::future::Future>(call: F) -> F::Output {
 async fn reconcile(dv: Arc<DistributedValidator>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let metrics = ctx.metrics.clone();
+    let key = (dv.namespace().unwrap_or_default(), dv.name_any());
+    let failures = ctx.clone();
+    let failures = &failures.failures;
     let (result, waited) = WAITING
         .scope(std::cell::Cell::new(Duration::ZERO), async move {
             let result = reconcile_timed(dv, ctx).await;
@@ -624,8 +666,13 @@ async fn reconcile(dv: Arc<DistributedValidator>, ctx: Arc<Context>) -> Result<A
         })
         .await;
     metrics.observe_reconcile(started.elapsed(), waited);
-    if let Err(error) = &result {
-        metrics.observe_error(error.category());
+    match &result {
+        Err(error) => metrics.observe_error(error.category()),
+        Ok(_) => {
+            if let Ok(mut failures) = failures.lock() {
+                failures.remove(&key);
+            }
+        }
     }
     result
 }
@@ -913,6 +960,11 @@ async fn keep_quorum(
             continue;
         };
         let pod_name = pod.name_any();
+        if !ctx.fence.holds() {
+            // Lost the lease mid-pass: the new leader decides from here.
+            warn!(member = %member, "not restarting: no longer the leader");
+            break;
+        }
         let result = if evict {
             // A rollout restart goes through the eviction API: the PodDisruptionBudget is a
             // second guard on top of the planner's budget.
@@ -1317,6 +1369,9 @@ async fn apply_all(
                         .any(|o| Some(&o.uid) == dv.uid().as_ref())
                 });
             if ours {
+                if !ctx.fence.holds() {
+                    return Err(Error::Fenced);
+                }
                 let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
                 waiting_on(api.delete(&name, &Default::default()))
                     .await
@@ -1398,6 +1453,9 @@ where
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    if !ctx.fence.holds() {
+        return Err(Error::Fenced);
+    }
     match waiting_on(api.patch(&name, &params, &Patch::Apply(&value))).await {
         Ok(_) => {
             let reason = if cached.is_some() {
@@ -1493,6 +1551,9 @@ async fn write_status(
     );
     let api: Api<DistributedValidator> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({"status": status});
+    if !ctx.fence.holds() {
+        return Err(Error::Fenced);
+    }
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
@@ -1528,6 +1589,9 @@ async fn publish_about(
     action: &str,
     note: String,
 ) {
+    if !ctx.fence.holds() {
+        return;
+    }
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -1543,11 +1607,20 @@ async fn publish_about(
 /// A client configured as the operator's: it names itself in the user agent, so the API
 /// server's audit log (and the simulator's timeline) can attribute its deletes and evictions.
 pub fn identify(config: &mut kube::Config) {
-    if let Ok(agent) =
-        http::HeaderValue::from_str(&format!("{FIELD_MANAGER}/{}", env!("CARGO_PKG_VERSION")))
-    {
+    // The replica (POD_NAME) after the version, so that audit logs tell replicas apart.
+    let replica = std::env::var("POD_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .map(|name| format!(" ({name})"))
+        .unwrap_or_default();
+    if let Ok(agent) = http::HeaderValue::from_str(&format!(
+        "{FIELD_MANAGER}/{}{replica}",
+        env!("CARGO_PKG_VERSION")
+    )) {
         config.headers.push((http::header::USER_AGENT, agent));
     }
+    // An API server that does not accept the connection is an error soon, not a hang.
+    config.connect_timeout = Some(Duration::from_secs(10));
 }
 
 #[cfg(test)]

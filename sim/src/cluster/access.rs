@@ -157,5 +157,6 @@ fn options(manager: &str) -> WriteOptions {
     WriteOptions {
         field_manager: manager.to_owned(),
         dry_run: false,
+        client: manager.to_owned(),
     }
 }

@@ -98,6 +98,24 @@ pub struct ApiFaults {
     /// Fraction (0..=1) of watch streams closed early (after up to two seconds).
     #[serde(default)]
     pub watch_drop_fraction: f64,
+    /// Requests of one client to one resource that answer late (a hung lease renewal of one
+    /// replica, say), on top of `latencyMs`.
+    #[serde(default)]
+    pub slow_clients: Vec<SlowClient>,
+    /// Resources (plurals, such as `secrets`) whose single-object GETs answer
+    /// `500 InternalError`; lists and watches still work.
+    #[serde(default)]
+    pub failing_gets: Vec<String>,
+}
+
+/// Requests whose user agent contains `userAgentContains` to `resource` (a plural, such as
+/// `leases`) wait `latencyMs` before they are served.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowClient {
+    pub user_agent_contains: String,
+    pub resource: String,
+    pub latency_ms: u64,
 }
 
 /// What is wrong with one pod. Faults belong to one pod instance: a pod recreated under the
@@ -238,8 +256,25 @@ mod tests {
             Fault::Api(ApiFaults {
                 error_fraction: 0.1,
                 latency_ms: 5,
-                watch_drop_fraction: 0.0
+                watch_drop_fraction: 0.0,
+                slow_clients: Vec::new(),
+                failing_gets: Vec::new(),
             })
+        );
+        let slow: Fault = serde_json::from_str(
+            r#"{"kind": "api", "slowClients": [{"userAgentContains": "replica-a", "resource": "leases", "latencyMs": 60000}]}"#,
+        )
+        .unwrap();
+        let Fault::Api(faults) = slow else {
+            panic!("an API fault")
+        };
+        assert_eq!(
+            faults.slow_clients,
+            [SlowClient {
+                user_agent_contains: "replica-a".into(),
+                resource: "leases".into(),
+                latency_ms: 60_000
+            }]
         );
     }
 

@@ -726,6 +726,7 @@ pub async fn operator(
         namespaces: Vec::new(),
         concurrency,
         debounce,
+        fence: dvt_operator::leader::Fence::default(),
     };
     dvt_operator::controller::run_with_metrics(
         client,
