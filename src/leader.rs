@@ -31,6 +31,19 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
+    /// A lease of `duration` with the renew deadline and retry period of [`LeaseConfig::timings`].
+    pub fn new(name: &str, namespace: &str, identity: &str, duration: Duration) -> LeaseConfig {
+        let (renew_deadline, renew_every) = LeaseConfig::timings(duration);
+        LeaseConfig {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            identity: identity.to_owned(),
+            duration,
+            renew_deadline,
+            renew_every,
+        }
+    }
+
     /// Deadline and retry period for a lease of `duration`, in the proportions of client-go's
     /// defaults (15 s lease, 10 s renew deadline, 2 s retry).
     pub fn timings(duration: Duration) -> (Duration, Duration) {

@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod bls;
+#[cfg(feature = "demo")]
+pub mod chaos;
 pub mod controller;
 pub mod crdgen;
 #[cfg(feature = "demo")]

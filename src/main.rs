@@ -590,36 +590,16 @@ fn run(args: &RunArgs) -> ExitCode {
         };
         let server = tokio::spawn(dvt_operator::metrics::serve(args.metrics_address, metrics.clone(), stopped));
         if args.leader_election {
-            let config = dvt_operator::leader::LeaseConfig {
-                name: args.lease_name.clone(),
-                namespace: args.lease_namespace.clone(),
-                identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("dvt-operator-{}", std::process::id())),
-                duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(2)),
-                renew_deadline: dvt_operator::leader::LeaseConfig::timings(std::time::Duration::from_secs(args.lease_duration_seconds.max(2))).0,
-                renew_every: dvt_operator::leader::LeaseConfig::timings(std::time::Duration::from_secs(args.lease_duration_seconds.max(2))).1,
-            };
-            let leader_metrics = metrics.clone();
-            let work_metrics = metrics.clone();
+            let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("dvt-operator-{}", std::process::id()));
+            let lease = dvt_operator::leader::LeaseConfig::new(
+                &args.lease_name,
+                &args.lease_namespace,
+                &identity,
+                std::time::Duration::from_secs(args.lease_duration_seconds.max(2)),
+            );
             // A standby is ready (it serves and waits); the leader's readiness is its caches'.
             metrics.set_ready(true);
-            dvt_operator::leader::run_while_leader(
-                client.clone(),
-                config,
-                move |stop, fence| {
-                    let client = client.clone();
-                    let scope = dvt_operator::controller::Settings { fence, ..scope.clone() };
-                    let metrics = work_metrics.clone();
-                    async move {
-                        dvt_operator::controller::run_with_metrics(client, scope, metrics, async move {
-                            let _ = stop.await;
-                        })
-                        .await;
-                    }
-                },
-                move |leading| leader_metrics.set_leader(leading),
-                stop_requested(),
-            )
-            .await;
+            dvt_operator::controller::run_elected(client, scope, lease, metrics.clone(), stop_requested()).await;
         } else {
             metrics.set_leader(true);
             dvt_operator::controller::run_with_metrics(client, scope, metrics, stop_requested()).await;

@@ -57,8 +57,13 @@ pub fn broken(pod: &Pod) -> Option<Broken> {
             return Some(Broken::Waiting(reason.to_owned()));
         }
     }
+    // Only while the container is not ready: one that was OOM-killed and now serves is up. Calling
+    // it broken would let the operator restart a ready member outside the quorum budget, and its
+    // last state says OOMKilled until the next restart, so it would stay "broken" (and never be
+    // rolled out) after it recovered.
     if containers.clone().any(|c| {
         c.restart_count >= OOM_RESTARTS
+            && !c.ready
             && c.last_state
                 .as_ref()
                 .and_then(|s| s.terminated.as_ref())
@@ -165,9 +170,16 @@ mod tests {
             Some(Broken::Waiting("CrashLoopBackOff".into()))
         );
         let oom = pod(
-            json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 3, "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+            json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 3, "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
         );
         assert_eq!(broken(&oom), Some(Broken::OomKilled));
+        // Found by the chaos run: after an OOM loop ends, the container is ready again but its
+        // last state still says OOMKilled. It is up: not broken, so it is neither restarted
+        // outside the budget nor left out of a rollout.
+        let recovered = pod(
+            json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 7, "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+        );
+        assert_eq!(broken(&recovered), None);
         let pending = pod(
             json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/8 nodes are available"}]}),
         );

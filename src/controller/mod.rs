@@ -74,6 +74,10 @@ pub enum Error {
     CachesNotReady { caches: String, waited: Duration },
     #[error("this replica no longer holds the leader lease (renew deadline passed): not writing")]
     Fenced,
+    #[error(
+        "the reconcile did not finish within {0:?} (an API call that never answered); abandoned"
+    )]
+    TimedOut(Duration),
     #[error("encoding {kind} {name}: {source}")]
     Encode {
         kind: &'static str,
@@ -95,6 +99,7 @@ impl Error {
             Error::CachesNotReady { .. } => "CachesNotReady",
             Error::ReadKeystores { .. } => "KeystoreReadFailed",
             Error::Fenced => "NotLeader",
+            Error::TimedOut(_) => "ReconcileTimedOut",
         }
     }
 }
@@ -304,6 +309,39 @@ pub async fn run_with_metrics(
         )
     });
     futures::future::join_all(runs).await;
+}
+
+/// Runs the controller only while this replica holds the Lease of `lease`, each term with its
+/// own fence, until `shutdown` resolves; `/metrics` says whether it leads.
+pub async fn run_elected(
+    client: Client,
+    settings: Settings,
+    lease: crate::leader::LeaseConfig,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let leading = metrics.clone();
+    crate::leader::run_while_leader(
+        client.clone(),
+        lease,
+        move |stop, fence| {
+            let client = client.clone();
+            let settings = Settings {
+                fence,
+                ..settings.clone()
+            };
+            let metrics = metrics.clone();
+            async move {
+                run_with_metrics(client, settings, metrics, async move {
+                    let _ = stop.await;
+                })
+                .await;
+            }
+        },
+        move |now| leading.set_leader(now),
+        shutdown,
+    )
+    .await;
 }
 
 /// Runs the controller with metrics that nobody serves (tests, the demo).
@@ -612,7 +650,7 @@ fn referencing(
 }
 
 /// A failed reconcile is tried again after a per-DV backoff that doubles up to
-/// [`retry::LONGEST_RETRY`], and reported as a Warning Event (reason: the error's category) at
+/// [`retry::LONGEST_RETRY`] (a minute), and reported as a Warning Event (reason: the error's category) at
 /// most once a minute per kind of failure. Apply failures published their own Event (naming the
 /// object); a replica that lost the lease publishes nothing.
 fn error_policy(dv: Arc<DistributedValidator>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -682,7 +720,17 @@ async fn reconcile_timed(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let span = info_span!("reconcile", name = %dv.name_any(), namespace = %dv.namespace().unwrap_or_default());
-    reconcile_inner(dv, ctx).instrument(span).await
+    // One DV is never reconciled twice at once, so a reconcile stuck on a call that never
+    // answers would stop every later one for this DV: give up on it and retry.
+    match tokio::time::timeout(
+        RECONCILE_DEADLINE,
+        reconcile_inner(dv, ctx).instrument(span),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(Error::TimedOut(RECONCILE_DEADLINE)),
+    }
 }
 
 async fn reconcile_inner(
@@ -873,6 +921,10 @@ fn pod_reference(pod: &Pod) -> ObjectReference {
         ..ObjectReference::default()
     }
 }
+
+/// How long one reconcile may take before it is abandoned (normally milliseconds; the caches'
+/// first listing may take up to [`CACHES_READY_WITHIN`]).
+const RECONCILE_DEADLINE: Duration = Duration::from_secs(45);
 
 /// How soon a restart that failed (e.g. an eviction the budget refused) is tried again.
 const RETRY_FAILED_ACTION: Duration = Duration::from_secs(5);

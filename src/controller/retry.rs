@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 /// The first retry after a failure.
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
-/// The longest wait between retries.
-pub const LONGEST_RETRY: Duration = Duration::from_secs(300);
+/// The longest wait between retries: a DV that keeps failing is still looked at once a minute
+/// (a rollout step or a repair that a failed status write interrupted is not left for long).
+pub const LONGEST_RETRY: Duration = Duration::from_secs(60);
 /// At most one Warning Event per DV this often for the same kind of failure.
 pub const EVENT_EVERY: Duration = Duration::from_secs(60);
 
@@ -64,7 +65,7 @@ mod tests {
     #[test]
     fn retries_double_up_to_the_cap() {
         let gaps: Vec<u64> = (1..=11).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(gaps, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(gaps, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60, 60]);
         assert_eq!(backoff(u32::MAX), LONGEST_RETRY);
     }
 

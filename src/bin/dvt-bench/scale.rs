@@ -698,6 +698,7 @@ pub async fn operator(
     metrics_address: std::net::SocketAddr,
     concurrency: u16,
     debounce: Duration,
+    lease_seconds: Option<u64>,
 ) -> Result<(), String> {
     // DVT_BENCH_LOG (RUST_LOG syntax) lets a profile look inside, e.g. `dvt_operator=debug`.
     let wanted = std::env::var("DVT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
@@ -728,13 +729,37 @@ pub async fn operator(
         debounce,
         fence: dvt_operator::leader::Fence::default(),
     };
-    dvt_operator::controller::run_with_metrics(
-        client,
-        settings,
-        metrics,
-        futures::future::pending(),
-    )
-    .await;
+    match lease_seconds {
+        // With leader election, as `dvt-operator run --leader-election` (chaos runs two).
+        Some(seconds) => {
+            metrics.set_leader(false);
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("bench-{}", std::process::id()));
+            let lease = dvt_operator::leader::LeaseConfig::new(
+                "dvt-operator-leader",
+                "default",
+                &identity,
+                Duration::from_secs(seconds.max(2)),
+            );
+            dvt_operator::controller::run_elected(
+                client,
+                settings,
+                lease,
+                metrics,
+                futures::future::pending::<()>(),
+            )
+            .await;
+        }
+        None => {
+            dvt_operator::controller::run_with_metrics(
+                client,
+                settings,
+                metrics,
+                futures::future::pending(),
+            )
+            .await;
+        }
+    }
     server.abort();
     Ok(())
 }
