@@ -3,10 +3,10 @@
 //! dropped watches, rollouts and hand-edits of children, over a 4- and a 7-member DV. A longer
 //! run: `cargo run --release --bin dvt-bench -- chaos --seconds 600 --seed S`.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use dvt_operator::chaos::{ChaosOptions, run};
+use dvt_operator::chaos::{ChaosOptions, log_to, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_chaos_run_keeps_every_invariant_and_converges() {
@@ -30,15 +30,8 @@ async fn a_short_chaos_run_keeps_every_invariant_and_converges() {
                 .arg("--kubeconfig")
                 .arg(kubeconfig)
                 .args(["--metrics-address", &format!("127.0.0.1:{port}")])
-                .env("POD_NAME", name)
-                .stdout(Stdio::null());
-            if let Ok(log) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log_dir.join(format!("{name}.log")))
-            {
-                command.stderr(log);
-            }
+                .env("POD_NAME", name);
+            log_to(&mut command, &log_dir, name);
             command
         }),
     })

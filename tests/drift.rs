@@ -27,6 +27,20 @@ async fn drift_events(world: &World) -> Vec<String> {
         .collect()
 }
 
+async fn drift_event_naming(world: &World, object: &str, field: &str) {
+    wait_for(
+        &format!("a DriftCorrected Event naming {object}'s {field}"),
+        || async move {
+            drift_events(world)
+                .await
+                .iter()
+                .any(|e| e.contains(object) && e.contains(field))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_scaled_to_two_replicas_returns_to_one_and_an_edited_image_is_restored() {
     let world = world().await;
@@ -64,22 +78,7 @@ async fn a_member_scaled_to_two_replicas_returns_to_one_and_an_edited_image_is_r
     )
     .await;
     // The Event follows the write that restored it.
-    wait_for(
-        "a DriftCorrected Event naming stader-4-alpha's spec.replicas",
-        || {
-            let world = &world;
-            async move {
-                drift_events(world)
-                    .await
-                    .iter()
-                    .any(|e| {
-                        e.contains("StatefulSet stader-4-alpha") && e.contains("spec.replicas")
-                    })
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    drift_event_naming(&world, "StatefulSet stader-4-alpha", "spec.replicas").await;
 
     // An edited image in the pod template is restored too.
     kubectl(
@@ -102,21 +101,10 @@ async fn a_member_scaled_to_two_replicas_returns_to_one_and_an_edited_image_is_r
         }
     })
     .await;
-    wait_for(
-        "a DriftCorrected Event naming stader-4-bravo's containers",
-        || {
-            let world = &world;
-            async move {
-                drift_events(world)
-                    .await
-                    .iter()
-                    .any(|e| {
-                        e.contains("StatefulSet stader-4-bravo")
-                            && e.contains("spec.template.spec.containers")
-                    })
-                    .then_some(())
-            }
-        },
+    drift_event_naming(
+        &world,
+        "StatefulSet stader-4-bravo",
+        "spec.template.spec.containers",
     )
     .await;
     let described = kubectl(&world, &["describe", "dv", "stader-4"]);

@@ -42,11 +42,27 @@ impl Drop for Operator {
     }
 }
 
-fn operator(name: &'static str, kubeconfig: &Path) -> Operator {
-    operator_with_lease(name, kubeconfig, 2)
+/// A simulated cluster without an operator of its own, and two operator processes
+/// (`replica-a`, `replica-b`) electing a leader on a Lease of `lease_seconds`.
+async fn two_replicas(dir: &str, lease_seconds: u32) -> (World, [Operator; 2]) {
+    let world = World::start(WorldOptions {
+        operator: false,
+        ..WorldOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("{dir}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    world.write_kubeconfig(&kubeconfig).unwrap();
+    let operators = [
+        operator("replica-a", &kubeconfig, lease_seconds),
+        operator("replica-b", &kubeconfig, lease_seconds),
+    ];
+    (world, operators)
 }
 
-fn operator_with_lease(name: &'static str, kubeconfig: &Path, lease_seconds: u32) -> Operator {
+fn operator(name: &'static str, kubeconfig: &Path, lease_seconds: u32) -> Operator {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_dvt-operator"))
         .args([
@@ -83,20 +99,8 @@ async fn holder(world: &World) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_reconciles_and_a_standby_takes_over() {
-    let world = World::start(WorldOptions {
-        operator: false,
-        ..WorldOptions::default()
-    })
-    .await
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("dvt-leader-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    world.write_kubeconfig(&kubeconfig).unwrap();
-    let mut operators = vec![
-        operator("replica-a", &kubeconfig),
-        operator("replica-b", &kubeconfig),
-    ];
+    let (world, operators) = two_replicas("dvt-leader", 2).await;
+    let mut operators = Vec::from(operators);
 
     let first = wait_for("a leader", || {
         let world = &world;
@@ -202,20 +206,7 @@ fn writes(world: &World, since: usize) -> Vec<(usize, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_renewals_hang_stops_writing_before_the_standby_takes_over() {
-    let world = World::start(WorldOptions {
-        operator: false,
-        ..WorldOptions::default()
-    })
-    .await
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("dvt-fence-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    world.write_kubeconfig(&kubeconfig).unwrap();
-    let operators = [
-        operator_with_lease("replica-a", &kubeconfig, 3),
-        operator_with_lease("replica-b", &kubeconfig, 3),
-    ];
+    let (world, operators) = two_replicas("dvt-fence", 3).await;
     let first = wait_for("a leader", || {
         let world = &world;
         async move { holder(world).await }

@@ -435,15 +435,8 @@ async fn chaos(seconds: u64, seed: Option<u64>, settle_seconds: u64) -> Result<(
                     "--lease-seconds",
                     "3",
                 ])
-                .env("POD_NAME", name)
-                .stdout(std::process::Stdio::null());
-            if let Ok(log) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(logs.join(format!("{name}.log")))
-            {
-                command.stderr(log);
-            }
+                .env("POD_NAME", name);
+            dvt_operator::chaos::log_to(&mut command, &logs, name);
             command
         }),
     })
