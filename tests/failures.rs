@@ -91,3 +91,81 @@ async fn a_failing_keystore_read_is_a_warning_and_backs_off() {
     world.sim.inject(Fault::Api(ApiFaults::default())).unwrap();
     dv_where(&world, "stader-4", "stader-4 Available", available).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dv_deleted_mid_rollout_is_not_recreated_and_keeps_its_data() {
+    use dvt_operator::api::DistributedValidator;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+    use kube::api::{DeleteParams, Patch, PatchParams};
+
+    let world = world().await;
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
+        .await
+        .unwrap();
+    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    let dvs: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
+    // A rollout starts (every member outdated), and the DV is deleted while it runs.
+    let patch = serde_json::json!({"spec": {"charon": {"image": "obolnetwork/charon:v1.7.0"}}});
+    dvs.patch("stader-4", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    dv_where(&world, "stader-4", "the rollout under way", |dv| {
+        dv.status
+            .as_ref()
+            .is_some_and(|s| s.members.iter().any(|m| m.outdated))
+    })
+    .await;
+    let since = world.sim.store().timeline_len();
+    dvs.delete("stader-4", &DeleteParams::default())
+        .await
+        .unwrap();
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    wait_for("the children garbage-collected", || {
+        let sets = sets.clone();
+        async move {
+            sets.list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    // Nothing of the deleted DV comes back from a reconcile that was under way.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let recreated: Vec<String> = writes_by_operator(&world, since)
+        .into_iter()
+        .filter(|w| w.starts_with("ADDED") && !w.contains("events"))
+        .collect();
+    assert_eq!(recreated, Vec::<String>::new());
+    assert!(
+        sets.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let claims: Api<PersistentVolumeClaim> = Api::default_namespaced(world.client.clone());
+    let secrets: Api<Secret> = Api::default_namespaced(world.client.clone());
+    assert_eq!(
+        claims
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        8
+    );
+    assert_eq!(
+        secrets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        8
+    );
+}

@@ -695,8 +695,7 @@ async fn reconcile(dv: Arc<DistributedValidator>, ctx: Arc<Context>) -> Result<A
     let started = std::time::Instant::now();
     let metrics = ctx.metrics.clone();
     let key = (dv.namespace().unwrap_or_default(), dv.name_any());
-    let failures = ctx.clone();
-    let failures = &failures.failures;
+    let context = ctx.clone();
     let (result, waited) = WAITING
         .scope(std::cell::Cell::new(Duration::ZERO), async move {
             let result = reconcile_timed(dv, ctx).await;
@@ -707,7 +706,7 @@ async fn reconcile(dv: Arc<DistributedValidator>, ctx: Arc<Context>) -> Result<A
     match &result {
         Err(error) => metrics.observe_error(error.category()),
         Ok(_) => {
-            if let Ok(mut failures) = failures.lock() {
+            if let Ok(mut failures) = context.failures.lock() {
                 failures.remove(&key);
             }
         }
@@ -1478,6 +1477,18 @@ where
     let name = object.name_any();
     let want = object.annotations().get(ANNOTATION_SPEC_HASH).cloned();
     let cached = cache.get(&ObjectRef::new(&name).within(namespace));
+    let unchanged = cached
+        .as_ref()
+        .is_some_and(|c| c.annotations().get(ANNOTATION_SPEC_HASH) == want.as_ref());
+    // The caches keep only other writers' managed fields: an object nobody else wrote is
+    // decided by its hash alone, without encoding it (the common case on every reconcile).
+    let others = cached
+        .as_ref()
+        .and_then(|c| c.meta().managed_fields.as_deref())
+        .filter(|entries| !entries.is_empty());
+    if unchanged && others.is_none() {
+        return Ok(());
+    }
     let mut value = serde_json::to_value(&object).map_err(|source| Error::Encode {
         kind,
         name: name.clone(),
@@ -1486,21 +1497,10 @@ where
     value["apiVersion"] = serde_json::json!(K::api_version(&()));
     value["kind"] = serde_json::json!(K::kind(&()));
     // Fields we set that someone else wrote since: put back now, whatever the hash says.
-    let drifted = cached
-        .as_ref()
-        .map(|c| {
-            drift::drifted_fields(
-                &value,
-                c.meta().managed_fields.as_deref().unwrap_or_default(),
-                FIELD_MANAGER,
-            )
-        })
+    let drifted = others
+        .map(|entries| drift::drifted_fields(&value, entries, FIELD_MANAGER))
         .unwrap_or_default();
-    if drifted.is_empty()
-        && cached
-            .as_ref()
-            .is_some_and(|c| c.annotations().get(ANNOTATION_SPEC_HASH) == want.as_ref())
-    {
+    if unchanged && drifted.is_empty() {
         return Ok(());
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);

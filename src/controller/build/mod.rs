@@ -405,7 +405,8 @@ fn client_containers(cluster: &Cluster, member: &Member) -> (Container, Vec<Cont
 
 /// Removes the copy of the ENR private key that operator versions before 0.2 left on the
 /// member's retained Charon volume (Charon now reads the key from its Secret): a private key must
-/// not outlive its Secret. Idempotent; touches nothing else on the volume.
+/// not outlive its Secret. Idempotent; touches nothing else on the volume. Runs `/bin/sh` in the
+/// Charon image, whose final stage is debian:bookworm-slim (charon v1.7.1 Dockerfile).
 fn remove_old_enr_key_copy(member: &Member) -> Container {
     Container {
         name: INIT_REMOVE_OLD_ENR_KEY_COPY.to_owned(),
