@@ -1,10 +1,12 @@
 //! dvt-sim: a simulated Kubernetes API server on 127.0.0.1 that kube-rs and kubectl talk to as
 //! to a real one, for end-to-end tests on machines without Docker or a real cluster.
 
+pub mod auth;
 pub mod bench;
 pub mod cluster;
 pub mod errors;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod schema;
 pub mod selectors;
@@ -12,6 +14,7 @@ mod server;
 pub mod store;
 pub mod table;
 pub mod timeline;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -40,6 +43,14 @@ pub enum SimError {
     },
     #[error("cannot build a client for the simulator: {0}")]
     Client(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot issue a token for ServiceAccount {namespace}/{name}: {source}")]
+    Token {
+        namespace: String,
+        name: String,
+        source: Box<errors::ApiError>,
+    },
 }
 
 /// Settings of a simulated API server.
@@ -72,6 +83,9 @@ pub struct SimServer {
     cluster_task: Option<JoinHandle<()>>,
     api_faults: Arc<server::ApiFaultState>,
     requests: Arc<server::RequestCounts>,
+    tokens: Arc<auth::Tokens>,
+    authorizer: Arc<auth::rbac::Authorizer>,
+    certificates: Arc<tls::ServingCertificates>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -102,12 +116,17 @@ impl SimServer {
         };
         let api_faults = Arc::new(server::ApiFaultState::default());
         let requests = Arc::new(server::RequestCounts::default());
+        let tokens = Arc::new(auth::Tokens::new());
+        let authorizer = Arc::new(auth::rbac::Authorizer::default());
+        let certificates = Arc::new(tls::ServingCertificates::generate()?);
         let (major, minor) = KUBERNETES_VERSION;
         let sim = Arc::new(server::Sim {
             store: store.clone(),
             cluster: cluster.clone(),
             api_faults: api_faults.clone(),
             requests: requests.clone(),
+            tokens: tokens.clone(),
+            authorizer: authorizer.clone(),
             version: json!({
                 "major": major, "minor": minor, "gitVersion": format!("v{major}.{minor}.0-dvt-sim"),
                 "gitCommit": "dvt-sim", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
@@ -116,12 +135,11 @@ impl SimServer {
         });
         let app = axum::Router::new().fallback(server::handle).with_state(sim);
         let (shutdown, stopped) = oneshot::channel::<()>();
+        let serving = certificates.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "simulated API server stopped with an error");
+            tokio::select! {
+                () = tls::serve(listener, &serving, app) => {}
+                _ = stopped => {}
             }
         });
         tracing::info!(%address, "simulated API server listening");
@@ -132,6 +150,9 @@ impl SimServer {
             cluster_task,
             api_faults,
             requests,
+            tokens,
+            authorizer,
+            certificates,
             shutdown: Some(shutdown),
             task: Some(task),
         })
@@ -141,9 +162,19 @@ impl SimServer {
         self.address
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("https://{}", self.address)
+    }
+
+    /// The PEM of the CA that signed the serving certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.certificates.ca_pem
+    }
+
+    /// The admin's bearer token (`system:masters`).
+    pub fn admin_token(&self) -> &str {
+        self.tokens.admin()
     }
 
     /// The simulated cluster, when one runs.
@@ -159,6 +190,8 @@ impl SimServer {
             cluster: self.cluster.clone(),
             api_faults: self.api_faults.clone(),
             requests: self.requests.clone(),
+            tokens: self.tokens.clone(),
+            authorizer: self.authorizer.clone(),
         };
         server::inject(&sim, fault)
     }
@@ -174,22 +207,66 @@ impl SimServer {
         &self.store
     }
 
-    /// A kubeconfig pointing at this server (plain HTTP, no credentials).
+    /// A kubeconfig for the admin (`system:masters`): this server's address, its CA and the
+    /// admin's token.
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_with_token("dvt-sim", self.tokens.admin(), "default")
+    }
+
+    fn kubeconfig_with_token(&self, user: &str, token: &str, namespace: &str) -> String {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.certificates.ca_pem);
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: dvt-sim\n  cluster:\n    server: {url}\ncontexts:\n- name: dvt-sim\n  context:\n    cluster: dvt-sim\n    user: dvt-sim\n    namespace: default\ncurrent-context: dvt-sim\nusers:\n- name: dvt-sim\n  user: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: dvt-sim\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\ncontexts:\n- name: dvt-sim\n  context:\n    cluster: dvt-sim\n    user: {user}\n    namespace: {namespace}\ncurrent-context: dvt-sim\nusers:\n- name: {user}\n  user:\n    token: {token}\n",
             url = self.url()
         )
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), SimError> {
-        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| SimError::WriteKubeconfig {
-            path: path.display().to_string(),
-            source,
-        })
+        write_file(path, &self.kubeconfig_yaml())
     }
 
-    /// A kube-rs client for this server.
+    /// A token for a ServiceAccount that exists, as `kubectl create token` gets one.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> Result<String, SimError> {
+        let rt = self
+            .store
+            .resolve("", "v1", "serviceaccounts")
+            .ok_or_else(|| SimError::Client("serviceaccounts are not served".to_owned()))?;
+        let account = self
+            .store
+            .get(&rt, namespace, name)
+            .map_err(|source| SimError::Token {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                source: Box::new(source),
+            })?;
+        let uid = account
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        Ok(self.tokens.issue(namespace, name, uid))
+    }
+
+    /// A kubeconfig that acts as a ServiceAccount (which must exist), in its namespace.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, SimError> {
+        let token = self.service_account_token(namespace, name)?;
+        Ok(self.kubeconfig_with_token(&format!("{namespace}-{name}"), &token, namespace))
+    }
+
+    pub fn write_service_account_kubeconfig(
+        &self,
+        path: &Path,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), SimError> {
+        write_file(path, &self.service_account_kubeconfig(namespace, name)?)
+    }
+
+    /// A kube-rs client for this server, as the admin.
     pub fn client(&self) -> Result<kube::Client, SimError> {
         kube::Client::try_from(self.client_config()?).map_err(|e| SimError::Client(e.to_string()))
     }
@@ -198,11 +275,30 @@ impl SimServer {
     /// `429` answers, such as an eviction refused by a PodDisruptionBudget, for minutes by
     /// default; `default_retry = false` turns that off).
     pub fn client_config(&self) -> Result<kube::Config, SimError> {
+        self.config_with_token(self.tokens.admin())
+    }
+
+    /// A client configuration acting as a ServiceAccount (which must exist).
+    pub fn service_account_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Config, SimError> {
+        let token = self.service_account_token(namespace, name)?;
+        let mut config = self.config_with_token(&token)?;
+        config.default_namespace = namespace.to_owned();
+        Ok(config)
+    }
+
+    fn config_with_token(&self, token: &str) -> Result<kube::Config, SimError> {
         let url: http::Uri = self
             .url()
             .parse()
             .map_err(|e: http::uri::InvalidUri| SimError::Client(e.to_string()))?;
-        Ok(kube::Config::new(url))
+        let mut config = kube::Config::new(url);
+        config.root_cert = Some(vec![self.certificates.ca_der.clone()]);
+        config.auth_info.token = Some(secrecy::SecretString::from(token.to_owned()));
+        Ok(config)
     }
 
     /// Stops serving and waits for the server task to end.
@@ -218,6 +314,13 @@ impl SimServer {
             let _ = task.await;
         }
     }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), SimError> {
+    std::fs::write(path, text).map_err(|source| SimError::WriteKubeconfig {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 impl Drop for SimServer {

@@ -25,6 +25,8 @@ pub struct ResourceType {
     pub schema: Option<Value>,
     /// A CRD's additionalPrinterColumns, used for table output.
     pub printer_columns: Vec<Value>,
+    /// A review (SelfSubjectAccessReview, SelfSubjectReview): answered on `create`, never stored.
+    pub create_only: bool,
 }
 
 impl ResourceType {
@@ -56,12 +58,26 @@ impl ResourceType {
 
     /// The entry of an `APIResourceList` describing this type (and its subresources).
     pub fn discovery_entries(&self) -> Vec<Value> {
+        let verbs: &[&str] = if self.create_only {
+            &["create"]
+        } else {
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        };
         let mut entries = vec![json!({
             "name": self.plural,
             "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "verbs": verbs,
             "shortNames": self.short_names,
             "categories": self.categories,
         })];
@@ -82,6 +98,17 @@ impl ResourceType {
                 "group": "policy",
                 "version": "v1",
                 "kind": "Eviction",
+                "verbs": ["create"],
+            }));
+        }
+        if self.kind == "ServiceAccount" {
+            entries.push(json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
                 "verbs": ["create"],
             }));
         }
@@ -248,53 +275,6 @@ const BUILTINS: &[Builtin] = &[
         status: false,
         short_names: &[],
     },
-    // What installing the operator itself needs (manifests/install.yaml, the Helm chart); no
-    // controller acts on these here.
-    Builtin {
-        group: "apps",
-        version: "v1",
-        kind: "Deployment",
-        plural: "deployments",
-        namespaced: true,
-        status: true,
-        short_names: &["deploy"],
-    },
-    Builtin {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        kind: "ClusterRole",
-        plural: "clusterroles",
-        namespaced: false,
-        status: false,
-        short_names: &[],
-    },
-    Builtin {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        kind: "ClusterRoleBinding",
-        plural: "clusterrolebindings",
-        namespaced: false,
-        status: false,
-        short_names: &[],
-    },
-    Builtin {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        kind: "Role",
-        plural: "roles",
-        namespaced: true,
-        status: false,
-        short_names: &[],
-    },
-    Builtin {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        kind: "RoleBinding",
-        plural: "rolebindings",
-        namespaced: true,
-        status: false,
-        short_names: &[],
-    },
     Builtin {
         group: "networking.k8s.io",
         version: "v1",
@@ -340,6 +320,25 @@ const BUILTINS: &[Builtin] = &[
         status: false,
         short_names: &[],
     },
+    // Reviews: answered on create, never stored.
+    Builtin {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        namespaced: false,
+        status: false,
+        short_names: &[],
+    },
+    Builtin {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        namespaced: false,
+        status: false,
+        short_names: &[],
+    },
     Builtin {
         group: "apiextensions.k8s.io",
         version: "v1",
@@ -373,6 +372,7 @@ impl Registry {
                 },
                 schema: None,
                 printer_columns: Vec::new(),
+                create_only: b.kind.ends_with("Review"),
             });
         }
         registry

@@ -124,6 +124,9 @@ struct State {
     client: String,
     started: std::time::Instant,
     timeline: Vec<TimelineEntry>,
+    /// The resourceVersion of the last change to each resource, for caches derived from one
+    /// (the RBAC authorizer's parsed policy).
+    last_written: HashMap<StorageKey, u64>,
 }
 
 /// The shared store.
@@ -227,6 +230,7 @@ impl Store {
             client: String::new(),
             started: std::time::Instant::now(),
             timeline: Vec::new(),
+            last_written: HashMap::new(),
         };
         let namespaces = state
             .registry
@@ -237,6 +241,20 @@ impl Store {
             state
                 .create(&namespaces, "", object, "dvt-sim", "Update", false)
                 .expect("initial namespaces are valid");
+        }
+        for object in crate::auth::rbac::bootstrap_policy() {
+            let plural = if object["kind"] == "ClusterRole" {
+                "clusterroles"
+            } else {
+                "clusterrolebindings"
+            };
+            let rt = state
+                .registry
+                .get("rbac.authorization.k8s.io", "v1", plural)
+                .expect("RBAC is built in");
+            state
+                .create(&rt, "", object, "dvt-sim", "Update", false)
+                .expect("the bootstrap policy is valid");
         }
         Store {
             state: Mutex::new(state),
@@ -262,6 +280,16 @@ impl Store {
 
     pub fn current_resource_version(&self) -> u64 {
         self.lock().resource_version
+    }
+
+    /// The resourceVersion of the last change to any of these resources (0: none yet).
+    pub fn last_written(&self, keys: &[StorageKey]) -> u64 {
+        let state = self.lock();
+        keys.iter()
+            .filter_map(|key| state.last_written.get(key))
+            .copied()
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
@@ -746,6 +774,7 @@ impl State {
         rv: u64,
         object: &Value,
     ) {
+        self.last_written.insert(rt.storage_key(), rv);
         let event = Arc::new(WatchEvent {
             resource_version: rv,
             key: rt.storage_key(),
@@ -1612,6 +1641,7 @@ impl State {
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default(),
+                create_only: false,
             });
         }
     }

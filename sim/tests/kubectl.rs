@@ -356,3 +356,168 @@ async fn kubectl_applies_the_operators_install_bundle() {
         .await;
     assert_eq!(deployment, "2");
 }
+
+/// kubectl's `create` generators send protobuf; what they create reads back as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_sends_protobuf_and_the_objects_read_back() {
+    let cluster = Cluster::start("create").await;
+    let share = cluster._dir.0.join("share.bin");
+    std::fs::write(&share, b"abc\0\xff").unwrap();
+    cluster.ok(&["create", "namespace", "ops"]).await;
+    let from_file = format!("--from-file=key.json={}", share.display());
+    cluster
+        .ok(&[
+            "create",
+            "secret",
+            "generic",
+            "keys",
+            "-n",
+            "ops",
+            &from_file,
+            "--from-literal=password=hunter2",
+        ])
+        .await;
+    let data = cluster
+        .ok(&[
+            "get",
+            "secret",
+            "keys",
+            "-n",
+            "ops",
+            "-o",
+            "jsonpath={.data.key\\.json} {.data.password}",
+        ])
+        .await;
+    assert_eq!(data, "YWJjAP8= aHVudGVyMg==");
+    cluster
+        .ok(&[
+            "create",
+            "configmap",
+            "lock",
+            "-n",
+            "ops",
+            "--from-literal=cluster-lock.json={\"a\":1}",
+        ])
+        .await;
+    let lock = cluster
+        .ok(&[
+            "get",
+            "configmap",
+            "lock",
+            "-n",
+            "ops",
+            "-o",
+            "jsonpath={.data.cluster-lock\\.json}",
+        ])
+        .await;
+    assert_eq!(lock, "{\"a\":1}");
+    cluster
+        .ok(&["create", "serviceaccount", "op", "-n", "ops"])
+        .await;
+    let token = cluster.ok(&["create", "token", "op", "-n", "ops"]).await;
+    assert!(token.starts_with("dvt-sim-sa."), "{token}");
+    // The token works, and is the ServiceAccount.
+    let whoami = cluster
+        .ok(&[
+            "auth",
+            "whoami",
+            "--token",
+            token.trim(),
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .await;
+    assert_eq!(whoami, "system:serviceaccount:ops:op");
+}
+
+/// `kubectl auth can-i --as` for the operator's ServiceAccount answers from the chart's RBAC, as
+/// on a real cluster; requests made with its token are refused with kube-apiserver's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_auth_can_i_answers_from_the_charts_rbac() {
+    let cluster = Cluster::start("can-i").await;
+    cluster.ok(&["apply", "-f", "manifests/install.yaml"]).await;
+    let operator = "--as=system:serviceaccount:dvt-system:dvt-operator";
+    let can_i = |args: Vec<&'static str>| {
+        let cluster = &cluster;
+        async move {
+            let mut full = vec!["auth", "can-i", operator];
+            full.extend(args);
+            cluster.kubectl(&full).await.stdout.trim().to_owned()
+        }
+    };
+    assert_eq!(
+        can_i(vec!["patch", "statefulsets", "-n", "stakers"]).await,
+        "yes"
+    );
+    assert_eq!(
+        can_i(vec![
+            "create",
+            "pods",
+            "--subresource=eviction",
+            "-n",
+            "stakers"
+        ])
+        .await,
+        "yes"
+    );
+    assert_eq!(
+        can_i(vec![
+            "patch",
+            "distributedvalidators",
+            "--subresource=status",
+            "-n",
+            "stakers"
+        ])
+        .await,
+        "yes"
+    );
+    assert_eq!(can_i(vec!["list", "nodes"]).await, "yes");
+    assert_eq!(
+        can_i(vec!["update", "leases", "-n", "dvt-system"]).await,
+        "yes"
+    );
+    assert_eq!(
+        can_i(vec!["delete", "statefulsets", "-n", "stakers"]).await,
+        "no"
+    );
+    assert_eq!(
+        can_i(vec!["delete", "secrets", "-n", "stakers"]).await,
+        "no"
+    );
+    assert_eq!(
+        can_i(vec!["patch", "distributedvalidators", "-n", "stakers"]).await,
+        "no"
+    );
+    assert_eq!(can_i(vec!["update", "leases", "-n", "stakers"]).await, "no");
+
+    // With the ServiceAccount's own token, a refused request shows kube-apiserver's message.
+    let token = cluster
+        .ok(&["create", "token", "dvt-operator", "-n", "dvt-system"])
+        .await;
+    let refused = cluster
+        .kubectl(&[
+            "delete",
+            "secret",
+            "anything",
+            "-n",
+            "stakers",
+            "--token",
+            token.trim(),
+        ])
+        .await;
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("Error from server (Forbidden): secrets \"anything\" is forbidden: User \"system:serviceaccount:dvt-system:dvt-operator\" cannot delete resource \"secrets\" in API group \"\" in the namespace \"stakers\""),
+        "{}",
+        refused.stderr
+    );
+    // Without any credentials, kubectl is system:anonymous, allowed nothing but health.
+    let anonymous = cluster
+        .kubectl(&["get", "pods", "--token", "not-a-token"])
+        .await;
+    assert!(
+        anonymous.stderr.contains("Unauthorized"),
+        "{}",
+        anonymous.stderr
+    );
+}
