@@ -256,6 +256,18 @@ fn extra_replica_lives(entries: &[TimelineEntry], within: Duration) -> (Duration
 }
 
 /// Deletions of PersistentVolumeClaims or Secrets, by anyone.
+/// Requests of the operator that the chart's RBAC refused (403) or that carried no valid token
+/// (401): on a real cluster each is a write that never happens.
+pub fn operator_refusals(world: &World) -> Vec<String> {
+    world
+        .sim
+        .refusals()
+        .into_iter()
+        .filter(|(client, _)| client.starts_with(crate::controller::names::FIELD_MANAGER))
+        .map(|(client, message)| format!("{client}: {message}"))
+        .collect()
+}
+
 pub fn deleted_data(entries: &[TimelineEntry]) -> Vec<String> {
     entries
         .iter()
@@ -346,13 +358,14 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, String> {
         zones: 4,
         fast: true,
         operator: false,
+        ..WorldOptions::default()
     })
     .await
     .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&options.work_dir).map_err(|e| e.to_string())?;
-    let kubeconfig = options.work_dir.join("kubeconfig");
+    let kubeconfig = options.work_dir.join("operator.kubeconfig");
     world
-        .write_kubeconfig(&kubeconfig)
+        .write_operator_kubeconfig(&kubeconfig)
         .map_err(|e| e.to_string())?;
     let start_replica = |name: &'static str| -> Result<Replica, String> {
         let child = (options.operator)(name, &kubeconfig, free_port())
@@ -637,6 +650,10 @@ pub async fn run(options: ChaosOptions) -> Result<ChaosReport, String> {
             lingering_extra_replicas(&timeline, EXTRA_REPLICA_WITHIN),
         ),
         ("no PVC or Secret deleted", deleted_data(&timeline)),
+        (
+            "the chart's RBAC refuses the operator nothing",
+            operator_refusals(&world),
+        ),
     ];
     drop(replicas);
     Ok(report)

@@ -31,13 +31,36 @@ pub enum DemoError {
     Manifest { path: String, message: String },
 }
 
-/// The simulated cluster with the CRD installed and the operator running on it.
+/// The simulated cluster with the CRD installed and the operator running on it, as its
+/// ServiceAccount with the install bundle's RBAC.
 pub struct World {
     pub sim: SimServer,
-    /// A client of a user (not the operator's).
+    /// A client of a user (the cluster's admin, not the operator).
     pub client: Client,
     operator: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    watch_namespaces: Vec<String>,
 }
+
+/// The rendered install bundle (`manifests/install.yaml`, the chart with default values): every
+/// world applies its namespace, ServiceAccount, ClusterRoles, Roles and bindings, and runs the
+/// operator with that ServiceAccount's token, so that a request the chart does not allow fails
+/// here as it would on a real cluster.
+pub const INSTALL_BUNDLE: &str = include_str!("../manifests/install.yaml");
+/// Where the bundle installs the operator, and the ServiceAccount it runs as.
+pub const OPERATOR_NAMESPACE: &str = "dvt-system";
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "dvt-operator";
+
+/// The kinds of the bundle a world applies: everything but the operator's own Deployment and
+/// Service (the operator runs in-process or as a local process instead) and the CRD (applied
+/// from the code, which a test keeps equal to the bundle's).
+const BUNDLE_KINDS: [&str; 6] = [
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
 
 /// How the world is shaped.
 #[derive(Clone, Debug)]
@@ -48,6 +71,11 @@ pub struct WorldOptions {
     pub fast: bool,
     /// Start an operator in-process (tests of separate operator processes turn this off).
     pub operator: bool,
+    /// The install bundle whose RBAC the operator runs under; `None` is [`INSTALL_BUNDLE`].
+    /// (A test renders the chart with `watchNamespaces` for the namespaced scope.)
+    pub install_bundle: Option<String>,
+    /// The namespaces the operator watches (`--namespace`); empty is all.
+    pub watch_namespaces: Vec<String>,
 }
 
 impl Default for WorldOptions {
@@ -57,6 +85,8 @@ impl Default for WorldOptions {
             zones: 4,
             fast: true,
             operator: true,
+            install_bundle: None,
+            watch_namespaces: Vec::new(),
         }
     }
 }
@@ -105,10 +135,16 @@ impl World {
         )
         .await
         .map_err(api_error("installing the DistributedValidator CRD"))?;
+        apply_bundle(
+            &client,
+            options.install_bundle.as_deref().unwrap_or(INSTALL_BUNDLE),
+        )
+        .await?;
         let mut world = World {
             sim,
             client,
             operator: None,
+            watch_namespaces: options.watch_namespaces.clone(),
         };
         if options.operator {
             world.start_operator()?;
@@ -116,17 +152,24 @@ impl World {
         Ok(world)
     }
 
-    /// Starts the operator (again), with its own client, as `dvt-operator run` would.
+    /// Starts the operator (again), with its own client, as `dvt-operator run` would: as the
+    /// bundle's ServiceAccount.
     pub fn start_operator(&mut self) -> Result<(), DemoError> {
         if self.operator.is_some() {
             return Ok(());
         }
-        let mut config = self.sim.client_config()?;
+        let mut config = self
+            .sim
+            .service_account_config(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)?;
         controller::identify(&mut config);
         let client =
             Client::try_from(config).map_err(api_error("building the operator's client"))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(client, Settings::default(), async move {
+        let settings = Settings {
+            namespaces: self.watch_namespaces.clone(),
+            ..Settings::default()
+        };
+        let task = tokio::spawn(controller::run(client, settings, async move {
             let _ = stopped.await;
         }));
         self.operator = Some((stop, task));
@@ -192,10 +235,80 @@ impl World {
         Ok(applied)
     }
 
-    /// Writes the kubeconfig so a person can use kubectl against the world.
+    /// Writes the kubeconfig so a person can use kubectl against the world (as its admin).
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), DemoError> {
         Ok(self.sim.write_kubeconfig(path)?)
     }
+
+    /// Writes a kubeconfig for operator processes: the bundle's ServiceAccount, with a fresh
+    /// token.
+    pub fn write_operator_kubeconfig(&self, path: &Path) -> Result<(), DemoError> {
+        Ok(self.sim.write_service_account_kubeconfig(
+            path,
+            OPERATOR_NAMESPACE,
+            OPERATOR_SERVICE_ACCOUNT,
+        )?)
+    }
+}
+
+/// Applies the bundle's namespace, ServiceAccount and RBAC objects (server-side apply, as
+/// `kubectl apply --server-side` would).
+async fn apply_bundle(client: &Client, bundle: &str) -> Result<(), DemoError> {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let params = PatchParams::apply("dvt-demo").force();
+    for document in serde_yaml::Deserializer::from_str(bundle) {
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| DemoError::Manifest {
+            path: "the install bundle".to_owned(),
+            message: e.to_string(),
+        })?;
+        let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+        if !BUNDLE_KINDS.contains(&kind.as_str()) {
+            continue;
+        }
+        let name = value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(OPERATOR_NAMESPACE)
+            .to_owned();
+        let json = serde_json::to_value(&value).map_err(|e| DemoError::Manifest {
+            path: "the install bundle".to_owned(),
+            message: e.to_string(),
+        })?;
+        let patch = Patch::Apply(&json);
+        let action = format!("applying {kind} {name} of the install bundle");
+        let result = match kind.as_str() {
+            "Namespace" => Api::<Namespace>::all(client.clone())
+                .patch(&name, &params, &patch)
+                .await
+                .map(drop),
+            "ServiceAccount" => Api::<ServiceAccount>::namespaced(client.clone(), &namespace)
+                .patch(&name, &params, &patch)
+                .await
+                .map(drop),
+            "ClusterRole" => Api::<ClusterRole>::all(client.clone())
+                .patch(&name, &params, &patch)
+                .await
+                .map(drop),
+            "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(client.clone())
+                .patch(&name, &params, &patch)
+                .await
+                .map(drop),
+            "Role" => Api::<Role>::namespaced(client.clone(), &namespace)
+                .patch(&name, &params, &patch)
+                .await
+                .map(drop),
+            _ => Api::<RoleBinding>::namespaced(client.clone(), &namespace)
+                .patch(&name, &params, &patch)
+                .await
+                .map(drop),
+        };
+        result.map_err(api_error(action))?;
+    }
+    Ok(())
 }
 
 /// The 4-member example, embedded so that the demo runs from any directory.

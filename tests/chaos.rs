@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use dvt_operator::chaos::{ChaosOptions, log_to, run};
+use dvt_operator::demo::OPERATOR_NAMESPACE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_chaos_run_keeps_every_invariant_and_converges() {
@@ -26,7 +27,12 @@ async fn a_short_chaos_run_keeps_every_invariant_and_converges() {
             let mut command = Command::new(env!("CARGO_BIN_EXE_dvt-operator"));
             command
                 .args(["run", "--leader-election", "--lease-duration-seconds", "3"])
-                .args(["--lease-namespace", "default", "--log-level", "warn"])
+                .args([
+                    "--lease-namespace",
+                    OPERATOR_NAMESPACE,
+                    "--log-level",
+                    "warn",
+                ])
                 .arg("--kubeconfig")
                 .arg(kubeconfig)
                 .args(["--metrics-address", &format!("127.0.0.1:{port}")])

@@ -44,17 +44,16 @@ impl Drop for Operator {
 
 /// A simulated cluster without an operator of its own, and two operator processes
 /// (`replica-a`, `replica-b`) electing a leader on a Lease of `lease_seconds`.
-async fn two_replicas(dir: &str, lease_seconds: u32) -> (World, [Operator; 2]) {
-    let world = World::start(WorldOptions {
+async fn two_replicas(dir: &str, lease_seconds: u32) -> (TestWorld, [Operator; 2]) {
+    let world = world_with(WorldOptions {
         operator: false,
         ..WorldOptions::default()
     })
-    .await
-    .unwrap();
+    .await;
     let dir = std::env::temp_dir().join(format!("{dir}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    world.write_kubeconfig(&kubeconfig).unwrap();
+    let kubeconfig = dir.join("operator.kubeconfig");
+    world.write_operator_kubeconfig(&kubeconfig).unwrap();
     let operators = [
         operator("replica-a", &kubeconfig, lease_seconds),
         operator("replica-b", &kubeconfig, lease_seconds),
@@ -71,7 +70,7 @@ fn operator(name: &'static str, kubeconfig: &Path, lease_seconds: u32) -> Operat
             "--lease-duration-seconds",
             &lease_seconds.to_string(),
             "--lease-namespace",
-            "default",
+            dvt_operator::demo::OPERATOR_NAMESPACE,
         ])
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -88,7 +87,8 @@ fn operator(name: &'static str, kubeconfig: &Path, lease_seconds: u32) -> Operat
 }
 
 async fn holder(world: &World) -> Option<String> {
-    let leases: Api<Lease> = Api::default_namespaced(world.client.clone());
+    let leases: Api<Lease> =
+        Api::namespaced(world.client.clone(), dvt_operator::demo::OPERATOR_NAMESPACE);
     leases
         .get_opt("dvt-operator-leader")
         .await

@@ -46,13 +46,12 @@ async fn four_zones_give_each_member_its_own_and_a_zone_outage_keeps_quorum() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_zones_report_that_one_zone_outage_would_stop_signing() {
-    let world = World::start(WorldOptions {
+    let world = world_with(WorldOptions {
         nodes: 6,
         zones: 3,
         ..WorldOptions::default()
     })
-    .await
-    .unwrap();
+    .await;
     world
         .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
         .await

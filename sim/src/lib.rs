@@ -202,6 +202,11 @@ impl SimServer {
         self.requests.snapshot()
     }
 
+    /// Requests refused with 401 or 403 so far: (the client's whole user agent, message).
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        self.requests.refusals()
+    }
+
     /// Direct access to the store, for tests (e.g. to compact watch history).
     pub fn store(&self) -> &Arc<Store> {
         &self.store

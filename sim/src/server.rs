@@ -41,6 +41,8 @@ pub struct Sim {
 #[derive(Default)]
 pub struct RequestCounts {
     counts: std::sync::Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Requests refused with 401 or 403: (client, message), the first thousand.
+    refusals: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl RequestCounts {
@@ -50,6 +52,24 @@ impl RequestCounts {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *counts.entry((client, verb)).or_default() += 1;
+    }
+
+    fn refused(&self, client: String, message: &str) {
+        let mut refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if refusals.len() < 1000 {
+            refusals.push((client, message.to_owned()));
+        }
+    }
+
+    /// Requests refused by authentication or authorization: (client, message).
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// A snapshot: (client, verb) → requests.
@@ -313,7 +333,12 @@ pub async fn handle(
     sim.requests.record(client, verb_of(&method, &uri));
     match route(&sim, &method, &uri, &headers, &body).await {
         Ok(response) => response,
-        Err(error) => error_response(&error),
+        Err(error) => {
+            if error.code == 401 || error.code == 403 {
+                sim.requests.refused(user_agent(&headers), &error.message);
+            }
+            error_response(&error)
+        }
     }
 }
 

@@ -14,7 +14,43 @@ use kube::api::Api;
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const WAIT: Duration = Duration::from_secs(60);
 
-pub async fn world() -> World {
+/// A world whose operator runs under the chart's RBAC, and which fails the test at its end if
+/// any request of the operator was refused (401/403): on a real cluster that request would not
+/// have happened, whatever the test saw.
+pub struct TestWorld(World);
+
+impl std::ops::Deref for TestWorld {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestWorld {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.0
+    }
+}
+
+impl Drop for TestWorld {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let refused = dvt_operator::chaos::operator_refusals(&self.0);
+        assert!(
+            refused.is_empty(),
+            "the chart's RBAC refused the operator:\n{}",
+            refused.join("\n")
+        );
+    }
+}
+
+pub async fn world() -> TestWorld {
+    world_with(WorldOptions::default()).await
+}
+
+pub async fn world_with(options: WorldOptions) -> TestWorld {
     // Logs only when asked (`RUST_LOG=dvt_operator=debug cargo test ...`); shown for failing tests.
     if let Ok(filter) = std::env::var("RUST_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -22,9 +58,7 @@ pub async fn world() -> World {
             .with_test_writer()
             .try_init();
     }
-    World::start(WorldOptions::default())
-        .await
-        .expect("the world starts")
+    TestWorld(World::start(options).await.expect("the world starts"))
 }
 
 pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T

@@ -138,6 +138,7 @@ async fn start_world(options: &Options) -> Result<World, String> {
         zones: ZONES,
         fast: true,
         operator: false,
+        ..WorldOptions::default()
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -521,9 +522,9 @@ pub async fn scale(options: Options) -> Result<(), String> {
 
     // 2. The operator, on a fresh one: the users' lock and Secrets exist before it starts.
     let world = start_world(&options).await?;
-    let kubeconfig = dir.join("sim.kubeconfig");
+    let kubeconfig = dir.join("operator.kubeconfig");
     world
-        .write_kubeconfig(&kubeconfig)
+        .write_operator_kubeconfig(&kubeconfig)
         .map_err(|e| e.to_string())?;
     create_namespaces(&world, "dv", &options).await?;
     let docs = documents(manifest)?;
@@ -737,7 +738,8 @@ pub async fn operator(
                 .unwrap_or_else(|_| format!("bench-{}", std::process::id()));
             let lease = dvt_operator::leader::LeaseConfig::new(
                 "dvt-operator-leader",
-                "default",
+                // The chart's Role allows the Lease in the release namespace only.
+                dvt_operator::demo::OPERATOR_NAMESPACE,
                 &identity,
                 Duration::from_secs(seconds.max(2)),
             );
