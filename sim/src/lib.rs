@@ -15,6 +15,7 @@ pub mod store;
 pub mod table;
 pub mod timeline;
 pub mod tls;
+pub mod validation;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -612,6 +612,16 @@ impl State {
             fold_string_data(&mut object);
         }
         let Some(schema_value) = &rt.schema else {
+            let causes = crate::validation::validate(rt, &object, old);
+            if !causes.is_empty() {
+                let name = metadata_str(&object, "name").unwrap_or_default();
+                let kind = if rt.group.is_empty() {
+                    rt.kind.clone()
+                } else {
+                    format!("{}.{}", rt.kind, rt.group)
+                };
+                return Err(ApiError::invalid(&kind, name, causes));
+            }
             return Ok(object);
         };
         let name = metadata_str(&object, "name").unwrap_or_default().to_owned();

@@ -1,0 +1,53 @@
+//! Built-in kinds are validated as kube-apiserver validates them: through kube-rs, a bad object
+//! and a change of an immutable field are refused with 422 and the server's message.
+
+use dvt_sim::{SimOptions, SimServer};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_bad_pod_is_refused_with_the_servers_message() {
+    let server = SimServer::start(SimOptions::default()).await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(server.client().unwrap());
+    let pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "c", "image": "i", "ports": [{"name": "validator-metrics", "containerPort": 8008}]}]}}))
+    .unwrap();
+    match pods.create(&PostParams::default(), &pod).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422);
+            assert_eq!(
+                status.message,
+                "Pod \"p\" is invalid: spec.containers[0].ports[0].name: Invalid value: \"validator-metrics\": must be no more than 15 characters"
+            );
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_statefulsets_claim_templates_cannot_change() {
+    let server = SimServer::start(SimOptions::default()).await.unwrap();
+    let sets: Api<StatefulSet> = Api::default_namespaced(server.client().unwrap());
+    let set = |size: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "m"}, "spec": {
+            "serviceName": "m", "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}]}})
+    };
+    let params = PatchParams::apply("test").force();
+    sets.patch("m", &params, &Patch::Apply(set("1Gi")))
+        .await
+        .unwrap();
+    match sets.patch("m", &params, &Patch::Apply(set("2Gi"))).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422);
+            assert_eq!(
+                status.message,
+                "StatefulSet.apps \"m\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+            );
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+}
