@@ -9,7 +9,7 @@ use dvt_sim::{ClusterOptions, Fault, SimOptions, SimServer};
 
 /// A simulated Kubernetes API server for testing dvt-operator without Docker or a real cluster.
 ///
-/// It serves the Kubernetes API over plain HTTP on 127.0.0.1 and writes a kubeconfig, so kubectl
+/// It serves the Kubernetes API over HTTPS on 127.0.0.1 and writes an admin kubeconfig (CA and token), so kubectl
 /// and kube-rs clients use it like a real cluster: discovery, CRDs, list/watch, server-side apply,
 /// status subresources, finalizers, garbage collection and evictions.
 #[derive(Parser, Debug)]

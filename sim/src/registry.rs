@@ -101,6 +101,17 @@ impl ResourceType {
                 "verbs": ["create"],
             }));
         }
+        if self.group == "apps" && (self.kind == "StatefulSet" || self.kind == "Deployment") {
+            entries.push(json!({
+                "name": format!("{}/scale", self.plural),
+                "singularName": "",
+                "namespaced": true,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
         if self.kind == "ServiceAccount" {
             entries.push(json!({
                 "name": "serviceaccounts/token",
@@ -319,6 +330,15 @@ const BUILTINS: &[Builtin] = &[
         namespaced: true,
         status: false,
         short_names: &[],
+    },
+    Builtin {
+        group: "storage.k8s.io",
+        version: "v1",
+        kind: "StorageClass",
+        plural: "storageclasses",
+        namespaced: false,
+        status: false,
+        short_names: &["sc"],
     },
     // Reviews: answered on create, never stored.
     Builtin {

@@ -565,6 +565,108 @@ fn access_review(sim: &Sim, identity: &Identity, review: Value) -> Result<Value,
     Ok(review)
 }
 
+/// The `autoscaling/v1` Scale of a StatefulSet or Deployment.
+fn scale_of(object: &Value) -> Value {
+    let selector = object
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let keep = [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ];
+    let metadata: serde_json::Map<String, Value> = metadata
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": metadata,
+        "spec": {"replicas": object.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {"replicas": object.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
+/// `GET|PUT|PATCH .../statefulsets/NAME/scale`: `kubectl scale` (a merge patch of the Scale).
+#[allow(clippy::too_many_arguments)]
+fn scale(
+    sim: &Sim,
+    rt: &Arc<ResourceType>,
+    namespace: &str,
+    name: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &Bytes,
+    options: &WriteOptions,
+) -> Result<Response, ApiError> {
+    let current = scale_of(&sim.store.get(rt, namespace, name)?);
+    let wanted = match *method {
+        Method::GET => return Ok(json_response(StatusCode::OK, &current)),
+        Method::PUT => parse_body(headers, body)?,
+        Method::PATCH => {
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let mut scaled = current.clone();
+            match content_type.split(';').next().unwrap_or_default().trim() {
+                "application/json-patch+json" => crate::patch::json_patch(&mut scaled, &patch)?,
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    crate::patch::merge_patch(&mut scaled, &patch)
+                }
+                other => return Err(ApiError::unsupported_media_type(other)),
+            }
+            scaled
+        }
+        _ => {
+            return Err(ApiError::method_not_allowed(
+                "scale accepts GET, PUT and PATCH",
+            ));
+        }
+    };
+    let replicas = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Scale.autoscaling",
+                name,
+                vec![(
+                    "spec.replicas".to_owned(),
+                    "Invalid value: must be greater than or equal to 0".to_owned(),
+                )],
+            )
+        })?;
+    let updated = sim.store.patch(
+        rt,
+        namespace,
+        name,
+        PatchKind::Merge,
+        &json!({"spec": {"replicas": replicas}}),
+        Subresource::Main,
+        options,
+    )?;
+    Ok(json_response(StatusCode::OK, &scale_of(&updated)))
+}
+
 /// `POST .../serviceaccounts/NAME/token`: a bound token for that ServiceAccount.
 fn token_request(
     sim: &Sim,
@@ -784,6 +886,21 @@ async fn object_request(
     }
     let sub = match path.sub.as_deref() {
         None => Subresource::Main,
+        Some("scale")
+            if rt.group == "apps" && matches!(rt.kind.as_str(), "StatefulSet" | "Deployment") =>
+        {
+            let name = path.name.unwrap_or_default();
+            return scale(
+                sim,
+                rt,
+                &namespace,
+                &name,
+                method,
+                headers,
+                body,
+                &write_options(&params, headers),
+            );
+        }
         Some("token") if rt.kind == "ServiceAccount" => {
             if method != Method::POST {
                 return Err(ApiError::method_not_allowed("token accepts POST only"));

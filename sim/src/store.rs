@@ -242,6 +242,25 @@ impl Store {
                 .create(&namespaces, "", object, "dvt-sim", "Update", false)
                 .expect("initial namespaces are valid");
         }
+        // A default StorageClass that allows expansion, as a cloud provider's usually does (kind's
+        // `standard` does not; a test makes a class without it where that matters).
+        let classes = state
+            .registry
+            .get("storage.k8s.io", "v1", "storageclasses")
+            .expect("storage classes are built in");
+        state
+            .create(
+                &classes,
+                "",
+                json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                       "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                       "provisioner": "sim.dvt.io/volumes", "reclaimPolicy": "Delete",
+                       "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true}),
+                "dvt-sim",
+                "Update",
+                false,
+            )
+            .expect("the default storage class is valid");
         for object in crate::auth::rbac::bootstrap_policy() {
             let plural = if object["kind"] == "ClusterRole" {
                 "clusterroles"
@@ -622,6 +641,9 @@ impl State {
                 };
                 return Err(ApiError::invalid(&kind, name, causes));
             }
+            if rt.kind == "PersistentVolumeClaim" && rt.group.is_empty() {
+                self.admit_claim(&mut object, old)?;
+            }
             return Ok(object);
         };
         let name = metadata_str(&object, "name").unwrap_or_default().to_owned();
@@ -629,6 +651,75 @@ impl State {
         schema::admit(schema_value, &object, old_for_rules.as_ref()).map_err(|violations| {
             ApiError::invalid(&format!("{}.{}", rt.kind, rt.group), &name, violations)
         })
+    }
+
+    fn storage_class(&self, name: &str) -> Option<&Value> {
+        let key = StorageKey {
+            group: "storage.k8s.io".to_owned(),
+            plural: "storageclasses".to_owned(),
+        };
+        self.objects
+            .get(&key)?
+            .get(&(String::new(), name.to_owned()))
+    }
+
+    /// kube-apiserver's admission plugins for claims: `DefaultStorageClass` names the default
+    /// class on a create that names none; `PersistentVolumeClaimResize` lets a request grow only
+    /// when the claim's class allows expansion.
+    fn admit_claim(&self, claim: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+        let class_of = |c: &Value| {
+            c.pointer("/spec/storageClassName")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let Some(old) = old else {
+            if class_of(claim).is_none() {
+                let key = StorageKey {
+                    group: "storage.k8s.io".to_owned(),
+                    plural: "storageclasses".to_owned(),
+                };
+                let default = self.objects.get(&key).and_then(|classes| {
+                    classes.iter().find_map(|((_, name), class)| {
+                        (class.pointer(
+                            "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
+                        ) == Some(&json!("true")))
+                        .then(|| name.clone())
+                    })
+                });
+                if let (Some(default), Some(spec)) = (
+                    default,
+                    claim.get_mut("spec").and_then(Value::as_object_mut),
+                ) {
+                    spec.insert("storageClassName".to_owned(), json!(default));
+                }
+            }
+            return Ok(());
+        };
+        let request = |c: &Value| {
+            c.pointer("/spec/resources/requests/storage")
+                .and_then(Value::as_str)
+                .and_then(crate::validation::quantity_bytes)
+        };
+        let grows =
+            matches!((request(claim), request(old)), (Some(new), Some(before)) if new > before);
+        if !grows {
+            return Ok(());
+        }
+        let expandable = class_of(old)
+            .and_then(|name| self.storage_class(&name))
+            .and_then(|class| class.get("allowVolumeExpansion"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        if expandable {
+            return Ok(());
+        }
+        let name = metadata_str(claim, "name").unwrap_or_default();
+        Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!("persistentvolumeclaims \"{name}\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"),
+        )
+        .with_details(json!({"name": name, "kind": "persistentvolumeclaims"})))
     }
 
     fn create(

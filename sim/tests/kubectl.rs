@@ -476,8 +476,13 @@ async fn kubectl_auth_can_i_answers_from_the_charts_rbac() {
         can_i(vec!["update", "leases", "-n", "dvt-system"]).await,
         "yes"
     );
+    // Only with propagationPolicy Orphan, which RBAC cannot say (the operator always sends it).
     assert_eq!(
         can_i(vec!["delete", "statefulsets", "-n", "stakers"]).await,
+        "yes"
+    );
+    assert_eq!(
+        can_i(vec!["delete", "persistentvolumeclaims", "-n", "stakers"]).await,
         "no"
     );
     assert_eq!(
@@ -520,4 +525,25 @@ async fn kubectl_auth_can_i_answers_from_the_charts_rbac() {
         "{}",
         anonymous.stderr
     );
+}
+
+/// `kubectl scale sts` goes through the scale subresource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scales_a_statefulset() {
+    let cluster = Cluster::start("scale").await;
+    let manifest = cluster._dir.0.join("sts.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: web}\nspec:\n  replicas: 1\n  serviceName: web\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: nginx}]}\n",
+    )
+    .unwrap();
+    cluster
+        .ok(&["apply", "-f", manifest.to_str().unwrap()])
+        .await;
+    let out = cluster.ok(&["scale", "sts", "web", "--replicas=3"]).await;
+    assert!(out.contains("statefulset.apps/web scaled"), "{out}");
+    let replicas = cluster
+        .ok(&["get", "sts", "web", "-o", "jsonpath={.spec.replicas}"])
+        .await;
+    assert_eq!(replicas, "3");
 }

@@ -9,6 +9,7 @@ pub mod model;
 pub mod names;
 pub mod retry;
 pub mod status;
+pub mod storage;
 #[cfg(test)]
 mod testing;
 pub mod trim;
@@ -836,7 +837,17 @@ async fn reconcile_inner(
             .await;
         }
     }
-    let desired = build::build(&cluster);
+    let mut desired = build::build(&cluster);
+    // A member whose claims grow keeps its StatefulSet out of this apply (kube-apiserver would
+    // refuse the new claim templates): its PVCs are expanded, then the StatefulSet is deleted
+    // with its pod orphaned and is created again, with the new templates, by the next pass.
+    for (member, claims) in &cluster.storage_growth {
+        let set_name = member_object_name(&dv.name_any(), member);
+        desired
+            .statefulsets
+            .retain(|set| set.metadata.name.as_deref() != Some(set_name.as_str()));
+        grow_storage(&dv, &ctx, &set_name, claims).await?;
+    }
     apply(&dv, &ctx, desired).await?;
     // Each member's StatefulSet and pod have known names: look them up instead of scanning
     // the caches (a scan per reconcile made convergence quadratic in the number of DVs).
@@ -1210,12 +1221,25 @@ async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Result<Facts, 
         .as_ref()
         .ok()
         .and_then(|text| ctx.lock_checks.verify(text));
+    let dv_name = dv.name_any();
+    let live_claims = dv
+        .spec
+        .members
+        .iter()
+        .filter_map(|m| {
+            let key = ObjectRef::new(&member_object_name(&dv_name, &m.name)).within(&namespace);
+            let set = ctx.caches.statefulsets.get(&key)?;
+            (set.labels().get(LABEL_DV) == Some(&dv_name))
+                .then(|| (m.name.clone(), storage::live_claims(&set)))
+        })
+        .collect();
     Ok(Facts {
         lock,
         lock_verification,
         secrets,
         keystores,
         zones,
+        live_claims,
     })
 }
 
@@ -1306,6 +1330,111 @@ async fn read_keystores(
         out.insert(name.clone(), keys);
     }
     Ok(out)
+}
+
+/// Expands a member's PVCs to the sizes asked for; once every one is asked, deletes its
+/// StatefulSet with `propagationPolicy: Orphan` (the pod keeps running and is adopted by the
+/// StatefulSet the next pass creates). PVCs are patched, never deleted.
+async fn grow_storage(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    set_name: &str,
+    claims: &[(String, String)],
+) -> Result<(), Error> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let namespace = dv.namespace().unwrap_or_default();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut expanded = Vec::new();
+    for (template, size) in claims {
+        let name = storage::claim_name(template, set_name);
+        let pvc = waiting_on(pvcs.get_opt(&name))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "PersistentVolumeClaim",
+                name: name.clone(),
+                source,
+            })?;
+        let requested = pvc
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| storage::bytes(&q.0));
+        // A claim not made yet (pod never started) is made by the new StatefulSet at the new size.
+        if pvc.is_none() || requested >= storage::bytes(size) {
+            continue;
+        }
+        if !ctx.fence.holds() {
+            return Err(Error::Fenced);
+        }
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        waiting_on(pvcs.patch(
+            &name,
+            &PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        ))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "PersistentVolumeClaim",
+            name: name.clone(),
+            source,
+        })?;
+        expanded.push(format!("{name} to {size}"));
+    }
+    if !expanded.is_empty() {
+        publish(
+            ctx,
+            dv,
+            EventType::Normal,
+            model::reasons::VOLUME_EXPANDING,
+            "Expand",
+            format!("Expanding PersistentVolumeClaim {}", expanded.join(", ")),
+        )
+        .await;
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(live) = ctx
+        .caches
+        .statefulsets
+        .get(&ObjectRef::new(set_name).within(&namespace))
+    else {
+        return Ok(());
+    };
+    if live.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    if !ctx.fence.holds() {
+        return Err(Error::Fenced);
+    }
+    // The uid precondition: never delete a StatefulSet the cache did not show us.
+    let params = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        preconditions: Some(kube::api::Preconditions {
+            uid: live.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..kube::api::DeleteParams::default()
+    };
+    waiting_on(sets.delete(set_name, &params))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "StatefulSet",
+            name: set_name.to_owned(),
+            source,
+        })?;
+    publish(
+        ctx,
+        dv,
+        EventType::Normal,
+        model::reasons::STATEFULSET_RECREATED,
+        "Recreate",
+        format!(
+            "Deleted StatefulSet {set_name} keeping its pod (propagationPolicy Orphan) to recreate it with larger volume claims"
+        ),
+    )
+    .await;
+    Ok(())
 }
 
 /// What one apply pass wrote: (Created or Updated, kind, name), in the order written.

@@ -30,6 +30,9 @@ pub struct Facts {
     /// Nodes per zone (by the DV's zone label, within its allowed zones). Every labelled node
     /// counts, healthy or not: a zone that is down is still the zone its members' data is in.
     pub zones: crate::placement::Zones,
+    /// The claim templates of each member's live StatefulSet (by member name): what
+    /// `spec.storage` is compared with, since a StatefulSet's claims cannot change.
+    pub live_claims: BTreeMap<String, Vec<crate::controller::storage::LiveClaim>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -99,6 +102,9 @@ pub struct Cluster {
     /// Members whose keystores do not hold their share of the lock, with the problems. Nothing
     /// is created or changed for them; a running pod is left alone.
     pub share_mismatches: Vec<(String, String)>,
+    /// Members whose claims grow (by member name: claim template and new size): their PVCs are
+    /// expanded and their StatefulSet recreated before it is applied again.
+    pub storage_growth: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// Why a DV as a whole cannot be built.
@@ -124,6 +130,9 @@ pub mod reasons {
     pub const PLACEMENT_UNSATISFIABLE: &str = "PlacementUnsatisfiable";
     pub const LOCK_INVALID: &str = "LockInvalid";
     pub const SHARE_MISMATCH: &str = "ShareMismatch";
+    pub const STORAGE_CHANGE_REFUSED: &str = "StorageChangeRefused";
+    pub const VOLUME_EXPANDING: &str = "VolumeExpanding";
+    pub const STATEFULSET_RECREATED: &str = "StatefulSetRecreated";
     /// Event: a child's field that the operator sets was changed by someone else and put back.
     pub const DRIFT_CORRECTED: &str = "DriftCorrected";
 }
@@ -201,6 +210,23 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
                 .errors()
                 .map(|p| format!("{}: {}", p.path, p.message))
                 .collect(),
+        });
+    }
+    let mut storage_growth = BTreeMap::new();
+    let mut storage_refused = Vec::new();
+    for (member, live) in &facts.live_claims {
+        match crate::controller::storage::compare(member, &spec.storage, live) {
+            crate::controller::storage::StorageChange::Unchanged => {}
+            crate::controller::storage::StorageChange::Grow(claims) => {
+                storage_growth.insert(member.clone(), claims);
+            }
+            crate::controller::storage::StorageChange::Refused(why) => storage_refused.extend(why),
+        }
+    }
+    if !storage_refused.is_empty() {
+        return Err(Invalid {
+            reason: reasons::STORAGE_CHANGE_REFUSED,
+            problems: storage_refused,
         });
     }
     let quorum = Quorum::new(spec.member_count(), spec.effective_threshold())
@@ -492,6 +518,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         members,
         blocked,
         share_mismatches,
+        storage_growth,
     })
 }
 
@@ -514,6 +541,7 @@ pub fn manifest_facts(text: &str, zones: Zones) -> Result<(DistributedValidator,
         secrets: Default::default(),
         keystores: Default::default(),
         zones,
+        live_claims: Default::default(),
     };
     for document in serde_yaml::Deserializer::from_str(text) {
         let value = serde_yaml::Value::deserialize(document).map_err(|e| e.to_string())?;

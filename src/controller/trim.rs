@@ -33,11 +33,43 @@ pub fn distributed_validator(dv: &mut crate::api::DistributedValidator) {
 }
 
 /// A StatefulSet: metadata (labels, owner, the spec-hash annotation, other writers' managed
-/// fields) and status (the update revision); the spec is the operator's own, compared by hash
-/// and, for other writers, by managed fields.
+/// fields) and status (the update revision); of the spec, which is the operator's own (compared
+/// by hash and, for other writers, by managed fields), only each claim template's name, class
+/// and size: what a change of `spec.storage` is compared with, since they cannot change.
 pub fn statefulset(set: &mut StatefulSet) {
+    use k8s_openapi::api::apps::v1::StatefulSetSpec;
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
+    };
     child_metadata(&mut set.metadata);
-    set.spec = None;
+    let claims = set
+        .spec
+        .take()
+        .and_then(|spec| spec.volume_claim_templates)
+        .map(|claims| {
+            claims
+                .into_iter()
+                .map(|claim| PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: claim.metadata.name,
+                        ..ObjectMeta::default()
+                    },
+                    spec: claim.spec.map(|spec| PersistentVolumeClaimSpec {
+                        storage_class_name: spec.storage_class_name,
+                        resources: spec.resources.map(|r| VolumeResourceRequirements {
+                            requests: r.requests,
+                            limits: None,
+                        }),
+                        ..PersistentVolumeClaimSpec::default()
+                    }),
+                    status: None,
+                })
+                .collect()
+        });
+    set.spec = claims.map(|claims| StatefulSetSpec {
+        volume_claim_templates: Some(claims),
+        ..StatefulSetSpec::default()
+    });
 }
 
 /// A member pod: metadata (labels with the revision, uid, timestamps), the node it is bound to,
@@ -183,7 +215,14 @@ mod tests {
             let (mut set, mut member_pod) = (whole_set.clone(), whole_pod.clone());
             statefulset(&mut set);
             pod(&mut member_pod);
-            assert!(set.spec.is_none() && set.metadata.managed_fields.is_none());
+            assert!(set.metadata.managed_fields.is_none());
+            let spec = set.spec.as_ref().unwrap();
+            assert!(spec.template.spec.is_none() && spec.selector.match_labels.is_none());
+            assert_eq!(
+                crate::controller::storage::live_claims(&set),
+                crate::controller::storage::live_claims(&whole_set),
+                "the claim templates are kept"
+            );
             assert!(member_pod.spec.as_ref().unwrap().containers.is_empty());
             let status = member_pod.status.as_ref().unwrap();
             assert!(status.host_ip.is_none() && status.pod_ip.is_none());

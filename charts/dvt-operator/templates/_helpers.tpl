@@ -31,9 +31,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["dvt.io"]
   resources: ["distributedvalidators/status"]
   verbs: ["get", "patch", "update"]
+# delete: only with propagationPolicy Orphan, to recreate a member's StatefulSet with larger
+# volume claims while its pod keeps running.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Grown in place when spec.storage asks for more; never deleted.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]

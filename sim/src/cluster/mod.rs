@@ -291,6 +291,51 @@ impl Inner {
         }
     }
 
+    /// The external resizer and the kubelet's online expansion, done at once: a bound claim
+    /// whose request grew gets that capacity (kube-apiserver's resize admission already refused
+    /// a claim whose StorageClass does not allow expansion).
+    fn expand_volumes(&self) {
+        let claims: Vec<PersistentVolumeClaim> = self.access.list(&self.types.pvcs);
+        for claim in claims {
+            let requested = claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .cloned();
+            let Some(requested) = requested else { continue };
+            let Some(status) = claim.status.as_ref() else {
+                continue;
+            };
+            let capacity = status.capacity.as_ref().and_then(|c| c.get("storage"));
+            let bigger = match (capacity, crate::validation::quantity_bytes(&requested.0)) {
+                (Some(capacity), Some(wanted)) => {
+                    crate::validation::quantity_bytes(&capacity.0).is_some_and(|have| have < wanted)
+                }
+                _ => false,
+            };
+            if status.phase.as_deref() != Some("Bound") || !bigger {
+                continue;
+            }
+            let mut expanded = claim.clone();
+            if let Some(status) = expanded.status.as_mut() {
+                status
+                    .capacity
+                    .get_or_insert_with(Default::default)
+                    .insert("storage".to_owned(), requested);
+            }
+            let _ = self.access.replace(
+                &self.types.pvcs,
+                &namespace_of(&claim.metadata),
+                &name_of(&claim.metadata),
+                &expanded,
+                Subresource::Status,
+                "volume-expander",
+            );
+        }
+    }
+
     /// One look at everything; returns when the next timer is due.
     fn pass(&self) -> Option<Instant> {
         let now = Instant::now();
@@ -304,6 +349,7 @@ impl Inner {
         };
         self.pod_gc(&nodes, &failed);
         self.statefulsets();
+        self.expand_volumes();
         self.schedule(&nodes, &node_ready);
         let next = self.kubelets(&nodes, &failed, now);
         self.disruption_budgets();
@@ -520,13 +566,83 @@ impl Inner {
                     .flatten()
                     .any(|r| r.uid == uid && r.controller == Some(true))
             };
+            // Adoption, as the StatefulSet controller's ControllerRefManager does: a pod named
+            // after one of the set's ordinals, and a revision, that match its selector and have no
+            // controller (their old set was deleted with `propagationPolicy: Orphan`) become its
+            // own; the pod keeps running.
+            let selector = set
+                .spec
+                .as_ref()
+                .and_then(|s| serde_json::to_value(&s.selector).ok())
+                .unwrap_or_default();
+            let set_name = name_of(&set.metadata);
+            let orphan = |meta: &ObjectMeta| {
+                namespace_of(meta) == namespace
+                    && !meta
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|r| r.controller == Some(true))
+                    && crate::selectors::label_selector_matches(
+                        &selector,
+                        &serde_json::json!({"metadata": {"labels": meta.labels}}),
+                    )
+            };
+            let mut adopted_pods: Vec<Pod> = Vec::new();
+            for pod in pods.iter().filter(|p| {
+                orphan(&p.metadata)
+                    && name_of(&p.metadata)
+                        .strip_prefix(&format!("{set_name}-"))
+                        .is_some_and(|ordinal| ordinal.parse::<u32>().is_ok())
+                    && p.metadata.deletion_timestamp.is_none()
+            }) {
+                let mut adopted = pod.clone();
+                adopted
+                    .metadata
+                    .owner_references
+                    .get_or_insert_with(Vec::new)
+                    .push(statefulset::owner_reference(set));
+                if let Ok(stored) = self.access.replace(
+                    &self.types.pods,
+                    &namespace,
+                    &name_of(&pod.metadata),
+                    &adopted,
+                    Subresource::Main,
+                    STATEFULSET_CONTROLLER,
+                ) && let Ok(stored) = serde_json::from_value::<Pod>(stored)
+                {
+                    adopted_pods.push(stored);
+                }
+            }
+            let mut adopted_revisions: Vec<ControllerRevision> = Vec::new();
+            for revision in revisions.iter().filter(|r| orphan(&r.metadata)) {
+                let mut adopted = revision.clone();
+                adopted
+                    .metadata
+                    .owner_references
+                    .get_or_insert_with(Vec::new)
+                    .push(statefulset::owner_reference(set));
+                if let Ok(stored) = self.access.replace(
+                    &self.types.revisions,
+                    &namespace,
+                    &name_of(&revision.metadata),
+                    &adopted,
+                    Subresource::Main,
+                    STATEFULSET_CONTROLLER,
+                ) && let Ok(stored) = serde_json::from_value::<ControllerRevision>(stored)
+                {
+                    adopted_revisions.push(stored);
+                }
+            }
             let set_pods: Vec<&Pod> = pods
                 .iter()
                 .filter(|p| namespace_of(&p.metadata) == namespace && owned_by_set(&p.metadata))
+                .chain(adopted_pods.iter())
                 .collect();
             let set_revisions: Vec<&ControllerRevision> = revisions
                 .iter()
                 .filter(|r| namespace_of(&r.metadata) == namespace && owned_by_set(&r.metadata))
+                .chain(adopted_revisions.iter())
                 .collect();
             let claim_names: BTreeSet<String> = claims
                 .iter()

@@ -47,7 +47,7 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
         .collect()
 }
 
-fn owner_reference(set: &StatefulSet) -> OwnerReference {
+pub fn owner_reference(set: &StatefulSet) -> OwnerReference {
     OwnerReference {
         api_version: "apps/v1".into(),
         kind: "StatefulSet".into(),
