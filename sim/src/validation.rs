@@ -638,6 +638,51 @@ mod tests {
     }
 
     #[test]
+    fn a_services_cluster_ip_never_changes() {
+        let service = |ip: &str| json!({"metadata": {"name": "s"}, "spec": {"clusterIP": ip}});
+        assert_eq!(
+            fields(&validate(
+                &rt("", "services"),
+                &service("10.0.0.2"),
+                Some(&service("None"))
+            )),
+            ["spec.clusterIPs[0]: Invalid value: \"10.0.0.2\": may not change once set"]
+        );
+        assert!(
+            validate(
+                &rt("", "services"),
+                &service("None"),
+                Some(&service("None"))
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_budget_names_one_bound() {
+        let pdb =
+            json!({"metadata": {"name": "b"}, "spec": {"minAvailable": 3, "maxUnavailable": 1}});
+        assert_eq!(
+            fields(&validate(&rt("policy", "poddisruptionbudgets"), &pdb, None)),
+            [
+                "spec: Invalid value: policy.PodDisruptionBudgetSpec{...}: minAvailable and maxUnavailable cannot be both set"
+            ]
+        );
+    }
+
+    #[test]
+    fn data_keys_and_size_are_limited() {
+        let object = json!({"metadata": {"name": "c"}, "data": {"a/b": "x"}});
+        assert_eq!(validate(&rt("", "configmaps"), &object, None).len(), 1);
+        let big = "a".repeat(MAX_DATA_BYTES + 1);
+        let object = json!({"metadata": {"name": "c"}, "data": {"k": big}});
+        assert_eq!(
+            fields(&validate(&rt("", "configmaps"), &object, None)),
+            ["[]: Too long: may not be more than 1048576 bytes"]
+        );
+    }
+
+    #[test]
     fn quantities_read_as_bytes() {
         assert_eq!(quantity_bytes("1Gi"), Some(1024f64.powi(3)));
         assert_eq!(quantity_bytes("500M"), Some(5e8));

@@ -291,6 +291,41 @@ impl Inner {
         }
     }
 
+    /// Makes `set` the controller of each object (an owner reference added); returns the
+    /// stored copies of those adopted.
+    fn adopt<K>(
+        &self,
+        set: &StatefulSet,
+        rt: &crate::registry::ResourceType,
+        objects: Vec<&K>,
+        metadata: fn(&mut K) -> &mut ObjectMeta,
+    ) -> Vec<K>
+    where
+        K: Clone + Serialize + serde::de::DeserializeOwned,
+    {
+        let mut adopted = Vec::new();
+        for object in objects {
+            let mut owned = object.clone();
+            let meta = metadata(&mut owned);
+            let (namespace, name) = (namespace_of(meta), name_of(meta));
+            meta.owner_references
+                .get_or_insert_with(Vec::new)
+                .push(statefulset::owner_reference(set));
+            if let Ok(stored) = self.access.replace(
+                rt,
+                &namespace,
+                &name,
+                &owned,
+                Subresource::Main,
+                STATEFULSET_CONTROLLER,
+            ) && let Ok(stored) = serde_json::from_value::<K>(stored)
+            {
+                adopted.push(stored);
+            }
+        }
+        adopted
+    }
+
     /// The external resizer and the kubelet's online expansion, done at once: a bound claim
     /// whose request grew gets that capacity (kube-apiserver's resize admission already refused
     /// a claim whose StorageClass does not allow expansion).
@@ -588,52 +623,21 @@ impl Inner {
                         &serde_json::json!({"metadata": {"labels": meta.labels}}),
                     )
             };
-            let mut adopted_pods: Vec<Pod> = Vec::new();
-            for pod in pods.iter().filter(|p| {
-                orphan(&p.metadata)
-                    && name_of(&p.metadata)
-                        .strip_prefix(&format!("{set_name}-"))
-                        .is_some_and(|ordinal| ordinal.parse::<u32>().is_ok())
-                    && p.metadata.deletion_timestamp.is_none()
-            }) {
-                let mut adopted = pod.clone();
-                adopted
-                    .metadata
-                    .owner_references
-                    .get_or_insert_with(Vec::new)
-                    .push(statefulset::owner_reference(set));
-                if let Ok(stored) = self.access.replace(
-                    &self.types.pods,
-                    &namespace,
-                    &name_of(&pod.metadata),
-                    &adopted,
-                    Subresource::Main,
-                    STATEFULSET_CONTROLLER,
-                ) && let Ok(stored) = serde_json::from_value::<Pod>(stored)
-                {
-                    adopted_pods.push(stored);
-                }
-            }
-            let mut adopted_revisions: Vec<ControllerRevision> = Vec::new();
-            for revision in revisions.iter().filter(|r| orphan(&r.metadata)) {
-                let mut adopted = revision.clone();
-                adopted
-                    .metadata
-                    .owner_references
-                    .get_or_insert_with(Vec::new)
-                    .push(statefulset::owner_reference(set));
-                if let Ok(stored) = self.access.replace(
-                    &self.types.revisions,
-                    &namespace,
-                    &name_of(&revision.metadata),
-                    &adopted,
-                    Subresource::Main,
-                    STATEFULSET_CONTROLLER,
-                ) && let Ok(stored) = serde_json::from_value::<ControllerRevision>(stored)
-                {
-                    adopted_revisions.push(stored);
-                }
-            }
+            let candidates: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| {
+                    orphan(&p.metadata)
+                        && p.metadata.deletion_timestamp.is_none()
+                        && name_of(&p.metadata)
+                            .strip_prefix(&format!("{set_name}-"))
+                            .is_some_and(|ordinal| ordinal.parse::<u32>().is_ok())
+                })
+                .collect();
+            let adopted_pods = self.adopt(set, &self.types.pods, candidates, |p| &mut p.metadata);
+            let candidates: Vec<&ControllerRevision> =
+                revisions.iter().filter(|r| orphan(&r.metadata)).collect();
+            let adopted_revisions =
+                self.adopt(set, &self.types.revisions, candidates, |r| &mut r.metadata);
             let set_pods: Vec<&Pod> = pods
                 .iter()
                 .filter(|p| namespace_of(&p.metadata) == namespace && owned_by_set(&p.metadata))
