@@ -166,3 +166,71 @@ async fn a_larger_charon_size_grows_the_pvcs_without_restarting_a_member_and_a_s
     }
     assert_eq!(pods(&world).await, before);
 }
+
+/// A class that does not allow expansion: kube-apiserver's resize admission refuses the larger
+/// request, the operator says so with the server's message, and the StatefulSet is not deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_without_expansion_leaves_the_members_alone_and_says_why() {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let world = world().await;
+    Api::<StorageClass>::all(world.client.clone())
+        .create(
+            &Default::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "fixed"}, "provisioner": "sim.dvt.io/volumes",
+                "allowVolumeExpansion": false
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let manifest = example_with("stader-4.yaml", "  storage: {storageClassName: fixed}\n");
+    world.apply_file(&manifest, "default").await.unwrap();
+    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    let before = pods(&world).await;
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    let uid = sets.get("stader-4-alpha").await.unwrap().metadata.uid;
+
+    set_charon_size(&world, "2Gi").await;
+    let message = wait_for("a Warning with the resize admission's refusal", || {
+        let world = &world;
+        async move {
+            let events: Api<k8s_openapi::api::events::v1::Event> =
+                Api::default_namespaced(world.client.clone());
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("stader-4")
+                })
+                .find_map(|e| {
+                    let note = e.note.unwrap_or_default();
+                    note.contains("only dynamically provisioned pvc can be resized")
+                        .then(|| {
+                            format!(
+                                "{} {} {note}",
+                                e.type_.unwrap_or_default(),
+                                e.reason.unwrap_or_default()
+                            )
+                        })
+                })
+        }
+    })
+    .await;
+    assert!(
+        message.starts_with(
+            "Warning VolumeExpansionFailed PersistentVolumeClaim charon-data-stader-4-"
+        ),
+        "{message}"
+    );
+    assert_eq!(claim(&world, "charon-data-stader-4-alpha-0").await.0, "1Gi");
+    assert_eq!(
+        sets.get("stader-4-alpha").await.unwrap().metadata.uid,
+        uid,
+        "the StatefulSet is kept"
+    );
+    assert_eq!(pods(&world).await, before);
+}

@@ -41,7 +41,8 @@ pub struct Sim {
 #[derive(Default)]
 pub struct RequestCounts {
     counts: std::sync::Mutex<BTreeMap<(String, &'static str), u64>>,
-    /// Requests refused with 401 or 403: (client, message), the first thousand.
+    /// Requests refused by authentication or authorization (401/403): (client, message), the
+    /// first thousand.
     refusals: std::sync::Mutex<Vec<(String, String)>>,
 }
 
@@ -333,12 +334,7 @@ pub async fn handle(
     sim.requests.record(client, verb_of(&method, &uri));
     match route(&sim, &method, &uri, &headers, &body).await {
         Ok(response) => response,
-        Err(error) => {
-            if error.code == 401 || error.code == 403 {
-                sim.requests.refused(user_agent(&headers), &error.message);
-            }
-            error_response(&error)
-        }
+        Err(error) => error_response(&error),
     }
 }
 
@@ -350,7 +346,10 @@ async fn route(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let store = &sim.store;
-    let identity = admit(sim, method, uri, headers)?;
+    // Refusals by authentication or RBAC are kept for tests (an admission plugin's 403, such as
+    // a refused resize, is not one).
+    let identity = admit(sim, method, uri, headers)
+        .inspect_err(|error| sim.requests.refused(user_agent(headers), &error.message))?;
     match parse_target(uri.path()) {
         Target::Version => Ok(json_response(StatusCode::OK, &sim.version)),
         Target::Health => Ok(Response::new(Body::from("ok"))),

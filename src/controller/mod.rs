@@ -1369,17 +1369,30 @@ async fn grow_storage(
             return Err(Error::Fenced);
         }
         let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
-        waiting_on(pvcs.patch(
+        let patched = waiting_on(pvcs.patch(
             &name,
             &PatchParams::default(),
             &kube::api::Patch::Merge(&patch),
         ))
-        .await
-        .map_err(|source| Error::Apply {
-            kind: "PersistentVolumeClaim",
-            name: name.clone(),
-            source,
-        })?;
+        .await;
+        if let Err(source) = patched {
+            // Typically the resize admission: the claim's StorageClass does not allow expansion.
+            // The StatefulSet is left as it is; the retry backs off to a minute.
+            publish(
+                ctx,
+                dv,
+                EventType::Warning,
+                model::reasons::VOLUME_EXPANSION_FAILED,
+                "Expand",
+                format!("PersistentVolumeClaim {name} cannot grow to {size}: {source}"),
+            )
+            .await;
+            return Err(Error::Apply {
+                kind: "PersistentVolumeClaim",
+                name,
+                source,
+            });
+        }
         expanded.push(format!("{name} to {size}"));
     }
     if !expanded.is_empty() {

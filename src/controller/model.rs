@@ -132,6 +132,7 @@ pub mod reasons {
     pub const SHARE_MISMATCH: &str = "ShareMismatch";
     pub const STORAGE_CHANGE_REFUSED: &str = "StorageChangeRefused";
     pub const VOLUME_EXPANDING: &str = "VolumeExpanding";
+    pub const VOLUME_EXPANSION_FAILED: &str = "VolumeExpansionFailed";
     pub const STATEFULSET_RECREATED: &str = "StatefulSetRecreated";
     /// Event: a child's field that the operator sets was changed by someone else and put back.
     pub const DRIFT_CORRECTED: &str = "DriftCorrected";
