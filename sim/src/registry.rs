@@ -90,6 +90,15 @@ impl ResourceType {
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        if self.kind == "Pod" && self.group.is_empty() {
+            entries.push(json!({
+                "name": "pods/binding",
+                "singularName": "",
+                "namespaced": true,
+                "kind": "Binding",
+                "verbs": ["create"],
+            }));
+        }
         if self.eviction {
             entries.push(json!({
                 "name": format!("{}/eviction", self.plural),

@@ -900,6 +900,35 @@ async fn object_request(
                 &write_options(&params, headers),
             );
         }
+        Some("binding") if rt.kind == "Pod" && rt.group.is_empty() => {
+            if method != Method::POST {
+                return Err(ApiError::method_not_allowed("binding accepts POST only"));
+            }
+            let binding = parse_body(headers, body)?;
+            let node = binding
+                .pointer("/target/name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "Binding",
+                        path.name.as_deref().unwrap_or_default(),
+                        vec![("target.name".to_owned(), "Required value".to_owned())],
+                    )
+                })?;
+            let name = path.name.clone().unwrap_or_default();
+            store.bind(
+                &namespace,
+                &name,
+                node,
+                &field_manager(&params, headers),
+                &user_agent(headers),
+            )?;
+            return Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ));
+        }
         Some("token") if rt.kind == "ServiceAccount" => {
             if method != Method::POST {
                 return Err(ApiError::method_not_allowed("token accepts POST only"));

@@ -479,6 +479,51 @@ impl Store {
         state.evict(namespace, name)
     }
 
+    /// `POST pods/{name}/binding`: assigns an unbound pod to a node, the one way a pod's
+    /// `spec.nodeName` is set after creation (an update of it is refused like any pod spec
+    /// change).
+    pub fn bind(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        actor: &str,
+        client: &str,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        actor.clone_into(&mut state.actor);
+        client.clone_into(&mut state.client);
+        let rt = state
+            .registry
+            .get("", "v1", "pods")
+            .expect("pods are built in");
+        let old = state.get(&rt, namespace, name)?.clone();
+        if let Some(bound) = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "pods/binding",
+                name,
+                &format!("pod {name} is already assigned to node \"{bound}\""),
+            ));
+        }
+        if metadata_str(&old, "deletionTimestamp").is_some() {
+            return Err(ApiError::conflict(
+                "pods/binding",
+                name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        let mut new = old.clone();
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("nodeName".to_owned(), json!(node));
+        }
+        let committed = state.commit(&rt, namespace, name, new, Some(&old));
+        Ok(state.present(&rt, &committed))
+    }
+
     /// Removes a pod at once, as a kubelet confirming termination or the pod garbage collector
     /// does. Finalizers still hold it.
     pub fn force_delete_pod(&self, namespace: &str, name: &str, actor: &str) {

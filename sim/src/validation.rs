@@ -30,6 +30,39 @@ const STATEFULSET_MUTABLE: [&str; 7] = [
     "minReadySeconds",
 ];
 
+/// What a pod update may change (`ValidatePodUpdate`, Kubernetes 1.33 without in-place
+/// resize): images, `activeDeadlineSeconds`, added tolerations, and a negative grace period set
+/// to 1. The node is assigned through `pods/binding`, not by an update.
+const POD_UPDATABLE: [&str; 5] = [
+    "`spec.containers[*].image`",
+    "`spec.initContainers[*].image`",
+    "`spec.activeDeadlineSeconds`",
+    "`spec.tolerations` (only additions to existing tolerations)",
+    "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+];
+
+/// A pod's spec without what an update may change.
+fn pod_spec_fixed(pod: &Value) -> Value {
+    let mut spec = without(
+        pod.get("spec"),
+        &[
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+        ],
+    );
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for container in containers {
+                if let Some(map) = container.as_object_mut() {
+                    map.remove("image");
+                }
+            }
+        }
+    }
+    spec
+}
+
 fn invalid(field: &str, value: &str, detail: &str) -> Cause {
     (
         field.to_owned(),
@@ -380,6 +413,18 @@ pub fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -> Vec<C
             if let Some(spec) = object.get("spec") {
                 pod_spec("spec", spec, &BTreeSet::new(), &mut causes);
             }
+            if let Some(old) = old
+                && pod_spec_fixed(object) != pod_spec_fixed(old)
+            {
+                // kube-apiserver appends a diff of the two specs; it is left out here.
+                causes.push((
+                    "spec".to_owned(),
+                    format!(
+                        "Forbidden: pod updates may not change fields other than {}",
+                        POD_UPDATABLE.join(",")
+                    ),
+                ));
+            }
         }
         ("apps", "StatefulSet") => {
             let claims: BTreeSet<String> = object
@@ -635,6 +680,29 @@ mod tests {
             )),
             ["data: Forbidden: field is immutable when `immutable` is set"]
         );
+    }
+
+    #[test]
+    fn a_pod_update_may_change_images_but_not_the_node_or_the_commands() {
+        let p = |image: &str, node: Option<&str>, command: &str| {
+            let mut spec =
+                json!({"containers": [{"name": "c", "image": image, "command": [command]}]});
+            if let Some(node) = node {
+                spec["nodeName"] = json!(node);
+            }
+            pod(spec)
+        };
+        let rt = rt("", "pods");
+        assert!(validate(&rt, &p("new", None, "run"), Some(&p("old", None, "run"))).is_empty());
+        for changed in [p("old", Some("n1"), "run"), p("old", None, "other")] {
+            assert_eq!(
+                fields(&validate(&rt, &changed, Some(&p("old", None, "run")))),
+                [format!(
+                    "spec: Forbidden: pod updates may not change fields other than {}",
+                    POD_UPDATABLE.join(",")
+                )]
+            );
+        }
     }
 
     #[test]

@@ -51,3 +51,68 @@ async fn a_statefulsets_claim_templates_cannot_change() {
         other => panic!("expected 422, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_pod_is_placed_through_its_binding_not_by_an_update() {
+    let server = SimServer::start(SimOptions::default()).await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(server.client().unwrap());
+    let pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let moved = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeName": "node-1"}})),
+        )
+        .await;
+    match moved {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422);
+            assert!(status.message.starts_with("Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"), "{}", status.message);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node-1"}});
+    pods.create_subresource::<_, serde_json::Value>(
+        "binding",
+        "p",
+        &PostParams::default(),
+        &binding,
+    )
+    .await
+    .expect("bound");
+    assert_eq!(
+        pods.get("p")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("node-1")
+    );
+    match pods
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            "p",
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 409);
+            assert!(
+                status
+                    .message
+                    .contains("pod p is already assigned to node \"node-1\""),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+}

@@ -837,15 +837,13 @@ impl Inner {
                     if let Some(spec) = bound.spec.as_mut() {
                         spec.node_name = Some(node.clone());
                     }
-                    // Binding (spec) then the PodScheduled condition (status), as the scheduler does.
-                    match self.access.replace(
-                        &self.types.pods,
-                        &namespace,
-                        &name,
-                        &bound,
-                        Subresource::Main,
-                        SCHEDULER,
-                    ) {
+                    // Binding (pods/binding) then the PodScheduled condition (status), as the
+                    // scheduler does.
+                    match self
+                        .access
+                        .store
+                        .bind(&namespace, &name, &node, SCHEDULER, SCHEDULER)
+                    {
                         Ok(stored) => {
                             if let Ok(mut stored) = serde_json::from_value::<Pod>(stored) {
                                 stored.status = updated.status.clone();
