@@ -57,6 +57,20 @@ enum Command {
         #[command(subcommand)]
         fault: FaultCommand,
     },
+    /// Write a kubeconfig that acts as a ServiceAccount of a running `dvt-sim serve`, with a
+    /// token from the TokenRequest API (as `kubectl create token` gets one). For example, the
+    /// operator's: `dvt-sim kubeconfig --service-account dvt-system/dvt-operator --out op.kubeconfig`.
+    Kubeconfig {
+        /// The admin kubeconfig `serve` wrote.
+        #[arg(long, default_value = "dvt-sim.kubeconfig", value_name = "PATH")]
+        kubeconfig: PathBuf,
+        /// `NAMESPACE/NAME` of a ServiceAccount that exists.
+        #[arg(long, value_name = "NAMESPACE/NAME")]
+        service_account: String,
+        /// Where to write the ServiceAccount's kubeconfig.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
     /// Measure the simulator's ceiling through kube-rs: sustained writes per second, list
     /// latency and watch fan-out. Prints one figure per line. Build with --release.
     Bench {
@@ -205,6 +219,54 @@ impl FaultCommand {
     }
 }
 
+/// Writes a kubeconfig for a ServiceAccount: the admin's file with the user's token replaced by
+/// one the server issues for that ServiceAccount, in its namespace.
+async fn service_account_kubeconfig(
+    kubeconfig: &std::path::Path,
+    service_account: &str,
+    out: &std::path::Path,
+) -> Result<(), String> {
+    let (namespace, name) = service_account
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        .ok_or_else(|| format!("--service-account {service_account:?} is not NAMESPACE/NAME"))?;
+    let mut file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| format!("cannot read {}: {e}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        file.clone(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("cannot use {}: {e}", kubeconfig.display()))?;
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(client, namespace);
+    let request = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}});
+    let answer: serde_json::Value = accounts
+        .create_subresource("token", name, &Default::default(), &request)
+        .await
+        .map_err(|e| format!("cannot get a token for {service_account}: {e}"))?;
+    let token = answer
+        .pointer("/status/token")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("the server answered without a token")?
+        .to_owned();
+    for user in &mut file.auth_infos {
+        user.name = format!("{namespace}-{name}");
+        if let Some(info) = user.auth_info.as_mut() {
+            info.token = Some(token.clone().into());
+        }
+    }
+    for context in &mut file.contexts {
+        if let Some(context) = context.context.as_mut() {
+            context.user = Some(format!("{namespace}-{name}"));
+            context.namespace = Some(namespace.to_owned());
+        }
+    }
+    let text = serde_yaml::to_string(&file).map_err(|e| e.to_string())?;
+    std::fs::write(out, text).map_err(|e| format!("cannot write {}: {e}", out.display()))
+}
+
 /// Sends a fault to a running simulator through the kubeconfig's server address.
 async fn send_fault(kubeconfig: &std::path::Path, fault: Fault) -> Result<(), String> {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)
@@ -264,6 +326,25 @@ async fn main() -> ExitCode {
                 }
             });
             (kubeconfig, port, cluster)
+        }
+        Command::Kubeconfig {
+            kubeconfig,
+            service_account,
+            out,
+        } => {
+            return match service_account_kubeconfig(&kubeconfig, &service_account, &out).await {
+                Ok(()) => {
+                    println!(
+                        "kubeconfig for {service_account} written to {}",
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Fault { kubeconfig, fault } => {
             return match send_fault(&kubeconfig, fault.into_fault()).await {

@@ -547,3 +547,52 @@ async fn kubectl_scales_a_statefulset() {
         .await;
     assert_eq!(replicas, "3");
 }
+
+/// `dvt-sim kubeconfig --service-account` writes a kubeconfig kubectl uses as that account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_kubeconfig_acts_as_the_account() {
+    let cluster = Cluster::start("sa-kubeconfig").await;
+    cluster.ok(&["create", "namespace", "ops"]).await;
+    cluster
+        .ok(&["create", "serviceaccount", "op", "-n", "ops"])
+        .await;
+    let out = cluster._dir.0.join("op.kubeconfig");
+    let (admin, target) = (cluster.kubeconfig.clone(), out.clone());
+    let written = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_dvt-sim"))
+            .args(["kubeconfig", "--service-account", "ops/op"])
+            .arg("--kubeconfig")
+            .arg(&admin)
+            .arg("--out")
+            .arg(&target)
+            .output()
+            .expect("dvt-sim runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let target = out.clone();
+    let whoami = tokio::task::spawn_blocking(move || {
+        Command::new(kubectl_binary())
+            .env("KUBECONFIG", &target)
+            .env("HOME", target.parent().unwrap())
+            .args([
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ])
+            .output()
+            .expect("kubectl runs")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        "system:serviceaccount:ops:op"
+    );
+}
