@@ -1,0 +1,383 @@
+//! Apply: server-side apply of the desired children whose cached copy does not carry their
+//! hash (StatefulSets last), drift correction, and the storage step that grows PVCs and
+//! recreates a member's StatefulSet around its running pod.
+
+use super::*;
+
+/// Expands a member's PVCs to the sizes asked for; once every one is asked, deletes its
+/// StatefulSet with `propagationPolicy: Orphan` (the pod keeps running and is adopted by the
+/// StatefulSet the next pass creates). PVCs are patched, never deleted.
+pub(super) async fn grow_storage(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    set_name: &str,
+    claims: &[(String, String)],
+) -> Result<(), Error> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let namespace = dv.namespace().unwrap_or_default();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut expanded = Vec::new();
+    for (template, size) in claims {
+        let name = storage::claim_name(template, set_name);
+        let pvc = waiting_on(pvcs.get_opt(&name))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "PersistentVolumeClaim",
+                name: name.clone(),
+                source,
+            })?;
+        let requested = pvc
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| storage::bytes(&q.0));
+        // A claim not made yet (pod never started) is made by the new StatefulSet at the new size.
+        if pvc.is_none() || requested >= storage::bytes(size) {
+            continue;
+        }
+        if !ctx.fence.holds() {
+            return Err(Error::Fenced);
+        }
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        let patched = waiting_on(pvcs.patch(
+            &name,
+            &PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        ))
+        .await;
+        if let Err(source) = patched {
+            // Typically the resize admission: the claim's StorageClass does not allow expansion.
+            // The StatefulSet is left as it is; the retry backs off to a minute.
+            publish(
+                ctx,
+                dv,
+                EventType::Warning,
+                model::reasons::VOLUME_EXPANSION_FAILED,
+                "Expand",
+                format!("PersistentVolumeClaim {name} cannot grow to {size}: {source}"),
+            )
+            .await;
+            return Err(Error::Apply {
+                kind: "PersistentVolumeClaim",
+                name,
+                source,
+            });
+        }
+        expanded.push(format!("{name} to {size}"));
+    }
+    if !expanded.is_empty() {
+        publish(
+            ctx,
+            dv,
+            EventType::Normal,
+            model::reasons::VOLUME_EXPANDING,
+            "Expand",
+            format!("Expanding PersistentVolumeClaim {}", expanded.join(", ")),
+        )
+        .await;
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(live) = ctx
+        .caches
+        .statefulsets
+        .get(&ObjectRef::new(set_name).within(&namespace))
+    else {
+        return Ok(());
+    };
+    if live.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    if !ctx.fence.holds() {
+        return Err(Error::Fenced);
+    }
+    // The uid precondition: never delete a StatefulSet the cache did not show us.
+    let params = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        preconditions: Some(kube::api::Preconditions {
+            uid: live.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..kube::api::DeleteParams::default()
+    };
+    waiting_on(sets.delete(set_name, &params))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "StatefulSet",
+            name: set_name.to_owned(),
+            source,
+        })?;
+    publish(
+        ctx,
+        dv,
+        EventType::Normal,
+        model::reasons::STATEFULSET_RECREATED,
+        "Recreate",
+        format!(
+            "Deleted StatefulSet {set_name} keeping its pod (propagationPolicy Orphan) to recreate it with larger volume claims"
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+/// What one apply pass wrote: (Created or Updated, kind, name), in the order written.
+pub(super) type Written = Vec<(&'static str, &'static str, String)>;
+
+/// Server-side applies every desired object whose cached copy does not already carry its hash;
+/// StatefulSets last, after the Services and the budget. One Event per pass says what was
+/// created or updated (an Event per object would be ten writes per new DV).
+pub(super) async fn apply(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    desired: Desired,
+) -> Result<(), Error> {
+    let mut written = Written::new();
+    let result = apply_all(dv, ctx, desired, &mut written).await;
+    for reason in ["Created", "Updated"] {
+        let objects: Vec<String> = written
+            .iter()
+            .filter(|(r, _, _)| *r == reason)
+            .map(|(_, kind, name)| format!("{kind} {name}"))
+            .collect();
+        if objects.is_empty() {
+            continue;
+        }
+        let action = if reason == "Created" {
+            "Create"
+        } else {
+            "Update"
+        };
+        publish(
+            ctx,
+            dv,
+            EventType::Normal,
+            reason,
+            action,
+            event_note(reason, &objects),
+        )
+        .await;
+    }
+    result
+}
+
+/// An Event's note: `reason` and the objects, cut to the 1 kB the Events API accepts.
+pub(super) fn event_note(reason: &str, objects: &[String]) -> String {
+    const LIMIT: usize = 1000;
+    let mut note = format!("{reason} {}", objects.join(", "));
+    if note.len() > LIMIT {
+        let mut cut = LIMIT - '…'.len_utf8();
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push('…');
+    }
+    note
+}
+
+pub(super) async fn apply_all(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    desired: Desired,
+    written: &mut Written,
+) -> Result<(), Error> {
+    let Desired {
+        services,
+        statefulsets,
+        pdb,
+        network_policy,
+    } = desired;
+    let namespace = dv.namespace().unwrap_or_default();
+    for service in services {
+        apply_one(
+            dv,
+            ctx,
+            &ctx.caches.services,
+            &namespace,
+            service,
+            "Service",
+            written,
+        )
+        .await?;
+    }
+    apply_one(
+        dv,
+        ctx,
+        &ctx.caches.pdbs,
+        &namespace,
+        pdb,
+        "PodDisruptionBudget",
+        written,
+    )
+    .await?;
+    match network_policy {
+        Some(policy) => {
+            apply_one(
+                dv,
+                ctx,
+                &ctx.caches.network_policies,
+                &namespace,
+                policy,
+                "NetworkPolicy",
+                written,
+            )
+            .await?;
+        }
+        None => {
+            // Opted out: remove the policy this operator made (it is ours, and holds no data).
+            let name = dv.name_any();
+            let ours = ctx
+                .caches
+                .network_policies
+                .get(&ObjectRef::new(&name).within(&namespace))
+                .is_some_and(|p| {
+                    p.owner_references()
+                        .iter()
+                        .any(|o| Some(&o.uid) == dv.uid().as_ref())
+                });
+            if ours {
+                if !ctx.fence.holds() {
+                    return Err(Error::Fenced);
+                }
+                let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+                waiting_on(api.delete(&name, &Default::default()))
+                    .await
+                    .map_err(|source| Error::Apply {
+                        kind: "NetworkPolicy",
+                        name: name.clone(),
+                        source,
+                    })?;
+                publish(
+                    ctx,
+                    dv,
+                    EventType::Normal,
+                    "Deleted",
+                    "Delete",
+                    format!("Deleted NetworkPolicy {name} (spec.networkPolicy.enabled is false)"),
+                )
+                .await;
+            }
+        }
+    }
+    for set in statefulsets {
+        apply_one(
+            dv,
+            ctx,
+            &ctx.caches.statefulsets,
+            &namespace,
+            set,
+            "StatefulSet",
+            written,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn apply_one<K>(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    cache: &Store<K>,
+    namespace: &str,
+    object: K,
+    kind: &'static str,
+    written: &mut Written,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.name_any();
+    let want = object.annotations().get(ANNOTATION_SPEC_HASH).cloned();
+    let cached = cache.get(&ObjectRef::new(&name).within(namespace));
+    let unchanged = cached
+        .as_ref()
+        .is_some_and(|c| c.annotations().get(ANNOTATION_SPEC_HASH) == want.as_ref());
+    // The caches keep only other writers' managed fields: an object nobody else wrote is
+    // decided by its hash alone, without encoding it (the common case on every reconcile).
+    let others = cached
+        .as_ref()
+        .and_then(|c| c.meta().managed_fields.as_deref())
+        .filter(|entries| !entries.is_empty());
+    if unchanged && others.is_none() {
+        return Ok(());
+    }
+    let mut value = serde_json::to_value(&object).map_err(|source| Error::Encode {
+        kind,
+        name: name.clone(),
+        source,
+    })?;
+    value["apiVersion"] = serde_json::json!(K::api_version(&()));
+    value["kind"] = serde_json::json!(K::kind(&()));
+    // Fields we set that someone else wrote since: put back now, whatever the hash says.
+    let drifted = others
+        .map(|entries| drift::drifted_fields(&value, entries, FIELD_MANAGER))
+        .unwrap_or_default();
+    if unchanged && drifted.is_empty() {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if !ctx.fence.holds() {
+        return Err(Error::Fenced);
+    }
+    match waiting_on(api.patch(&name, &params, &Patch::Apply(&value))).await {
+        Ok(_) => {
+            let reason = if cached.is_some() {
+                "Updated"
+            } else {
+                "Created"
+            };
+            info!(kind, object = %name, reason, "applied");
+            if !drifted.is_empty() {
+                let fields: Vec<String> = drifted.iter().map(ToString::to_string).collect();
+                warn!(kind, object = %name, fields = %fields.join(", "), "drift corrected");
+                publish_about(
+                    ctx,
+                    dv,
+                    Some(object_reference::<K>(&name, namespace)),
+                    EventType::Warning,
+                    model::reasons::DRIFT_CORRECTED,
+                    "Apply",
+                    format!("{kind} {name}: restored {}", fields.join(", ")),
+                )
+                .await;
+            }
+            written.push((reason, kind, name));
+            Ok(())
+        }
+        Err(source) => {
+            let related = object_reference::<K>(&name, namespace);
+            let note = format!("{kind} {name}: {source}");
+            publish_about(
+                ctx,
+                dv,
+                Some(related),
+                EventType::Warning,
+                "ApplyFailed",
+                "Apply",
+                note,
+            )
+            .await;
+            Err(Error::Apply { kind, name, source })
+        }
+    }
+}
+
+pub(super) fn object_reference<K>(name: &str, namespace: &str) -> ObjectReference
+where
+    K: Resource<DynamicType = ()>,
+{
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectReference::default()
+    }
+}

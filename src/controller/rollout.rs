@@ -1,0 +1,200 @@
+//! Rollout execution: restarts and rolls members one at a time within the quorum budget, as
+//! [`crate::planner`] decides; only the API calls and Events live here.
+
+use super::*;
+
+/// How soon a restart that failed (e.g. an eviction the budget refused) is tried again.
+pub(super) const RETRY_FAILED_ACTION: Duration = Duration::from_secs(5);
+/// How often a DV with outdated members is looked at without an event.
+pub(super) const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
+
+/// The annotation that pauses every disruptive action on a DV, like `spec.rollout.paused`.
+pub const ANNOTATION_PAUSED: &str = "dvt.io/paused";
+
+/// Plans restarts with the quorum planner and carries them out; returns what happened for
+/// status, and when to look again.
+pub(super) async fn keep_quorum(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    cluster: &model::Cluster,
+    observed: &BTreeMap<String, status::Observed<'_>>,
+    now: &Time,
+) -> (status::Outcome, Option<k8s_openapi::jiff::Timestamp>) {
+    let rollout = &dv.spec.rollout;
+    let paused = rollout.paused
+        || dv
+            .annotations()
+            .get(ANNOTATION_PAUSED)
+            .is_some_and(|v| v == "true");
+    let settings = crate::planner::Settings {
+        threshold: cluster.quorum.threshold(),
+        max_unavailable: rollout.max_unavailable,
+        min_ready: Duration::from_secs(u64::from(rollout.min_ready_seconds)),
+        restart_delay: Duration::from_secs(u64::from(rollout.restart_delay_seconds)),
+        restart_backoff: Duration::from_secs(u64::from(rollout.restart_backoff_seconds)),
+        max_restart_backoff: Duration::from_secs(u64::from(rollout.max_restart_backoff_seconds)),
+        paused,
+    };
+    let previous = dv.status.clone().unwrap_or_default();
+    // Only members that were built take part: a blocked member has no pod to act on.
+    let members: Vec<crate::planner::Member> = dv
+        .spec
+        .members
+        .iter()
+        .filter(|m| cluster.members.iter().any(|b| b.name == m.name))
+        .map(|m| {
+            let seen = observed.get(&m.name);
+            let pod = seen.and_then(|s| s.pod);
+            let node = pod
+                .and_then(|p| p.spec.as_ref()?.node_name.clone())
+                .and_then(|n| ctx.caches.nodes.get(&ObjectRef::new(&n)));
+            let outdated = seen.is_some_and(status::is_outdated);
+            health::member(
+                &m.name,
+                m.index,
+                pod,
+                node.as_deref(),
+                outdated,
+                previous.members.iter().find(|p| p.name == m.name),
+                now.0,
+            )
+        })
+        .collect();
+    let plan = crate::planner::plan(&members, &settings, now.0);
+    let mut outcome = status::Outcome {
+        stranded: plan.stranded.clone(),
+        paused,
+        waiting: plan.waiting.clone(),
+        min_ready: settings.min_ready,
+        ..status::Outcome::default()
+    };
+    let namespace = dv.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut retry_at: Option<k8s_openapi::jiff::Timestamp> = None;
+    for action in &plan.actions {
+        let (member, reason, force, evict) = match action {
+            crate::planner::Action::Restart {
+                member,
+                kind,
+                reason,
+            } => (
+                member,
+                reason,
+                false,
+                *kind == crate::planner::RestartKind::Rollout,
+            ),
+            crate::planner::Action::ForceDelete { member, reason } => (member, reason, true, false),
+        };
+        let Some(pod) = observed.get(member).and_then(|s| s.pod) else {
+            continue;
+        };
+        let pod_name = pod.name_any();
+        if !ctx.fence.holds() {
+            // Lost the lease mid-pass: the new leader decides from here.
+            warn!(member = %member, "not restarting: no longer the leader");
+            break;
+        }
+        let result = if evict {
+            // A rollout restart goes through the eviction API: the PodDisruptionBudget is a
+            // second guard on top of the planner's budget.
+            waiting_on(pods.evict(&pod_name, &kube::api::EvictParams::default()))
+                .await
+                .map(drop)
+        } else {
+            // The uid precondition keeps a late action from deleting the member's next pod.
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: pod.uid(),
+                    resource_version: None,
+                }),
+                grace_period_seconds: force.then_some(0),
+                ..kube::api::DeleteParams::default()
+            };
+            waiting_on(pods.delete(&pod_name, &params)).await.map(drop)
+        };
+        let note = format!(
+            "member {member}: {reason}; quorum budget {} (ready minus threshold)",
+            plan.budget
+        );
+        match result {
+            Ok(()) => {
+                info!(member = %member, reason = %reason, budget = plan.budget, "restarted a member");
+                let consecutive = match action {
+                    crate::planner::Action::Restart {
+                        kind: crate::planner::RestartKind::Repair,
+                        ..
+                    } => {
+                        previous
+                            .members
+                            .iter()
+                            .find(|m| &m.name == member)
+                            .map_or(0, |m| m.consecutive_restarts)
+                            + 1
+                    }
+                    _ => 0,
+                };
+                outcome
+                    .restarted
+                    .insert(member.clone(), (now.clone(), reason.clone(), consecutive));
+                let event_reason = if force {
+                    "ForceDeleted"
+                } else if evict {
+                    "RollingRestart"
+                } else {
+                    "Repairing"
+                };
+                let related = Some(pod_reference(pod));
+                publish_about(
+                    ctx,
+                    dv,
+                    related,
+                    EventType::Normal,
+                    event_reason,
+                    "Restart",
+                    note,
+                )
+                .await;
+            }
+            Err(error) => {
+                warn!(member = %member, %error, "could not restart a member");
+                // Nothing else may wake this DV soon (an eviction refused by the budget changes
+                // no watched object): look again shortly.
+                let soon = now.0.checked_add(RETRY_FAILED_ACTION).unwrap_or(now.0);
+                retry_at =
+                    Some(retry_at.map_or(soon, |r: k8s_openapi::jiff::Timestamp| r.min(soon)));
+                publish_about(
+                    ctx,
+                    dv,
+                    Some(pod_reference(pod)),
+                    EventType::Warning,
+                    "RestartFailed",
+                    "Restart",
+                    format!("{note}: {error}"),
+                )
+                .await;
+            }
+        }
+    }
+    for member in &plan.stranded {
+        let already = previous
+            .members
+            .iter()
+            .any(|m| &m.name == member && m.stranded);
+        if !already {
+            publish(ctx, dv, EventType::Warning, "MemberStranded", "Observe", format!("member {member}: its node is unreachable; the pod is left alone until the node returns, is deleted, or is tainted node.kubernetes.io/out-of-service")).await;
+        }
+    }
+    let wake_at = match (plan.wake_at, retry_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    // While members wait for a rollout, look again now and then even without an event.
+    let outdated_waiting = members.iter().any(|m| m.outdated);
+    let wake_at = if outdated_waiting {
+        let check = now.0.checked_add(ROLLOUT_RECHECK).unwrap_or(now.0);
+        Some(wake_at.map_or(check, |w| w.min(check)))
+    } else {
+        wake_at
+    };
+    (outcome, wake_at)
+}
