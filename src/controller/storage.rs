@@ -9,7 +9,7 @@
 //! - a smaller size or another class: refused, with the reason in the DV's condition; nothing is
 //!   changed. A PVC is never deleted.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 
 use crate::api::StorageSpec;
 use crate::controller::names::{VOLUME_CHARON_DATA, VOLUME_VC_DATA};
@@ -32,12 +32,24 @@ pub enum StorageChange {
     Refused(Vec<String>),
 }
 
-/// The claim templates of a live StatefulSet.
+/// The claim templates of a live StatefulSet: from its spec, or, for a trimmed cached copy,
+/// from the annotation trimming left ([`crate::controller::trim::CACHED_CLAIMS`]).
 pub fn live_claims(set: &StatefulSet) -> Vec<LiveClaim> {
-    set.spec
-        .as_ref()
-        .and_then(|s| s.volume_claim_templates.as_ref())
-        .into_iter()
+    match &set.spec {
+        Some(spec) => live_claims_of_spec(spec),
+        None => set
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::controller::trim::CACHED_CLAIMS))
+            .map(|text| decode_claims(text))
+            .unwrap_or_default(),
+    }
+}
+
+pub fn live_claims_of_spec(spec: &StatefulSetSpec) -> Vec<LiveClaim> {
+    spec.volume_claim_templates
+        .iter()
         .flatten()
         .map(|claim| LiveClaim {
             template: claim.metadata.name.clone().unwrap_or_default(),
@@ -53,6 +65,39 @@ pub fn live_claims(set: &StatefulSet) -> Vec<LiveClaim> {
                 .spec
                 .as_ref()
                 .and_then(|s| s.storage_class_name.clone()),
+        })
+        .collect()
+}
+
+/// `template=size=class,...` (an empty class is none): names, quantities and class names hold
+/// neither `=` nor `,`.
+pub fn encode_claims(claims: &[LiveClaim]) -> String {
+    claims
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={}={}",
+                c.template,
+                c.size,
+                c.class.as_deref().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn decode_claims(text: &str) -> Vec<LiveClaim> {
+    text.split(',')
+        .filter_map(|entry| {
+            let mut parts = entry.splitn(3, '=');
+            let template = parts.next()?.to_owned();
+            let size = parts.next()?.to_owned();
+            let class = parts.next().filter(|c| !c.is_empty()).map(str::to_owned);
+            Some(LiveClaim {
+                template,
+                size,
+                class,
+            })
         })
         .collect()
 }
@@ -150,6 +195,13 @@ mod tests {
             storage_class_name: class.map(str::to_owned),
             ..StorageSpec::default()
         }
+    }
+
+    #[test]
+    fn claims_survive_their_compact_form() {
+        let mut claims = live("1Gi", "5Gi", None);
+        claims[1].class = Some("fast-ssd".to_owned());
+        assert_eq!(decode_claims(&encode_claims(&claims)), claims);
     }
 
     #[test]
