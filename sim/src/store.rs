@@ -669,14 +669,29 @@ impl State {
     fn admit(
         &self,
         rt: &ResourceType,
+        object: Value,
+        old: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        self.admit_write(rt, object, old, Subresource::Main)
+    }
+
+    /// As [`State::admit`], for a write to `sub`: a status write is validated as kube-apiserver's
+    /// status strategies do, by its metadata only (the spec it carries is the stored one).
+    fn admit_write(
+        &self,
+        rt: &ResourceType,
         mut object: Value,
         old: Option<&Value>,
+        sub: Subresource,
     ) -> Result<Value, ApiError> {
         if rt.kind == "Secret" && rt.group.is_empty() {
             fold_string_data(&mut object);
         }
         let Some(schema_value) = &rt.schema else {
-            let causes = crate::validation::validate(rt, &object, old);
+            let causes = match sub {
+                Subresource::Main => crate::validation::validate(rt, &object, old),
+                Subresource::Status => crate::validation::validate_metadata(&object),
+            };
             if !causes.is_empty() {
                 let name = metadata_str(&object, "name").unwrap_or_default();
                 let kind = if rt.group.is_empty() {
@@ -1405,7 +1420,7 @@ impl State {
                 }
             }
         }
-        let mut new = self.admit(rt, new, Some(old))?;
+        let mut new = self.admit_write(rt, new, Some(old), sub)?;
         if spec_part(&new) != spec_part(old) {
             let generation = old
                 .pointer("/metadata/generation")

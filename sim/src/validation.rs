@@ -379,6 +379,17 @@ pub fn quantity_bytes(quantity: &str) -> Option<f64> {
     Some(number * factor)
 }
 
+/// What a status write is checked for: the object's labels (its spec is the stored one).
+pub fn validate_metadata(object: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    labels(
+        "metadata.labels",
+        object.pointer("/metadata/labels"),
+        &mut causes,
+    );
+    causes
+}
+
 /// What kube-apiserver refuses in `object` (and, for an update, in its change from `old`).
 pub fn validate(rt: &ResourceType, object: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
