@@ -492,7 +492,7 @@ fn request_attributes(method: &Method, uri: &Uri) -> (String, Request) {
 /// Authentication, impersonation and authorization, in kube-apiserver's order: who sent the
 /// request, whom they may act as, and whether that identity may do this.
 fn admit(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Identity, ApiError> {
-    let requester = auth::authenticate(&sim.tokens, &sim.store, headers)?;
+    let requester = auth::authenticate(&sim.tokens, &sim.store, &sim.authorizer, headers)?;
     let identity = match auth::impersonation(headers)? {
         None => requester,
         Some(impersonation) => {

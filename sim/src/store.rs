@@ -124,14 +124,15 @@ struct State {
     client: String,
     started: std::time::Instant,
     timeline: Vec<TimelineEntry>,
-    /// The resourceVersion of the last change to each resource, for caches derived from one
-    /// (the RBAC authorizer's parsed policy).
-    last_written: HashMap<StorageKey, u64>,
+    /// Bumped by every change to a role, binding or ServiceAccount: the authorizer's cached
+    /// policy is current while this stands still (read without the store's lock).
+    auth_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The shared store.
 pub struct Store {
     state: Mutex<State>,
+    auth_generation: Arc<std::sync::atomic::AtomicU64>,
     /// Bumped to close every open watch stream (clients then resume from their resourceVersion).
     disconnects: tokio::sync::watch::Sender<u64>,
 }
@@ -230,7 +231,7 @@ impl Store {
             client: String::new(),
             started: std::time::Instant::now(),
             timeline: Vec::new(),
-            last_written: HashMap::new(),
+            auth_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let namespaces = state
             .registry
@@ -276,6 +277,7 @@ impl Store {
                 .expect("the bootstrap policy is valid");
         }
         Store {
+            auth_generation: state.auth_generation.clone(),
             state: Mutex::new(state),
             disconnects: tokio::sync::watch::Sender::new(0),
         }
@@ -301,14 +303,10 @@ impl Store {
         self.lock().resource_version
     }
 
-    /// The resourceVersion of the last change to any of these resources (0: none yet).
-    pub fn last_written(&self, keys: &[StorageKey]) -> u64 {
-        let state = self.lock();
-        keys.iter()
-            .filter_map(|key| state.last_written.get(key))
-            .copied()
-            .max()
-            .unwrap_or(0)
+    /// Changes so far to roles, bindings and ServiceAccounts (see `State::auth_generation`).
+    pub fn auth_generation(&self) -> u64 {
+        self.auth_generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
@@ -935,7 +933,12 @@ impl State {
         rv: u64,
         object: &Value,
     ) {
-        self.last_written.insert(rt.storage_key(), rv);
+        if rt.group == "rbac.authorization.k8s.io"
+            || (rt.group.is_empty() && rt.plural == "serviceaccounts")
+        {
+            self.auth_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         let event = Arc::new(WatchEvent {
             resource_version: rv,
             key: rt.storage_key(),

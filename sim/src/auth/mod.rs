@@ -173,10 +173,12 @@ pub fn unauthorized() -> ApiError {
     ApiError::new(401, "Unauthorized", "Unauthorized")
 }
 
-/// Who sent the request, from its bearer token; no token is `system:anonymous`.
+/// Who sent the request, from its bearer token; no token is `system:anonymous`. A
+/// ServiceAccount's token holds while that ServiceAccount (that uid) exists.
 pub fn authenticate(
     tokens: &Tokens,
     store: &Store,
+    authorizer: &rbac::Authorizer,
     headers: &HeaderMap,
 ) -> Result<Identity, ApiError> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
@@ -192,14 +194,7 @@ pub fn authenticate(
         return Ok(Identity::admin());
     }
     let owner = tokens.owner(token).ok_or_else(unauthorized)?;
-    let current_uid = store
-        .resolve("", "v1", "serviceaccounts")
-        .and_then(|rt| store.get(&rt, &owner.namespace, &owner.name).ok())
-        .and_then(|sa| {
-            sa.pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+    let current_uid = authorizer.service_account_uid(store, &owner.namespace, &owner.name);
     if current_uid.as_deref() != Some(owner.uid.as_str()) {
         return Err(unauthorized());
     }

@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 
 use super::{Identity, MASTERS_GROUP};
 use crate::errors::ApiError;
-use crate::registry::StorageKey;
 use crate::selectors::Selector;
 use crate::store::Store;
 
@@ -89,25 +88,11 @@ struct Policy {
     role_bindings: HashMap<String, Vec<RoleBinding>>,
     cluster_roles: HashMap<String, Vec<PolicyRule>>,
     roles: HashMap<(String, String), Vec<PolicyRule>>,
+    /// Each ServiceAccount's uid, by (namespace, name): what a token is checked against.
+    service_accounts: HashMap<(String, String), String>,
 }
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
-const RBAC_PLURALS: [&str; 4] = [
-    "clusterroles",
-    "clusterrolebindings",
-    "roles",
-    "rolebindings",
-];
-
-fn rbac_keys() -> Vec<StorageKey> {
-    RBAC_PLURALS
-        .iter()
-        .map(|plural| StorageKey {
-            group: RBAC_GROUP.to_owned(),
-            plural: (*plural).to_owned(),
-        })
-        .collect()
-}
 
 fn objects<T: serde::de::DeserializeOwned>(
     store: &Store,
@@ -162,11 +147,28 @@ impl Policy {
                 .or_default()
                 .push(binding);
         }
+        if let Some(rt) = store.resolve("", "v1", "serviceaccounts") {
+            let (accounts, _) = store.list(&rt, None, &Selector::default(), &Selector::default());
+            for account in accounts {
+                let text = |path: &str| {
+                    account
+                        .pointer(path)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                policy.service_accounts.insert(
+                    (text("/metadata/namespace"), text("/metadata/name")),
+                    text("/metadata/uid"),
+                );
+            }
+        }
         policy
     }
 }
 
-/// The authorizer, with its parsed policy cached until a role or binding changes.
+/// The authorizer, with its parsed policy (and the ServiceAccounts tokens are checked against)
+/// cached until a role, binding or ServiceAccount changes.
 #[derive(Default)]
 pub struct Authorizer {
     cache: Mutex<Option<(u64, Arc<Policy>)>>,
@@ -174,7 +176,7 @@ pub struct Authorizer {
 
 impl Authorizer {
     fn policy(&self, store: &Store) -> Arc<Policy> {
-        let generation = store.last_written(&rbac_keys());
+        let generation = store.auth_generation();
         let mut cache = self
             .cache
             .lock()
@@ -187,6 +189,19 @@ impl Authorizer {
         let policy = Arc::new(Policy::read(store));
         *cache = Some((generation, policy.clone()));
         policy
+    }
+
+    /// The uid of a ServiceAccount that exists (from the cached policy: no store lock).
+    pub fn service_account_uid(
+        &self,
+        store: &Store,
+        namespace: &str,
+        name: &str,
+    ) -> Option<String> {
+        self.policy(store)
+            .service_accounts
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Is `identity` allowed `verb` on `request`?
