@@ -589,6 +589,22 @@ impl Inner {
         let pods: Vec<Pod> = self.access.list(&self.types.pods);
         let revisions: Vec<ControllerRevision> = self.access.list(&self.types.revisions);
         let claims: Vec<PersistentVolumeClaim> = self.access.list(&self.types.pvcs);
+        let without_controller = |meta: &ObjectMeta| {
+            meta.deletion_timestamp.is_none()
+                && !meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.controller == Some(true))
+        };
+        let orphan_pods: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| without_controller(&p.metadata))
+            .collect();
+        let orphan_revisions: Vec<&ControllerRevision> = revisions
+            .iter()
+            .filter(|r| without_controller(&r.metadata))
+            .collect();
         for set in &sets {
             if set.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -604,38 +620,36 @@ impl Inner {
             // Adoption, as the StatefulSet controller's ControllerRefManager does: a pod named
             // after one of the set's ordinals, and a revision, that match its selector and have no
             // controller (their old set was deleted with `propagationPolicy: Orphan`) become its
-            // own; the pod keeps running.
+            // own; the pod keeps running. Orphans are few (found once per pass, above).
             let selector = set
                 .spec
                 .as_ref()
                 .and_then(|s| serde_json::to_value(&s.selector).ok())
                 .unwrap_or_default();
             let set_name = name_of(&set.metadata);
-            let orphan = |meta: &ObjectMeta| {
+            let adoptable = |meta: &ObjectMeta| {
                 namespace_of(meta) == namespace
-                    && !meta
-                        .owner_references
-                        .iter()
-                        .flatten()
-                        .any(|r| r.controller == Some(true))
                     && crate::selectors::label_selector_matches(
                         &selector,
                         &serde_json::json!({"metadata": {"labels": meta.labels}}),
                     )
             };
-            let candidates: Vec<&Pod> = pods
+            let candidates: Vec<&Pod> = orphan_pods
                 .iter()
+                .copied()
                 .filter(|p| {
-                    orphan(&p.metadata)
-                        && p.metadata.deletion_timestamp.is_none()
+                    adoptable(&p.metadata)
                         && name_of(&p.metadata)
                             .strip_prefix(&format!("{set_name}-"))
                             .is_some_and(|ordinal| ordinal.parse::<u32>().is_ok())
                 })
                 .collect();
             let adopted_pods = self.adopt(set, &self.types.pods, candidates, |p| &mut p.metadata);
-            let candidates: Vec<&ControllerRevision> =
-                revisions.iter().filter(|r| orphan(&r.metadata)).collect();
+            let candidates: Vec<&ControllerRevision> = orphan_revisions
+                .iter()
+                .copied()
+                .filter(|r| adoptable(&r.metadata))
+                .collect();
             let adopted_revisions =
                 self.adopt(set, &self.types.revisions, candidates, |r| &mut r.metadata);
             let set_pods: Vec<&Pod> = pods
