@@ -197,3 +197,23 @@ pub(super) fn owning_dv<K: Resource>(object: &K) -> Vec<ObjectRef<DistributedVal
         .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
         .collect()
 }
+
+/// Each member's StatefulSet in the cache, by member name: looked up by its known name (a scan
+/// per reconcile made convergence quadratic in the number of DVs), and only if it carries the
+/// DV's label.
+pub(super) fn member_statefulsets(
+    dv: &DistributedValidator,
+    caches: &Caches,
+) -> BTreeMap<String, Arc<StatefulSet>> {
+    let namespace = dv.namespace().unwrap_or_default();
+    let dv_name = dv.name_any();
+    dv.spec
+        .members
+        .iter()
+        .filter_map(|m| {
+            let key = ObjectRef::new(&member_object_name(&dv_name, &m.name)).within(&namespace);
+            let set = caches.statefulsets.get(&key)?;
+            (set.labels().get(LABEL_DV) == Some(&dv_name)).then(|| (m.name.clone(), set))
+        })
+        .collect()
+}

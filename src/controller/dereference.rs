@@ -93,17 +93,9 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
         .as_ref()
         .ok()
         .and_then(|text| ctx.lock_checks.verify(text));
-    let dv_name = dv.name_any();
-    let live_claims = dv
-        .spec
-        .members
-        .iter()
-        .filter_map(|m| {
-            let key = ObjectRef::new(&member_object_name(&dv_name, &m.name)).within(&namespace);
-            let set = ctx.caches.statefulsets.get(&key)?;
-            (set.labels().get(LABEL_DV) == Some(&dv_name))
-                .then(|| (m.name.clone(), storage::live_claims(&set)))
-        })
+    let live_claims = member_statefulsets(dv, &ctx.caches)
+        .into_iter()
+        .map(|(member, set)| (member, storage::live_claims(&set)))
         .collect();
     Ok(Facts {
         lock,

@@ -677,16 +677,7 @@ async fn reconcile_inner(
     let namespace = dv.namespace().unwrap_or_default();
     let dv_name = dv.name_any();
     let owned_by_dv = |labels: &BTreeMap<String, String>| labels.get(LABEL_DV) == Some(&dv_name);
-    let observed_sets: BTreeMap<String, Arc<StatefulSet>> = dv
-        .spec
-        .members
-        .iter()
-        .filter_map(|m| {
-            let key = ObjectRef::new(&member_object_name(&dv_name, &m.name)).within(&namespace);
-            let set = ctx.caches.statefulsets.get(&key)?;
-            owned_by_dv(set.labels()).then(|| (m.name.clone(), set))
-        })
-        .collect();
+    let observed_sets = member_statefulsets(&dv, &ctx.caches);
     let observed_pods: BTreeMap<String, Arc<Pod>> = dv
         .spec
         .members
