@@ -58,6 +58,14 @@ async fn anonymous_requests_see_health_and_version_only() {
     assert_eq!(
         message,
         "pods is forbidden: User \"system:anonymous\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+    ); // The refusal is recorded, which is what fails an operator test whose requests the chart's
+    // RBAC refused.
+    let refusals = server.refusals();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(
+        refusals[0]
+            .1
+            .starts_with("pods is forbidden: User \"system:anonymous\"")
     );
 }
 
