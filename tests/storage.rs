@@ -83,7 +83,7 @@ async fn set_charon_size(world: &World, size: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_larger_charon_size_grows_the_pvcs_without_restarting_a_member_and_a_smaller_one_is_refused()
  {
-    let world = world().await;
+    let mut world = world().await;
     world
         .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
         .await
@@ -165,6 +165,70 @@ async fn a_larger_charon_size_grows_the_pvcs_without_restarting_a_member_and_a_s
         assert_eq!(template_size(&world, &set).await.as_deref(), Some("2Gi"));
     }
     assert_eq!(pods(&world).await, before);
+
+    // Each pod carries the DV as a second, non-controlling owner, put there before its old
+    // StatefulSet was deleted with propagationPolicy Orphan.
+    let pod_api: Api<Pod> = Api::default_namespaced(world.client.clone());
+    for member in MEMBERS {
+        let pod = pod_api.get(&format!("stader-4-{member}-0")).await.unwrap();
+        let owners: Vec<(String, Option<bool>)> = pod
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| (o.kind, o.controller))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                ("DistributedValidator".to_owned(), Some(false)),
+                ("StatefulSet".to_owned(), Some(true)),
+            ],
+            "{member}"
+        );
+    }
+    // The window between the Orphan delete and the new StatefulSet, held open (the operator
+    // stopped): a DV deleted then takes its member's pod with it instead of leaving a validator
+    // that nobody owns running. Its claims stay.
+    world.stop_operator().await;
+    Api::<StatefulSet>::default_namespaced(world.client.clone())
+        .delete(
+            "stader-4-alpha",
+            &kube::api::DeleteParams {
+                propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_for("stader-4-alpha-0 without a controller", || {
+        let pod_api = pod_api.clone();
+        async move {
+            let pod = pod_api.get("stader-4-alpha-0").await.ok()?;
+            (!pod
+                .metadata
+                .owner_references
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o.controller == Some(true)))
+            .then_some(())
+        }
+    })
+    .await;
+    Api::<DistributedValidator>::default_namespaced(world.client.clone())
+        .delete("stader-4", &Default::default())
+        .await
+        .unwrap();
+    wait_for("every member pod gone with the DV", || {
+        let world = &world;
+        async move { pods(world).await.is_empty().then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        claim(&world, "charon-data-stader-4-alpha-0").await.0,
+        "2Gi",
+        "the claims stay"
+    );
 }
 
 /// A class that does not allow expansion: kube-apiserver's resize admission refuses the larger

@@ -147,6 +147,38 @@ fn metadata_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
     object.get("metadata")?.get(field)?.as_str()
 }
 
+/// The etcd key kube-apiserver names in storage errors: `/registry/<plural>/<ns>/<name>` for
+/// the built-in kinds we serve, `/registry/<group>/<plural>/...` for custom resources.
+fn storage_key(rt: &ResourceType, namespace: &str, name: &str) -> String {
+    let prefix = if rt.schema.is_some() {
+        format!("/registry/{}/{}", rt.group, rt.plural)
+    } else {
+        format!("/registry/{}", rt.plural)
+    };
+    if rt.namespaced {
+        format!("{prefix}/{namespace}/{name}")
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// A patch may not change `metadata.uid`: ValidateObjectMetaUpdate's immutable field (a patch has
+/// no storage precondition, so a uid in its body is checked here, and a client can use it as
+/// one: the patch is refused if the object was recreated since it was read).
+fn uid_unchanged(rt: &ResourceType, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+    match metadata_str(new, "uid") {
+        Some(uid) if Some(uid) != metadata_str(old, "uid") => Err(ApiError::invalid(
+            &rt.kind,
+            name,
+            vec![(
+                "metadata.uid".to_owned(),
+                format!("Invalid value: \"{uid}\": field is immutable"),
+            )],
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn finalizers(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/finalizers")
@@ -1498,6 +1530,22 @@ impl State {
                 "the object has been modified; please apply your changes to the latest version and try again",
             ));
         }
+        // A PUT carrying a uid makes it a storage precondition (the generic registry's
+        // `defaultUpdatedObjectInfo.Preconditions`): a body read from an older object of that name
+        // is refused rather than written over its successor.
+        if let Some(uid) = metadata_str(&new, "uid")
+            && Some(uid) != metadata_str(&old, "uid")
+        {
+            return Err(ApiError::conflict(
+                &rt.qualified_plural(),
+                name,
+                &format!(
+                    "StorageError: invalid object, Code: 4, Key: {}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    storage_key(rt, namespace, name),
+                    metadata_str(&old, "uid").unwrap_or_default()
+                ),
+            ));
+        }
         self.finish_update(rt, namespace, name, &old, new, sub, None, options)
     }
 
@@ -1534,6 +1582,7 @@ impl State {
             PatchKind::Json => patch::json_patch(&mut new, body)?,
             PatchKind::Apply { .. } => unreachable!("handled above"),
         }
+        uid_unchanged(rt, name, &old, &new)?;
         if let Some(rv) = body
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -1623,6 +1672,7 @@ impl State {
             ApiError::conflict(&rt.qualified_plural(), name, &format!("Apply failed with {count} conflict{}: {summary}", if count == 1 { "" } else { "s" }))
                 .with_details(json!({"name": name, "kind": rt.qualified_plural(), "causes": causes}))
         })?;
+        uid_unchanged(rt, name, &live, &applied.object)?;
         self.finish_update(
             rt,
             namespace,

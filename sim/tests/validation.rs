@@ -116,3 +116,64 @@ async fn a_pod_is_placed_through_its_binding_not_by_an_update() {
         other => panic!("expected 409, got {other:?}"),
     }
 }
+
+/// A uid in a write is checked against the stored object: a PUT makes it a storage precondition
+/// (409), a patch an immutable field (422). Clients rely on it to never touch an object that was
+/// recreated under the same name since they read it.
+#[tokio::test]
+async fn a_write_naming_another_uid_is_refused() {
+    let server = SimServer::start(SimOptions::default()).await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(server.client().unwrap());
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .unwrap();
+    let stored = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let uid = stored.metadata.uid.clone().unwrap();
+    let labelled = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"uid": uid, "labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.labels.unwrap()["a"], "b");
+
+    match pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"uid": "stale", "labels": {"a": "c"}}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422);
+            assert_eq!(
+                status.message,
+                "Pod \"p\" is invalid: metadata.uid: Invalid value: \"stale\": field is immutable"
+            );
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+
+    let mut stale = pods.get("p").await.unwrap();
+    stale.metadata.uid = Some("stale".to_owned());
+    match pods.replace("p", &PostParams::default(), &stale).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 409);
+            assert_eq!(
+                status.message,
+                format!(
+                    "Operation cannot be fulfilled on pods \"p\": StorageError: invalid object, Code: 4, Key: /registry/pods/default/p, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: stale, UID in object meta: {uid}"
+                )
+            );
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+    assert_eq!(
+        pods.get("p").await.unwrap().metadata.labels.unwrap()["a"],
+        "b"
+    );
+}

@@ -3,6 +3,7 @@
 //! recreates a member's StatefulSet around its running pod.
 
 use super::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// Expands a member's PVCs to the sizes asked for; once every one is asked, deletes its
 /// StatefulSet with `propagationPolicy: Orphan` (the pod keeps running and is adopted by the
@@ -89,6 +90,7 @@ pub(super) async fn grow_storage(
     if live.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
+    tie_pod_to_dv(dv, ctx, &namespace, set_name).await?;
     if !ctx.fence.holds() {
         return Err(Error::Fenced);
     }
@@ -120,6 +122,67 @@ pub(super) async fn grow_storage(
     )
     .await;
     Ok(())
+}
+
+/// Gives the member's pod a second, non-controlling owner reference to the DV before its
+/// StatefulSet is deleted with `propagationPolicy: Orphan`. Between that delete and the next
+/// pass's create the pod has no controller; were the DV deleted in that window, a pod owned by
+/// nobody would keep running, and signing, after its DV is gone. With the DV as an owner the
+/// garbage collector deletes it with the DV, and after adoption it still goes when its new
+/// StatefulSet goes (a dependent is collected once none of its owners is left).
+async fn tie_pod_to_dv(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    namespace: &str,
+    set_name: &str,
+) -> Result<(), Error> {
+    let pod_name = format!("{set_name}-0");
+    let Some(pod) = ctx
+        .caches
+        .pods
+        .get(&ObjectRef::new(&pod_name).within(namespace))
+    else {
+        return Ok(());
+    };
+    let dv_uid = dv.uid().unwrap_or_default();
+    if pod
+        .owner_references()
+        .iter()
+        .any(|owner| owner.uid == dv_uid)
+    {
+        return Ok(());
+    }
+    if !ctx.fence.holds() {
+        return Err(Error::Fenced);
+    }
+    let owner = OwnerReference {
+        api_version: <DistributedValidator as Resource>::api_version(&()).into_owned(),
+        kind: <DistributedValidator as Resource>::kind(&()).into_owned(),
+        name: dv.name_any(),
+        uid: dv_uid,
+        // Not the controller (the StatefulSet adopting the pod becomes that), and not blocking
+        // the DV's deletion (which would need `update` on its finalizers).
+        controller: Some(false),
+        block_owner_deletion: None,
+    };
+    // A strategic merge patch: ownerReferences merge by uid, so the StatefulSet's stays. The
+    // pod's uid is a precondition, so a pod recreated since the cache saw it is not touched.
+    let patch = serde_json::json!({
+        "metadata": {"uid": pod.uid(), "ownerReferences": [owner]}
+    });
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    waiting_on(pods.patch(
+        &pod_name,
+        &PatchParams::default(),
+        &kube::api::Patch::Strategic(&patch),
+    ))
+    .await
+    .map(drop)
+    .map_err(|source| Error::Apply {
+        kind: "Pod",
+        name: pod_name,
+        source,
+    })
 }
 
 /// What one apply pass wrote: (Created or Updated, kind, name), in the order written.
