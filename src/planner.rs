@@ -114,6 +114,9 @@ pub struct Plan {
     pub stranded: Vec<String>,
     /// Why nothing (more) was done, for status and logs.
     pub waiting: Vec<String>,
+    /// An outdated member could roll but the quorum budget allows no disruption (ready members
+    /// at or below the threshold): the rollout holds until a member is back.
+    pub held_by_budget: bool,
 }
 
 fn after(at: Timestamp, wait: Duration) -> Timestamp {
@@ -250,6 +253,7 @@ pub fn plan(members: &[Member], settings: &Settings, now: Timestamp) -> Plan {
     }
     let allowed = budget.min(i64::from(settings.max_unavailable.max(1)));
     if allowed <= 0 {
+        plan.held_by_budget = true;
         plan.waiting.push(format!(
             "rollout waits: {ready} ready, {} needed to sign; no member can be taken down",
             settings.threshold

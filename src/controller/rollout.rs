@@ -65,6 +65,7 @@ pub(super) async fn keep_quorum(
         stranded: plan.stranded.clone(),
         paused,
         waiting: plan.waiting.clone(),
+        held_by_budget: plan.held_by_budget,
         min_ready: settings.min_ready,
         ..status::Outcome::default()
     };

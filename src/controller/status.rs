@@ -21,7 +21,19 @@ pub struct Outcome {
     pub paused: bool,
     /// Why the planner holds back, one line each.
     pub waiting: Vec<String>,
+    /// The rollout holds because the quorum budget allows no disruption.
+    pub held_by_budget: bool,
     pub min_ready: std::time::Duration,
+}
+
+/// The planner's reasons for holding back, appended to the Progressing message: what a user
+/// needs to see why a rollout or a repair has not happened yet.
+fn planner_says(waiting: &[String]) -> String {
+    if waiting.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", waiting.join("; "))
+    }
 }
 
 /// What runs for one member, as read from the caches.
@@ -558,10 +570,15 @@ pub fn compute(
             &previous.conditions,
             types::PROGRESSING,
             true,
-            "MembersOutdated",
+            if outcome.held_by_budget {
+                crate::api::condition_reasons::ROLLOUT_HELD_BY_BUDGET
+            } else {
+                crate::api::condition_reasons::MEMBERS_OUTDATED
+            },
             format!(
-                "members running an older revision: {}",
-                list(&outdated_members)
+                "members running an older revision: {}{}",
+                list(&outdated_members),
+                planner_says(&outcome.waiting)
             ),
             generation,
             now,
@@ -571,8 +588,12 @@ pub fn compute(
             &previous.conditions,
             types::PROGRESSING,
             true,
-            "MembersStarting",
-            format!("waiting for members to become ready: {}", list(&not_ready)),
+            crate::api::condition_reasons::MEMBERS_STARTING,
+            format!(
+                "waiting for members to become ready: {}{}",
+                list(&not_ready),
+                planner_says(&outcome.waiting)
+            ),
             generation,
             now,
         )
@@ -694,6 +715,14 @@ mod tests {
     }
 
     fn status_with(ready: &[bool], revisions: (&str, &str)) -> DistributedValidatorStatus {
+        status_after(ready, revisions, &Outcome::default())
+    }
+
+    fn status_after(
+        ready: &[bool],
+        revisions: (&str, &str),
+        outcome: &Outcome,
+    ) -> DistributedValidatorStatus {
         let (dv, facts) = example("stader-4.yaml");
         let cluster = validate(&dv, &facts).unwrap();
         let pods: Vec<Pod> = ready.iter().map(|r| pod(*r, revisions.1, 2)).collect();
@@ -714,7 +743,7 @@ mod tests {
                 )
             })
             .collect();
-        compute(&dv, &cluster, &observed, &Outcome::default(), &now())
+        compute(&dv, &cluster, &observed, outcome, &now())
     }
 
     fn get<'a>(status: &'a DistributedValidatorStatus, type_: &str) -> &'a Condition {
@@ -754,6 +783,42 @@ mod tests {
         assert_eq!(
             (progressing.status.as_str(), progressing.reason.as_str()),
             ("True", "MembersOutdated")
+        );
+    }
+
+    #[test]
+    fn a_rollout_held_by_the_budget_says_why() {
+        let held = Outcome {
+            waiting: vec![
+                "rollout waits: 3 ready, 3 needed to sign; no member can be taken down".into(),
+            ],
+            held_by_budget: true,
+            ..Outcome::default()
+        };
+        let status = status_after(&[true, true, true, false], ("r2", "r1"), &held);
+        let progressing = get(&status, types::PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "RolloutHeldByBudget")
+        );
+        assert_eq!(
+            progressing.message,
+            "members running an older revision: alpha, bravo, charlie, delta; rollout waits: 3 ready, 3 needed to sign; no member can be taken down"
+        );
+    }
+
+    #[test]
+    fn a_repair_that_waits_says_why() {
+        let waiting = Outcome {
+            waiting: vec!["delta is broken (CrashLoopBackOff); restart delay not over".into()],
+            ..Outcome::default()
+        };
+        let status = status_after(&[true, true, true, false], ("r1", "r1"), &waiting);
+        let progressing = get(&status, types::PROGRESSING);
+        assert_eq!(progressing.reason, "MembersStarting");
+        assert_eq!(
+            progressing.message,
+            "waiting for members to become ready: delta; delta is broken (CrashLoopBackOff); restart delay not over"
         );
     }
 

@@ -93,6 +93,25 @@ fn no_rollout_without_budget_but_broken_members_are_repaired() {
     let plan = plan(&members, &settings(3), t(0));
     assert_eq!(plan.budget, 0);
     assert_eq!(restarted(&plan), [("d".to_owned(), RestartKind::Repair)]);
+    assert!(plan.held_by_budget);
+    assert!(
+        plan.waiting.contains(
+            &"rollout waits: 3 ready, 3 needed to sign; no member can be taken down".to_owned()
+        ),
+        "{:?}",
+        plan.waiting
+    );
+}
+
+#[test]
+fn a_rollout_with_budget_is_not_held() {
+    let mut members = four();
+    for m in &mut members {
+        m.outdated = true;
+    }
+    let plan = plan(&members, &settings(3), t(0));
+    assert!(!plan.held_by_budget);
+    assert_eq!(restarted(&plan), [("a".to_owned(), RestartKind::Rollout)]);
 }
 
 #[test]
