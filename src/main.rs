@@ -288,7 +288,7 @@ fn demo(serve: Option<PathBuf>, fast: bool) -> ExitCode {
     match runtime.block_on(dvt_operator::demo::run_demo(
         dvt_operator::demo::DemoOptions { serve, fast },
     )) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE

@@ -227,7 +227,10 @@ pub fn plan(members: &[Member], settings: &Settings, now: Timestamp) -> Plan {
         return plan;
     }
     for member in &ordered {
-        if member.last_restart.is_none() {
+        // A member on an unreachable node is down for another reason than a restart of ours
+        // (it is stranded, and counted by the budget below): waiting for it to come back would
+        // report the rollout as waiting for a restart that settled long ago.
+        if member.last_restart.is_none() || member.node != NodeHealth::Ready {
             continue;
         }
         match (member.ready, member.ready_since) {

@@ -349,14 +349,74 @@ async fn a_changed_image_marks_members_outdated_while_paused() {
     assert_eq!(dv.status.unwrap().ready.as_deref(), Some("4/4"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_converges_survives_a_zone_outage_and_a_crash() {
-    dvt_operator::demo::run_demo(dvt_operator::demo::DemoOptions {
-        serve: None,
-        fast: true,
-    })
-    .await
-    .expect("the demo's story holds");
+/// README's first command, at test pace: the four parts in order, each showing what only the
+/// operator does, and a summary judged from the simulator's timeline.
+#[test]
+fn the_demo_shows_a_rollout_a_repair_a_refused_disruption_and_a_judged_summary() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dvt-operator"))
+        .args(["demo", "--fast"])
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let position = |text: &str| {
+        stdout
+            .find(text)
+            .unwrap_or_else(|| panic!("{text:?} missing from:\n{stdout}"))
+    };
+    let parts = [
+        position("\n1. A rollout."),
+        position(
+            "event RollingRestart: member alpha: outdated: runs an older revision; quorum budget 1",
+        ),
+        position("\n2. Member charlie crashes"),
+        position("event Repairing: member charlie: broken: CrashLoopBackOff; quorum budget 0"),
+        position("\n3. A disruption refused."),
+        position("progressing RolloutHeldByBudget: members running an older revision"),
+        position("\n4. Summary: "),
+    ];
+    assert!(
+        parts.windows(2).all(|w| w[0] < w[1]),
+        "out of order:\n{stdout}"
+    );
+    // The first rollout went member by member, each after the previous was ready again.
+    let first_rollout = &stdout[parts[1]..parts[2]];
+    for (earlier, later) in [
+        ("alpha", "bravo"),
+        ("bravo", "charlie"),
+        ("charlie", "delta"),
+    ] {
+        let waits = first_rollout
+            .find(&format!("rollout waits: {earlier} must be ready for 1s"))
+            .unwrap_or_else(|| panic!("no wait for {earlier}:\n{first_rollout}"));
+        let next = first_rollout
+            .find(&format!("event RollingRestart: member {later}:"))
+            .unwrap_or_else(|| panic!("{later} not rolled:\n{first_rollout}"));
+        assert!(
+            waits < next,
+            "{later} restarted before {earlier} was ready:\n{first_rollout}"
+        );
+    }
+    // Held: nothing was restarted between the held rollout and the zone's return.
+    let held = &stdout[parts[5]..];
+    let back = held.find("comes back").expect("the zone returns");
+    assert!(!held[..back].contains("event RollingRestart"), "{held}");
+    let summary = stdout[parts[6] + 1..].lines().next().unwrap_or_default();
+    for expected in [
+        "2 rollout(s) completed with 8 rollout restart(s)",
+        "1 repair(s)",
+        "a rollout step held while the budget was 0",
+        "lowest 3 of 4 (threshold 3), never below the threshold because of the operator",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "{expected:?} missing: {summary}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,8 +27,9 @@ async fn converged(world: &World, file: &str, name: &str) -> DistributedValidato
     dv_where(world, name, &format!("{name} Available"), available).await
 }
 
-/// Pod deletions (including evictions) by the operator, by pod name. The operator writes pods
-/// only to delete them: marking a bound pod for deletion, or removing an unbound one.
+/// Pod deletions (including evictions) by the operator, by pod name. Outside a storage change
+/// (whose owner-reference patch these tests never cause) the operator writes pods only to
+/// delete them: marking a bound pod for deletion, or removing an unbound one.
 fn operator_deletes(world: &World) -> BTreeMap<String, usize> {
     let mut deletes = BTreeMap::new();
     for entry in world.sim.store().timeline() {

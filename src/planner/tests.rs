@@ -104,6 +104,27 @@ fn no_rollout_without_budget_but_broken_members_are_repaired() {
 }
 
 #[test]
+fn a_stranded_member_restarted_long_ago_holds_the_rollout_by_budget_not_as_a_restart() {
+    let mut members = four();
+    for m in &mut members {
+        m.outdated = true;
+        m.last_restart = Some(t(-600));
+    }
+    members[1].ready = false;
+    members[1].ready_since = None;
+    members[1].unready_since = Some(t(-30));
+    members[1].node = NodeHealth::Unreachable;
+    let plan = plan(&members, &settings(3), t(0));
+    assert!(restarted(&plan).is_empty());
+    assert!(plan.held_by_budget);
+    assert_eq!(plan.stranded, ["b"]);
+    assert_eq!(
+        plan.waiting,
+        ["rollout waits: 3 ready, 3 needed to sign; no member can be taken down"]
+    );
+}
+
+#[test]
 fn a_rollout_with_budget_is_not_held() {
     let mut members = four();
     for m in &mut members {

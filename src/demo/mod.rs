@@ -45,7 +45,7 @@ pub struct World {
 /// world applies its namespace, ServiceAccount, ClusterRoles, Roles and bindings, and runs the
 /// operator with that ServiceAccount's token, so that a request the chart does not allow fails
 /// here as it would on a real cluster.
-pub const INSTALL_BUNDLE: &str = include_str!("../manifests/install.yaml");
+pub const INSTALL_BUNDLE: &str = include_str!("../../manifests/install.yaml");
 /// Where the bundle installs the operator, and the ServiceAccount it runs as.
 pub const OPERATOR_NAMESPACE: &str = "dvt-system";
 pub const OPERATOR_SERVICE_ACCOUNT: &str = "dvt-operator";
@@ -69,6 +69,8 @@ pub struct WorldOptions {
     pub zones: usize,
     /// Test pace (tens of milliseconds) instead of a pace a person can follow.
     pub fast: bool,
+    /// The simulated cluster's pace, overriding the one `fast` picks (the demo's own).
+    pub pace: Option<ClusterOptions>,
     /// Start an operator in-process (tests of separate operator processes turn this off).
     pub operator: bool,
     /// The install bundle whose RBAC the operator runs under; `None` is [`INSTALL_BUNDLE`].
@@ -84,6 +86,7 @@ impl Default for WorldOptions {
             nodes: 8,
             zones: 4,
             fast: true,
+            pace: None,
             operator: true,
             install_bundle: None,
             watch_namespaces: Vec::new(),
@@ -108,10 +111,10 @@ fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> DemoError
 
 impl World {
     pub async fn start(options: WorldOptions) -> Result<World, DemoError> {
-        let pace = if options.fast {
-            ClusterOptions::fast()
-        } else {
-            ClusterOptions::default()
+        let pace = match (&options.pace, options.fast) {
+            (Some(pace), _) => pace.clone(),
+            (None, true) => ClusterOptions::fast(),
+            (None, false) => ClusterOptions::default(),
         };
         let sim = SimServer::start(SimOptions {
             cluster: Some(ClusterOptions {
@@ -312,201 +315,8 @@ async fn apply_bundle(client: &Client, bundle: &str) -> Result<(), DemoError> {
 }
 
 /// The 4-member example, embedded so that the demo runs from any directory.
-pub const EXAMPLE_STADER_4: &str = include_str!("../examples/stader-4.yaml");
-pub const EXAMPLE_STADER_7: &str = include_str!("../examples/stader-7.yaml");
+pub const EXAMPLE_STADER_4: &str = include_str!("../../examples/stader-4.yaml");
+pub const EXAMPLE_STADER_7: &str = include_str!("../../examples/stader-7.yaml");
 
-/// What `dvt-operator demo` does.
-#[derive(Clone, Debug)]
-pub struct DemoOptions {
-    /// Keep the world running afterwards and write a kubeconfig for kubectl.
-    pub serve: Option<std::path::PathBuf>,
-    /// Test pace instead of a pace a person can follow.
-    pub fast: bool,
-}
-
-/// One line per member and one for the DV, as `kubectl get dv` and `kubectl get pods` would
-/// show them.
-fn render(dv: &DistributedValidator) -> String {
-    let Some(status) = dv.status.as_ref() else {
-        return format!("  {:<10} (no status yet)", dv.name_any());
-    };
-    let phase = status.phase.map_or("-", |p| p.as_str());
-    let mut text = format!(
-        "  {:<10} READY {:<5} THRESHOLD {}  TOLERANCE {}  PHASE {}\n",
-        dv.name_any(),
-        status.ready.as_deref().unwrap_or("-"),
-        status.threshold.map_or("-".to_owned(), |t| t.to_string()),
-        status
-            .fault_tolerance
-            .map_or("-".to_owned(), |t| t.to_string()),
-        phase
-    );
-    for member in &status.members {
-        text.push_str(&format!(
-            "    {:<8} {:<10} {:<8} {:<14} {:<9} restarts {}\n",
-            member.name,
-            member.validator_client.map_or("-", |c| c.as_str()),
-            member.zone.as_deref().unwrap_or("-"),
-            member.node.as_deref().unwrap_or("(pending)"),
-            if member.ready { "Ready" } else { "NotReady" },
-            member.restarts
-        ));
-    }
-    text.trim_end().to_owned()
-}
-
-/// Prints the DV whenever what a user would see changes, until `done` holds or `limit` passes.
-async fn follow(
-    world: &World,
-    name: &str,
-    started: std::time::Instant,
-    limit: Duration,
-    done: impl Fn(&DistributedValidator) -> bool,
-) -> Option<DistributedValidator> {
-    let api: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut shown = String::new();
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(dv) = api.get(name).await {
-            let text = render(&dv);
-            if text != shown {
-                println!("[{:>5.1}s]\n{text}", started.elapsed().as_secs_f64());
-                shown = text;
-            }
-            if done(&dv) {
-                return Some(dv);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    None
-}
-
-fn phase_is(phase: crate::api::Phase) -> impl Fn(&DistributedValidator) -> bool {
-    move |dv| dv.status.as_ref().and_then(|s| s.phase) == Some(phase)
-}
-
-/// Runs the demo; returns an error message when something did not happen as it should.
-pub async fn run_demo(options: DemoOptions) -> Result<(), String> {
-    use crate::api::Phase;
-    use dvt_sim::Fault;
-    let started = std::time::Instant::now();
-    println!(
-        "Starting a simulated Kubernetes cluster (8 nodes in 4 zones) with dvt-operator on it..."
-    );
-    let world = World::start(WorldOptions {
-        fast: options.fast,
-        ..WorldOptions::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    let dir = std::env::temp_dir().join(format!("dvt-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let example = dir.join("stader-4.yaml");
-    std::fs::write(&example, EXAMPLE_STADER_4).map_err(|e| e.to_string())?;
-    println!(
-        "\n$ kubectl apply -f examples/stader-4.yaml   # a 3-of-4 DV: lock, 8 Secrets, the DistributedValidator"
-    );
-    for applied in world
-        .apply_file(&example, "default")
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        println!("{applied} applied");
-    }
-    println!(
-        "\nThe operator creates one StatefulSet per member; pods are scheduled, start and become ready:"
-    );
-    let limit = if options.fast {
-        Duration::from_secs(30)
-    } else {
-        Duration::from_secs(120)
-    };
-    let dv = follow(
-        &world,
-        "stader-4",
-        started,
-        limit,
-        phase_is(Phase::Available),
-    )
-    .await
-    .ok_or("stader-4 did not become Available")?;
-    let members = dv.status.map(|s| s.members).unwrap_or_default();
-    let Some(victim) = members.get(1) else {
-        return Err("stader-4 reports no members".into());
-    };
-    let zone = victim.zone.clone().unwrap_or_default();
-    println!(
-        "\nFault: zone {zone} fails (member {} runs there). Its pod stays bound and loses readiness;",
-        victim.name
-    );
-    println!("3 of 4 members still sign, so the DV is Degraded, not down:");
-    world
-        .sim
-        .inject(Fault::FailZone { zone: zone.clone() })
-        .map_err(|e| e.to_string())?;
-    follow(
-        &world,
-        "stader-4",
-        started,
-        limit,
-        phase_is(Phase::Degraded),
-    )
-    .await
-    .ok_or("stader-4 did not report the lost member")?;
-    // Let a person see the degraded state before the zone returns.
-    tokio::time::sleep(if options.fast {
-        Duration::from_millis(200)
-    } else {
-        Duration::from_secs(3)
-    })
-    .await;
-    println!("\nZone {zone} comes back: the member is ready again and the DV heals:");
-    world
-        .sim
-        .inject(Fault::RestoreZone { zone })
-        .map_err(|e| e.to_string())?;
-    follow(
-        &world,
-        "stader-4",
-        started,
-        limit,
-        phase_is(Phase::Available),
-    )
-    .await
-    .ok_or("stader-4 did not heal")?;
-    let crashing = members.get(2).map(|m| m.name.clone()).unwrap_or_default();
-    println!("\nFault: member {crashing}'s containers crash once; Kubernetes restarts them:");
-    world
-        .sim
-        .inject(Fault::CrashOnce {
-            namespace: "default".into(),
-            pod: crate::controller::names::member_pod_name("stader-4", &crashing),
-            container: None,
-        })
-        .map_err(|e| e.to_string())?;
-    follow(&world, "stader-4", started, limit, |dv| {
-        dv.status.as_ref().is_some_and(|s| {
-            s.phase == Some(Phase::Available)
-                && s.members
-                    .iter()
-                    .any(|m| m.name == crashing && m.restarts > 0)
-        })
-    })
-    .await
-    .ok_or("stader-4 did not recover from the crash")?;
-    println!(
-        "\nConverged and healed in {:.1}s.",
-        started.elapsed().as_secs_f64()
-    );
-    if let Some(path) = options.serve {
-        world.write_kubeconfig(&path).map_err(|e| e.to_string())?;
-        println!("\nThe cluster keeps running. In another shell:");
-        println!("  export KUBECONFIG={}", path.display());
-        println!("  kubectl get dv,statefulsets,pods -o wide");
-        println!("  kubectl describe dv stader-4");
-        println!("Press Ctrl-C to stop.");
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    Ok(())
-}
+mod story;
+pub use story::{DemoOptions, DemoSummary, run_demo};
