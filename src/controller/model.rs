@@ -68,6 +68,55 @@ pub struct Member {
     pub tolerations: Vec<Toleration>,
     /// Hash of the lock and this member's Secrets' versions: what its pod was started from.
     pub inputs_hash: String,
+    /// The latest restart asked for this member (`kubectl dv restart`, `kubectl dv rollout
+    /// restart`), as written in the DV's annotation: copied into the pod template, so that a
+    /// member whose pod predates the request is outdated and restarted as a rollout step, one
+    /// member at a time within the quorum budget.
+    pub restart_requested_at: Option<String>,
+}
+
+/// DV annotation asking for a restart of one member: `restart.dvt.io/<member>: <RFC 3339 time>`.
+pub const ANNOTATION_RESTART_MEMBER_PREFIX: &str = "restart.dvt.io/";
+/// DV annotation asking for a restart of every member, one at a time: `<RFC 3339 time>`.
+pub const ANNOTATION_RESTART_ALL: &str = "dvt.io/restart-all";
+
+/// The restart requests among a DV's annotations, by member (`None` key: every member), or the
+/// problems with them: a time that is not RFC 3339, a member the DV does not have.
+pub fn restart_requests(
+    annotations: &BTreeMap<String, String>,
+    members: &[String],
+) -> Result<BTreeMap<Option<String>, String>, Vec<String>> {
+    let mut requests = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (key, value) in annotations {
+        let member = if key == ANNOTATION_RESTART_ALL {
+            None
+        } else if let Some(member) = key.strip_prefix(ANNOTATION_RESTART_MEMBER_PREFIX) {
+            if !members.iter().any(|m| m == member) {
+                problems.push(format!(
+                    "metadata.annotations[{key}]: no member named {member:?}"
+                ));
+                continue;
+            }
+            Some(member.to_owned())
+        } else {
+            continue;
+        };
+        match value.parse::<k8s_openapi::jiff::Timestamp>() {
+            // Normalised, so that the same instant always gives the same pod template.
+            Ok(at) => {
+                requests.insert(member, at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            }
+            Err(_) => problems.push(format!(
+                "metadata.annotations[{key}]: {value:?} is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(requests)
+    } else {
+        Err(problems)
+    }
 }
 
 /// A DV that passed validation.
@@ -131,6 +180,8 @@ pub mod reasons {
     pub const LOCK_INVALID: &str = "LockInvalid";
     pub const SHARE_MISMATCH: &str = "ShareMismatch";
     pub const STORAGE_CHANGE_REFUSED: &str = "StorageChangeRefused";
+    /// A restart annotation names no member or holds no time.
+    pub const INVALID_RESTART_REQUEST: &str = "InvalidRestartRequest";
     pub const VOLUME_EXPANDING: &str = "VolumeExpanding";
     pub const VOLUME_EXPANSION_FAILED: &str = "VolumeExpansionFailed";
     pub const STATEFULSET_RECREATED: &str = "StatefulSetRecreated";
@@ -213,6 +264,15 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
                 .collect(),
         });
     }
+    let member_names: Vec<String> = spec.members.iter().map(|m| m.name.clone()).collect();
+    let restarts = restart_requests(
+        dv.metadata.annotations.as_ref().unwrap_or(&BTreeMap::new()),
+        &member_names,
+    )
+    .map_err(|problems| Invalid {
+        reason: reasons::INVALID_RESTART_REQUEST,
+        problems,
+    })?;
     let mut storage_growth = BTreeMap::new();
     let mut storage_refused = Vec::new();
     for (member, live) in &facts.live_claims {
@@ -486,6 +546,15 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
                 &member.enr_secret.name,
                 &version(&member.enr_secret.name),
             ]),
+            // RFC 3339 UTC times of one format compare as text.
+            restart_requested_at: [
+                restarts.get(&None),
+                restarts.get(&Some(member.name.clone())),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .cloned(),
         });
     }
     members.sort_by_key(|m| m.index);
@@ -667,6 +736,54 @@ mod tests {
                 a.name
             );
         }
+    }
+
+    #[test]
+    fn restart_requests_reach_their_members_and_bad_ones_are_refused() {
+        let (mut dv, facts) = example("stader-4.yaml");
+        dv.metadata.annotations = Some(BTreeMap::from([
+            (
+                "restart.dvt.io/bravo".to_owned(),
+                "2026-12-01T10:00:00Z".to_owned(),
+            ),
+            (
+                "dvt.io/restart-all".to_owned(),
+                "2026-12-01T09:00:00+00:00".to_owned(),
+            ),
+            ("unrelated.io/x".to_owned(), "y".to_owned()),
+        ]));
+        let cluster = validate(&dv, &facts).unwrap();
+        let requested: Vec<(&str, Option<&str>)> = cluster
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.restart_requested_at.as_deref()))
+            .collect();
+        assert_eq!(
+            requested,
+            [
+                ("alpha", Some("2026-12-01T09:00:00Z")),
+                ("bravo", Some("2026-12-01T10:00:00Z")),
+                ("charlie", Some("2026-12-01T09:00:00Z")),
+                ("delta", Some("2026-12-01T09:00:00Z")),
+            ]
+        );
+
+        dv.metadata.annotations = Some(BTreeMap::from([
+            (
+                "restart.dvt.io/echo".to_owned(),
+                "2026-12-01T10:00:00Z".to_owned(),
+            ),
+            ("dvt.io/restart-all".to_owned(), "now".to_owned()),
+        ]));
+        let invalid = validate(&dv, &facts).unwrap_err();
+        assert_eq!(invalid.reason, "InvalidRestartRequest");
+        assert_eq!(
+            invalid.problems,
+            [
+                "metadata.annotations[dvt.io/restart-all]: \"now\" is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)",
+                "metadata.annotations[restart.dvt.io/echo]: no member named \"echo\"",
+            ]
+        );
     }
 
     #[test]

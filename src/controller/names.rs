@@ -24,6 +24,9 @@ pub const ANNOTATION_SPEC_HASH: &str = "dvt.io/spec-hash";
 /// Hash of a member's inputs (lock, its Secrets, its settings) on its pod template: a change
 /// makes a new StatefulSet revision and marks the member outdated.
 pub const ANNOTATION_INPUTS_HASH: &str = "dvt.io/inputs-hash";
+/// Pod template annotation: the time of the last restart asked for the member (from the DV's
+/// restart annotations); a new value makes the member outdated.
+pub const ANNOTATION_RESTARTED_AT: &str = "dvt.io/restarted-at";
 /// The DV's threshold on each member pod (Charon is ready only with this many peers).
 pub const ANNOTATION_THRESHOLD: &str = "dvt.io/threshold";
 

@@ -550,7 +550,7 @@ fn statefulset(cluster: &Cluster, member: &Member) -> StatefulSet {
     } else {
         "Delete"
     };
-    let pod_annotations = BTreeMap::from([
+    let mut pod_annotations = BTreeMap::from([
         (
             ANNOTATION_INPUTS_HASH.to_owned(),
             member.inputs_hash.clone(),
@@ -560,6 +560,11 @@ fn statefulset(cluster: &Cluster, member: &Member) -> StatefulSet {
             cluster.quorum.threshold().to_string(),
         ),
     ]);
+    // A restart request changes the template, hence the revision: the member is outdated until
+    // its pod is replaced, by the planner, as any rollout step.
+    if let Some(at) = &member.restart_requested_at {
+        pod_annotations.insert(ANNOTATION_RESTARTED_AT.to_owned(), at.clone());
+    }
     let mut set = StatefulSet {
         metadata: child_metadata(cluster, name.clone(), labels.clone()),
         spec: Some(StatefulSetSpec {
