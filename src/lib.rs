@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod placement;
 pub mod plan;
 pub mod planner;
+pub mod plugin;
 pub mod quorum;
 pub mod validate;

@@ -67,6 +67,9 @@ pub struct Member {
     /// When and how often in a row the operator restarted it (from status).
     pub last_restart: Option<Timestamp>,
     pub consecutive_restarts: u32,
+    /// Outdated because a restart was asked for it (`kubectl dv restart`): said so in the
+    /// restart's reason.
+    pub restart_requested: bool,
 }
 
 /// The DV's rollout settings and threshold.
@@ -267,7 +270,11 @@ pub fn plan(members: &[Member], settings: &Settings, now: Timestamp) -> Plan {
         plan.actions.push(Action::Restart {
             member: member.name.clone(),
             kind: RestartKind::Rollout,
-            reason: "outdated: runs an older revision".to_owned(),
+            reason: if member.restart_requested {
+                "restart requested".to_owned()
+            } else {
+                "outdated: runs an older revision".to_owned()
+            },
         });
     }
     plan

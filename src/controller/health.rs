@@ -148,6 +148,7 @@ pub fn member(
             .and_then(|m| m.last_restart_time.as_ref())
             .map(|t| t.0),
         consecutive_restarts: previous.map_or(0, |m| m.consecutive_restarts),
+        restart_requested: false,
     }
 }
 

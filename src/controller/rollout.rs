@@ -49,7 +49,7 @@ pub(super) async fn keep_quorum(
                 .and_then(|p| p.spec.as_ref()?.node_name.clone())
                 .and_then(|n| ctx.caches.nodes.get(&ObjectRef::new(&n)));
             let outdated = seen.is_some_and(status::is_outdated);
-            health::member(
+            let mut member = health::member(
                 &m.name,
                 m.index,
                 pod,
@@ -57,7 +57,20 @@ pub(super) async fn keep_quorum(
                 outdated,
                 previous.members.iter().find(|p| p.name == m.name),
                 now.0,
-            )
+            );
+            // Outdated by a restart request: the pod does not carry the requested time.
+            let requested = cluster
+                .members
+                .iter()
+                .find(|b| b.name == m.name)
+                .and_then(|b| b.restart_requested_at.as_deref());
+            member.restart_requested = outdated
+                && requested.is_some()
+                && pod
+                    .and_then(|p| p.annotations().get(names::ANNOTATION_RESTARTED_AT))
+                    .map(String::as_str)
+                    != requested;
+            member
         })
         .collect();
     let plan = crate::planner::plan(&members, &settings, now.0);

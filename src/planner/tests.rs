@@ -32,6 +32,7 @@ fn healthy(name: &str, index: u32) -> Member {
         outdated: false,
         last_restart: None,
         consecutive_restarts: 0,
+        restart_requested: false,
     }
 }
 
@@ -121,6 +122,22 @@ fn a_stranded_member_restarted_long_ago_holds_the_rollout_by_budget_not_as_a_res
     assert_eq!(
         plan.waiting,
         ["rollout waits: 3 ready, 3 needed to sign; no member can be taken down"]
+    );
+}
+
+#[test]
+fn a_requested_restart_is_a_rollout_step_that_says_so() {
+    let mut members = four();
+    members[2].outdated = true;
+    members[2].restart_requested = true;
+    let plan = plan(&members, &settings(3), t(0));
+    assert_eq!(
+        plan.actions,
+        [Action::Restart {
+            member: "c".into(),
+            kind: RestartKind::Rollout,
+            reason: "restart requested".into()
+        }]
     );
 }
 
@@ -238,6 +255,7 @@ fn arb_member(index: u32) -> impl Strategy<Value = Member> {
                 outdated,
                 last_restart: last.map(t),
                 consecutive_restarts: consecutive,
+                restart_requested: false,
             },
         )
 }
