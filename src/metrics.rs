@@ -88,7 +88,53 @@ struct DvGauges {
     threshold: u32,
     budget: i32,
     phase: Option<Phase>,
+    outdated: u32,
+    rollout_held: bool,
+    key_shares_verified: bool,
+    placement_satisfied: bool,
+    /// Per member: name, ready, operator restarts in a row (the alerts name the member).
+    member_states: Vec<(String, bool, u32)>,
 }
+
+/// The per-DV gauges: name, help, value.
+type DvGauge = (&'static str, &'static str, fn(&DvGauges) -> i64);
+
+const DV_GAUGES: [DvGauge; 8] = [
+    ("dvt_ready_members", "Members whose pods are Ready.", |g| {
+        i64::from(g.ready)
+    }),
+    ("dvt_members", "Members of the DV.", |g| {
+        i64::from(g.members)
+    }),
+    ("dvt_threshold", "Members needed to sign.", |g| {
+        i64::from(g.threshold)
+    }),
+    (
+        "dvt_disruption_budget",
+        "Ready members minus threshold.",
+        |g| i64::from(g.budget),
+    ),
+    (
+        "dvt_members_outdated",
+        "Members running an older revision (a rollout or a requested restart pending).",
+        |g| i64::from(g.outdated),
+    ),
+    (
+        "dvt_rollout_held_by_budget",
+        "1 while a rollout waits because the budget allows no disruption.",
+        |g| i64::from(g.rollout_held),
+    ),
+    (
+        "dvt_key_shares_verified",
+        "1 when the lock verifies and every member's keystores hold its share (KeySharesVerified).",
+        |g| i64::from(g.key_shares_verified),
+    ),
+    (
+        "dvt_placement_satisfied",
+        "1 when the placement survives the loss of one zone (PlacementSatisfied).",
+        |g| i64::from(g.placement_satisfied),
+    ),
+];
 
 /// Shared by the reconciler and the HTTP endpoints.
 pub struct Metrics {
@@ -96,6 +142,7 @@ pub struct Metrics {
     durations: Histogram<{ BUCKETS.len() }>,
     compute: Histogram<{ COMPUTE_BUCKETS.len() }>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    restarts: Mutex<BTreeMap<&'static str, u64>>,
     dvs: Mutex<BTreeMap<(String, String), DvGauges>>,
     ready: AtomicBool,
     leader: AtomicBool,
@@ -114,6 +161,7 @@ impl Default for Metrics {
             durations: Histogram::new(BUCKETS),
             compute: Histogram::new(COMPUTE_BUCKETS),
             errors: Mutex::default(),
+            restarts: Mutex::default(),
             dvs: Mutex::default(),
             ready: AtomicBool::new(false),
             leader: AtomicBool::new(false),
@@ -134,6 +182,11 @@ impl Metrics {
         *lock(&self.errors).entry(category).or_default() += 1;
     }
 
+    /// A member restarted by the operator: `repair`, `rollout` or `force-delete`.
+    pub fn observe_restart(&self, kind: &'static str) {
+        *lock(&self.restarts).entry(kind).or_default() += 1;
+    }
+
     pub fn observe_status(
         &self,
         namespace: &str,
@@ -141,6 +194,7 @@ impl Metrics {
         members: u32,
         status: &DistributedValidatorStatus,
     ) {
+        let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
         lock(&self.dvs).insert(
             (namespace.to_owned(), name.to_owned()),
             DvGauges {
@@ -149,6 +203,19 @@ impl Metrics {
                 threshold: status.threshold.unwrap_or(0),
                 budget: status.disruption_budget.unwrap_or(0),
                 phase: status.phase,
+                outdated: status.members.iter().filter(|m| m.outdated).count() as u32,
+                rollout_held: condition(crate::api::condition_types::PROGRESSING).is_some_and(
+                    |c| c.reason == crate::api::condition_reasons::ROLLOUT_HELD_BY_BUDGET,
+                ),
+                key_shares_verified: condition(crate::api::condition_types::KEY_SHARES_VERIFIED)
+                    .is_some_and(|c| c.status == "True"),
+                placement_satisfied: condition(crate::api::condition_types::PLACEMENT_SATISFIED)
+                    .is_some_and(|c| c.status == "True"),
+                member_states: status
+                    .members
+                    .iter()
+                    .map(|m| (m.name.clone(), m.ready, m.consecutive_restarts))
+                    .collect(),
             },
         );
     }
@@ -224,26 +291,53 @@ impl Metrics {
             "dvt_leader {}",
             u8::from(self.leader.load(Ordering::Relaxed))
         );
+        let _ = writeln!(
+            out,
+            "# HELP dvt_restarts_total Members restarted by the operator, by kind (repair, rollout, force-delete)."
+        );
+        let _ = writeln!(out, "# TYPE dvt_restarts_total counter");
+        for kind in ["repair", "rollout", "force-delete"] {
+            let n = lock(&self.restarts).get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "dvt_restarts_total{{kind=\"{kind}\"}} {n}");
+        }
         let dvs = lock(&self.dvs);
-        for (metric, help) in [
-            ("dvt_ready_members", "Members whose pods are Ready."),
-            ("dvt_members", "Members of the DV."),
-            ("dvt_threshold", "Members needed to sign."),
-            ("dvt_disruption_budget", "Ready members minus threshold."),
+        for (metric, help, value) in DV_GAUGES {
+            let _ = writeln!(out, "# HELP {metric} {help}");
+            let _ = writeln!(out, "# TYPE {metric} gauge");
+            for ((namespace, name), g) in dvs.iter() {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{namespace=\"{namespace}\",name=\"{name}\"}} {}",
+                    value(g)
+                );
+            }
+        }
+        for (metric, help, ready) in [
+            (
+                "dvt_member_ready",
+                "1 when the member's pod is Ready.",
+                true,
+            ),
+            (
+                "dvt_member_consecutive_restarts",
+                "Operator restarts of the member in a row without it staying Ready.",
+                false,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {metric} {help}");
             let _ = writeln!(out, "# TYPE {metric} gauge");
             for ((namespace, name), g) in dvs.iter() {
-                let value = match metric {
-                    "dvt_ready_members" => i64::from(g.ready),
-                    "dvt_members" => i64::from(g.members),
-                    "dvt_threshold" => i64::from(g.threshold),
-                    _ => i64::from(g.budget),
-                };
-                let _ = writeln!(
-                    out,
-                    "{metric}{{namespace=\"{namespace}\",name=\"{name}\"}} {value}"
-                );
+                for (member, is_ready, consecutive) in &g.member_states {
+                    let value = if ready {
+                        u32::from(*is_ready)
+                    } else {
+                        *consecutive
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{metric}{{namespace=\"{namespace}\",name=\"{name}\",member=\"{member}\"}} {value}"
+                    );
+                }
             }
         }
         let _ = writeln!(
@@ -363,15 +457,51 @@ mod tests {
         metrics.observe_reconcile(Duration::from_millis(3), Duration::from_micros(2900));
         metrics.observe_reconcile(Duration::from_millis(30), Duration::from_millis(29));
         metrics.observe_error("ApplyFailed");
+        metrics.observe_restart("repair");
         let status = DistributedValidatorStatus {
             ready_members: 3,
             threshold: Some(3),
             disruption_budget: Some(0),
             phase: Some(Phase::Degraded),
+            members: vec![
+                crate::api::MemberStatus {
+                    name: "alpha".into(),
+                    ready: true,
+                    outdated: true,
+                    ..Default::default()
+                },
+                crate::api::MemberStatus {
+                    name: "bravo".into(),
+                    consecutive_restarts: 2,
+                    outdated: true,
+                    ..Default::default()
+                },
+            ],
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Progressing".into(),
+                status: "True".into(),
+                reason: "RolloutHeldByBudget".into(),
+                message: String::new(),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+                observed_generation: None,
+            }],
             ..DistributedValidatorStatus::default()
         };
         metrics.observe_status("staking", "dv-a", 4, &status);
         let text = metrics.render();
+        for line in [
+            "dvt_restarts_total{kind=\"repair\"} 1\n",
+            "dvt_restarts_total{kind=\"rollout\"} 0\n",
+            "dvt_members_outdated{namespace=\"staking\",name=\"dv-a\"} 2\n",
+            "dvt_rollout_held_by_budget{namespace=\"staking\",name=\"dv-a\"} 1\n",
+            "dvt_key_shares_verified{namespace=\"staking\",name=\"dv-a\"} 0\n",
+            "dvt_member_ready{namespace=\"staking\",name=\"dv-a\",member=\"alpha\"} 1\n",
+            "dvt_member_consecutive_restarts{namespace=\"staking\",name=\"dv-a\",member=\"bravo\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
         assert!(text.contains("dvt_reconciles_total 2\n"), "{text}");
         assert!(
             text.contains("dvt_reconcile_duration_seconds_bucket{le=\"0.005\"} 1\n"),

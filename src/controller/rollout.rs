@@ -150,13 +150,14 @@ pub(super) async fn keep_quorum(
                 outcome
                     .restarted
                     .insert(member.clone(), (now.clone(), reason.clone(), consecutive));
-                let event_reason = if force {
-                    "ForceDeleted"
+                let (event_reason, kind) = if force {
+                    ("ForceDeleted", "force-delete")
                 } else if evict {
-                    "RollingRestart"
+                    ("RollingRestart", "rollout")
                 } else {
-                    "Repairing"
+                    ("Repairing", "repair")
                 };
+                ctx.metrics.observe_restart(kind);
                 let related = Some(pod_reference(pod));
                 publish_about(
                     ctx,
