@@ -660,6 +660,25 @@ async fn reconcile_inner(
             .await;
         }
     }
+    for held in &cluster.client_changes_held {
+        let message = held.message();
+        let already = dv.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == crate::api::condition_types::PROGRESSING && c.message.contains(&message)
+            })
+        });
+        if !already {
+            publish(
+                &ctx,
+                &dv,
+                EventType::Warning,
+                model::reasons::CLIENT_CHANGE_HELD,
+                "Validate",
+                message,
+            )
+            .await;
+        }
+    }
     let mut desired = build::build(&cluster);
     // A member whose claims grow keeps its StatefulSet out of this apply (kube-apiserver would
     // refuse the new claim templates): its PVCs are expanded, then the StatefulSet is deleted

@@ -75,6 +75,39 @@ pub struct Member {
     pub restart_requested_at: Option<String>,
 }
 
+/// DV annotation releasing a held client change of one member:
+/// `slashing-protection.dvt.io/<member>: <new client>`, written by whoever moved the member's
+/// slashing-protection history (EIP-3076 interchange) to the new client by hand.
+pub const ANNOTATION_SLASHING_PROTECTION_MOVED_PREFIX: &str = "slashing-protection.dvt.io/";
+
+/// A member whose validator client would change, kept on the client it runs: the new client
+/// would start on the member's volume with an empty slashing-protection database (the old
+/// client's history left unread), free to sign what the old one already signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientChangeHeld {
+    pub member: String,
+    pub running: ValidatorClient,
+    pub wanted: ValidatorClient,
+}
+
+impl ClientChangeHeld {
+    pub fn message(&self) -> String {
+        format!(
+            "member {} runs {} and the spec asks for {}: held on {}, since {} would start without the member's slashing-protection history (migrating it is not built yet). Export it from {} (EIP-3076 interchange), import it into {}, then annotate the DV {}{}={}",
+            self.member,
+            self.running.as_str(),
+            self.wanted.as_str(),
+            self.running.as_str(),
+            self.wanted.as_str(),
+            self.running.as_str(),
+            self.wanted.as_str(),
+            ANNOTATION_SLASHING_PROTECTION_MOVED_PREFIX,
+            self.member,
+            self.wanted.as_str()
+        )
+    }
+}
+
 /// DV annotation asking for a restart of one member: `restart.dvt.io/<member>: <RFC 3339 time>`.
 pub const ANNOTATION_RESTART_MEMBER_PREFIX: &str = "restart.dvt.io/";
 /// DV annotation asking for a restart of every member, one at a time: `<RFC 3339 time>`.
@@ -154,6 +187,8 @@ pub struct Cluster {
     /// Members whose claims grow (by member name: claim template and new size): their PVCs are
     /// expanded and their StatefulSet recreated before it is applied again.
     pub storage_growth: BTreeMap<String, Vec<(String, String)>>,
+    /// Members kept on the client they run although the spec asks for another.
+    pub client_changes_held: Vec<ClientChangeHeld>,
 }
 
 /// Why a DV as a whole cannot be built.
@@ -180,6 +215,8 @@ pub mod reasons {
     pub const LOCK_INVALID: &str = "LockInvalid";
     pub const SHARE_MISMATCH: &str = "ShareMismatch";
     pub const STORAGE_CHANGE_REFUSED: &str = "StorageChangeRefused";
+    /// A member's client change is held: its slashing-protection history would be lost.
+    pub const CLIENT_CHANGE_HELD: &str = "ClientChangeHeld";
     /// A restart annotation names no member or holds no time.
     pub const INVALID_RESTART_REQUEST: &str = "InvalidRestartRequest";
     pub const VOLUME_EXPANDING: &str = "VolumeExpanding";
@@ -455,7 +492,35 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             });
         }
     }
-    for ((member, client), zone) in spec.members.iter().zip(clients).zip(zones) {
+    // The client each member runs, as the last status recorded it.
+    let running_clients: BTreeMap<&str, ValidatorClient> = dv
+        .status
+        .iter()
+        .flat_map(|s| s.members.iter())
+        .filter_map(|m| Some((m.name.as_str(), m.validator_client?)))
+        .collect();
+    let annotations = dv.metadata.annotations.clone().unwrap_or_default();
+    let mut client_changes_held = Vec::new();
+    for ((member, wanted), zone) in spec.members.iter().zip(clients).zip(zones) {
+        let released = |wanted: ValidatorClient| {
+            annotations
+                .get(&format!(
+                    "{ANNOTATION_SLASHING_PROTECTION_MOVED_PREFIX}{}",
+                    member.name
+                ))
+                .is_some_and(|v| v == wanted.as_str())
+        };
+        let client = match running_clients.get(member.name.as_str()) {
+            Some(&running) if running != wanted && !released(wanted) => {
+                client_changes_held.push(ClientChangeHeld {
+                    member: member.name.clone(),
+                    running,
+                    wanted,
+                });
+                running
+            }
+            _ => wanted,
+        };
         let missing: Vec<String> = [
             ("key-share", &member.key_share_secret.name),
             ("ENR", &member.enr_secret.name),
@@ -589,6 +654,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         blocked,
         share_mismatches,
         storage_growth,
+        client_changes_held,
     })
 }
 
@@ -736,6 +802,62 @@ mod tests {
                 a.name
             );
         }
+    }
+
+    #[test]
+    fn a_client_change_is_held_on_the_running_client_until_released() {
+        let (mut dv, facts) = example("stader-4.yaml");
+        let first = validate(&dv, &facts).unwrap();
+        dv.status = Some(crate::api::DistributedValidatorStatus {
+            members: first
+                .members
+                .iter()
+                .map(|m| crate::api::MemberStatus {
+                    name: m.name.clone(),
+                    validator_client: Some(m.client),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        dv.spec.members[0].validator_client = Some(ValidatorClient::Nimbus);
+        let held = validate(&dv, &facts).unwrap();
+        assert_eq!(held.members[0].client, ValidatorClient::Lighthouse);
+        assert_eq!(
+            held.client_changes_held,
+            [ClientChangeHeld {
+                member: "alpha".into(),
+                running: ValidatorClient::Lighthouse,
+                wanted: ValidatorClient::Nimbus,
+            }]
+        );
+        assert!(
+            held.client_changes_held[0]
+                .message()
+                .ends_with("then annotate the DV slashing-protection.dvt.io/alpha=nimbus")
+        );
+        // The build is exactly the running one: nothing restarts.
+        assert_eq!(
+            crate::controller::build::build(&held),
+            crate::controller::build::build(&first)
+        );
+
+        dv.metadata.annotations = Some(BTreeMap::from([(
+            "slashing-protection.dvt.io/alpha".to_owned(),
+            "nimbus".to_owned(),
+        )]));
+        let released = validate(&dv, &facts).unwrap();
+        assert_eq!(released.members[0].client, ValidatorClient::Nimbus);
+        assert!(released.client_changes_held.is_empty());
+        // A release for another client does not release this change.
+        dv.metadata.annotations = Some(BTreeMap::from([(
+            "slashing-protection.dvt.io/alpha".to_owned(),
+            "teku".to_owned(),
+        )]));
+        assert_eq!(
+            validate(&dv, &facts).unwrap().members[0].client,
+            ValidatorClient::Lighthouse
+        );
     }
 
     #[test]

@@ -565,6 +565,21 @@ pub fn compute(
             generation,
             now,
         )
+    } else if !cluster.client_changes_held.is_empty() {
+        condition(
+            &previous.conditions,
+            types::PROGRESSING,
+            true,
+            reasons::CLIENT_CHANGE_HELD,
+            cluster
+                .client_changes_held
+                .iter()
+                .map(|held| held.message())
+                .collect::<Vec<_>>()
+                .join("; "),
+            generation,
+            now,
+        )
     } else if !outdated_members.is_empty() {
         condition(
             &previous.conditions,
