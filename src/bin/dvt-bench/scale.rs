@@ -34,6 +34,58 @@ pub struct Options {
 }
 
 const ZONES: usize = 4;
+/// How often a progress line goes to stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// What the run has done so far, for the progress lines: objects applied (by the ceiling loop or
+/// the user), and DVs Available (from the DV watch).
+static APPLIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static AVAILABLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `work`, printing one line on stderr every [`PROGRESS_EVERY`]: the phase, objects
+/// applied, pods Ready (followed on the in-process timeline from `mark`), DVs Available, elapsed.
+async fn with_progress<F: std::future::Future>(
+    phase: &str,
+    applying: &str,
+    world: &World,
+    mark: usize,
+    totals: (usize, usize, usize),
+    work: F,
+) -> F::Output {
+    use std::sync::atomic::Ordering;
+    let (objects, pods, dvs) = totals;
+    APPLIED.store(0, Ordering::Relaxed);
+    AVAILABLE.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut cursor = mark;
+    let mut ready: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            () = tokio::time::sleep(PROGRESS_EVERY) => {
+                let entries = world.sim.store().timeline_since(cursor);
+                cursor += entries.len();
+                for entry in entries {
+                    if let Change::Readiness { namespace, pod, ready: now, .. } = entry.change {
+                        ready.insert((namespace, pod), now);
+                    }
+                }
+                let pods_ready = ready.values().filter(|r| **r).count();
+                let dvs_line = if dvs > 0 {
+                    format!(", DVs Available {}/{dvs}", AVAILABLE.load(Ordering::Relaxed))
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "[{:>6.0}s] {phase}: {applying} applied {}/{objects}, pods Ready {pods_ready}/{pods}{dvs_line}",
+                    started.elapsed().as_secs_f64(),
+                    APPLIED.load(Ordering::Relaxed),
+                );
+            }
+        }
+    }
+}
 /// The user agent of the client that plays the user applying DVs (and of the ceiling loop).
 const USER: &str = "dvt-bench";
 
@@ -124,7 +176,9 @@ type Job = (String, String, String, serde_json::Value);
 async fn apply_all(client: &kube::Client, jobs: Vec<Job>, concurrency: u16) -> Result<(), String> {
     futures::stream::iter(jobs)
         .map(|(namespace, kind, name, body)| async move {
-            apply(client, &namespace, &kind, &name, &body).await
+            let applied = apply(client, &namespace, &kind, &name, &body).await;
+            APPLIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            applied
         })
         .buffer_unordered(usize::from(concurrency.max(1)))
         .try_collect::<Vec<()>>()
@@ -237,9 +291,19 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
     let objects = jobs.len();
     let mark = world.sim.store().timeline_len();
     let started = Instant::now();
-    apply_all(&world.client, jobs, options.concurrency).await?;
     let pods = options.dvs * options.members;
-    wait_for_ready_pods(&world, mark, pods, Duration::from_secs(600)).await?;
+    with_progress(
+        "ceiling",
+        "objects",
+        &world,
+        mark,
+        (objects, pods, 0),
+        async {
+            apply_all(&world.client, jobs, options.concurrency).await?;
+            wait_for_ready_pods(&world, mark, pods, Duration::from_secs(600)).await
+        },
+    )
+    .await?;
     Ok((started.elapsed(), objects))
 }
 
@@ -319,6 +383,7 @@ async fn wait_for_available(world: &World, dvs: usize, limit: Duration) -> Resul
         } else {
             available.remove(&key);
         }
+        AVAILABLE.store(available.len(), std::sync::atomic::Ordering::Relaxed);
         if available.len() >= dvs {
             return Ok(());
         }
@@ -513,12 +578,33 @@ pub async fn scale(options: Options) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("dvt-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
 
-    // 1. The ceiling, on a simulated cluster of its own.
+    let (dvs, members) = (options.dvs, options.members);
+    let secs = |d: Duration| d.as_secs_f64();
+    line("DVs x members", format!("{dvs} x {members}"));
+    line(
+        "simulated nodes / zones",
+        format!("{} / {ZONES}", options.nodes),
+    );
+    line(
+        "operator concurrency / debounce",
+        format!(
+            "{} / {} ms",
+            options.concurrency,
+            options.debounce.as_millis()
+        ),
+    );
+
+    // 1. The ceiling, on a simulated cluster of its own; its figures as soon as it ends.
     let (ceiling, ceiling_objects) = if options.skip_ceiling {
         (Duration::ZERO, 0)
     } else {
         ceiling(&options, manifest).await?
     };
+    line("ceiling: objects applied by a client loop", ceiling_objects);
+    line(
+        "ceiling: until every member pod Ready",
+        format!("{:.2} s", secs(ceiling)),
+    );
 
     // 2. The operator, on a fresh one: the users' lock and Secrets exist before it starts.
     let world = start_world(&options).await?;
@@ -552,8 +638,19 @@ pub async fn scale(options: Options) -> Result<(), String> {
     let mark = world.sim.store().timeline_len();
     let cpu_before = cpu_seconds(operator.pid());
     let started = Instant::now();
-    apply_all(&world.client, jobs(true), options.concurrency).await?;
-    wait_for_available(&world, options.dvs, Duration::from_secs(600)).await?;
+    let pods = options.dvs * options.members;
+    with_progress(
+        "operator",
+        "DVs",
+        &world,
+        mark,
+        (options.dvs, pods, options.dvs),
+        async {
+            apply_all(&world.client, jobs(true), options.concurrency).await?;
+            wait_for_available(&world, options.dvs, Duration::from_secs(600)).await
+        },
+    )
+    .await?;
     let converged = started.elapsed();
     let cpu = cpu_seconds(operator.pid()) - cpu_before;
     let peak_rss = proc_status_kib(operator.pid(), "VmHWM");
@@ -564,32 +661,12 @@ pub async fn scale(options: Options) -> Result<(), String> {
 
     // The minimum: every object once, and two status writes per DV (one saying the spec was
     // seen and members are starting, one saying Available).
-    let (dvs, members) = (options.dvs, options.members);
     let objects = dvs * (2 * members + 2);
     let minimum = objects + 2 * dvs;
     let floor = objects + dvs;
     let total: usize = writes.values().sum();
-    let secs = |d: Duration| d.as_secs_f64();
     let q = |name: &str, q: f64| dvt_operator::metrics::quantile(&exposition, name, q);
 
-    line("DVs x members", format!("{dvs} x {members}"));
-    line(
-        "simulated nodes / zones",
-        format!("{} / {ZONES}", options.nodes),
-    );
-    line(
-        "operator concurrency / debounce",
-        format!(
-            "{} / {} ms",
-            options.concurrency,
-            options.debounce.as_millis()
-        ),
-    );
-    line("ceiling: objects applied by a client loop", ceiling_objects);
-    line(
-        "ceiling: until every member pod Ready",
-        format!("{:.2} s", secs(ceiling)),
-    );
     line(
         "operator: until every DV Available",
         format!("{:.2} s", secs(converged)),
