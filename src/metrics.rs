@@ -204,9 +204,8 @@ impl Metrics {
                 budget: status.disruption_budget.unwrap_or(0),
                 phase: status.phase,
                 outdated: status.members.iter().filter(|m| m.outdated).count() as u32,
-                rollout_held: condition(crate::api::condition_types::PROGRESSING).is_some_and(
-                    |c| c.reason == crate::api::condition_reasons::ROLLOUT_HELD_BY_BUDGET,
-                ),
+                rollout_held: condition(crate::api::condition_types::PROGRESSING)
+                    .is_some_and(|c| c.reason == crate::api::reasons::ROLLOUT_HELD_BY_BUDGET),
                 key_shares_verified: condition(crate::api::condition_types::KEY_SHARES_VERIFIED)
                     .is_some_and(|c| c.status == "True"),
                 placement_satisfied: condition(crate::api::condition_types::PLACEMENT_SATISFIED)

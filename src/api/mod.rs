@@ -13,9 +13,9 @@ use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-pub use status::{
-    DistributedValidatorStatus, MemberStatus, Phase, condition_reasons, condition_types,
-};
+pub mod reasons;
+
+pub use status::{DistributedValidatorStatus, MemberStatus, Phase, condition_types};
 
 /// API group of every resource this operator serves.
 pub const GROUP: &str = "dvt.io";

@@ -131,22 +131,6 @@ pub mod condition_types {
     pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
 }
 
-/// Condition reasons, defined once (CamelCase, as Kubernetes expects).
-pub mod condition_reasons {
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const ALL_MEMBERS_READY: &str = "AllMembersReady";
-    pub const MEMBERS_NOT_READY: &str = "MembersNotReady";
-    pub const QUORUM_READY: &str = "QuorumReady";
-    pub const BELOW_THRESHOLD: &str = "BelowThreshold";
-    /// Progressing: members run an older revision and the rollout proceeds.
-    pub const MEMBERS_OUTDATED: &str = "MembersOutdated";
-    /// Progressing: members run an older revision, and the quorum budget allows taking none
-    /// down (ready members at the threshold): the rollout waits for a member to come back.
-    pub const ROLLOUT_HELD_BY_BUDGET: &str = "RolloutHeldByBudget";
-    /// Progressing: members are not ready yet.
-    pub const MEMBERS_STARTING: &str = "MembersStarting";
-}
-
 impl MemberStatus {
     /// The member's client as printed, or `-` when not yet assigned.
     pub fn client_name(&self) -> &'static str {

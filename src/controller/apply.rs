@@ -55,7 +55,7 @@ pub(super) async fn grow_storage(
                 ctx,
                 dv,
                 EventType::Warning,
-                model::reasons::VOLUME_EXPANSION_FAILED,
+                crate::api::reasons::VOLUME_EXPANSION_FAILED,
                 "Expand",
                 format!("PersistentVolumeClaim {name} cannot grow to {size}: {source}"),
             )
@@ -73,7 +73,7 @@ pub(super) async fn grow_storage(
             ctx,
             dv,
             EventType::Normal,
-            model::reasons::VOLUME_EXPANDING,
+            crate::api::reasons::VOLUME_EXPANDING,
             "Expand",
             format!("Expanding PersistentVolumeClaim {}", expanded.join(", ")),
         )
@@ -114,7 +114,7 @@ pub(super) async fn grow_storage(
         ctx,
         dv,
         EventType::Normal,
-        model::reasons::STATEFULSET_RECREATED,
+        crate::api::reasons::STATEFULSET_RECREATED,
         "Recreate",
         format!(
             "Deleted StatefulSet {set_name} keeping its pod (propagationPolicy Orphan) to recreate it with larger volume claims"
@@ -198,7 +198,7 @@ pub(super) async fn apply(
 ) -> Result<(), Error> {
     let mut written = Written::new();
     let result = apply_all(dv, ctx, desired, &mut written).await;
-    for reason in ["Created", "Updated"] {
+    for reason in [crate::api::reasons::CREATED, crate::api::reasons::UPDATED] {
         let objects: Vec<String> = written
             .iter()
             .filter(|(r, _, _)| *r == reason)
@@ -207,7 +207,7 @@ pub(super) async fn apply(
         if objects.is_empty() {
             continue;
         }
-        let action = if reason == "Created" {
+        let action = if reason == crate::api::reasons::CREATED {
             "Create"
         } else {
             "Update"
@@ -316,7 +316,7 @@ pub(super) async fn apply_all(
                     ctx,
                     dv,
                     EventType::Normal,
-                    "Deleted",
+                    crate::api::reasons::DELETED,
                     "Delete",
                     format!("Deleted NetworkPolicy {name} (spec.networkPolicy.enabled is false)"),
                 )
@@ -392,9 +392,9 @@ where
     match waiting_on(api.patch(&name, &params, &Patch::Apply(&value))).await {
         Ok(_) => {
             let reason = if cached.is_some() {
-                "Updated"
+                crate::api::reasons::UPDATED
             } else {
-                "Created"
+                crate::api::reasons::CREATED
             };
             info!(kind, object = %name, reason, "applied");
             if !drifted.is_empty() {
@@ -405,7 +405,7 @@ where
                     dv,
                     Some(object_reference::<K>(&name, namespace)),
                     EventType::Warning,
-                    model::reasons::DRIFT_CORRECTED,
+                    crate::api::reasons::DRIFT_CORRECTED,
                     "Apply",
                     format!("{kind} {name}: restored {}", fields.join(", ")),
                 )

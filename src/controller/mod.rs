@@ -634,7 +634,7 @@ async fn reconcile_inner(
                 &dv,
                 Some(related),
                 EventType::Warning,
-                model::reasons::SECRET_MISSING,
+                crate::api::reasons::SECRET_MISSING,
                 "Validate",
                 format!("member {member} is not created or changed: {why}"),
             )
@@ -653,7 +653,7 @@ async fn reconcile_inner(
                 &ctx,
                 &dv,
                 EventType::Warning,
-                model::reasons::SHARE_MISMATCH,
+                crate::api::reasons::SHARE_MISMATCH,
                 "Validate",
                 format!("member {member} is not created or changed: {why}"),
             )
@@ -672,7 +672,7 @@ async fn reconcile_inner(
                 &ctx,
                 &dv,
                 EventType::Warning,
-                model::reasons::CLIENT_CHANGE_HELD,
+                crate::api::reasons::CLIENT_CHANGE_HELD,
                 "Validate",
                 message,
             )

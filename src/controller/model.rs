@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 
+use crate::api::reasons;
 use crate::api::{
     DEFAULT_CHARON_IMAGE, DEFAULT_RELAYS, DistributedValidator, LogLevel, MemberSpec, Network,
     OperatorClass, StorageSpec, ValidatorClient,
@@ -204,26 +205,6 @@ impl Invalid {
     pub fn message(&self) -> String {
         self.problems.join("; ")
     }
-}
-
-pub mod reasons {
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const LOCK_UNAVAILABLE: &str = "LockUnavailable";
-    pub const LOCK_MISMATCH: &str = "LockMismatch";
-    pub const SECRET_MISSING: &str = "SecretMissing";
-    pub const PLACEMENT_UNSATISFIABLE: &str = "PlacementUnsatisfiable";
-    pub const LOCK_INVALID: &str = "LockInvalid";
-    pub const SHARE_MISMATCH: &str = "ShareMismatch";
-    pub const STORAGE_CHANGE_REFUSED: &str = "StorageChangeRefused";
-    /// A member's client change is held: its slashing-protection history would be lost.
-    pub const CLIENT_CHANGE_HELD: &str = "ClientChangeHeld";
-    /// A restart annotation names no member or holds no time.
-    pub const INVALID_RESTART_REQUEST: &str = "InvalidRestartRequest";
-    pub const VOLUME_EXPANDING: &str = "VolumeExpanding";
-    pub const VOLUME_EXPANSION_FAILED: &str = "VolumeExpansionFailed";
-    pub const STATEFULSET_RECREATED: &str = "StatefulSetRecreated";
-    /// Event: a child's field that the operator sets was changed by someone else and put back.
-    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
 }
 
 /// FNV-1a, hex: stable across processes and versions (unlike `DefaultHasher`), for hashes

@@ -151,11 +151,11 @@ pub(super) async fn keep_quorum(
                     .restarted
                     .insert(member.clone(), (now.clone(), reason.clone(), consecutive));
                 let (event_reason, kind) = if force {
-                    ("ForceDeleted", "force-delete")
+                    (crate::api::reasons::FORCE_DELETED, "force-delete")
                 } else if evict {
-                    ("RollingRestart", "rollout")
+                    (crate::api::reasons::ROLLING_RESTART, "rollout")
                 } else {
-                    ("Repairing", "repair")
+                    (crate::api::reasons::REPAIRING, "repair")
                 };
                 ctx.metrics.observe_restart(kind);
                 let related = Some(pod_reference(pod));
@@ -182,7 +182,7 @@ pub(super) async fn keep_quorum(
                     dv,
                     Some(pod_reference(pod)),
                     EventType::Warning,
-                    "RestartFailed",
+                    crate::api::reasons::RESTART_FAILED,
                     "Restart",
                     format!("{note}: {error}"),
                 )
@@ -196,7 +196,7 @@ pub(super) async fn keep_quorum(
             .iter()
             .any(|m| &m.name == member && m.stranded);
         if !already {
-            publish(ctx, dv, EventType::Warning, "MemberStranded", "Observe", format!("member {member}: its node is unreachable; the pod is left alone until the node returns, is deleted, or is tainted node.kubernetes.io/out-of-service")).await;
+            publish(ctx, dv, EventType::Warning, crate::api::reasons::MEMBER_STRANDED, "Observe", format!("member {member}: its node is unreachable; the pod is left alone until the node returns, is deleted, or is tainted node.kubernetes.io/out-of-service")).await;
         }
     }
     let wake_at = match (plan.wake_at, retry_at) {

@@ -7,7 +7,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::model::{Cluster, Invalid, reasons};
+use super::model::{Cluster, Invalid};
+use crate::api::reasons;
 use crate::api::{
     DistributedValidator, DistributedValidatorStatus, MemberStatus, Phase, condition_types as types,
 };
@@ -182,7 +183,7 @@ fn placement_condition(
             previous,
             types::PLACEMENT_SATISFIED,
             false,
-            "NoZones",
+            reasons::NO_ZONES,
             format!(
                 "no zone known for {}: nodes carry no zone label",
                 unplaced.join(", ")
@@ -198,7 +199,7 @@ fn placement_condition(
             previous,
             types::PLACEMENT_SATISFIED,
             true,
-            "ZonesSpread",
+            reasons::ZONES_SPREAD,
             format!(
                 "members per zone: {}; at most {bound} per zone, so the DV survives {} zone outage(s) with {t} members left to sign",
                 zones.describe(),
@@ -212,7 +213,7 @@ fn placement_condition(
             previous,
             types::PLACEMENT_SATISFIED,
             false,
-            "ZoneOverloaded",
+            reasons::ZONE_OVERLOADED,
             format!(
                 "members per zone: {}; a zone holding {} members (more than {bound}) stops signing when it fails: the DV survives {} zone outage(s); add nodes in more zones",
                 zones.describe(),
@@ -279,9 +280,9 @@ fn diversity_conditions(
             types::CLIENT_DIVERSITY,
             clients_ok,
             if clients_ok {
-                "ClientsSpread"
+                reasons::CLIENTS_SPREAD
             } else {
-                "ClientConcentrated"
+                reasons::CLIENT_CONCENTRATED
             },
             clients_text,
             generation,
@@ -292,9 +293,9 @@ fn diversity_conditions(
             types::OPERATOR_DIVERSITY,
             names_ok && classes_ok,
             if names_ok && classes_ok {
-                "OperatorsSpread"
+                reasons::OPERATORS_SPREAD
             } else {
-                "OperatorConcentrated"
+                reasons::OPERATOR_CONCENTRATED
             },
             format!("{names_text}; {classes_text}"),
             generation,
@@ -493,7 +494,7 @@ pub fn compute(
                 &previous.conditions,
                 types::AVAILABLE,
                 true,
-                crate::api::condition_reasons::ALL_MEMBERS_READY,
+                crate::api::reasons::ALL_MEMBERS_READY,
                 format!("all {n} members are ready"),
                 generation,
                 now,
@@ -503,7 +504,7 @@ pub fn compute(
                 &previous.conditions,
                 types::AVAILABLE,
                 false,
-                crate::api::condition_reasons::MEMBERS_NOT_READY,
+                crate::api::reasons::MEMBERS_NOT_READY,
                 format!("{ready}/{n} members ready; not ready: {}", list(&not_ready)),
                 generation,
                 now,
@@ -514,7 +515,7 @@ pub fn compute(
                 &previous.conditions,
                 types::QUORUM_AVAILABLE,
                 true,
-                crate::api::condition_reasons::QUORUM_READY,
+                crate::api::reasons::QUORUM_READY,
                 format!("{ready} members ready, {t} needed to sign"),
                 generation,
                 now,
@@ -524,7 +525,7 @@ pub fn compute(
                 &previous.conditions,
                 types::QUORUM_AVAILABLE,
                 false,
-                crate::api::condition_reasons::BELOW_THRESHOLD,
+                crate::api::reasons::BELOW_THRESHOLD,
                 format!("{ready} members ready, {t} needed to sign: the validator cannot sign"),
                 generation,
                 now,
@@ -535,9 +536,9 @@ pub fn compute(
             types::FAULT_TOLERANT,
             ready > t,
             if ready > t {
-                "CanLoseMembers"
+                reasons::CAN_LOSE_MEMBERS
             } else {
-                "NoMarginLeft"
+                reasons::NO_MARGIN_LEFT
             },
             format!(
                 "{} more member(s) may fail before signing stops",
@@ -586,9 +587,9 @@ pub fn compute(
             types::PROGRESSING,
             true,
             if outcome.held_by_budget {
-                crate::api::condition_reasons::ROLLOUT_HELD_BY_BUDGET
+                crate::api::reasons::ROLLOUT_HELD_BY_BUDGET
             } else {
-                crate::api::condition_reasons::MEMBERS_OUTDATED
+                crate::api::reasons::MEMBERS_OUTDATED
             },
             format!(
                 "members running an older revision: {}{}",
@@ -603,7 +604,7 @@ pub fn compute(
             &previous.conditions,
             types::PROGRESSING,
             true,
-            crate::api::condition_reasons::MEMBERS_STARTING,
+            crate::api::reasons::MEMBERS_STARTING,
             format!(
                 "waiting for members to become ready: {}{}",
                 list(&not_ready),
@@ -617,7 +618,7 @@ pub fn compute(
             &previous.conditions,
             types::PROGRESSING,
             false,
-            "Converged",
+            reasons::CONVERGED,
             "every member runs the desired revision and is ready".to_owned(),
             generation,
             now,
@@ -628,7 +629,7 @@ pub fn compute(
             &previous.conditions,
             types::RECONCILIATION_PAUSED,
             true,
-            "Paused",
+            reasons::PAUSED,
             "spec.rollout.paused or the dvt.io/paused annotation: no restarts or rollouts"
                 .to_owned(),
             generation,
@@ -639,7 +640,7 @@ pub fn compute(
             &previous.conditions,
             types::RECONCILIATION_PAUSED,
             false,
-            "Active",
+            reasons::ACTIVE,
             "restarts and rollouts proceed within the quorum budget".to_owned(),
             generation,
             now,
@@ -683,7 +684,7 @@ pub fn compute(
             &previous.conditions,
             types::KEY_SHARES_VERIFIED,
             true,
-            "SharesMatchLock",
+            reasons::SHARES_MATCH_LOCK,
             format!(
                 "the lock's {} validator(s) verify (any {t} public shares interpolate to the group key) and every member's keystores hold its own share",
                 cluster.lock_summary.validators

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
 use super::{EXAMPLE_STADER_4, World, WorldOptions};
-use crate::api::{DistributedValidator, Phase, condition_reasons, condition_types};
+use crate::api::{DistributedValidator, Phase, condition_types, reasons};
 use crate::controller::names::{CONTROLLER_NAME, FIELD_MANAGER, LABEL_DV, member_pod_name};
 use dvt_sim::timeline::{Change, TimelineEntry, readiness_dips};
 use dvt_sim::{ClusterOptions, Fault};
@@ -485,7 +485,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
     narrator.set_charon_image(SECOND_UPGRADE).await?;
     let held_by_budget = narrator
         .follow(pace.limit, |dv| {
-            progressing_reason(dv) == Some(condition_reasons::ROLLOUT_HELD_BY_BUDGET)
+            progressing_reason(dv) == Some(reasons::ROLLOUT_HELD_BY_BUDGET)
         })
         .await
         .is_some();
@@ -517,8 +517,8 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
     let timeline = narrator.timeline();
     let summary = DemoSummary {
         rollouts_completed,
-        rollout_restarts: narrator.count_events("RollingRestart").await,
-        repairs: narrator.count_events("Repairing").await,
+        rollout_restarts: narrator.count_events(reasons::ROLLING_RESTART).await,
+        repairs: narrator.count_events(reasons::REPAIRING).await,
         held_by_budget,
         lowest_ready: lowest_ready_since(&timeline, since, DV).unwrap_or_default(),
         members,
