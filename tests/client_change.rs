@@ -7,8 +7,6 @@ mod common;
 
 use common::*;
 use dvt_operator::api::DistributedValidator;
-use dvt_operator::controller::names::FIELD_MANAGER;
-use dvt_sim::timeline::Change;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, Patch, PatchParams};
 
@@ -28,34 +26,10 @@ async fn images(world: &World, set: &str) -> Vec<String> {
         .collect()
 }
 
-fn operator_writes(world: &World, since: usize, resource: &str) -> usize {
-    world
-        .sim
-        .store()
-        .timeline()
-        .into_iter()
-        .skip(since)
-        .filter(|e| {
-            matches!(&e.change, Change::Write { resource: r, actor, .. }
-                if r == resource && actor == FIELD_MANAGER)
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_change_is_held_until_the_slashing_protection_is_moved() {
     let world = world().await;
-    world
-        .apply_file(
-            &example_with(
-                "stader-4.yaml",
-                "  rollout: {minReadySeconds: 1, restartDelaySeconds: 1}\n",
-            ),
-            "default",
-        )
-        .await
-        .unwrap();
-    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    converged(&world, "stader-4.yaml", "stader-4").await;
     let before = images(&world, "stader-4-alpha").await;
     assert!(
         before.iter().any(|i| i.starts_with("sigp/lighthouse:")),
@@ -108,8 +82,11 @@ async fn a_client_change_is_held_until_the_slashing_protection_is_moved() {
     assert!(events.contains("member alpha runs lighthouse"), "{events}");
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     assert_eq!(images(&world, "stader-4-alpha").await, before);
-    assert_eq!(operator_writes(&world, since, "statefulsets.apps"), 0);
-    assert_eq!(operator_writes(&world, since, "pods"), 0);
+    assert_eq!(
+        operator_writes(&world, since, "statefulsets.apps"),
+        Vec::<String>::new()
+    );
+    assert_eq!(operator_writes(&world, since, "pods"), Vec::<String>::new());
 
     // Moved by hand: the DV is annotated, and alpha becomes a Nimbus member as a rollout step.
     dvs.patch(

@@ -11,9 +11,7 @@ use std::process::Command;
 use common::*;
 use dvt_operator::controller::names::{FIELD_MANAGER, LABEL_DV};
 use dvt_sim::Fault;
-use dvt_sim::timeline::{Change, readiness_dips};
-
-const FAST_ROLLOUT: &str = "  rollout: {minReadySeconds: 1, restartDelaySeconds: 1, restartBackoffSeconds: 1, maxRestartBackoffSeconds: 4}\n";
+use dvt_sim::timeline::readiness_dips;
 
 /// Runs `kubectl dv ARGS` as a user would: kubectl with the world's kubeconfig, the plugin on
 /// PATH. Returns (success, stdout, stderr).
@@ -121,33 +119,10 @@ fn snapshot(name: &str, actual: &str) {
     );
 }
 
-fn operator_pod_writes(world: &World, since: usize) -> Vec<String> {
-    world
-        .sim
-        .store()
-        .timeline()
-        .into_iter()
-        .skip(since)
-        .filter_map(|e| match e.change {
-            Change::Write {
-                resource,
-                name,
-                actor,
-                ..
-            } if resource == "pods" && actor == FIELD_MANAGER => Some(name),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_one_screen_and_a_restart_waits_for_the_budget() {
     let world = world().await;
-    world
-        .apply_file(&example_with("stader-4.yaml", FAST_ROLLOUT), "default")
-        .await
-        .unwrap();
-    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    converged(&world, "stader-4.yaml", "stader-4").await;
 
     let (ok, text, stderr) = kubectl_dv(&world, &["status", "stader-4"]);
     assert!(ok, "{stderr}");
@@ -205,7 +180,7 @@ async fn status_shows_one_screen_and_a_restart_waits_for_the_budget() {
     assert!(held.contains(", pending"), "{held}");
     assert!(held.contains("pending: bravo; next: none now"), "{held}");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(operator_pod_writes(&world, since), Vec::<String>::new());
+    assert_eq!(operator_writes(&world, since, "pods"), Vec::<String>::new());
 
     // The zone returns: bravo, and only bravo, is restarted, within the budget.
     world.sim.inject(Fault::RestoreZone { zone }).unwrap();
@@ -220,7 +195,7 @@ async fn status_shows_one_screen_and_a_restart_waits_for_the_budget() {
             })
     })
     .await;
-    assert_eq!(operator_pod_writes(&world, since), ["stader-4-bravo-0"]);
+    assert_eq!(operator_writes(&world, since, "pods"), ["stader-4-bravo-0"]);
     let dips = readiness_dips(
         &world.sim.store().timeline(),
         LABEL_DV,
@@ -277,11 +252,7 @@ async fn status_shows_one_screen_and_a_restart_waits_for_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_and_resume_reach_the_operator_and_a_rollout_restart_rolls_every_member() {
     let world = world().await;
-    world
-        .apply_file(&example_with("stader-4.yaml", FAST_ROLLOUT), "default")
-        .await
-        .unwrap();
-    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    converged(&world, "stader-4.yaml", "stader-4").await;
     let (ok, said, stderr) = kubectl_dv(&world, &["pause", "stader-4"]);
     assert!(ok, "{stderr}");
     assert!(said.starts_with("Paused stader-4"), "{said}");
@@ -301,19 +272,12 @@ async fn pause_and_resume_reach_the_operator_and_a_rollout_restart_rolls_every_m
     let (_, paused, _) = kubectl_dv(&world, &["status", "stader-4"]);
     assert!(paused.contains("PAUSED"), "{paused}");
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-    assert_eq!(operator_pod_writes(&world, since), Vec::<String>::new());
+    assert_eq!(operator_writes(&world, since, "pods"), Vec::<String>::new());
 
     let (ok, _, stderr) = kubectl_dv(&world, &["resume", "stader-4"]);
     assert!(ok, "{stderr}");
-    dv_where(&world, "stader-4", "every member restarted", |dv| {
-        available(dv)
-            && dv
-                .status
-                .as_ref()
-                .is_some_and(|s| s.members.iter().all(|m| !m.outdated))
-    })
-    .await;
-    let mut restarted = operator_pod_writes(&world, since);
+    dv_where(&world, "stader-4", "every member restarted", rolled_out).await;
+    let mut restarted = operator_writes(&world, since, "pods");
     restarted.sort();
     assert_eq!(
         restarted,

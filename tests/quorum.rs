@@ -16,17 +16,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
-/// Quick settings so that a test sees restarts within seconds.
-const FAST_ROLLOUT: &str = "  rollout: {minReadySeconds: 1, restartDelaySeconds: 1, restartBackoffSeconds: 1, maxRestartBackoffSeconds: 4}\n";
-
-async fn converged(world: &World, file: &str, name: &str) -> DistributedValidator {
-    world
-        .apply_file(&example_with(file, FAST_ROLLOUT), "default")
-        .await
-        .unwrap();
-    dv_where(world, name, &format!("{name} Available"), available).await
-}
-
 /// Pod deletions (including evictions) by the operator, by pod name. Outside a storage change
 /// (whose owner-reference patch these tests never cause) the operator writes pods only to
 /// delete them: marking a bound pod for deletion, or removing an unbound one.
@@ -84,15 +73,8 @@ const NEW_IMAGE: &str = "obolnetwork/charon:v1.8.0";
 
 /// Waits until the DV is Available with no member outdated, then checks that every pod runs the
 /// new image. (`dv_where` prints the status on a timeout, which tells a stuck rollout apart.)
-async fn rolled_out(world: &World, name: &str) {
-    dv_where(world, name, "Available after the rollout", |dv| {
-        available(dv)
-            && dv
-                .status
-                .as_ref()
-                .is_some_and(|s| s.members.iter().all(|m| !m.outdated))
-    })
-    .await;
+async fn rolled_out_everywhere(world: &World, name: &str) {
+    dv_where(world, name, "Available after the rollout", rolled_out).await;
     let pods: Api<Pod> = Api::default_namespaced(world.client.clone());
     let selector = format!("{LABEL_DV}={name}");
     wait_for("every member on the new image", || {
@@ -182,7 +164,7 @@ async fn rolls_one_at_a_time(file: &str, name: &str, members: usize, threshold: 
     let world = world().await;
     converged(&world, file, name).await;
     change_image(&world, name).await;
-    rolled_out(&world, name).await;
+    rolled_out_everywhere(&world, name).await;
     let deletes = operator_deletes(&world);
     assert_eq!(
         deletes.len(),
@@ -275,7 +257,7 @@ async fn a_restarted_operator_resumes_the_rollout_without_restarting_a_member_tw
     world.stop_operator().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     world.start_operator().unwrap();
-    rolled_out(&world, "stader-4").await;
+    rolled_out_everywhere(&world, "stader-4").await;
     let deletes = operator_deletes(&world);
     assert_eq!(deletes.len(), 4, "{deletes:?}");
     assert!(
@@ -356,5 +338,5 @@ async fn a_paused_dv_is_left_alone() {
     dvs.patch("stader-4", &PatchParams::default(), &Patch::Merge(&resume))
         .await
         .unwrap();
-    rolled_out(&world, "stader-4").await;
+    rolled_out_everywhere(&world, "stader-4").await;
 }

@@ -218,3 +218,37 @@ fn write_temporary(file: &str, contents: &str) -> std::path::PathBuf {
     std::fs::write(&path, contents).unwrap();
     path
 }
+
+/// Quick rollout settings so that a test sees restarts within seconds.
+pub const FAST_ROLLOUT: &str = "  rollout: {minReadySeconds: 1, restartDelaySeconds: 1, restartBackoffSeconds: 1, maxRestartBackoffSeconds: 4}\n";
+
+/// Applies an example with [`FAST_ROLLOUT`] and waits until its DV is Available.
+pub async fn converged(world: &World, file: &str, name: &str) -> DistributedValidator {
+    world
+        .apply_file(&example_with(file, FAST_ROLLOUT), "default")
+        .await
+        .unwrap();
+    dv_where(world, name, &format!("{name} Available"), available).await
+}
+
+/// Available, and no member runs an older revision: a rollout (or a restart asked) is done.
+pub fn rolled_out(dv: &DistributedValidator) -> bool {
+    available(dv)
+        && dv
+            .status
+            .as_ref()
+            .is_some_and(|s| s.members.iter().all(|m| !m.outdated))
+}
+
+/// The names of `resource` objects (`pods`, `statefulsets.apps`) the operator wrote from
+/// timeline entry `since` on, in order (for pods: deletes and evictions).
+pub fn operator_writes(world: &World, since: usize, resource: &str) -> Vec<String> {
+    let prefix = format!("{resource}/");
+    writes_by_operator(world, since)
+        .into_iter()
+        .filter_map(|write| {
+            let (_, object) = write.split_once(' ')?;
+            object.strip_prefix(&prefix).map(str::to_owned)
+        })
+        .collect()
+}
