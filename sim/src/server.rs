@@ -1132,6 +1132,17 @@ fn delete_options(
     })
 }
 
+/// A watch line around an object already in JSON: the bytes `event_line` would make.
+fn raw_event_line(event_type: &str, object: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(object.len() + 32);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(event_type.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
+}
+
 fn event_line(event_type: &str, object: &Value) -> Bytes {
     let mut line = json!({"type": event_type, "object": object}).to_string();
     line.push('\n');
@@ -1218,6 +1229,19 @@ fn watch(
             }
         }
     };
+    // The common case sends the event's bytes as they are; a table, a metadata-only watch or
+    // another version needs the object as a tree.
+    let render_event = {
+        let rt = rt.clone();
+        let render = render.clone();
+        move |event: &WatchEvent| {
+            if !as_table && !as_metadata && event.api_version == rt.api_version() {
+                raw_event_line(event.event_type.as_str(), &event.json)
+            } else {
+                event_line(event.event_type.as_str(), &render(&event.object()))
+            }
+        }
+    };
     let bookmark = {
         let rt = rt.clone();
         move |rv: u64, initial_end: bool| {
@@ -1256,20 +1280,12 @@ fn watch(
         // Selector changes turn into ADDED/DELETED for the watcher, as Kubernetes does; here an
         // object that stops matching is reported DELETED and one that starts matching ADDED.
         let selected = |event: &WatchEvent| {
-            labels.matches_labels(&event.object) && fields.matches_fields(&event.object)
+            labels.matches_labels(&json!({"metadata": {"labels": event.labels}}))
+                && (fields.is_empty() || fields.matches_fields(&event.object()))
         };
         for event in backlog {
             last_rv = event.resource_version;
-            if matches(&event)
-                && selected(&event)
-                && tx
-                    .send(event_line(
-                        event.event_type.as_str(),
-                        &render(&event.object),
-                    ))
-                    .await
-                    .is_err()
-            {
+            if matches(&event) && selected(&event) && tx.send(render_event(&event)).await.is_err() {
                 return;
             }
         }
@@ -1283,7 +1299,7 @@ fn watch(
                             continue;
                         }
                         last_rv = event.resource_version;
-                        if matches(&event) && selected(&event) && tx.send(event_line(event.event_type.as_str(), &render(&event.object))).await.is_err() {
+                        if matches(&event) && selected(&event) && tx.send(render_event(&event)).await.is_err() {
                             return;
                         }
                     }
@@ -1308,4 +1324,21 @@ fn watch(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream.boxed()))
         .map_err(|e| ApiError::internal(format!("cannot start the watch stream: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_line_from_stored_bytes_is_the_line_made_from_the_object() {
+        let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "é\"b"}}});
+        let raw = raw_event_line("MODIFIED", &serde_json::to_vec(&object).unwrap());
+        let made = event_line("MODIFIED", &object);
+        let parse = |line: &Bytes| {
+            assert!(line.ends_with(b"\n"));
+            serde_json::from_slice::<Value>(line).unwrap()
+        };
+        assert_eq!(parse(&raw), parse(&made));
+    }
 }

@@ -46,7 +46,21 @@ pub struct WatchEvent {
     pub key: StorageKey,
     pub namespace: String,
     pub event_type: EventType,
-    pub object: Value,
+    /// The object as served through the version it was written with (`apiVersion` and `kind`
+    /// set), serialized once: history keeps text rather than a tree (a serde_json tree takes
+    /// several times the memory), and every watcher sends these bytes as they are.
+    pub json: axum::body::Bytes,
+    /// The `apiVersion` in `json`: a watch through another version re-presents the object.
+    pub api_version: String,
+    /// `metadata.labels`, so that label selectors need not parse `json`.
+    pub labels: Value,
+}
+
+impl WatchEvent {
+    /// The object as a tree (for field selectors, tables and metadata-only watches).
+    pub fn object(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
 }
 
 /// Which part of an object a write addresses.
@@ -971,12 +985,27 @@ impl State {
             self.auth_generation
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
+        let api_version = rt.api_version();
+        let presented = object.get("apiVersion").and_then(Value::as_str)
+            == Some(api_version.as_str())
+            && object.get("kind").and_then(Value::as_str) == Some(rt.kind.as_str());
+        let json = if presented {
+            serde_json::to_vec(object)
+        } else {
+            serde_json::to_vec(&self.present(rt, object))
+        }
+        .unwrap_or_default();
         let event = Arc::new(WatchEvent {
             resource_version: rv,
             key: rt.storage_key(),
             namespace: namespace.to_owned(),
             event_type,
-            object: object.clone(),
+            json: json.into(),
+            api_version,
+            labels: object
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or(Value::Null),
         });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_limit {
@@ -1958,4 +1987,39 @@ pub fn desired_healthy(pdb: &Value, expected: i64) -> i64 {
         return (expected - max).max(0);
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_event_holds_the_served_object_as_json_and_its_labels() {
+        let store = Store::new(DEFAULT_HISTORY);
+        let rt = store
+            .registry()
+            .get("", "v1", "configmaps")
+            .expect("configmaps are built in");
+        let (_, mut receiver) = store.watch_from(&rt.storage_key(), 0).unwrap();
+        let body = json!({"metadata": {"name": "c", "labels": {"app": "x"}}, "data": {"k": "v"}});
+        store
+            .create(
+                &rt,
+                "default",
+                body,
+                &WriteOptions {
+                    field_manager: "test".into(),
+                    dry_run: false,
+                    client: "test".into(),
+                },
+            )
+            .unwrap();
+        let event = receiver.try_recv().unwrap();
+        assert_eq!(event.labels, json!({"app": "x"}));
+        assert_eq!(event.api_version, "v1");
+        let object = event.object();
+        assert_eq!(object["kind"], "ConfigMap");
+        assert_eq!(object["apiVersion"], "v1");
+        assert_eq!(object["data"]["k"], "v");
+    }
 }
