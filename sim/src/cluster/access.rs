@@ -24,7 +24,7 @@ pub struct Access {
 type TypedCaches = HashMap<(StorageKey, TypeId), Box<dyn Any + Send>>;
 
 /// Objects of one type by (namespace, name), with the resourceVersion they were decoded at.
-type Decoded<T> = HashMap<(String, String), (String, T)>;
+type Decoded<T> = HashMap<(String, String), (String, Arc<T>)>;
 
 impl Access {
     pub fn new(store: Arc<Store>) -> Access {
@@ -69,8 +69,12 @@ impl Access {
     ///
     /// Objects are decoded once per resourceVersion and kept: a pass of the controllers reads
     /// every pod several times, and copying and decoding thousands of them on each read made
-    /// the simulator's controllers, not the API, the bottleneck at scale.
-    pub fn list<T: DeserializeOwned + Clone + Send + 'static>(&self, rt: &ResourceType) -> Vec<T> {
+    /// the simulator's controllers, not the API, the bottleneck at scale. They are shared, not
+    /// copied: a pass reads them through `Arc`s and copies only what it changes.
+    pub fn list<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        rt: &ResourceType,
+    ) -> Vec<Arc<T>> {
         let mut typed = self
             .typed
             .lock()
@@ -101,7 +105,7 @@ impl Access {
                 .to_owned();
             match serde_json::from_value::<T>(value) {
                 Ok(object) => {
-                    decoded.insert(key, (version, object));
+                    decoded.insert(key, (version, Arc::new(object)));
                 }
                 Err(error) => {
                     decoded.remove(&key);

@@ -188,7 +188,7 @@ impl Cluster {
 
     /// Applies a fault; the controllers act on it at once.
     pub fn inject(&self, fault: Fault) {
-        let nodes: Vec<Node> = self.inner.access.list(&self.inner.types.nodes);
+        let nodes: Vec<Arc<Node>> = self.inner.access.list(&self.inner.types.nodes);
         let in_zone = |zone: &str| {
             nodes
                 .iter()
@@ -330,7 +330,7 @@ impl Inner {
     /// whose request grew gets that capacity (kube-apiserver's resize admission already refused
     /// a claim whose StorageClass does not allow expansion).
     fn expand_volumes(&self) {
-        let claims: Vec<PersistentVolumeClaim> = self.access.list(&self.types.pvcs);
+        let claims: Vec<Arc<PersistentVolumeClaim>> = self.access.list(&self.types.pvcs);
         for claim in claims {
             let requested = claim
                 .spec
@@ -353,7 +353,7 @@ impl Inner {
             if status.phase.as_deref() != Some("Bound") || !bigger {
                 continue;
             }
-            let mut expanded = claim.clone();
+            let mut expanded = Arc::unwrap_or_clone(claim.clone());
             if let Some(status) = expanded.status.as_mut() {
                 status
                     .capacity
@@ -392,12 +392,12 @@ impl Inner {
     }
 
     /// Node status and taints follow the node's health.
-    fn node_lifecycle(&self, failed: &BTreeSet<String>) -> Vec<Node> {
-        let nodes: Vec<Node> = self.access.list(&self.types.nodes);
+    fn node_lifecycle(&self, failed: &BTreeSet<String>) -> Vec<Arc<Node>> {
+        let nodes: Vec<Arc<Node>> = self.access.list(&self.types.nodes);
         for (index, node) in nodes.iter().enumerate() {
             let name = name_of(&node.metadata);
             let healthy = !failed.contains(&name);
-            let mut updated = node.clone();
+            let mut updated = Arc::unwrap_or_clone(node.clone());
             let previous = node.status.clone().unwrap_or_default();
             let ready_before = previous
                 .conditions
@@ -521,7 +521,7 @@ impl Inner {
                     });
                 }
             }
-            let mut with_taints = node.clone();
+            let mut with_taints = Arc::unwrap_or_clone(node.clone());
             with_taints
                 .spec
                 .get_or_insert_with(NodeSpec::default)
@@ -555,10 +555,12 @@ impl Inner {
     }
 
     /// Pods whose node is gone, or out of service and not ready, are removed (PodGC).
-    fn pod_gc(&self, nodes: &[Node], failed: &BTreeSet<String>) {
-        let by_name: BTreeMap<String, &Node> =
-            nodes.iter().map(|n| (name_of(&n.metadata), n)).collect();
-        let pods: Vec<Pod> = self.access.list(&self.types.pods);
+    fn pod_gc(&self, nodes: &[Arc<Node>], failed: &BTreeSet<String>) {
+        let by_name: BTreeMap<String, &Node> = nodes
+            .iter()
+            .map(|n| (name_of(&n.metadata), n.as_ref()))
+            .collect();
+        let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
         for pod in pods {
             let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
                 continue;
@@ -582,13 +584,13 @@ impl Inner {
     }
 
     fn statefulsets(&self) {
-        let sets: Vec<StatefulSet> = self.access.list(&self.types.statefulsets);
+        let sets: Vec<Arc<StatefulSet>> = self.access.list(&self.types.statefulsets);
         if sets.is_empty() {
             return;
         }
-        let pods: Vec<Pod> = self.access.list(&self.types.pods);
-        let revisions: Vec<ControllerRevision> = self.access.list(&self.types.revisions);
-        let claims: Vec<PersistentVolumeClaim> = self.access.list(&self.types.pvcs);
+        let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
+        let revisions: Vec<Arc<ControllerRevision>> = self.access.list(&self.types.revisions);
+        let claims: Vec<Arc<PersistentVolumeClaim>> = self.access.list(&self.types.pvcs);
         let without_controller = |meta: &ObjectMeta| {
             meta.deletion_timestamp.is_none()
                 && !meta
@@ -599,11 +601,13 @@ impl Inner {
         };
         let orphan_pods: Vec<&Pod> = pods
             .iter()
-            .filter(|p| without_controller(&p.metadata))
+            .map(AsRef::as_ref)
+            .filter(|p: &&Pod| without_controller(&p.metadata))
             .collect();
         let orphan_revisions: Vec<&ControllerRevision> = revisions
             .iter()
-            .filter(|r| without_controller(&r.metadata))
+            .map(AsRef::as_ref)
+            .filter(|r: &&ControllerRevision| without_controller(&r.metadata))
             .collect();
         for set in &sets {
             if set.metadata.deletion_timestamp.is_some() {
@@ -654,12 +658,18 @@ impl Inner {
                 self.adopt(set, &self.types.revisions, candidates, |r| &mut r.metadata);
             let set_pods: Vec<&Pod> = pods
                 .iter()
-                .filter(|p| namespace_of(&p.metadata) == namespace && owned_by_set(&p.metadata))
+                .map(AsRef::as_ref)
+                .filter(|p: &&Pod| {
+                    namespace_of(&p.metadata) == namespace && owned_by_set(&p.metadata)
+                })
                 .chain(adopted_pods.iter())
                 .collect();
             let set_revisions: Vec<&ControllerRevision> = revisions
                 .iter()
-                .filter(|r| namespace_of(&r.metadata) == namespace && owned_by_set(&r.metadata))
+                .map(AsRef::as_ref)
+                .filter(|r: &&ControllerRevision| {
+                    namespace_of(&r.metadata) == namespace && owned_by_set(&r.metadata)
+                })
                 .chain(adopted_revisions.iter())
                 .collect();
             let claim_names: BTreeSet<String> = claims
@@ -737,7 +747,7 @@ impl Inner {
                     .delete(&self.types.pods, &namespace, name, &options);
             }
             if set.status.as_ref() != Some(&plan.status) {
-                let mut updated = set.clone();
+                let mut updated = Arc::unwrap_or_clone(set.clone());
                 updated.status = Some(plan.status.clone());
                 let _ = self.access.replace(
                     &self.types.statefulsets,
@@ -751,11 +761,15 @@ impl Inner {
         }
     }
 
-    fn schedule(&self, nodes: &[Node], node_ready: &dyn Fn(&Node) -> bool) {
-        let pods: Vec<Pod> = self.access.list(&self.types.pods);
+    fn schedule(&self, nodes: &[Arc<Node>], node_ready: &dyn Fn(&Node) -> bool) {
+        // Nodes are few: the scheduler's plain copies cost nothing next to the pods.
+        let nodes: Vec<Node> = nodes.iter().map(|n| Node::clone(n)).collect();
+        let nodes = nodes.as_slice();
+        let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
         let pending: Vec<&Pod> = pods
             .iter()
-            .filter(|p| {
+            .map(AsRef::as_ref)
+            .filter(|p: &&Pod| {
                 p.metadata.deletion_timestamp.is_none()
                     && p.spec.as_ref().is_some_and(|s| s.node_name.is_none())
             })
@@ -763,10 +777,10 @@ impl Inner {
         if pending.is_empty() {
             return;
         }
-        let claims: Vec<PersistentVolumeClaim> = self.access.list(&self.types.pvcs);
+        let claims: Vec<Arc<PersistentVolumeClaim>> = self.access.list(&self.types.pvcs);
         let mut placed_pods: Vec<(Pod, String)> = pods
             .iter()
-            .filter_map(|p| Some((p.clone(), p.spec.as_ref()?.node_name.clone()?)))
+            .filter_map(|p| Some((Pod::clone(p), p.spec.as_ref()?.node_name.clone()?)))
             .collect();
         for pod in pending {
             let namespace = namespace_of(&pod.metadata);
@@ -899,7 +913,7 @@ impl Inner {
         nodes: &[Node],
         namespace: &str,
         claim_names: &[String],
-        claims: &[PersistentVolumeClaim],
+        claims: &[Arc<PersistentVolumeClaim>],
         node: &str,
     ) {
         let Some(zone) = nodes
@@ -920,7 +934,7 @@ impl Inner {
             {
                 continue;
             }
-            let mut pinned = claim.clone();
+            let mut pinned = Arc::unwrap_or_clone(claim.clone());
             let annotations = pinned
                 .metadata
                 .annotations
@@ -938,8 +952,13 @@ impl Inner {
         }
     }
 
-    fn kubelets(&self, nodes: &[Node], failed: &BTreeSet<String>, now: Instant) -> Option<Instant> {
-        let pods: Vec<Pod> = self.access.list(&self.types.pods);
+    fn kubelets(
+        &self,
+        nodes: &[Arc<Node>],
+        failed: &BTreeSet<String>,
+        now: Instant,
+    ) -> Option<Instant> {
+        let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
         let host_ip: BTreeMap<String, String> = nodes
             .iter()
             .map(|n| {
@@ -1158,7 +1177,7 @@ impl Inner {
                 }
             }
             if changed {
-                let mut updated = pod.clone();
+                let mut updated = Arc::unwrap_or_clone(pod.clone());
                 updated.status = Some(status);
                 let _ = self.access.replace(
                     &self.types.pods,
@@ -1174,11 +1193,11 @@ impl Inner {
     }
 
     fn disruption_budgets(&self) {
-        let budgets: Vec<PodDisruptionBudget> = self.access.list(&self.types.pdbs);
+        let budgets: Vec<Arc<PodDisruptionBudget>> = self.access.list(&self.types.pdbs);
         if budgets.is_empty() {
             return;
         }
-        let pods: Vec<Pod> = self.access.list(&self.types.pods);
+        let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
         for budget in budgets {
             let namespace = namespace_of(&budget.metadata);
             let Some(selector) = budget.spec.as_ref().and_then(|s| s.selector.clone()) else {
@@ -1186,7 +1205,8 @@ impl Inner {
             };
             let matching: Vec<&Pod> = pods
                 .iter()
-                .filter(|p| namespace_of(&p.metadata) == namespace)
+                .map(AsRef::as_ref)
+                .filter(|p: &&Pod| namespace_of(&p.metadata) == namespace)
                 .filter(|p| {
                     scheduler::selector_matches(
                         &selector,
@@ -1199,7 +1219,7 @@ impl Inner {
                 .iter()
                 .filter(|p| serde_json::to_value(p).is_ok_and(|v| crate::store::pod_ready(&v)))
                 .count() as i64;
-            let as_value = serde_json::to_value(&budget).unwrap_or_default();
+            let as_value = serde_json::to_value(budget.as_ref()).unwrap_or_default();
             let desired = crate::store::desired_healthy(&as_value, expected);
             let allowed = (healthy - desired).max(0);
             let previous = budget.status.clone().unwrap_or_default();
@@ -1235,7 +1255,7 @@ impl Inner {
                 disrupted_pods: None,
             };
             if budget.status.as_ref() != Some(&status) {
-                let mut updated = budget.clone();
+                let mut updated = Arc::unwrap_or_clone(budget.clone());
                 updated.status = Some(status);
                 let _ = self.access.replace(
                     &self.types.pdbs,
