@@ -602,7 +602,7 @@ async fn reconcile_inner(
             return Ok(Action::await_change());
         }
     };
-    for (member, why) in &cluster.blocked {
+    for model::MemberProblem { member, why } in &cluster.blocked {
         let already = dv.status.as_ref().is_some_and(|s| {
             s.conditions.iter().any(|c| {
                 c.type_ == crate::api::condition_types::KEY_SHARES_VERIFIED
@@ -641,7 +641,7 @@ async fn reconcile_inner(
             .await;
         }
     }
-    for (member, why) in &cluster.share_mismatches {
+    for model::MemberProblem { member, why } in &cluster.share_mismatches {
         let already = dv.status.as_ref().is_some_and(|s| {
             s.conditions.iter().any(|c| {
                 c.type_ == crate::api::condition_types::KEY_SHARES_VERIFIED

@@ -153,6 +153,14 @@ pub fn restart_requests(
     }
 }
 
+/// Why one member cannot be built or changed (a missing Secret, a keystore that does not hold
+/// its share): nothing is created or changed for it, and its pod, if any, is left alone.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MemberProblem {
+    pub member: String,
+    pub why: String,
+}
+
 /// A DV that passed validation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cluster {
@@ -181,10 +189,10 @@ pub struct Cluster {
     pub members: Vec<Member>,
     /// Members that cannot be built (a Secret is missing), with the reason. Nothing is created
     /// or changed for them.
-    pub blocked: Vec<(String, String)>,
+    pub blocked: Vec<MemberProblem>,
     /// Members whose keystores do not hold their share of the lock, with the problems. Nothing
     /// is created or changed for them; a running pod is left alone.
-    pub share_mismatches: Vec<(String, String)>,
+    pub share_mismatches: Vec<MemberProblem>,
     /// Members whose claims grow (by member name: claim template and new size): their PVCs are
     /// expanded and their StatefulSet recreated before it is applied again.
     pub storage_growth: BTreeMap<String, Vec<(String, String)>>,
@@ -516,7 +524,10 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         })
         .collect();
         if !missing.is_empty() {
-            blocked.push((member.name.clone(), missing.join("; ")));
+            blocked.push(MemberProblem {
+                member: member.name.clone(),
+                why: missing.join("; "),
+            });
             continue;
         }
         // The member's keystores must hold its own share of every validator: someone else's
@@ -540,7 +551,10 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             )],
         };
         if !share_problems.is_empty() {
-            share_mismatches.push((member.name.clone(), share_problems.join("; ")));
+            share_mismatches.push(MemberProblem {
+                member: member.name.clone(),
+                why: share_problems.join("; "),
+            });
             continue;
         }
         let version = |secret: &str| {
@@ -731,9 +745,9 @@ mod tests {
         let cluster = validate(&dv, &facts).unwrap();
         assert_eq!(cluster.members.len(), 3);
         assert_eq!(cluster.blocked.len(), 1);
-        assert_eq!(cluster.blocked[0].0, "bravo");
+        assert_eq!(cluster.blocked[0].member, "bravo");
         assert!(
-            cluster.blocked[0].1.contains("stader-4-bravo-keystore"),
+            cluster.blocked[0].why.contains("stader-4-bravo-keystore"),
             "{:?}",
             cluster.blocked
         );
@@ -929,7 +943,7 @@ mod tests {
         dv.spec.members[1].key_share_secret.name = "bravo-copy".into();
         let cluster = validate(&dv, &facts).unwrap();
         assert_eq!(cluster.members.len(), 3);
-        let (member, why) = &cluster.share_mismatches[0];
+        let MemberProblem { member, why } = &cluster.share_mismatches[0];
         assert_eq!(member, "bravo");
         assert!(
             why.contains("validator 0: keystore-0.json in Secret \"bravo-copy\"")

@@ -443,7 +443,7 @@ pub fn compute(
             } else if cluster
                 .share_mismatches
                 .iter()
-                .any(|(m, _)| *m == member.name)
+                .any(|p| p.member == member.name)
             {
                 Some(false)
             } else {
@@ -559,7 +559,7 @@ pub fn compute(
                 cluster
                     .blocked
                     .iter()
-                    .map(|(_, why)| why.as_str())
+                    .map(|p| p.why.as_str())
                     .collect::<Vec<_>>()
                     .join("; ")
             ),
@@ -661,9 +661,9 @@ pub fn compute(
         generation,
         now,
     ));
-    let whys = |list: &[(String, String)]| {
+    let whys = |list: &[super::model::MemberProblem]| {
         list.iter()
-            .map(|(_, why)| why.as_str())
+            .map(|p| p.why.as_str())
             .collect::<Vec<_>>()
             .join("; ")
     };
