@@ -147,9 +147,14 @@ pub(super) async fn keep_quorum(
                     }
                     _ => 0,
                 };
-                outcome
-                    .restarted
-                    .insert(member.clone(), (now.clone(), reason.clone(), consecutive));
+                outcome.restarted.insert(
+                    member.clone(),
+                    status::Restarted {
+                        at: now.clone(),
+                        reason: reason.clone(),
+                        consecutive,
+                    },
+                );
                 let (event_reason, kind) = if force {
                     (crate::api::reasons::FORCE_DELETED, "force-delete")
                 } else if evict {

@@ -13,11 +13,20 @@ use crate::api::{
     DistributedValidator, DistributedValidatorStatus, MemberStatus, Phase, condition_types as types,
 };
 
+/// A restart the operator made this pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Restarted {
+    pub at: Time,
+    pub reason: String,
+    /// Repairs of the member in a row, this one included (0 for a rollout step).
+    pub consecutive: u32,
+}
+
 /// What the quorum planner did and saw this pass, for status.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
-    /// Members restarted now: when, why, and how many times in a row.
-    pub restarted: BTreeMap<String, (Time, String, u32)>,
+    /// Members restarted now, by name.
+    pub restarted: BTreeMap<String, Restarted>,
     pub stranded: Vec<String>,
     pub paused: bool,
     /// Why the planner holds back, one line each.
@@ -433,10 +442,10 @@ pub fn compute(
             ready,
             restarts: seen.pod.map(restarts).unwrap_or(0),
             last_restart_reason: restarted
-                .map(|r| r.1.clone())
+                .map(|r| r.reason.clone())
                 .or_else(|| previous_member.and_then(|m| m.last_restart_reason.clone())),
             last_restart_time: restarted
-                .map(|r| r.0.clone())
+                .map(|r| r.at.clone())
                 .or_else(|| previous_member.and_then(|m| m.last_restart_time.clone())),
             share_public_key_verified: if built.is_some() {
                 Some(true)
@@ -451,7 +460,7 @@ pub fn compute(
             },
             outdated: is_outdated(&seen),
             consecutive_restarts: match restarted {
-                Some(r) => r.2,
+                Some(r) => r.consecutive,
                 None if settled => 0,
                 None => previous_member.map_or(0, |m| m.consecutive_restarts),
             },
