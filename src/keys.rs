@@ -333,7 +333,7 @@ mod tests {
             };
             let lock = split(&out, &options).unwrap();
             let summary = crate::lock::summarize(&lock.to_string()).unwrap();
-            assert_eq!(crate::lock::verify(&summary), Vec::<String>::new());
+            assert_eq!(crate::lock::verify(&summary), Vec::new());
             assert_eq!(summary.threshold as usize, threshold);
             let listed: Vec<String> = summary
                 .public_keys

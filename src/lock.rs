@@ -72,35 +72,73 @@ pub struct ValidatorKeys {
     pub public_shares: Vec<String>,
 }
 
+/// One problem `verify` finds: about one validator of the lock, or (`validator: None`) about
+/// the lock as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockProblem {
+    pub validator: Option<usize>,
+    pub what: String,
+}
+
+impl LockProblem {
+    fn lock(what: String) -> LockProblem {
+        LockProblem {
+            validator: None,
+            what,
+        }
+    }
+    fn validator(validator: usize, what: String) -> LockProblem {
+        LockProblem {
+            validator: Some(validator),
+            what,
+        }
+    }
+}
+
+impl std::fmt::Display for LockProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.validator {
+            Some(v) => write!(f, "validator {v}: {}", self.what),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
 /// Checks every validator of a lock: one share per operator, every point a valid G1 public
 /// key, the first `threshold` shares interpolating (share index i at x = i + 1) to the
 /// distributed public key, and every other share on the same polynomial. Returns one message per
 /// problem, naming the validator and the share.
-pub fn verify(summary: &LockSummary) -> Vec<String> {
+pub fn verify(summary: &LockSummary) -> Vec<LockProblem> {
     use crate::bls::{G1, interpolate};
     let mut problems = Vec::new();
     let t = summary.threshold as usize;
     // A threshold that does not fit is reported, and the points are still checked one by one.
     let threshold_fits = t > 0 && t <= summary.operators;
     if !threshold_fits {
-        problems.push(format!(
+        problems.push(LockProblem::lock(format!(
             "threshold {} does not fit {} operators",
             summary.threshold, summary.operators
-        ));
+        )));
     }
     for (v, keys) in summary.public_keys.iter().enumerate() {
         if keys.public_shares.len() != summary.operators {
-            problems.push(format!(
-                "validator {v}: {} public shares for {} operators",
-                keys.public_shares.len(),
-                summary.operators
+            problems.push(LockProblem::validator(
+                v,
+                format!(
+                    "{} public shares for {} operators",
+                    keys.public_shares.len(),
+                    summary.operators
+                ),
             ));
             continue;
         }
         let group = match G1::from_hex(&keys.distributed_public_key) {
             Ok(point) => point,
             Err(error) => {
-                problems.push(format!("validator {v}: distributed_public_key: {error}"));
+                problems.push(LockProblem::validator(
+                    v,
+                    format!("distributed_public_key: {error}"),
+                ));
                 continue;
             }
         };
@@ -110,7 +148,10 @@ pub fn verify(summary: &LockSummary) -> Vec<String> {
             match G1::from_hex(share) {
                 Ok(point) => shares.push((i as u64 + 1, point)),
                 Err(error) => {
-                    problems.push(format!("validator {v}: public share {i}: {error}"));
+                    problems.push(LockProblem::validator(
+                        v,
+                        format!("public share {i}: {error}"),
+                    ));
                     bad = true;
                 }
             }
@@ -120,18 +161,24 @@ pub fn verify(summary: &LockSummary) -> Vec<String> {
         }
         let basis = &shares[..t];
         if interpolate(basis, 0) != Some(group) {
-            problems.push(format!(
-                "validator {v}: public shares 0..{} do not interpolate to the distributed public key {}",
-                t - 1,
-                keys.distributed_public_key
+            problems.push(LockProblem::validator(
+                v,
+                format!(
+                    "public shares 0..{} do not interpolate to the distributed public key {}",
+                    t - 1,
+                    keys.distributed_public_key
+                ),
             ));
             continue;
         }
         for &(x, share) in &shares[t..] {
             if interpolate(basis, x) != Some(share) {
-                problems.push(format!(
-                    "validator {v}: public share {} is not on the polynomial of the others",
-                    x - 1
+                problems.push(LockProblem::validator(
+                    v,
+                    format!(
+                        "public share {} is not on the polynomial of the others",
+                        x - 1
+                    ),
                 ));
             }
         }
@@ -176,6 +223,10 @@ pub fn summarize(text: &str) -> Result<LockSummary, LockError> {
 mod tests {
     use super::*;
 
+    fn texts(lock: &LockSummary) -> Vec<String> {
+        verify(lock).iter().map(ToString::to_string).collect()
+    }
+
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/charon");
 
     #[test]
@@ -213,7 +264,7 @@ mod tests {
 
     #[test]
     fn the_real_lock_verifies() {
-        assert_eq!(verify(&fixture()), Vec::<String>::new());
+        assert_eq!(texts(&fixture()), Vec::<String>::new());
     }
 
     #[test]
@@ -222,7 +273,7 @@ mod tests {
         let other = lock.public_keys[1].public_shares[3].clone();
         lock.public_keys[0].public_shares[3] = other;
         assert_eq!(
-            verify(&lock),
+            texts(&lock),
             ["validator 0: public share 3 is not on the polynomial of the others"]
         );
     }
@@ -231,7 +282,7 @@ mod tests {
     fn swapped_shares_are_caught() {
         let mut lock = fixture();
         lock.public_keys[2].public_shares.swap(0, 1);
-        let problems = verify(&lock);
+        let problems = texts(&lock);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("validator 2: public shares 0..2 do not interpolate"),
@@ -243,7 +294,7 @@ mod tests {
     fn a_changed_threshold_fails() {
         let mut lock = fixture();
         lock.threshold = 2;
-        let problems = verify(&lock);
+        let problems = texts(&lock);
         assert!(!problems.is_empty());
         assert!(
             problems.iter().all(|p| p.contains("do not interpolate")),
@@ -258,7 +309,7 @@ mod tests {
         let mut bytes: Vec<char> = share.chars().collect();
         bytes[40] = if bytes[40] == '0' { '1' } else { '0' };
         *share = bytes.into_iter().collect();
-        let problems = verify(&lock);
+        let problems = texts(&lock);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("validator 1: public share 2:"),
@@ -274,7 +325,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(lock.public_keys.len(), 2);
-        assert!(!verify(&lock).is_empty());
+        assert!(!texts(&lock).is_empty());
     }
 
     #[test]

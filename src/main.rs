@@ -474,16 +474,14 @@ fn lock_verify(file: &PathBuf) -> ExitCode {
         summary.threshold,
         summary.validators
     );
-    let general: Vec<&String> = problems
-        .iter()
-        .filter(|p| !p.starts_with("validator "))
-        .collect();
+    let general: Vec<&dvt_operator::lock::LockProblem> =
+        problems.iter().filter(|p| p.validator.is_none()).collect();
     for problem in &general {
         println!("{problem}");
     }
     for (v, keys) in summary.public_keys.iter().enumerate() {
-        let prefix = format!("validator {v}:");
-        let own: Vec<&String> = problems.iter().filter(|p| p.starts_with(&prefix)).collect();
+        let own: Vec<&dvt_operator::lock::LockProblem> =
+            problems.iter().filter(|p| p.validator == Some(v)).collect();
         if !own.is_empty() {
             for problem in own {
                 println!("{problem}");

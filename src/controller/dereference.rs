@@ -112,12 +112,14 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
 /// collision-resistant hash: whoever can edit a lock must not be able to make it look like one
 /// already verified).
 #[derive(Default)]
-pub(super) struct LockChecks(std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<String>>>);
+pub(super) struct LockChecks(
+    std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<crate::lock::LockProblem>>>,
+);
 
 impl LockChecks {
     /// The problems `lock::verify` finds in `text`; `None` when the document does not parse
     /// (validation reports that).
-    pub(super) fn verify(&self, text: &str) -> Option<Vec<String>> {
+    pub(super) fn verify(&self, text: &str) -> Option<Vec<crate::lock::LockProblem>> {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
         if let Some(known) = self.0.lock().ok()?.get(&key) {

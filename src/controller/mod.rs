@@ -886,7 +886,9 @@ mod tests {
         shares.swap(0, 1);
         let problems = checks.verify(&swapped.to_string()).unwrap();
         assert!(
-            problems.iter().any(|p| p.contains("do not interpolate")),
+            problems
+                .iter()
+                .any(|p| p.what.contains("do not interpolate")),
             "{problems:?}"
         );
         assert_eq!(checks.len(), 2);

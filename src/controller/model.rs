@@ -23,7 +23,7 @@ pub struct Facts {
     pub lock: Result<String, String>,
     /// What `lock::verify` says about that lock, when already known: verifying is BLS work the
     /// controller does once per lock document, not on every reconcile. `None`: validate verifies.
-    pub lock_verification: Option<Vec<String>>,
+    pub lock_verification: Option<Vec<crate::lock::LockProblem>>,
     pub secrets: BTreeMap<String, SecretFacts>,
     /// Public keys of each key-share Secret's keystores (by Secret name, then validator), or why
     /// they could not be read.
