@@ -162,10 +162,7 @@ pub fn view(dv: &DistributedValidator, events: &[Event], now: Timestamp) -> Stat
         .filter(|m| m.outdated)
         .map(|m| m.name.clone())
         .collect();
-    let paused = dv.spec.rollout.paused
-        || annotations
-            .get(ANNOTATION_PAUSED)
-            .is_some_and(|v| v == "true");
+    let paused = crate::controller::is_paused(dv);
     let budget_allows = status.disruption_budget.is_some_and(|b| b > 0);
     let next = member_rows
         .iter()

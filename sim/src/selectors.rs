@@ -127,7 +127,11 @@ impl Selector {
 
     /// Whether an object's labels satisfy this label selector.
     pub fn matches_labels(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels");
+        self.matches_label_map(object.pointer("/metadata/labels"))
+    }
+
+    /// Whether a `metadata.labels` map (or none) satisfies this selector.
+    pub fn matches_label_map(&self, labels: Option<&Value>) -> bool {
         self.matches_with(|key| {
             labels
                 .and_then(|l| l.get(key))

@@ -924,10 +924,7 @@ async fn object_request(
                 &field_manager(&params, headers),
                 &user_agent(headers),
             )?;
-            return Ok(json_response(
-                StatusCode::CREATED,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-            ));
+            return Ok(created_status());
         }
         Some("token") if rt.kind == "ServiceAccount" => {
             if method != Method::POST {
@@ -950,10 +947,7 @@ async fn object_request(
                 &field_manager(&params, headers),
                 &user_agent(headers),
             )?;
-            return Ok(json_response(
-                StatusCode::CREATED,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-            ));
+            return Ok(created_status());
         }
         Some(other) => return Err(ApiError::not_found("subresources", other)),
     };
@@ -1132,6 +1126,14 @@ fn delete_options(
     })
 }
 
+/// The `201 Success` Status kube-apiserver answers to a binding or an eviction.
+fn created_status() -> Response {
+    json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
+}
+
 /// A watch line around an object already in JSON: the bytes `event_line` would make.
 fn raw_event_line(event_type: &str, object: &[u8]) -> Bytes {
     let mut line = Vec::with_capacity(object.len() + 32);
@@ -1280,7 +1282,7 @@ fn watch(
         // Selector changes turn into ADDED/DELETED for the watcher, as Kubernetes does; here an
         // object that stops matching is reported DELETED and one that starts matching ADDED.
         let selected = |event: &WatchEvent| {
-            labels.matches_labels(&json!({"metadata": {"labels": event.labels}}))
+            labels.matches_label_map(Some(&event.labels))
                 && (fields.is_empty() || fields.matches_fields(&event.object()))
         };
         for event in backlog {

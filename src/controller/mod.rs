@@ -49,8 +49,8 @@ use apply::*;
 use caches::*;
 use dereference::*;
 use events::*;
-pub use rollout::ANNOTATION_PAUSED;
 use rollout::*;
+pub use rollout::{ANNOTATION_PAUSED, is_paused};
 use update_status::*;
 
 /// Why a reconcile failed; the variant names the action, and its category is the Event reason.

@@ -11,6 +11,15 @@ pub(super) const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
 /// The annotation that pauses every disruptive action on a DV, like `spec.rollout.paused`.
 pub const ANNOTATION_PAUSED: &str = "dvt.io/paused";
 
+/// Restarts and rollouts of `dv` are stopped: `spec.rollout.paused` or the annotation.
+pub fn is_paused(dv: &DistributedValidator) -> bool {
+    dv.spec.rollout.paused
+        || dv
+            .annotations()
+            .get(ANNOTATION_PAUSED)
+            .is_some_and(|v| v == "true")
+}
+
 /// Plans restarts with the quorum planner and carries them out; returns what happened for
 /// status, and when to look again.
 pub(super) async fn keep_quorum(
@@ -21,11 +30,7 @@ pub(super) async fn keep_quorum(
     now: &Time,
 ) -> (status::Outcome, Option<k8s_openapi::jiff::Timestamp>) {
     let rollout = &dv.spec.rollout;
-    let paused = rollout.paused
-        || dv
-            .annotations()
-            .get(ANNOTATION_PAUSED)
-            .is_some_and(|v| v == "true");
+    let paused = is_paused(dv);
     let settings = crate::planner::Settings {
         threshold: cluster.quorum.threshold(),
         max_unavailable: rollout.max_unavailable,
