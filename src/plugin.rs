@@ -466,7 +466,7 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stader-4.yaml"),
         )
         .unwrap();
-        let mut dv = crate::plan::read_dv(&text).unwrap();
+        let mut dv = crate::cli::plan::read_dv(&text).unwrap();
         dv.metadata.namespace = Some("default".into());
         dv.metadata.generation = Some(2);
         let at = |s: &str| Time(s.parse().unwrap());

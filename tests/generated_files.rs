@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use dvt_operator::crdgen::{CRD_PATH, crd_yaml};
+use dvt_operator::cli::crd::{CRD_PATH, crd_yaml};
 
 #[test]
 fn committed_crd_matches_the_rust_types() {

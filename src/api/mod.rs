@@ -2,7 +2,7 @@
 //!
 //! Doc comments on every field become `kubectl explain` text, so they are written for the person
 //! applying the resource. Rules a schema can express (enums, bounds, patterns, CEL) live here as
-//! attributes; everything else is checked by [`crate::validate`].
+//! attributes; everything else is checked by [`crate::domain::spec_checks`].
 
 mod fixtures;
 mod status;
@@ -773,7 +773,7 @@ impl DistributedValidatorSpec {
     /// The threshold in force: the spec's, or the default for the member count.
     pub fn effective_threshold(&self) -> u32 {
         self.threshold
-            .unwrap_or_else(|| crate::quorum::default_threshold(self.member_count()))
+            .unwrap_or_else(|| crate::domain::quorum::default_threshold(self.member_count()))
     }
 }
 

@@ -185,6 +185,32 @@ async fn tie_pod_to_dv(
     })
 }
 
+/// The build and apply steps: every child of `cluster` built and applied; returns the names of
+/// the StatefulSets whose template was written (their cached copies are now older). A member whose claims
+/// grow keeps its StatefulSet out of this apply (kube-apiserver would refuse the new claim
+/// templates): its PVCs are expanded, then the StatefulSet is deleted with its pod orphaned and
+/// is created again, with the new templates, by the next pass.
+pub(super) async fn apply_cluster(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    cluster: &model::Cluster,
+) -> Result<std::collections::BTreeSet<String>, Error> {
+    let mut desired = build::build(cluster);
+    for (member, claims) in &cluster.storage_growth {
+        let set_name = member_object_name(&dv.name_any(), member);
+        desired
+            .statefulsets
+            .retain(|set| set.metadata.name.as_deref() != Some(set_name.as_str()));
+        grow_storage(dv, ctx, &set_name, claims).await?;
+    }
+    let written = apply(dv, ctx, desired).await?;
+    Ok(written
+        .into_iter()
+        .filter(|(_, kind, _)| *kind == "StatefulSet")
+        .map(|(_, _, name)| name)
+        .collect())
+}
+
 /// What one apply pass wrote: (Created or Updated, kind, name), in the order written.
 pub(super) type Written = Vec<(&'static str, &'static str, String)>;
 
@@ -195,7 +221,7 @@ pub(super) async fn apply(
     dv: &DistributedValidator,
     ctx: &Context,
     desired: Desired,
-) -> Result<(), Error> {
+) -> Result<Written, Error> {
     let mut written = Written::new();
     let result = apply_all(dv, ctx, desired, &mut written).await;
     for reason in [crate::api::reasons::CREATED, crate::api::reasons::UPDATED] {
@@ -222,7 +248,7 @@ pub(super) async fn apply(
         )
         .await;
     }
-    result
+    result.map(|()| written)
 }
 
 /// An Event's note: `reason` and the objects, cut to the 1 kB the Events API accepts.

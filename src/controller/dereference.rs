@@ -80,7 +80,7 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
         })
         .collect();
     let placement = &dv.spec.placement;
-    let mut zones = crate::placement::Zones::new();
+    let mut zones = crate::domain::placement::Zones::new();
     for node in ctx.caches.nodes.state() {
         if let Some(zone) = node.labels().get(&placement.zone_label)
             && (placement.zones.is_empty() || placement.zones.contains(zone))
@@ -113,19 +113,19 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
 /// already verified).
 #[derive(Default)]
 pub(super) struct LockChecks(
-    std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<crate::lock::LockProblem>>>,
+    std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<crate::crypto::lock::LockProblem>>>,
 );
 
 impl LockChecks {
     /// The problems `lock::verify` finds in `text`; `None` when the document does not parse
     /// (validation reports that).
-    pub(super) fn verify(&self, text: &str) -> Option<Vec<crate::lock::LockProblem>> {
+    pub(super) fn verify(&self, text: &str) -> Option<Vec<crate::crypto::lock::LockProblem>> {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
         if let Some(known) = self.0.lock().ok()?.get(&key) {
             return Some(known.clone());
         }
-        let problems = crate::lock::verify(&crate::lock::summarize(text).ok()?);
+        let problems = crate::crypto::lock::verify(&crate::crypto::lock::summarize(text).ok()?);
         if let Ok(mut cache) = self.0.lock() {
             // Bounded: a lock edited over and over must not grow the cache without end.
             if cache.len() >= LOCK_CHECKS_KEPT {
@@ -179,7 +179,7 @@ pub(super) async fn read_keystores(
                         })?;
                 let keys = match secret {
                     None => Err("the Secret disappeared while it was read".to_owned()),
-                    Some(secret) => crate::keystore::public_keys(
+                    Some(secret) => crate::crypto::keystore::public_keys(
                         secret
                             .data
                             .iter()

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::MemberStatus;
-use crate::planner::{Broken, Member, NodeHealth};
+use crate::domain::planner::{Broken, Member, NodeHealth};
 
 /// Container waiting reasons that mean the member cannot come up by itself soon.
 const BROKEN_WAITING: [&str; 6] = [

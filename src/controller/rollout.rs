@@ -1,5 +1,5 @@
 //! Rollout execution: restarts and rolls members one at a time within the quorum budget, as
-//! [`crate::planner`] decides; only the API calls and Events live here.
+//! [`crate::domain::planner`] decides; only the API calls and Events live here.
 
 use super::*;
 
@@ -31,7 +31,7 @@ pub(super) async fn keep_quorum(
 ) -> (status::Outcome, Option<k8s_openapi::jiff::Timestamp>) {
     let rollout = &dv.spec.rollout;
     let paused = is_paused(dv);
-    let settings = crate::planner::Settings {
+    let settings = crate::domain::planner::Settings {
         threshold: cluster.quorum.threshold(),
         max_unavailable: rollout.max_unavailable,
         min_ready: Duration::from_secs(u64::from(rollout.min_ready_seconds)),
@@ -42,7 +42,7 @@ pub(super) async fn keep_quorum(
     };
     let previous = dv.status.clone().unwrap_or_default();
     // Only members that were built take part: a blocked member has no pod to act on.
-    let members: Vec<crate::planner::Member> = dv
+    let members: Vec<crate::domain::planner::Member> = dv
         .spec
         .members
         .iter()
@@ -78,7 +78,7 @@ pub(super) async fn keep_quorum(
             member
         })
         .collect();
-    let plan = crate::planner::plan(&members, &settings, now.0);
+    let plan = crate::domain::planner::plan(&members, &settings, now.0);
     let mut outcome = status::Outcome {
         stranded: plan.stranded.clone(),
         paused,
@@ -92,7 +92,7 @@ pub(super) async fn keep_quorum(
     let mut retry_at: Option<k8s_openapi::jiff::Timestamp> = None;
     for action in &plan.actions {
         let (member, reason, force, evict) = match action {
-            crate::planner::Action::Restart {
+            crate::domain::planner::Action::Restart {
                 member,
                 kind,
                 reason,
@@ -100,9 +100,11 @@ pub(super) async fn keep_quorum(
                 member,
                 reason,
                 false,
-                *kind == crate::planner::RestartKind::Rollout,
+                *kind == crate::domain::planner::RestartKind::Rollout,
             ),
-            crate::planner::Action::ForceDelete { member, reason } => (member, reason, true, false),
+            crate::domain::planner::Action::ForceDelete { member, reason } => {
+                (member, reason, true, false)
+            }
         };
         let Some(pod) = observed.get(member).and_then(|s| s.pod) else {
             continue;
@@ -139,8 +141,8 @@ pub(super) async fn keep_quorum(
             Ok(()) => {
                 info!(member = %member, reason = %reason, budget = plan.budget, "restarted a member");
                 let consecutive = match action {
-                    crate::planner::Action::Restart {
-                        kind: crate::planner::RestartKind::Repair,
+                    crate::domain::planner::Action::Restart {
+                        kind: crate::domain::planner::RestartKind::Repair,
                         ..
                     } => {
                         previous

@@ -1,6 +1,7 @@
 //! Test support: the examples as the controller sees them.
 
-use super::model::{Facts, manifest_facts};
+use super::model::Facts;
+use super::validate::manifest_facts;
 use crate::api::DistributedValidator;
 
 /// The DV of `examples/<file>` (in namespace `default`, with a fixed uid) and the facts its

@@ -143,7 +143,7 @@ pub fn node(node: &mut Node) {
 mod tests {
     use super::*;
     use crate::controller::status::{Observed, is_outdated};
-    use crate::controller::{build, health, model, testing};
+    use crate::controller::{build, health, testing, validate};
     use serde_json::json;
 
     /// A member pod as the StatefulSet controller and kubelet make it: the builder's template,
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn trimmed_members_are_judged_as_whole_ones() {
         let (dv, facts) = testing::example("stader-4.yaml");
-        let cluster = model::validate(&dv, &facts).unwrap();
+        let cluster = validate::validate(&dv, &facts).unwrap();
         let desired = build::build(&cluster);
         let now = testing::time("2027-01-15T08:01:00Z").0;
         for ready in [true, false] {
@@ -215,6 +215,7 @@ mod tests {
                     statefulset: Some(set),
                     pod: Some(p),
                     zone: None,
+                    template_written: false,
                 };
                 let outdated = is_outdated(&observed);
                 let member = health::member("alpha", 0, Some(p), None, outdated, None, now);
@@ -236,7 +237,7 @@ mod tests {
     #[test]
     fn owned_objects_keep_what_apply_compares() {
         let (dv, facts) = testing::example("stader-4.yaml");
-        let desired = build::build(&model::validate(&dv, &facts).unwrap());
+        let desired = build::build(&validate::validate(&dv, &facts).unwrap());
         let mut service = desired.services[0].clone();
         let annotations = service.metadata.annotations.clone();
         super::service(&mut service);

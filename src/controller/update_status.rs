@@ -2,6 +2,93 @@
 
 use super::*;
 
+/// What the caches hold of a DV's members: each one's StatefulSet, pod and the zone of its node.
+/// Each member's StatefulSet and pod have known names: they are looked up, not scanned for (a
+/// scan per reconcile made convergence quadratic in the number of DVs).
+pub(super) struct Observations {
+    sets: BTreeMap<String, Arc<StatefulSet>>,
+    pods: BTreeMap<String, Arc<Pod>>,
+    zones: BTreeMap<String, String>,
+}
+
+impl Observations {
+    pub(super) fn read(dv: &DistributedValidator, caches: &Caches) -> Observations {
+        let namespace = dv.namespace().unwrap_or_default();
+        let dv_name = dv.name_any();
+        let owned_by_dv =
+            |labels: &BTreeMap<String, String>| labels.get(LABEL_DV) == Some(&dv_name);
+        let pods: BTreeMap<String, Arc<Pod>> = dv
+            .spec
+            .members
+            .iter()
+            .filter_map(|m| {
+                let key = ObjectRef::new(&member_pod_name(&dv_name, &m.name)).within(&namespace);
+                let pod = caches.pods.get(&key)?;
+                owned_by_dv(pod.labels()).then(|| (m.name.clone(), pod))
+            })
+            .collect();
+        let zones = pods
+            .iter()
+            .filter_map(|(member, pod)| {
+                let node = pod.spec.as_ref()?.node_name.clone()?;
+                let node = caches.nodes.get(&ObjectRef::new(&node))?;
+                let zone = node.labels().get(&dv.spec.placement.zone_label)?.clone();
+                Some((member.clone(), zone))
+            })
+            .collect();
+        Observations {
+            sets: member_statefulsets(dv, caches),
+            pods,
+            zones,
+        }
+    }
+
+    /// Every member of the spec, with what was found of it; `written` names the StatefulSets
+    /// whose template this pass wrote.
+    pub(super) fn observed(
+        &self,
+        dv: &DistributedValidator,
+        written: &std::collections::BTreeSet<String>,
+    ) -> BTreeMap<String, status::Observed<'_>> {
+        let dv_name = dv.name_any();
+        dv.spec
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    status::Observed {
+                        statefulset: self.sets.get(&m.name).map(Arc::as_ref),
+                        pod: self.pods.get(&m.name).map(Arc::as_ref),
+                        zone: self.zones.get(&m.name).cloned(),
+                        template_written: written.contains(&member_object_name(&dv_name, &m.name)),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// The status step: the status computed from what was observed and done, its gauges set, and
+/// the status written if it changed (see [`write_status`] for what is held back).
+pub(super) async fn update_status(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    cluster: &model::Cluster,
+    observed: &BTreeMap<String, status::Observed<'_>>,
+    outcome: &status::Outcome,
+    now: &Time,
+) -> Result<Option<Duration>, Error> {
+    let computed = status::compute(dv, cluster, observed, outcome, now);
+    ctx.metrics.observe_status(
+        &dv.namespace().unwrap_or_default(),
+        &dv.name_any(),
+        cluster.quorum.members(),
+        &computed,
+    );
+    write_status(dv, ctx, computed).await
+}
+
 /// How long a status change that only adds placement details (see
 /// [`status::only_details_differ`]) waits after the DV's last status write. While a new DV's
 /// members are scheduled one by one, this makes one write of "Available" out of several.

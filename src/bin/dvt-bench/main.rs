@@ -336,8 +336,8 @@ mod raw {
 }
 
 fn lock_verify(operators: usize, validators: usize, rounds: usize) -> Result<(), String> {
-    use dvt_operator::bls::{G1, Secret, split};
-    let threshold = dvt_operator::quorum::default_threshold(operators as u32) as usize;
+    use dvt_operator::crypto::bls::{G1, Secret, split};
+    let threshold = dvt_operator::domain::quorum::default_threshold(operators as u32) as usize;
     let mut keys = Vec::with_capacity(validators);
     for _ in 0..validators {
         let secret = Secret::random().map_err(|e| e.to_string())?;
@@ -347,8 +347,8 @@ fn lock_verify(operators: usize, validators: usize, rounds: usize) -> Result<(),
             shares.iter().map(Secret::public_key).collect::<Vec<G1>>(),
         ));
     }
-    let lock = dvt_operator::keys::lock_json(threshold, operators, &keys).to_string();
-    let summary = dvt_operator::lock::summarize(&lock).map_err(|e| e.to_string())?;
+    let lock = dvt_operator::crypto::split::lock_json(threshold, operators, &keys).to_string();
+    let summary = dvt_operator::crypto::lock::summarize(&lock).map_err(|e| e.to_string())?;
     let compressed: Vec<([u8; 48], Vec<[u8; 48]>)> = keys
         .iter()
         .map(|(g, s)| (g.to_compressed(), s.iter().map(G1::to_compressed).collect()))
@@ -357,7 +357,7 @@ fn lock_verify(operators: usize, validators: usize, rounds: usize) -> Result<(),
     let mut direct = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let started = std::time::Instant::now();
-        let problems = dvt_operator::lock::verify(&summary);
+        let problems = dvt_operator::crypto::lock::verify(&summary);
         ours.push(started.elapsed());
         if !problems.is_empty() {
             return Err(format!("the generated lock does not verify: {problems:?}"));

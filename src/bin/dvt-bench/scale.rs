@@ -229,7 +229,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
     let zones = (0..ZONES)
         .map(|i| (ClusterOptions::zone_name(i), options.nodes / ZONES))
         .collect();
-    let (dv, facts) = dvt_operator::controller::model::manifest_facts(manifest, zones)?;
+    let (dv, facts) = dvt_operator::controller::validate::manifest_facts(manifest, zones)?;
     let mut jobs: Vec<Job> = Vec::new();
     for i in 0..options.dvs {
         let namespace = format!("ceiling-{i}");
@@ -237,7 +237,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
         copy.metadata.namespace = Some(namespace.clone());
         copy.metadata.uid = Some(format!("ceiling-{i}"));
         let cluster =
-            dvt_operator::controller::model::validate(&copy, &facts).map_err(|e| e.message())?;
+            dvt_operator::controller::validate::validate(&copy, &facts).map_err(|e| e.message())?;
         let desired = dvt_operator::controller::build::build(&cluster);
         let mut push =
             |kind: &str, name: Option<String>, value: serde_json::Result<serde_json::Value>| {
@@ -665,7 +665,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
     let minimum = objects + 2 * dvs;
     let floor = objects + dvs;
     let total: usize = writes.values().sum();
-    let q = |name: &str, q: f64| dvt_operator::metrics::quantile(&exposition, name, q);
+    let q = |name: &str, q: f64| dvt_operator::runtime::metrics::quantile(&exposition, name, q);
 
     line(
         "operator: until every DV Available",
@@ -794,9 +794,9 @@ pub async fn operator(
             .map_err(|e| e.to_string())?;
     dvt_operator::controller::identify(&mut config);
     let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-    let metrics = std::sync::Arc::new(dvt_operator::metrics::Metrics::default());
+    let metrics = std::sync::Arc::new(dvt_operator::runtime::metrics::Metrics::default());
     metrics.set_leader(true);
-    let server = tokio::spawn(dvt_operator::metrics::serve(
+    let server = tokio::spawn(dvt_operator::runtime::metrics::serve(
         metrics_address,
         metrics.clone(),
         futures::future::pending(),
@@ -805,7 +805,7 @@ pub async fn operator(
         namespaces: Vec::new(),
         concurrency,
         debounce,
-        fence: dvt_operator::leader::Fence::default(),
+        fence: dvt_operator::runtime::leader::Fence::default(),
     };
     match lease_seconds {
         // With leader election, as `dvt-operator run --leader-election` (chaos runs two).
@@ -813,7 +813,7 @@ pub async fn operator(
             metrics.set_leader(false);
             let identity = std::env::var("POD_NAME")
                 .unwrap_or_else(|_| format!("bench-{}", std::process::id()));
-            let lease = dvt_operator::leader::LeaseConfig::new(
+            let lease = dvt_operator::runtime::leader::LeaseConfig::new(
                 "dvt-operator-leader",
                 // The chart's Role allows the Lease in the release namespace only.
                 dvt_operator::demo::OPERATOR_NAMESPACE,

@@ -2,8 +2,8 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::api::ValidatorClient;
-use crate::controller::model::validate;
 use crate::controller::testing::example;
+use crate::controller::validate::validate;
 
 const SNAPSHOTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

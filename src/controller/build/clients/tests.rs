@@ -3,9 +3,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::*;
-use crate::controller::model::validate;
 use crate::controller::names::MOUNT_VC_DATA;
 use crate::controller::testing::example;
+use crate::controller::validate::validate;
 
 const CATALOGUES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -133,7 +133,7 @@ fn a_misspelt_flag_fails_the_flag_set_check() {
 fn every_pinned_image_is_the_default_and_has_its_catalogues() {
     for pin in &PINNED {
         assert_eq!(
-            crate::controller::model::default_client_image(pin.client),
+            crate::controller::validate::default_client_image(pin.client),
             pin.image
         );
         for name in pin.catalogues {

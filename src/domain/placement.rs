@@ -156,7 +156,7 @@ mod tests {
             for (zone, count) in &counts {
                 prop_assert!(*count <= zs[zone], "more members than nodes in {}", zone);
             }
-            let threshold = crate::quorum::default_threshold(n);
+            let threshold = crate::domain::quorum::default_threshold(n);
             let bound = (n - threshold) as usize;
             // With enough room spread evenly, no zone exceeds the liveness budget.
             let even = (n as usize).div_ceil(zs.len());

@@ -14,3 +14,17 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     let body = serde_yaml::to_string(&DistributedValidator::crd())?;
     Ok(format!("{HEADER}{body}"))
 }
+
+/// `dvt-operator crd`: prints the CRD as YAML.
+pub fn command() -> std::process::ExitCode {
+    match crd_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: cannot render the CRD: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

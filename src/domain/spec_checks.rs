@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::api::{DistributedValidatorSpec, Middleware, Policy, ValidatorClient};
-use crate::quorum::Quorum;
+use crate::domain::quorum::Quorum;
 
 /// Longest StatefulSet name whose pods still get valid labels: the StatefulSet controller labels
 /// each pod `controller-revision-hash: <statefulset>-<10-character hash>`, a 63-character label
@@ -202,7 +202,7 @@ fn check_quorum(spec: &DistributedValidatorSpec, report: &mut Report) -> Option<
         }
         Err(error) => {
             let path = match error {
-                crate::quorum::QuorumError::UnsupportedSize { .. } => "spec.members",
+                crate::domain::quorum::QuorumError::UnsupportedSize { .. } => "spec.members",
                 _ => path,
             };
             report.error(path, error.to_string());

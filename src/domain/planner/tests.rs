@@ -267,7 +267,7 @@ fn arb_cluster() -> impl Strategy<Value = (Vec<Member>, Settings)> {
             (members, Just(n), 1u32..4, any::<bool>())
         })
         .prop_map(|(members, n, max_unavailable, paused)| {
-            let mut s = settings(crate::quorum::default_threshold(n));
+            let mut s = settings(crate::domain::quorum::default_threshold(n));
             s.max_unavailable = max_unavailable;
             s.paused = paused;
             (members, s)

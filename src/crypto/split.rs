@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bls::{self, G1, G2, Secret};
-use crate::eip2335::{self, Kdf};
+use crate::crypto::bls::{self, G1, G2, Secret};
+use crate::crypto::eip2335::{self, Kdf};
 
 /// Why a split or check failed. Messages name files and indices, never key material.
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +202,7 @@ fn check_message(validator: usize) -> Vec<u8> {
 pub fn check(dir: &Path, password: Option<&str>) -> Result<Vec<ValidatorCheck>, KeysError> {
     let lock_path = dir.join("cluster-lock.json");
     let text = std::fs::read_to_string(&lock_path).map_err(|e| file_error(&lock_path, e))?;
-    let lock = crate::lock::summarize(&text).map_err(|e| file_error(&lock_path, e))?;
+    let lock = crate::crypto::lock::summarize(&text).map_err(|e| file_error(&lock_path, e))?;
     let threshold = lock.threshold as usize;
     let mut results = Vec::with_capacity(lock.validators);
     for (v, keys) in lock.public_keys.iter().enumerate() {
@@ -332,8 +332,8 @@ mod tests {
                 password: None,
             };
             let lock = split(&out, &options).unwrap();
-            let summary = crate::lock::summarize(&lock.to_string()).unwrap();
-            assert_eq!(crate::lock::verify(&summary), Vec::new());
+            let summary = crate::crypto::lock::summarize(&lock.to_string()).unwrap();
+            assert_eq!(crate::crypto::lock::verify(&summary), Vec::new());
             assert_eq!(summary.threshold as usize, threshold);
             let listed: Vec<String> = summary
                 .public_keys
@@ -423,7 +423,7 @@ mod tests {
             password: None,
         };
         let lock = split(&out, &options).unwrap();
-        let summary = crate::lock::summarize(&lock.to_string()).unwrap();
+        let summary = crate::crypto::lock::summarize(&lock.to_string()).unwrap();
         let names: std::collections::BTreeMap<usize, String> =
             (0..4).map(|i| (i, format!("node{i}"))).collect();
         let read = |operator: usize| {
@@ -434,12 +434,14 @@ mod tests {
                     (name.clone(), std::fs::read(dir.join(&name)).unwrap())
                 })
                 .collect();
-            crate::keystore::public_keys(files.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                .unwrap()
+            crate::crypto::keystore::public_keys(
+                files.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            )
+            .unwrap()
         };
         for operator in 0..4 {
             let keys = read(operator);
-            let problems = crate::keystore::check_member(
+            let problems = crate::crypto::keystore::check_member(
                 &names[&operator],
                 operator,
                 "secret",
@@ -451,7 +453,7 @@ mod tests {
         }
         // Operator 0's Secret holding operator 1's keystores is caught.
         let problems =
-            crate::keystore::check_member("node0", 0, "secret", &read(1), &summary, &names);
+            crate::crypto::keystore::check_member("node0", 0, "secret", &read(1), &summary, &names);
         assert_eq!(problems.len(), 2, "{problems:?}");
         std::fs::remove_dir_all(&out).unwrap();
     }

@@ -2,14 +2,16 @@
 //! how many failures of each kind it survives. Offline and pure.
 
 use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
 
 use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 
 use crate::api::DistributedValidator;
 use crate::controller::model::assign_clients;
-use crate::placement::{MemberZone, Zones, assign_zones, spread};
-use crate::quorum::Quorum;
+use crate::domain::placement::{MemberZone, Zones, assign_zones, spread};
+use crate::domain::quorum::Quorum;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -185,6 +187,30 @@ pub fn plan(dv: &DistributedValidator, nodes: &[Node]) -> Result<String, PlanErr
         n - t
     );
     Ok(out)
+}
+
+/// `dvt-operator plan -f DV --nodes NODES`: reads both files and prints the plan.
+pub fn command(file: &Path, nodes: &Path) -> ExitCode {
+    let read = |path: &Path| {
+        super::read_input(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let result = read(file)
+        .and_then(|dv| Ok((dv, read(nodes)?)))
+        .and_then(|(dv, nodes)| {
+            let dv = read_dv(&dv).map_err(|e| e.to_string())?;
+            let nodes = read_nodes(&nodes).map_err(|e| e.to_string())?;
+            plan(&dv, &nodes).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

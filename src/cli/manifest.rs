@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::api::{DistributedValidator, GROUP, VERSION};
-use crate::validate::{Problem, Report, Severity, validate_spec};
+use crate::domain::spec_checks::{Problem, Report, Severity, validate_spec};
 
 /// Why a manifest could not be read at all.
 #[derive(Debug, thiserror::Error)]

@@ -81,7 +81,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(field: &str, text: &str) -> Result<Vec<u8>, KeystoreError> {
-    crate::bls::from_hex(text).map_err(|_| KeystoreError::Malformed(format!("{field} is not hex")))
+    crate::crypto::bls::from_hex(text)
+        .map_err(|_| KeystoreError::Malformed(format!("{field} is not hex")))
 }
 
 fn random<const N: usize>() -> Result<[u8; N], KeystoreError> {
@@ -136,7 +137,7 @@ fn uuid() -> Result<String, KeystoreError> {
 
 /// Encrypts a 32-byte secret key into a keystore document (pretty JSON).
 pub fn encrypt(
-    secret: &crate::bls::Secret,
+    secret: &crate::crypto::bls::Secret,
     password: &str,
     kdf: &Kdf,
     path: &str,
@@ -253,7 +254,7 @@ fn kdf_of(module: &Module) -> Result<(Kdf, Vec<u8>), KeystoreError> {
 
 /// What a decrypted keystore holds: its secret key and the public key it claims.
 pub struct Opened {
-    pub secret: crate::bls::Secret,
+    pub secret: crate::crypto::bls::Secret,
     /// The keystore's `pubkey` field (lower-case hex, no `0x`).
     pub pubkey: String,
 }
@@ -307,7 +308,7 @@ pub fn decrypt(document: &str, password: &str) -> Result<Opened, KeystoreError> 
     }
     apply_cipher(&key, &iv, &mut ciphertext)?;
     key.fill(0);
-    let secret = crate::bls::Secret::from_bytes(&ciphertext)
+    let secret = crate::crypto::bls::Secret::from_bytes(&ciphertext)
         .map_err(|e| KeystoreError::Malformed(format!("the decrypted secret: {e}")));
     ciphertext.fill(0);
     let secret = secret?;
@@ -387,7 +388,7 @@ mod tests {
 
     #[test]
     fn a_keystore_round_trips_with_either_kdf_and_refuses_a_wrong_password() {
-        let secret = crate::bls::Secret::random().unwrap();
+        let secret = crate::crypto::bls::Secret::random().unwrap();
         for kdf in [Kdf::Scrypt { log_n: 10 }, Kdf::Pbkdf2 { rounds: 1_000 }] {
             let document =
                 encrypt(&secret, "correct horse", &kdf, "m/12381/3600/0/0/0", "test").unwrap();

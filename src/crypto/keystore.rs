@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::lock::LockSummary;
+use crate::crypto::lock::LockSummary;
 
 #[derive(Deserialize)]
 struct PublicPart {

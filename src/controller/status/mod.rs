@@ -1,5 +1,10 @@
 //! The status a DV reports, computed from what was validated and what runs. Pure: the reconciler
-//! compares the result with the current status and writes only when it differs.
+//! compares the result with the current status and writes only when it differs. The conditions
+//! themselves (placement, diversity, what the planner waits for) are made in `conditions`.
+
+mod conditions;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +17,7 @@ use crate::api::reasons;
 use crate::api::{
     DistributedValidator, DistributedValidatorStatus, MemberStatus, Phase, condition_types as types,
 };
+use conditions::*;
 
 /// A restart the operator made this pass.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,16 +42,6 @@ pub struct Outcome {
     pub min_ready: std::time::Duration,
 }
 
-/// The planner's reasons for holding back, appended to the Progressing message: what a user
-/// needs to see why a rollout or a repair has not happened yet.
-fn planner_says(waiting: &[String]) -> String {
-    if waiting.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", waiting.join("; "))
-    }
-}
-
 /// What runs for one member, as read from the caches.
 #[derive(Clone, Debug, Default)]
 pub struct Observed<'a> {
@@ -53,6 +49,9 @@ pub struct Observed<'a> {
     pub pod: Option<&'a Pod>,
     /// Zone label of the pod's node.
     pub zone: Option<String>,
+    /// The operator wrote a new template for this member's StatefulSet in this pass, so the
+    /// cached StatefulSet (and its update revision) is older than what the server holds.
+    pub template_written: bool,
 }
 
 pub fn pod_is_ready(pod: &Pod) -> bool {
@@ -86,42 +85,22 @@ pub fn is_outdated(observed: &Observed<'_>) -> bool {
     matches!((update_revision, pod_revision), (Some(u), Some(p)) if u != p)
 }
 
-/// Sets a condition, keeping `lastTransitionTime` when its status did not change.
-fn condition(
-    previous: &[Condition],
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let status = if status { "True" } else { "False" };
-    condition_with(previous, type_, status, reason, message, generation, now)
-}
-
-fn condition_with(
-    previous: &[Condition],
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let since = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
-    Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time: since,
-    }
+/// Whether status shows the member as outdated: as [`is_outdated`], and also while its
+/// StatefulSet's new template is not yet reflected in an update revision (written this pass, or
+/// not yet observed by the StatefulSet controller). Without this, a status written in that
+/// moment would call a rollout finished before it began. The planner does not restart on this
+/// alone: a StatefulSet write that leaves the template as it was would restart a healthy member.
+pub fn shows_outdated(observed: &Observed<'_>) -> bool {
+    let unobserved = observed.statefulset.is_some_and(|set| {
+        let generation = set.metadata.generation.unwrap_or_default();
+        let seen = set
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            .unwrap_or(generation);
+        seen < generation
+    });
+    is_outdated(observed) || (observed.pod.is_some() && (observed.template_written || unobserved))
 }
 
 /// Status of a DV that cannot be built.
@@ -160,157 +139,6 @@ pub fn invalid(
         ],
     );
     status
-}
-
-/// Replaces the conditions in `updates`, keeps the others, sorted by type.
-fn merge(previous: &[Condition], updates: Vec<Condition>) -> Vec<Condition> {
-    let mut by_type: BTreeMap<String, Condition> = previous
-        .iter()
-        .map(|c| (c.type_.clone(), c.clone()))
-        .collect();
-    for update in updates {
-        by_type.insert(update.type_.clone(), update);
-    }
-    by_type.into_values().collect()
-}
-
-fn placement_condition(
-    members: &[MemberStatus],
-    n: u32,
-    t: u32,
-    previous: &[Condition],
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let unplaced: Vec<&str> = members
-        .iter()
-        .filter(|m| m.zone.is_none())
-        .map(|m| m.name.as_str())
-        .collect();
-    if !unplaced.is_empty() {
-        return condition(
-            previous,
-            types::PLACEMENT_SATISFIED,
-            false,
-            reasons::NO_ZONES,
-            format!(
-                "no zone known for {}: nodes carry no zone label",
-                unplaced.join(", ")
-            ),
-            generation,
-            now,
-        );
-    }
-    let zones = crate::placement::spread(members.iter().filter_map(|m| m.zone.clone()), n, t);
-    let bound = n.saturating_sub(t);
-    if zones.live {
-        condition(
-            previous,
-            types::PLACEMENT_SATISFIED,
-            true,
-            reasons::ZONES_SPREAD,
-            format!(
-                "members per zone: {}; at most {bound} per zone, so the DV survives {} zone outage(s) with {t} members left to sign",
-                zones.describe(),
-                zones.survives
-            ),
-            generation,
-            now,
-        )
-    } else {
-        condition(
-            previous,
-            types::PLACEMENT_SATISFIED,
-            false,
-            reasons::ZONE_OVERLOADED,
-            format!(
-                "members per zone: {}; a zone holding {} members (more than {bound}) stops signing when it fails: the DV survives {} zone outage(s); add nodes in more zones",
-                zones.describe(),
-                zones.worst,
-                zones.survives
-            ),
-            generation,
-            now,
-        )
-    }
-}
-
-/// Client and operator diversity: safe when no client, operator or class holds `t` members
-/// (it could sign alone), live when none holds more than `n - t` (its failure stops signing).
-fn diversity_conditions(
-    cluster: &Cluster,
-    dv: &DistributedValidator,
-    previous: &[Condition],
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
-    let n = cluster.quorum.members();
-    let t = cluster.quorum.threshold();
-    let clients = crate::placement::spread(
-        cluster.members.iter().map(|m| m.client.as_str().to_owned()),
-        n,
-        t,
-    );
-    let names = crate::placement::spread(
-        dv.spec.members.iter().map(|m| m.operator.name.clone()),
-        n,
-        t,
-    );
-    let classes = crate::placement::spread(
-        dv.spec
-            .members
-            .iter()
-            .map(|m| m.operator.class.as_str().to_owned()),
-        n,
-        t,
-    );
-    let verdict = |s: &crate::placement::Spread, what: &str| -> (bool, String) {
-        let text = format!(
-            "{what}: {} (survives {} failing {what}{})",
-            s.describe(),
-            s.survives,
-            if s.safe {
-                String::new()
-            } else {
-                format!(
-                    "; one {what} holds {} ≥ t={t} members and could sign alone",
-                    s.worst
-                )
-            }
-        );
-        (s.safe && s.live, text)
-    };
-    let (clients_ok, clients_text) = verdict(&clients, "clients");
-    let (names_ok, names_text) = verdict(&names, "operators");
-    let (classes_ok, classes_text) = verdict(&classes, "operator classes");
-    vec![
-        condition(
-            previous,
-            types::CLIENT_DIVERSITY,
-            clients_ok,
-            if clients_ok {
-                reasons::CLIENTS_SPREAD
-            } else {
-                reasons::CLIENT_CONCENTRATED
-            },
-            clients_text,
-            generation,
-            now,
-        ),
-        condition(
-            previous,
-            types::OPERATOR_DIVERSITY,
-            names_ok && classes_ok,
-            if names_ok && classes_ok {
-                reasons::OPERATORS_SPREAD
-            } else {
-                reasons::OPERATOR_CONCENTRATED
-            },
-            format!("{names_text}; {classes_text}"),
-            generation,
-            now,
-        ),
-    ]
 }
 
 /// Whether `next` differs from `previous` only in where members run (node, zone) and in the
@@ -458,7 +286,7 @@ pub fn compute(
             } else {
                 None
             },
-            outdated: is_outdated(&seen),
+            outdated: shows_outdated(&seen),
             consecutive_restarts: match restarted {
                 Some(r) => r.consecutive,
                 None if settled => 0,
@@ -712,178 +540,5 @@ pub fn compute(
         phase: Some(phase),
         members,
         conditions: merge(&previous.conditions, conditions),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::model::validate;
-    use crate::controller::testing::example;
-    use serde_json::json;
-
-    fn now() -> Time {
-        Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap())
-    }
-
-    fn pod(ready: bool, revision: &str, restarts: i32) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": "p", "labels": {"controller-revision-hash": revision}},
-            "spec": {"nodeName": "node-1", "containers": []},
-            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}], "containerStatuses": [{"name": "charon", "image": "i", "imageID": "", "ready": ready, "restartCount": restarts}]},
-        }))
-        .unwrap()
-    }
-
-    fn set(revision: &str) -> StatefulSet {
-        serde_json::from_value(json!({"metadata": {"name": "s"}, "status": {"replicas": 1, "updateRevision": revision}})).unwrap()
-    }
-
-    fn status_with(ready: &[bool], revisions: (&str, &str)) -> DistributedValidatorStatus {
-        status_after(ready, revisions, &Outcome::default())
-    }
-
-    fn status_after(
-        ready: &[bool],
-        revisions: (&str, &str),
-        outcome: &Outcome,
-    ) -> DistributedValidatorStatus {
-        let (dv, facts) = example("stader-4.yaml");
-        let cluster = validate(&dv, &facts).unwrap();
-        let pods: Vec<Pod> = ready.iter().map(|r| pod(*r, revisions.1, 2)).collect();
-        let sets: Vec<StatefulSet> = ready.iter().map(|_| set(revisions.0)).collect();
-        let observed: BTreeMap<String, Observed<'_>> = dv
-            .spec
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                (
-                    m.name.clone(),
-                    Observed {
-                        statefulset: sets.get(i),
-                        pod: pods.get(i),
-                        zone: Some("zone-a".into()),
-                    },
-                )
-            })
-            .collect();
-        compute(&dv, &cluster, &observed, outcome, &now())
-    }
-
-    fn get<'a>(status: &'a DistributedValidatorStatus, type_: &str) -> &'a Condition {
-        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
-    }
-
-    #[test]
-    fn all_members_ready_is_available_and_fault_tolerant() {
-        let status = status_with(&[true, true, true, true], ("r1", "r1"));
-        assert_eq!(status.ready.as_deref(), Some("4/4"));
-        assert_eq!(status.phase, Some(Phase::Available));
-        assert_eq!(get(&status, types::AVAILABLE).status, "True");
-        assert_eq!(get(&status, types::FAULT_TOLERANT).status, "True");
-        assert_eq!(get(&status, types::PROGRESSING).status, "False");
-        assert_eq!(status.disruption_budget, Some(1));
-        assert_eq!(status.members[0].restarts, 2);
-        assert_eq!(status.members[0].node.as_deref(), Some("node-1"));
-    }
-
-    #[test]
-    fn a_new_dv_is_progressing_until_first_available() {
-        let status = status_with(&[true, false, false, false], ("r1", "r1"));
-        assert_eq!(status.phase, Some(Phase::Progressing));
-        assert_eq!(get(&status, types::QUORUM_AVAILABLE).status, "False");
-        assert!(
-            get(&status, types::AVAILABLE)
-                .message
-                .contains("not ready: bravo, charlie, delta")
-        );
-    }
-
-    #[test]
-    fn a_changed_revision_marks_members_outdated() {
-        let status = status_with(&[true, true, true, true], ("r2", "r1"));
-        assert!(status.members.iter().all(|m| m.outdated));
-        let progressing = get(&status, types::PROGRESSING);
-        assert_eq!(
-            (progressing.status.as_str(), progressing.reason.as_str()),
-            ("True", "MembersOutdated")
-        );
-    }
-
-    #[test]
-    fn a_rollout_held_by_the_budget_says_why() {
-        let held = Outcome {
-            waiting: vec![
-                "rollout waits: 3 ready, 3 needed to sign; no member can be taken down".into(),
-            ],
-            held_by_budget: true,
-            ..Outcome::default()
-        };
-        let status = status_after(&[true, true, true, false], ("r2", "r1"), &held);
-        let progressing = get(&status, types::PROGRESSING);
-        assert_eq!(
-            (progressing.status.as_str(), progressing.reason.as_str()),
-            ("True", "RolloutHeldByBudget")
-        );
-        assert_eq!(
-            progressing.message,
-            "members running an older revision: alpha, bravo, charlie, delta; rollout waits: 3 ready, 3 needed to sign; no member can be taken down"
-        );
-    }
-
-    #[test]
-    fn a_repair_that_waits_says_why() {
-        let waiting = Outcome {
-            waiting: vec!["delta is broken (CrashLoopBackOff); restart delay not over".into()],
-            ..Outcome::default()
-        };
-        let status = status_after(&[true, true, true, false], ("r1", "r1"), &waiting);
-        let progressing = get(&status, types::PROGRESSING);
-        assert_eq!(progressing.reason, "MembersStarting");
-        assert_eq!(
-            progressing.message,
-            "waiting for members to become ready: delta; delta is broken (CrashLoopBackOff); restart delay not over"
-        );
-    }
-
-    #[test]
-    fn conditions_keep_their_transition_time_while_unchanged() {
-        let (mut dv, facts) = example("stader-4.yaml");
-        let cluster = validate(&dv, &facts).unwrap();
-        let first = compute(&dv, &cluster, &BTreeMap::new(), &Outcome::default(), &now());
-        dv.status = Some(first.clone());
-        let later = Time(k8s_openapi::jiff::Timestamp::from_second(1_900_000_000).unwrap());
-        let second = compute(&dv, &cluster, &BTreeMap::new(), &Outcome::default(), &later);
-        assert_eq!(
-            first, second,
-            "an unchanged DV computes an unchanged status"
-        );
-    }
-
-    #[test]
-    fn placement_details_may_wait_but_readiness_and_restarts_may_not() {
-        let before = status_with(&[false, false, false, false], ("r1", "r1"));
-        let mut scheduled = before.clone();
-        scheduled.members[0].node = Some("node-9".into());
-        scheduled.members[0].zone = Some("zone-d".into());
-        scheduled.conditions[0].message.push_str(" (more words)");
-        assert!(only_details_differ(&before, &scheduled));
-        assert!(
-            !only_details_differ(&before, &before),
-            "no difference at all"
-        );
-
-        let mut ready = scheduled.clone();
-        ready.members[0].ready = true;
-        assert!(!only_details_differ(&before, &ready));
-        let mut restarted = scheduled.clone();
-        restarted.members[1].restarts += 1;
-        assert!(!only_details_differ(&before, &restarted));
-        let mut flipped = scheduled.clone();
-        flipped.conditions[0].status = "Unknown".into();
-        assert!(!only_details_differ(&before, &flipped));
-        let available = status_with(&[true, true, true, true], ("r1", "r1"));
-        assert!(!only_details_differ(&before, &available));
     }
 }

@@ -109,7 +109,7 @@ impl std::fmt::Display for LockProblem {
 /// distributed public key, and every other share on the same polynomial. Returns one message per
 /// problem, naming the validator and the share.
 pub fn verify(summary: &LockSummary) -> Vec<LockProblem> {
-    use crate::bls::{G1, interpolate};
+    use crate::crypto::bls::{G1, interpolate};
     let mut problems = Vec::new();
     let t = summary.threshold as usize;
     // A threshold that does not fit is reported, and the points are still checked one by one.

@@ -1,0 +1,83 @@
+//! The disruption controller's pass: each PodDisruptionBudget's status (current and desired
+//! healthy, disruptions allowed) from the pods it selects.
+
+use super::*;
+
+impl Inner {
+    pub(super) fn disruption_budgets(&self) {
+        let budgets: Vec<Arc<PodDisruptionBudget>> = self.access.list(&self.types.pdbs);
+        if budgets.is_empty() {
+            return;
+        }
+        let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
+        for budget in budgets {
+            let namespace = namespace_of(&budget.metadata);
+            let Some(selector) = budget.spec.as_ref().and_then(|s| s.selector.clone()) else {
+                continue;
+            };
+            let matching: Vec<&Pod> = pods
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|p: &&Pod| namespace_of(&p.metadata) == namespace)
+                .filter(|p| {
+                    scheduler::selector_matches(
+                        &selector,
+                        &p.metadata.labels.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let expected = matching.len() as i64;
+            let healthy = matching
+                .iter()
+                .filter(|p| serde_json::to_value(p).is_ok_and(|v| crate::store::pod_ready(&v)))
+                .count() as i64;
+            let as_value = serde_json::to_value(budget.as_ref()).unwrap_or_default();
+            let desired = crate::store::desired_healthy(&as_value, expected);
+            let allowed = (healthy - desired).max(0);
+            let previous = budget.status.clone().unwrap_or_default();
+            let condition = Condition {
+                type_: "DisruptionAllowed".into(),
+                status: if allowed > 0 { "True" } else { "False" }.into(),
+                reason: if allowed > 0 {
+                    "SufficientPods"
+                } else {
+                    "InsufficientPods"
+                }
+                .into(),
+                message: String::new(),
+                observed_generation: budget.metadata.generation,
+                last_transition_time: previous
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find(|c| {
+                        c.type_ == "DisruptionAllowed"
+                            && c.status == if allowed > 0 { "True" } else { "False" }
+                    })
+                    .map(|c| c.last_transition_time.clone())
+                    .unwrap_or_else(|| kubelet::time(k8s_openapi::jiff::Timestamp::now())),
+            };
+            let status = PodDisruptionBudgetStatus {
+                current_healthy: healthy as i32,
+                desired_healthy: desired as i32,
+                disruptions_allowed: allowed as i32,
+                expected_pods: expected as i32,
+                observed_generation: budget.metadata.generation,
+                conditions: Some(vec![condition]),
+                disrupted_pods: None,
+            };
+            if budget.status.as_ref() != Some(&status) {
+                let mut updated = Arc::unwrap_or_clone(budget.clone());
+                updated.status = Some(status);
+                let _ = self.access.replace(
+                    &self.types.pdbs,
+                    &namespace,
+                    &name_of(&budget.metadata),
+                    &updated,
+                    Subresource::Status,
+                    DISRUPTION_CONTROLLER,
+                );
+            }
+        }
+    }
+}

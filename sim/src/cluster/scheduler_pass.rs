@@ -1,0 +1,197 @@
+//! The scheduler's pass: each pending pod bound to a node that fits (affinity, spread,
+//! tolerations, the zone its volumes are pinned to; the choice is in `scheduler`).
+
+use super::*;
+
+impl Inner {
+    pub(super) fn schedule(&self, nodes: &[Arc<Node>], node_ready: &dyn Fn(&Node) -> bool) {
+        // Nodes are few: the scheduler's plain copies cost nothing next to the pods.
+        let nodes: Vec<Node> = nodes.iter().map(|n| Node::clone(n)).collect();
+        let nodes = nodes.as_slice();
+        let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
+        let pending: Vec<&Pod> = pods
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|p: &&Pod| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.spec.as_ref().is_some_and(|s| s.node_name.is_none())
+            })
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let claims: Vec<Arc<PersistentVolumeClaim>> = self.access.list(&self.types.pvcs);
+        let mut placed_pods: Vec<(Pod, String)> = pods
+            .iter()
+            .filter_map(|p| Some((Pod::clone(p), p.spec.as_ref()?.node_name.clone()?)))
+            .collect();
+        for pod in pending {
+            let namespace = namespace_of(&pod.metadata);
+            let claim_names: Vec<String> = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .filter_map(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .map(|c| c.claim_name.clone())
+                })
+                .collect();
+            let volume_zones: BTreeSet<String> = claims
+                .iter()
+                .filter(|c| {
+                    namespace_of(&c.metadata) == namespace
+                        && claim_names.contains(&name_of(&c.metadata))
+                })
+                .filter_map(|c| {
+                    c.metadata
+                        .annotations
+                        .as_ref()?
+                        .get(VOLUME_ZONE_ANNOTATION)
+                        .cloned()
+                })
+                .collect();
+            let placed: Vec<Placed<'_>> = placed_pods
+                .iter()
+                .map(|(p, n)| Placed { pod: p, node: n })
+                .collect();
+            let world = World {
+                nodes,
+                placed: &placed,
+                ready: node_ready,
+                volume_zones: &volume_zones,
+            };
+            let decision = scheduler::schedule(pod, &world);
+            let mut updated = pod.clone();
+            let condition = match &decision {
+                Ok(_) => PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(kubelet::time(k8s_openapi::jiff::Timestamp::now())),
+                    ..PodCondition::default()
+                },
+                Err(misfits) => PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some("Unschedulable".into()),
+                    message: Some(scheduler::unschedulable_message(nodes.len(), misfits)),
+                    last_transition_time: Some(kubelet::time(k8s_openapi::jiff::Timestamp::now())),
+                    ..PodCondition::default()
+                },
+            };
+            let previous = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
+            let unchanged = previous
+                .is_some_and(|p| p.status == condition.status && p.message == condition.message);
+            let status = updated.status.get_or_insert_with(Default::default);
+            status.phase = Some("Pending".into());
+            let mut conditions: Vec<PodCondition> = status
+                .conditions
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.type_ != "PodScheduled")
+                .collect();
+            conditions.push(if unchanged {
+                previous.cloned().unwrap_or(condition)
+            } else {
+                condition
+            });
+            status.conditions = Some(conditions);
+            let name = name_of(&pod.metadata);
+            match decision {
+                Ok(node) => {
+                    let mut bound = updated.clone();
+                    if let Some(spec) = bound.spec.as_mut() {
+                        spec.node_name = Some(node.clone());
+                    }
+                    // Binding (pods/binding) then the PodScheduled condition (status), as the
+                    // scheduler does.
+                    match self
+                        .access
+                        .store
+                        .bind(&namespace, &name, &node, SCHEDULER, SCHEDULER)
+                    {
+                        Ok(stored) => {
+                            if let Ok(mut stored) = serde_json::from_value::<Pod>(stored) {
+                                stored.status = updated.status.clone();
+                                let _ = self.access.replace(
+                                    &self.types.pods,
+                                    &namespace,
+                                    &name,
+                                    &stored,
+                                    Subresource::Status,
+                                    SCHEDULER,
+                                );
+                            }
+                            self.pin_volumes(nodes, &namespace, &claim_names, &claims, &node);
+                            placed_pods.push((bound, node));
+                        }
+                        Err(error) => {
+                            tracing::debug!(pod = %name, %error, "binding failed; next pass")
+                        }
+                    }
+                }
+                Err(_) if !unchanged => {
+                    let _ = self.access.replace(
+                        &self.types.pods,
+                        &namespace,
+                        &name,
+                        &updated,
+                        Subresource::Status,
+                        SCHEDULER,
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Records the zone of a pod's first node on its claims: the volume now lives there.
+    pub(super) fn pin_volumes(
+        &self,
+        nodes: &[Node],
+        namespace: &str,
+        claim_names: &[String],
+        claims: &[Arc<PersistentVolumeClaim>],
+        node: &str,
+    ) {
+        let Some(zone) = nodes
+            .iter()
+            .find(|n| name_of(&n.metadata) == node)
+            .and_then(|n| n.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned())
+        else {
+            return;
+        };
+        for claim in claims.iter().filter(|c| {
+            namespace_of(&c.metadata) == namespace && claim_names.contains(&name_of(&c.metadata))
+        }) {
+            if claim
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(VOLUME_ZONE_ANNOTATION))
+            {
+                continue;
+            }
+            let mut pinned = Arc::unwrap_or_clone(claim.clone());
+            let annotations = pinned
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new);
+            annotations.insert(VOLUME_ZONE_ANNOTATION.into(), zone.clone());
+            annotations.insert("volume.kubernetes.io/selected-node".into(), node.to_owned());
+            let _ = self.access.replace(
+                &self.types.pvcs,
+                namespace,
+                &name_of(&claim.metadata),
+                &pinned,
+                Subresource::Main,
+                SCHEDULER,
+            );
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The StatefulSet controller's pass: pods and claims made from each set's templates, orphans
+//! adopted, revisions and status kept (the decisions are in `statefulset`).
+
+use super::*;
+
+impl Inner {
+    /// Makes `set` the controller of each object (an owner reference added); returns the
+    /// stored copies of those adopted.
+    pub(super) fn adopt<K>(
+        &self,
+        set: &StatefulSet,
+        rt: &crate::registry::ResourceType,
+        objects: Vec<&K>,
+        metadata: fn(&mut K) -> &mut ObjectMeta,
+    ) -> Vec<K>
+    where
+        K: Clone + Serialize + serde::de::DeserializeOwned,
+    {
+        let mut adopted = Vec::new();
+        for object in objects {
+            let mut owned = object.clone();
+            let meta = metadata(&mut owned);
+            let (namespace, name) = (namespace_of(meta), name_of(meta));
+            meta.owner_references
+                .get_or_insert_with(Vec::new)
+                .push(statefulset::owner_reference(set));
+            if let Ok(stored) = self.access.replace(
+                rt,
+                &namespace,
+                &name,
+                &owned,
+                Subresource::Main,
+                STATEFULSET_CONTROLLER,
+            ) && let Ok(stored) = serde_json::from_value::<K>(stored)
+            {
+                adopted.push(stored);
+            }
+        }
+        adopted
+    }
+
+    pub(super) fn statefulsets(&self) {
+        let sets: Vec<Arc<StatefulSet>> = self.access.list(&self.types.statefulsets);
+        if sets.is_empty() {
+            return;
+        }
+        let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
+        let revisions: Vec<Arc<ControllerRevision>> = self.access.list(&self.types.revisions);
+        let claims: Vec<Arc<PersistentVolumeClaim>> = self.access.list(&self.types.pvcs);
+        let without_controller = |meta: &ObjectMeta| {
+            meta.deletion_timestamp.is_none()
+                && !meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.controller == Some(true))
+        };
+        let orphan_pods: Vec<&Pod> = pods
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|p: &&Pod| without_controller(&p.metadata))
+            .collect();
+        let orphan_revisions: Vec<&ControllerRevision> = revisions
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|r: &&ControllerRevision| without_controller(&r.metadata))
+            .collect();
+        for set in &sets {
+            if set.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let namespace = namespace_of(&set.metadata);
+            let uid = set.metadata.uid.clone().unwrap_or_default();
+            let owned_by_set = |meta: &ObjectMeta| {
+                meta.owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.uid == uid && r.controller == Some(true))
+            };
+            // Adoption, as the StatefulSet controller's ControllerRefManager does: a pod named
+            // after one of the set's ordinals, and a revision, that match its selector and have no
+            // controller (their old set was deleted with `propagationPolicy: Orphan`) become its
+            // own; the pod keeps running. Orphans are few (found once per pass, above).
+            let selector = set
+                .spec
+                .as_ref()
+                .and_then(|s| serde_json::to_value(&s.selector).ok())
+                .unwrap_or_default();
+            let set_name = name_of(&set.metadata);
+            let adoptable = |meta: &ObjectMeta| {
+                namespace_of(meta) == namespace
+                    && crate::selectors::label_selector_matches(
+                        &selector,
+                        &serde_json::json!({"metadata": {"labels": meta.labels}}),
+                    )
+            };
+            let candidates: Vec<&Pod> = orphan_pods
+                .iter()
+                .copied()
+                .filter(|p| {
+                    adoptable(&p.metadata)
+                        && name_of(&p.metadata)
+                            .strip_prefix(&format!("{set_name}-"))
+                            .is_some_and(|ordinal| ordinal.parse::<u32>().is_ok())
+                })
+                .collect();
+            let adopted_pods = self.adopt(set, &self.types.pods, candidates, |p| &mut p.metadata);
+            let candidates: Vec<&ControllerRevision> = orphan_revisions
+                .iter()
+                .copied()
+                .filter(|r| adoptable(&r.metadata))
+                .collect();
+            let adopted_revisions =
+                self.adopt(set, &self.types.revisions, candidates, |r| &mut r.metadata);
+            let set_pods: Vec<&Pod> = pods
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|p: &&Pod| {
+                    namespace_of(&p.metadata) == namespace && owned_by_set(&p.metadata)
+                })
+                .chain(adopted_pods.iter())
+                .collect();
+            let set_revisions: Vec<&ControllerRevision> = revisions
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|r: &&ControllerRevision| {
+                    namespace_of(&r.metadata) == namespace && owned_by_set(&r.metadata)
+                })
+                .chain(adopted_revisions.iter())
+                .collect();
+            let claim_names: BTreeSet<String> = claims
+                .iter()
+                .filter(|c| namespace_of(&c.metadata) == namespace)
+                .map(|c| name_of(&c.metadata))
+                .collect();
+            let plan = statefulset::plan(set, &set_pods, &claim_names, &set_revisions);
+            if let Some(revision) = &plan.create_revision
+                && let Err(error) = self.access.create(
+                    &self.types.revisions,
+                    &namespace,
+                    revision,
+                    STATEFULSET_CONTROLLER,
+                )
+            {
+                tracing::debug!(%error, "revision not created; next pass");
+            }
+            for claim in &plan.create_claims {
+                let mut claim = claim.clone();
+                claim.status = Some(k8s_openapi::api::core::v1::PersistentVolumeClaimStatus {
+                    phase: Some("Bound".into()),
+                    access_modes: claim.spec.as_ref().and_then(|s| s.access_modes.clone()),
+                    capacity: claim
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.resources.as_ref())
+                        .and_then(|r| r.requests.clone()),
+                    ..Default::default()
+                });
+                if let Some(spec) = claim.spec.as_mut() {
+                    spec.volume_name = Some(format!("pvc-{}", name_of(&claim.metadata)));
+                }
+                match self.access.create(
+                    &self.types.pvcs,
+                    &namespace,
+                    &claim,
+                    STATEFULSET_CONTROLLER,
+                ) {
+                    Ok(created) => {
+                        // The provisioner binds it at once; status goes through /status.
+                        if let Ok(mut stored) =
+                            serde_json::from_value::<PersistentVolumeClaim>(created)
+                        {
+                            stored.status = claim.status.clone();
+                            let _ = self.access.replace(
+                                &self.types.pvcs,
+                                &namespace,
+                                &name_of(&claim.metadata),
+                                &stored,
+                                Subresource::Status,
+                                "persistentvolume-binder-controller",
+                            );
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "claim not created; next pass"),
+                }
+            }
+            for pod in &plan.create_pods {
+                if let Err(error) =
+                    self.access
+                        .create(&self.types.pods, &namespace, pod, STATEFULSET_CONTROLLER)
+                {
+                    tracing::debug!(%error, "pod not created; next pass");
+                }
+            }
+            for name in &plan.delete_pods {
+                let options = crate::store::DeleteOptions {
+                    actor: STATEFULSET_CONTROLLER.into(),
+                    ..Default::default()
+                };
+                let _ = self
+                    .access
+                    .store
+                    .delete(&self.types.pods, &namespace, name, &options);
+            }
+            if set.status.as_ref() != Some(&plan.status) {
+                let mut updated = Arc::unwrap_or_clone(set.clone());
+                updated.status = Some(plan.status.clone());
+                let _ = self.access.replace(
+                    &self.types.statefulsets,
+                    &namespace,
+                    &name_of(&set.metadata),
+                    &updated,
+                    Subresource::Status,
+                    STATEFULSET_CONTROLLER,
+                );
+            }
+        }
+    }
+}

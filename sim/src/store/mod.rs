@@ -1,0 +1,611 @@
+//! The object store behind the API: resourceVersions, watch history, writes with optimistic
+//! concurrency, status subresources, server-side apply, finalizers, garbage collection and
+//! evictions. Every write goes through [`State::commit`], so watchers see all of them in order.
+
+mod admission;
+mod crds;
+mod delete;
+mod history;
+mod object;
+mod write;
+
+use delete::awaits_kubelet;
+use object::*;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::errors::ApiError;
+use crate::patch::{self, FieldPath};
+use crate::registry::{Registry, ResourceType, StorageKey};
+use crate::schema;
+use crate::selectors::{Selector, label_selector_matches};
+use crate::timeline::{Change, TimelineEntry};
+
+/// Namespaces every cluster starts with.
+pub const INITIAL_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// How many past events a watch may resume from; older resourceVersions get `410 Gone`.
+pub const DEFAULT_HISTORY: usize = 50_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change, as watchers see it.
+#[derive(Debug)]
+pub struct WatchEvent {
+    pub resource_version: u64,
+    pub key: StorageKey,
+    pub namespace: String,
+    pub event_type: EventType,
+    /// The object as served through the version it was written with (`apiVersion` and `kind`
+    /// set), serialized once: history keeps text rather than a tree (a serde_json tree takes
+    /// several times the memory), and every watcher sends these bytes as they are.
+    pub json: axum::body::Bytes,
+    /// The `apiVersion` in `json`: a watch through another version re-presents the object.
+    pub api_version: String,
+    /// `metadata.labels`, so that label selectors need not parse `json`.
+    pub labels: Value,
+}
+
+impl WatchEvent {
+    /// The object as a tree (for field selectors, tables and metadata-only watches).
+    pub fn object(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+}
+
+/// Which part of an object a write addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subresource {
+    Main,
+    Status,
+}
+
+impl Subresource {
+    fn name(self) -> &'static str {
+        match self {
+            Subresource::Main => "",
+            Subresource::Status => "status",
+        }
+    }
+}
+
+/// Patch formats, by content type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    Merge,
+    Strategic,
+    Json,
+    Apply { force: bool },
+}
+
+/// Who writes and how.
+#[derive(Clone, Debug)]
+pub struct WriteOptions {
+    pub field_manager: String,
+    pub dry_run: bool,
+    /// The client's whole user agent (which replica of a program wrote), for the timeline.
+    pub client: String,
+}
+
+/// `DeleteOptions` as far as the simulator honours them.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// `Orphan`, `Background` (default) or `Foreground`.
+    pub propagation: Option<String>,
+    /// For pods bound to a node: how long the kubelet has to stop it. `0` removes the pod at
+    /// once (a force delete); otherwise it stays, terminating, until its kubelet confirms.
+    pub grace_period_seconds: Option<i64>,
+    /// Who deletes (the client's user agent or field manager), for the timeline.
+    pub actor: String,
+    /// The client's whole user agent, for the timeline.
+    pub client: String,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+type ObjectRef = (StorageKey, String, String);
+
+/// Where a watch starts: the retained events it missed, and the live feed after them.
+pub type WatchStart = (Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>);
+
+struct State {
+    registry: Registry,
+    objects: BTreeMap<StorageKey, BTreeMap<(String, String), Value>>,
+    by_uid: HashMap<String, ObjectRef>,
+    dependents: HashMap<String, BTreeSet<ObjectRef>>,
+    resource_version: u64,
+    history: VecDeque<Arc<WatchEvent>>,
+    history_limit: usize,
+    /// Events at or below this resourceVersion are no longer in `history`.
+    compacted: u64,
+    next_uid: u64,
+    uid_seed: u64,
+    tx: broadcast::Sender<Arc<WatchEvent>>,
+    /// Who is making the current write, for the timeline.
+    actor: String,
+    /// The whole user agent of the current write's client.
+    client: String,
+    started: std::time::Instant,
+    timeline: Vec<TimelineEntry>,
+    /// Bumped by every change to a role, binding or ServiceAccount: the authorizer's cached
+    /// policy is current while this stands still (read without the store's lock).
+    auth_generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The shared store.
+pub struct Store {
+    state: Mutex<State>,
+    auth_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Bumped to close every open watch stream (clients then resume from their resourceVersion).
+    disconnects: tokio::sync::watch::Sender<u64>,
+}
+
+pub fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+impl Store {
+    pub fn new(history_limit: usize) -> Store {
+        let (tx, _) = broadcast::channel(16_384);
+        let uid_seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        let mut state = State {
+            registry: Registry::builtin(),
+            objects: BTreeMap::new(),
+            by_uid: HashMap::new(),
+            dependents: HashMap::new(),
+            resource_version: 0,
+            history: VecDeque::new(),
+            history_limit,
+            compacted: 0,
+            next_uid: 0,
+            uid_seed,
+            tx,
+            actor: "dvt-sim".to_owned(),
+            client: String::new(),
+            started: std::time::Instant::now(),
+            timeline: Vec::new(),
+            auth_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let namespaces = state
+            .registry
+            .get("", "v1", "namespaces")
+            .expect("namespaces are built in");
+        for name in INITIAL_NAMESPACES {
+            let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+            state
+                .create(&namespaces, "", object, "dvt-sim", "Update", false)
+                .expect("initial namespaces are valid");
+        }
+        // A default StorageClass that allows expansion, as a cloud provider's usually does (kind's
+        // `standard` does not; a test makes a class without it where that matters).
+        let classes = state
+            .registry
+            .get("storage.k8s.io", "v1", "storageclasses")
+            .expect("storage classes are built in");
+        state
+            .create(
+                &classes,
+                "",
+                json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                       "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                       "provisioner": "sim.dvt.io/volumes", "reclaimPolicy": "Delete",
+                       "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true}),
+                "dvt-sim",
+                "Update",
+                false,
+            )
+            .expect("the default storage class is valid");
+        for object in crate::auth::rbac::bootstrap_policy() {
+            let plural = if object["kind"] == "ClusterRole" {
+                "clusterroles"
+            } else {
+                "clusterrolebindings"
+            };
+            let rt = state
+                .registry
+                .get("rbac.authorization.k8s.io", "v1", plural)
+                .expect("RBAC is built in");
+            state
+                .create(&rt, "", object, "dvt-sim", "Update", false)
+                .expect("the bootstrap policy is valid");
+        }
+        Store {
+            auth_generation: state.auth_generation.clone(),
+            state: Mutex::new(state),
+            disconnects: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would leave the store half-written; the simulator's
+        // own invariants are better served by carrying on with what is there.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn registry(&self) -> Registry {
+        self.lock().registry.clone()
+    }
+
+    pub fn resolve(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        self.lock().registry.get(group, version, plural)
+    }
+
+    pub fn current_resource_version(&self) -> u64 {
+        self.lock().resource_version
+    }
+
+    /// Changes so far to roles, bindings and ServiceAccounts (see `State::auth_generation`).
+    pub fn auth_generation(&self) -> u64 {
+        self.auth_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.lock();
+        state.get(rt, namespace, name).map(|o| state.present(rt, o))
+    }
+
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        labels: &Selector,
+        fields: &Selector,
+    ) -> (Vec<Value>, u64) {
+        let state = self.lock();
+        let items = state
+            .objects
+            .get(&rt.storage_key())
+            .map(|objects| {
+                objects
+                    .iter()
+                    .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+                    .filter(|(_, o)| labels.matches_labels(o) && fields.matches_fields(o))
+                    .map(|(_, o)| state.present(rt, o))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (items, state.resource_version)
+    }
+
+    /// Every object of a type by key, in key order, with a copy of those `stale` (given the key
+    /// and resourceVersion) says the caller does not know yet: what a typed cache needs to
+    /// catch up without copying every object on every read.
+    pub fn list_changed(
+        &self,
+        rt: &ResourceType,
+        stale: impl Fn(&(String, String), &str) -> bool,
+    ) -> (Vec<(String, String)>, Vec<Value>) {
+        let state = self.lock();
+        let Some(objects) = state.objects.get(&rt.storage_key()) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut keys = Vec::with_capacity(objects.len());
+        let mut changed = Vec::new();
+        for (key, object) in objects {
+            let version = object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
+            if stale(key, version) {
+                changed.push(state.present(rt, object));
+            }
+            keys.push(key.clone());
+        }
+        (keys, changed)
+    }
+
+    /// One page of a list: at most `limit` objects after the key `after`, in key order, the
+    /// current resourceVersion, and the key of the last object returned when more follow.
+    pub fn list_page(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        labels: &Selector,
+        fields: &Selector,
+        after: Option<&(String, String)>,
+        limit: usize,
+    ) -> (Vec<Value>, u64, Option<(String, String)>) {
+        use std::ops::Bound;
+        let state = self.lock();
+        let Some(objects) = state.objects.get(&rt.storage_key()) else {
+            return (Vec::new(), state.resource_version, None);
+        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut matching = objects
+            .range::<(String, String), _>((start, Bound::Unbounded))
+            .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+            .filter(|(_, o)| labels.matches_labels(o) && fields.matches_fields(o));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (key, object) in matching.by_ref().take(limit.max(1)) {
+            items.push(state.present(rt, object));
+            last = Some(key.clone());
+        }
+        let more = matching.next().is_some();
+        (items, state.resource_version, last.filter(|_| more))
+    }
+
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        object: Value,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        state.actor.clone_from(&options.field_manager);
+        state.client.clone_from(&options.client);
+        let created = state.create(
+            rt,
+            namespace,
+            object,
+            &options.field_manager,
+            "Update",
+            options.dry_run,
+        )?;
+        Ok(state.present(rt, &created))
+    }
+
+    pub fn replace(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        sub: Subresource,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        state.actor.clone_from(&options.field_manager);
+        state.client.clone_from(&options.client);
+        let updated = state.replace(rt, namespace, name, object, sub, options)?;
+        Ok(state.present(rt, &updated))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        kind: PatchKind,
+        body: &Value,
+        sub: Subresource,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        state.actor.clone_from(&options.field_manager);
+        state.client.clone_from(&options.client);
+        let updated = state.patch(rt, namespace, name, kind, body, sub, options)?;
+        Ok(state.present(rt, &updated))
+    }
+
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        state.actor.clone_from(&options.actor);
+        state.client.clone_from(&options.client);
+        let result = state.delete(rt, namespace, name, options)?;
+        Ok(state.present(rt, &result))
+    }
+
+    /// `POST pods/{name}/eviction`: deletes the pod unless a PodDisruptionBudget forbids it.
+    pub fn evict(
+        &self,
+        namespace: &str,
+        name: &str,
+        actor: &str,
+        client: &str,
+    ) -> Result<(), ApiError> {
+        let mut state = self.lock();
+        actor.clone_into(&mut state.actor);
+        client.clone_into(&mut state.client);
+        state.evict(namespace, name)
+    }
+
+    /// `POST pods/{name}/binding`: assigns an unbound pod to a node, the one way a pod's
+    /// `spec.nodeName` is set after creation (an update of it is refused like any pod spec
+    /// change).
+    pub fn bind(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        actor: &str,
+        client: &str,
+    ) -> Result<Value, ApiError> {
+        let mut state = self.lock();
+        actor.clone_into(&mut state.actor);
+        client.clone_into(&mut state.client);
+        let rt = state
+            .registry
+            .get("", "v1", "pods")
+            .expect("pods are built in");
+        let old = state.get(&rt, namespace, name)?.clone();
+        if let Some(bound) = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "pods/binding",
+                name,
+                &format!("pod {name} is already assigned to node \"{bound}\""),
+            ));
+        }
+        if metadata_str(&old, "deletionTimestamp").is_some() {
+            return Err(ApiError::conflict(
+                "pods/binding",
+                name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        let mut new = old.clone();
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("nodeName".to_owned(), json!(node));
+        }
+        let committed = state.commit(&rt, namespace, name, new, Some(&old));
+        Ok(state.present(&rt, &committed))
+    }
+
+    /// Removes a pod at once, as a kubelet confirming termination or the pod garbage collector
+    /// does. Finalizers still hold it.
+    pub fn force_delete_pod(&self, namespace: &str, name: &str, actor: &str) {
+        let mut state = self.lock();
+        actor.clone_into(&mut state.actor);
+        state.client.clear();
+        let Some(rt) = state.registry.get("", "v1", "pods") else {
+            return;
+        };
+        let object_ref = (rt.storage_key(), namespace.to_owned(), name.to_owned());
+        state.begin_delete(&object_ref, "Background", Some(0));
+    }
+
+    /// Every committed change, from now on (for the simulated controllers).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
+        self.lock().tx.subscribe()
+    }
+
+    /// Everything recorded so far.
+    pub fn timeline(&self) -> Vec<TimelineEntry> {
+        self.lock().timeline.clone()
+    }
+
+    /// Entries recorded so far: a mark for [`Store::timeline_since`], without copying them.
+    pub fn timeline_len(&self) -> usize {
+        self.lock().timeline.len()
+    }
+
+    /// The entries after the first `skip`, for followers that poll.
+    pub fn timeline_since(&self, skip: usize) -> Vec<TimelineEntry> {
+        let state = self.lock();
+        state
+            .timeline
+            .get(skip..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// The events after `since` for one resource, and a receiver for those that follow.
+    /// `410 Gone` when `since` is older than the retained history.
+    pub fn watch_from(&self, key: &StorageKey, since: u64) -> Result<WatchStart, ApiError> {
+        let state = self.lock();
+        if since < state.compacted {
+            return Err(ApiError::gone(format!(
+                "too old resource version: {since} ({})",
+                state.compacted + 1
+            )));
+        }
+        let backlog = state
+            .history
+            .iter()
+            .filter(|e| e.resource_version > since && &e.key == key)
+            .cloned()
+            .collect();
+        Ok((backlog, state.tx.subscribe()))
+    }
+
+    /// Drops watch history so that resourceVersions up to `up_to` answer `410 Gone`, as etcd
+    /// compaction does. Used by tests of watch recovery.
+    pub fn compact(&self, up_to: u64) {
+        let mut state = self.lock();
+        let up_to = up_to.min(state.resource_version);
+        while state
+            .history
+            .front()
+            .is_some_and(|e| e.resource_version <= up_to)
+        {
+            state.history.pop_front();
+        }
+        state.compacted = state.compacted.max(up_to);
+    }
+
+    /// Closes every open watch stream, as an API server restart or a network fault would.
+    pub fn disconnect_watches(&self) {
+        self.disconnects.send_modify(|generation| *generation += 1);
+    }
+
+    /// Resolves when [`Store::disconnect_watches`] is called.
+    pub fn watch_disconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.disconnects.subscribe()
+    }
+
+    /// Renders an object at the version a client asked for.
+    pub fn present(&self, rt: &ResourceType, object: &Value) -> Value {
+        self.lock().present(rt, object)
+    }
+}
+
+/// A pod counts as ready while its `Ready` condition is true and it is not being deleted (as
+/// endpoints and PodDisruptionBudgets count it).
+pub fn pod_ready(pod: &Value) -> bool {
+    metadata_str(pod, "deletionTimestamp").is_none()
+        && pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|conditions| {
+                conditions.iter().any(|c| {
+                    c.get("type").and_then(Value::as_str) == Some("Ready")
+                        && c.get("status").and_then(Value::as_str) == Some("True")
+                })
+            })
+}
+
+/// `desiredHealthy` of a PodDisruptionBudget for `expected` matching pods.
+pub fn desired_healthy(pdb: &Value, expected: i64) -> i64 {
+    let resolve = |v: &Value| -> Option<i64> {
+        match v {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<i64>().ok())
+                .map(|p| (p * expected + 99) / 100),
+            _ => None,
+        }
+    };
+    if let Some(min) = pdb.pointer("/spec/minAvailable").and_then(resolve) {
+        return min;
+    }
+    if let Some(max) = pdb.pointer("/spec/maxUnavailable").and_then(resolve) {
+        return (expected - max).max(0);
+    }
+    0
+}
+
+#[cfg(test)]
+mod support;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! The conditions of a DV's status: how one is made and merged with the previous ones (a
+//! condition keeps its transition time while its status holds), and the placement and
+//! diversity conditions, each with the reason that explains it.
+
+use super::*;
+
+/// The planner's reasons for holding back, appended to the Progressing message: what a user
+/// needs to see why a rollout or a repair has not happened yet.
+pub(super) fn planner_says(waiting: &[String]) -> String {
+    if waiting.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", waiting.join("; "))
+    }
+}
+
+/// Sets a condition, keeping `lastTransitionTime` when its status did not change.
+pub(super) fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    condition_with(previous, type_, status, reason, message, generation, now)
+}
+
+pub(super) fn condition_with(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// Replaces the conditions in `updates`, keeps the others, sorted by type.
+pub(super) fn merge(previous: &[Condition], updates: Vec<Condition>) -> Vec<Condition> {
+    let mut by_type: BTreeMap<String, Condition> = previous
+        .iter()
+        .map(|c| (c.type_.clone(), c.clone()))
+        .collect();
+    for update in updates {
+        by_type.insert(update.type_.clone(), update);
+    }
+    by_type.into_values().collect()
+}
+
+pub(super) fn placement_condition(
+    members: &[MemberStatus],
+    n: u32,
+    t: u32,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let unplaced: Vec<&str> = members
+        .iter()
+        .filter(|m| m.zone.is_none())
+        .map(|m| m.name.as_str())
+        .collect();
+    if !unplaced.is_empty() {
+        return condition(
+            previous,
+            types::PLACEMENT_SATISFIED,
+            false,
+            reasons::NO_ZONES,
+            format!(
+                "no zone known for {}: nodes carry no zone label",
+                unplaced.join(", ")
+            ),
+            generation,
+            now,
+        );
+    }
+    let zones =
+        crate::domain::placement::spread(members.iter().filter_map(|m| m.zone.clone()), n, t);
+    let bound = n.saturating_sub(t);
+    if zones.live {
+        condition(
+            previous,
+            types::PLACEMENT_SATISFIED,
+            true,
+            reasons::ZONES_SPREAD,
+            format!(
+                "members per zone: {}; at most {bound} per zone, so the DV survives {} zone outage(s) with {t} members left to sign",
+                zones.describe(),
+                zones.survives
+            ),
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            previous,
+            types::PLACEMENT_SATISFIED,
+            false,
+            reasons::ZONE_OVERLOADED,
+            format!(
+                "members per zone: {}; a zone holding {} members (more than {bound}) stops signing when it fails: the DV survives {} zone outage(s); add nodes in more zones",
+                zones.describe(),
+                zones.worst,
+                zones.survives
+            ),
+            generation,
+            now,
+        )
+    }
+}
+
+/// Client and operator diversity: safe when no client, operator or class holds `t` members
+/// (it could sign alone), live when none holds more than `n - t` (its failure stops signing).
+pub(super) fn diversity_conditions(
+    cluster: &Cluster,
+    dv: &DistributedValidator,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let n = cluster.quorum.members();
+    let t = cluster.quorum.threshold();
+    let clients = crate::domain::placement::spread(
+        cluster.members.iter().map(|m| m.client.as_str().to_owned()),
+        n,
+        t,
+    );
+    let names = crate::domain::placement::spread(
+        dv.spec.members.iter().map(|m| m.operator.name.clone()),
+        n,
+        t,
+    );
+    let classes = crate::domain::placement::spread(
+        dv.spec
+            .members
+            .iter()
+            .map(|m| m.operator.class.as_str().to_owned()),
+        n,
+        t,
+    );
+    let verdict = |s: &crate::domain::placement::Spread, what: &str| -> (bool, String) {
+        let text = format!(
+            "{what}: {} (survives {} failing {what}{})",
+            s.describe(),
+            s.survives,
+            if s.safe {
+                String::new()
+            } else {
+                format!(
+                    "; one {what} holds {} ≥ t={t} members and could sign alone",
+                    s.worst
+                )
+            }
+        );
+        (s.safe && s.live, text)
+    };
+    let (clients_ok, clients_text) = verdict(&clients, "clients");
+    let (names_ok, names_text) = verdict(&names, "operators");
+    let (classes_ok, classes_text) = verdict(&classes, "operator classes");
+    vec![
+        condition(
+            previous,
+            types::CLIENT_DIVERSITY,
+            clients_ok,
+            if clients_ok {
+                reasons::CLIENTS_SPREAD
+            } else {
+                reasons::CLIENT_CONCENTRATED
+            },
+            clients_text,
+            generation,
+            now,
+        ),
+        condition(
+            previous,
+            types::OPERATOR_DIVERSITY,
+            names_ok && classes_ok,
+            if names_ok && classes_ok {
+                reasons::OPERATORS_SPREAD
+            } else {
+                reasons::OPERATOR_CONCENTRATED
+            },
+            format!("{names_text}; {classes_text}"),
+            generation,
+            now,
+        ),
+    ]
+}

@@ -1,0 +1,269 @@
+use super::*;
+use crate::controller::testing::example;
+
+#[test]
+fn the_examples_validate_with_every_member_buildable() {
+    for file in ["stader-4.yaml", "stader-7.yaml"] {
+        let (dv, facts) = example(file);
+        let cluster = validate(&dv, &facts).unwrap();
+        assert_eq!(cluster.members.len(), dv.spec.members.len(), "{file}");
+        assert!(cluster.blocked.is_empty());
+    }
+}
+
+#[test]
+fn a_missing_secret_blocks_only_its_member_and_is_named() {
+    let (dv, mut facts) = example("stader-4.yaml");
+    facts.secrets.remove("stader-4-bravo-keystore");
+    let cluster = validate(&dv, &facts).unwrap();
+    assert_eq!(cluster.members.len(), 3);
+    assert_eq!(cluster.blocked.len(), 1);
+    assert_eq!(cluster.blocked[0].member, "bravo");
+    assert!(
+        cluster.blocked[0].why.contains("stader-4-bravo-keystore"),
+        "{:?}",
+        cluster.blocked
+    );
+}
+
+#[test]
+fn a_lock_for_another_cluster_size_is_a_mismatch() {
+    let (mut dv, facts) = example("stader-4.yaml");
+    dv.spec.members.pop();
+    dv.spec.threshold = Some(3);
+    let invalid = validate(&dv, &facts).unwrap_err();
+    assert_eq!(invalid.reason, reasons::LOCK_MISMATCH);
+    assert!(
+        invalid
+            .message()
+            .contains("4 operators but the DV has 3 members"),
+        "{}",
+        invalid.message()
+    );
+}
+
+#[test]
+fn a_missing_lock_is_reported_as_such() {
+    let (dv, mut facts) = example("stader-4.yaml");
+    facts.lock = Err("ConfigMap \"stader-4-lock\" does not exist".into());
+    let invalid = validate(&dv, &facts).unwrap_err();
+    assert_eq!(invalid.reason, reasons::LOCK_UNAVAILABLE);
+    assert!(invalid.message().contains("stader-4-lock"));
+}
+
+#[test]
+fn a_changed_secret_changes_only_its_members_inputs_hash() {
+    let (dv, mut facts) = example("stader-4.yaml");
+    let before = validate(&dv, &facts).unwrap();
+    facts.secrets.insert(
+        "stader-4-charlie-keystore".into(),
+        SecretFacts {
+            resource_version: "2".into(),
+        },
+    );
+    let after = validate(&dv, &facts).unwrap();
+    for (b, a) in before.members.iter().zip(&after.members) {
+        assert_eq!(
+            b.inputs_hash != a.inputs_hash,
+            a.name == "charlie",
+            "{}",
+            a.name
+        );
+    }
+}
+
+#[test]
+fn a_client_change_is_held_on_the_running_client_until_released() {
+    let (mut dv, facts) = example("stader-4.yaml");
+    let first = validate(&dv, &facts).unwrap();
+    dv.status = Some(crate::api::DistributedValidatorStatus {
+        members: first
+            .members
+            .iter()
+            .map(|m| crate::api::MemberStatus {
+                name: m.name.clone(),
+                validator_client: Some(m.client),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    dv.spec.members[0].validator_client = Some(ValidatorClient::Nimbus);
+    let held = validate(&dv, &facts).unwrap();
+    assert_eq!(held.members[0].client, ValidatorClient::Lighthouse);
+    assert_eq!(
+        held.client_changes_held,
+        [ClientChangeHeld {
+            member: "alpha".into(),
+            running: ValidatorClient::Lighthouse,
+            wanted: ValidatorClient::Nimbus,
+        }]
+    );
+    assert!(
+        held.client_changes_held[0]
+            .message()
+            .ends_with("then annotate the DV slashing-protection.dvt.io/alpha=nimbus")
+    );
+    // The build is exactly the running one: nothing restarts.
+    assert_eq!(
+        crate::controller::build::build(&held),
+        crate::controller::build::build(&first)
+    );
+
+    dv.metadata.annotations = Some(BTreeMap::from([(
+        "slashing-protection.dvt.io/alpha".to_owned(),
+        "nimbus".to_owned(),
+    )]));
+    let released = validate(&dv, &facts).unwrap();
+    assert_eq!(released.members[0].client, ValidatorClient::Nimbus);
+    assert!(released.client_changes_held.is_empty());
+    // A release for another client does not release this change.
+    dv.metadata.annotations = Some(BTreeMap::from([(
+        "slashing-protection.dvt.io/alpha".to_owned(),
+        "teku".to_owned(),
+    )]));
+    assert_eq!(
+        validate(&dv, &facts).unwrap().members[0].client,
+        ValidatorClient::Lighthouse
+    );
+}
+
+#[test]
+fn restart_requests_reach_their_members_and_bad_ones_are_refused() {
+    let (mut dv, facts) = example("stader-4.yaml");
+    dv.metadata.annotations = Some(BTreeMap::from([
+        (
+            "restart.dvt.io/bravo".to_owned(),
+            "2026-12-01T10:00:00Z".to_owned(),
+        ),
+        (
+            "dvt.io/restart-all".to_owned(),
+            "2026-12-01T09:00:00+00:00".to_owned(),
+        ),
+        ("unrelated.io/x".to_owned(), "y".to_owned()),
+    ]));
+    let cluster = validate(&dv, &facts).unwrap();
+    let requested: Vec<(&str, Option<&str>)> = cluster
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.restart_requested_at.as_deref()))
+        .collect();
+    assert_eq!(
+        requested,
+        [
+            ("alpha", Some("2026-12-01T09:00:00Z")),
+            ("bravo", Some("2026-12-01T10:00:00Z")),
+            ("charlie", Some("2026-12-01T09:00:00Z")),
+            ("delta", Some("2026-12-01T09:00:00Z")),
+        ]
+    );
+
+    dv.metadata.annotations = Some(BTreeMap::from([
+        (
+            "restart.dvt.io/echo".to_owned(),
+            "2026-12-01T10:00:00Z".to_owned(),
+        ),
+        ("dvt.io/restart-all".to_owned(), "now".to_owned()),
+    ]));
+    let invalid = validate(&dv, &facts).unwrap_err();
+    assert_eq!(invalid.reason, "InvalidRestartRequest");
+    assert_eq!(
+        invalid.problems,
+        [
+            "metadata.annotations[dvt.io/restart-all]: \"now\" is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)",
+            "metadata.annotations[restart.dvt.io/echo]: no member named \"echo\"",
+        ]
+    );
+}
+
+#[test]
+fn too_few_zones_block_a_required_dv_and_name_the_fix() {
+    let (mut dv, mut facts) = example("stader-4.yaml");
+    dv.spec.placement.policy = crate::api::Policy::Required;
+    facts.zones = ["zone-a", "zone-b", "zone-c"]
+        .into_iter()
+        .map(|z| (z.to_owned(), 3))
+        .collect();
+    let invalid = validate(&dv, &facts).unwrap_err();
+    assert_eq!(invalid.reason, reasons::PLACEMENT_UNSATISFIABLE);
+    assert!(
+        invalid.message().contains("at most 1 may share a zone"),
+        "{}",
+        invalid.message()
+    );
+    assert!(
+        invalid.message().contains("add nodes in at least 4 zones"),
+        "{}",
+        invalid.message()
+    );
+    let mut preferred = dv.clone();
+    preferred.spec.placement.policy = crate::api::Policy::Preferred;
+    assert!(validate(&preferred, &facts).is_ok());
+}
+
+#[test]
+fn a_member_holding_another_members_share_is_held_back_and_named() {
+    let (mut dv, mut facts) = example("stader-4.yaml");
+    // bravo points at a copy of alpha's keystores.
+    let alpha = facts.keystores["stader-4-alpha-keystore"].clone();
+    facts.keystores.insert("bravo-copy".into(), alpha);
+    facts.secrets.insert(
+        "bravo-copy".into(),
+        SecretFacts {
+            resource_version: "1".into(),
+        },
+    );
+    dv.spec.members[1].key_share_secret.name = "bravo-copy".into();
+    let cluster = validate(&dv, &facts).unwrap();
+    assert_eq!(cluster.members.len(), 3);
+    let MemberProblem { member, why } = &cluster.share_mismatches[0];
+    assert_eq!(member, "bravo");
+    assert!(
+        why.contains("validator 0: keystore-0.json in Secret \"bravo-copy\"")
+            && why.contains("which is share 0 (member alpha), not the lock's share 1"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_lock_whose_shares_do_not_interpolate_is_refused() {
+    let (dv, mut facts) = example("stader-4.yaml");
+    // Swap the first two shares of validator 0.
+    let mut lock: serde_json::Value = serde_json::from_str(&facts.lock.clone().unwrap()).unwrap();
+    let shares = lock["distributed_validators"][0]["public_shares"]
+        .as_array_mut()
+        .unwrap();
+    shares.swap(0, 1);
+    facts.lock = Ok(lock.to_string());
+    let invalid = validate(&dv, &facts).unwrap_err();
+    assert_eq!(invalid.reason, reasons::LOCK_INVALID);
+    assert!(
+        invalid
+            .message()
+            .contains("validator 0: public shares 0..2 do not interpolate"),
+        "{}",
+        invalid.message()
+    );
+}
+
+#[test]
+fn unpinned_clients_spread_evenly_in_index_order() {
+    let (mut dv, _) = example("stader-7.yaml");
+    for member in &mut dv.spec.members {
+        member.validator_client = None;
+    }
+    let clients = assign_clients(
+        &dv.spec.members,
+        &[
+            ValidatorClient::Lighthouse,
+            ValidatorClient::Teku,
+            ValidatorClient::Lodestar,
+        ],
+    );
+    let mut counts: BTreeMap<ValidatorClient, usize> = BTreeMap::new();
+    for c in &clients {
+        *counts.entry(*c).or_default() += 1;
+    }
+    assert_eq!(counts.values().max(), Some(&3));
+    assert_eq!(counts.values().min(), Some(&2));
+}
