@@ -4,7 +4,14 @@
 //! applying the resource. Rules a schema can express (enums, bounds, patterns, CEL) live here as
 //! attributes; everything else is checked by [`crate::domain::spec_checks`].
 
+mod members;
+mod policies;
+
+pub use members::*;
+pub use policies::*;
+
 mod fixtures;
+
 mod status;
 
 use std::collections::BTreeMap;
@@ -19,16 +26,22 @@ pub use status::{DistributedValidatorStatus, MemberStatus, Phase, condition_type
 
 /// API group of every resource this operator serves.
 pub const GROUP: &str = "dvt.io";
+
 /// The one served and stored version.
 pub const VERSION: &str = "v1alpha1";
+
 /// Default label key that carries a Node's failure domain.
 pub const DEFAULT_ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
 /// Default key of the cluster lock inside its ConfigMap or Secret.
 pub const DEFAULT_LOCK_KEY: &str = "cluster-lock.json";
+
 /// Default key of the Charon ENR private key inside its Secret.
 pub const DEFAULT_ENR_KEY: &str = "charon-enr-private-key";
+
 /// Charon image used when the spec does not name one.
 pub const DEFAULT_CHARON_IMAGE: &str = "obolnetwork/charon:v1.7.1";
+
 /// Obol's public relays, used when the spec does not list its own.
 pub const DEFAULT_RELAYS: [&str; 2] = ["https://0.relay.obol.tech", "https://1.relay.obol.tech"];
 
@@ -429,339 +442,6 @@ impl std::fmt::Display for ValidatorClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// One member of the cluster: one operator node holding one key share.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberSpec {
-    /// Member name, unique in the DV. The member's StatefulSet and Service are `<dv>-<name>`.
-    #[schemars(
-        length(min = 1, max = 50),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
-    pub name: String,
-    /// Position of this member's operator in the cluster lock (0-based). Member `i` runs key
-    /// share `i + 1`. Cannot change once set.
-    #[schemars(range(min = 0, max = 31))]
-    pub index: u32,
-    /// Validator client this member runs. When unset, the operator assigns one to keep clients
-    /// diverse.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validator_client: Option<ValidatorClient>,
-    /// Zone this member must run in. When unset, the operator assigns one to keep zones diverse.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
-    pub zone: Option<String>,
-    /// The entity operating this member.
-    pub operator: OperatorRef,
-    /// Secret holding this member's key share: `keystore-N.json` and `keystore-N.txt` (its
-    /// password) for each validator N in the lock.
-    pub key_share_secret: SecretRef,
-    /// Secret holding this member's Charon ENR private key.
-    pub enr_secret: EnrSecretRef,
-    /// Compute resources per container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<MemberResources>,
-    /// Node labels this member's pod must match, in addition to its zone.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_selector: BTreeMap<String, String>,
-    /// Tolerations for this member's pod.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerations: Vec<Toleration>,
-    /// Image overrides for this member only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub images: Option<MemberImages>,
-}
-
-/// The entity operating a member.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OperatorRef {
-    /// Name of the operating entity. No single name may hold `threshold` members.
-    #[schemars(length(min = 1, max = 128))]
-    pub name: String,
-    /// Class of the operating entity. No single class may hold `threshold` members.
-    pub class: OperatorClass,
-}
-
-/// Class of an operating entity (Stader's DVT pool mixes both).
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum OperatorClass {
-    Permissioned,
-    Permissionless,
-}
-
-impl OperatorClass {
-    /// The class name as written in the resource.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OperatorClass::Permissioned => "permissioned",
-            OperatorClass::Permissionless => "permissionless",
-        }
-    }
-}
-
-/// A Secret in the DV's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretRef {
-    /// Name of the Secret.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
-    pub name: String,
-}
-
-/// The Secret holding a member's Charon ENR private key.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EnrSecretRef {
-    /// Name of the Secret.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
-    pub name: String,
-    /// Key holding the private key. Defaults to `charon-enr-private-key`.
-    #[serde(default = "default_enr_key")]
-    #[schemars(length(min = 1, max = 253))]
-    pub key: String,
-}
-
-fn default_enr_key() -> String {
-    DEFAULT_ENR_KEY.to_owned()
-}
-
-/// Compute resources of a member's containers.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberResources {
-    /// Resources of the Charon container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub charon: Option<ResourceRequirements>,
-    /// Resources of the validator-client container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validator_client: Option<ResourceRequirements>,
-}
-
-/// Image overrides for one member.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberImages {
-    /// Charon image for this member.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
-    pub charon: Option<String>,
-    /// Validator-client image for this member.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
-    pub validator_client: Option<String>,
-}
-
-/// Whether a diversity rule blocks the DV or is only reported.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema,
-)]
-pub enum Policy {
-    /// A DV that breaks the rule is not created; the condition says why.
-    #[default]
-    Required,
-    /// A DV that breaks the rule is created; the condition says how exposed it is.
-    Preferred,
-}
-
-/// How members are spread across failure domains.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlacementSpec {
-    /// Node label that names a node's zone.
-    #[serde(default = "default_zone_label")]
-    #[schemars(length(min = 1, max = 317))]
-    pub zone_label: String,
-    /// Zones members may run in. Empty means every zone that has schedulable nodes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
-    pub zones: Vec<String>,
-    /// `Required`: no zone may hold more than n - threshold members (one zone outage never stops
-    /// signing), or the DV is not created. `Preferred`: spread as well as the zones allow and
-    /// report the exposure.
-    #[serde(default = "placement_default_policy")]
-    pub policy: Policy,
-}
-
-impl Default for PlacementSpec {
-    fn default() -> Self {
-        Self {
-            zone_label: default_zone_label(),
-            zones: Vec::new(),
-            policy: placement_default_policy(),
-        }
-    }
-}
-
-fn default_zone_label() -> String {
-    DEFAULT_ZONE_LABEL.to_owned()
-}
-
-/// Zone spread is a liveness matter (an outage stops signing, it cannot cause a slashing), so a
-/// cluster with too few zones is still run and reported rather than refused.
-fn placement_default_policy() -> Policy {
-    Policy::Preferred
-}
-
-/// How members are spread across validator-client implementations.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClientDiversitySpec {
-    /// Validator clients the operator may assign to members without a pinned client.
-    #[serde(default = "default_clients")]
-    #[schemars(length(min = 1, max = 5))]
-    pub clients: Vec<ValidatorClient>,
-    /// `Required`: no client may run `threshold` or more members (one client bug could sign
-    /// something slashable), or the DV is not created. `Preferred`: report it only.
-    #[serde(default)]
-    pub policy: Policy,
-}
-
-impl Default for ClientDiversitySpec {
-    fn default() -> Self {
-        Self {
-            clients: default_clients(),
-            policy: Policy::Required,
-        }
-    }
-}
-
-fn default_clients() -> Vec<ValidatorClient> {
-    ValidatorClient::ALL.to_vec()
-}
-
-/// How strictly members must be spread across operator entities and classes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OperatorDiversitySpec {
-    /// `Required`: no operator name and no operator class may hold `threshold` or more members,
-    /// or the DV is not created. `Preferred`: allowed and reported, for one entity running a
-    /// whole cluster for high availability.
-    #[serde(default)]
-    pub policy: Policy,
-}
-
-/// How the operator restarts and updates members.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RolloutSpec {
-    /// Most members the operator takes down at once for an update. Always capped by the quorum
-    /// budget (ready members minus threshold).
-    #[serde(default = "default_max_unavailable")]
-    #[schemars(range(min = 1, max = 31))]
-    pub max_unavailable: u32,
-    /// Seconds a restarted member must stay Ready before the next one is touched.
-    #[serde(default = "default_min_ready_seconds")]
-    #[schemars(range(min = 0, max = 3600))]
-    pub min_ready_seconds: u32,
-    /// Seconds a member may be not live before the operator counts it as broken and restarts it.
-    #[serde(default = "default_restart_delay_seconds")]
-    #[schemars(range(min = 0, max = 86400))]
-    pub restart_delay_seconds: u32,
-    /// First wait between restarts of the same broken member; doubles after each restart.
-    #[serde(default = "default_restart_backoff_seconds")]
-    #[schemars(range(min = 1, max = 86400))]
-    pub restart_backoff_seconds: u32,
-    /// Longest wait between restarts of the same broken member.
-    #[serde(default = "default_max_restart_backoff_seconds")]
-    #[schemars(range(min = 1, max = 86400))]
-    pub max_restart_backoff_seconds: u32,
-    /// Stop every disruptive action (restarts, rollouts) on this DV.
-    #[serde(default)]
-    pub paused: bool,
-}
-
-impl Default for RolloutSpec {
-    fn default() -> Self {
-        Self {
-            max_unavailable: default_max_unavailable(),
-            min_ready_seconds: default_min_ready_seconds(),
-            restart_delay_seconds: default_restart_delay_seconds(),
-            restart_backoff_seconds: default_restart_backoff_seconds(),
-            max_restart_backoff_seconds: default_max_restart_backoff_seconds(),
-            paused: false,
-        }
-    }
-}
-
-fn default_max_unavailable() -> u32 {
-    1
-}
-fn default_min_ready_seconds() -> u32 {
-    30
-}
-fn default_restart_delay_seconds() -> u32 {
-    120
-}
-fn default_restart_backoff_seconds() -> u32 {
-    30
-}
-fn default_max_restart_backoff_seconds() -> u32 {
-    900
-}
-
-/// Persistent storage of a member.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StorageSpec {
-    /// StorageClass of the member volumes. Unset uses the cluster's default class.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    pub storage_class_name: Option<String>,
-    /// Size of the Charon data volume.
-    #[serde(default = "default_charon_size")]
-    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
-    pub charon_size: String,
-    /// Size of the validator-client data volume (keys and slashing protection).
-    #[serde(default = "default_validator_client_size")]
-    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
-    pub validator_client_size: String,
-    /// Keep the volumes when the DV or a member is deleted. Slashing-protection data lives on
-    /// them, so the operator never deletes them; set false only for throw-away test networks.
-    #[serde(default = "default_retain")]
-    pub retain_on_delete: bool,
-}
-
-impl Default for StorageSpec {
-    fn default() -> Self {
-        Self {
-            storage_class_name: None,
-            charon_size: default_charon_size(),
-            validator_client_size: default_validator_client_size(),
-            retain_on_delete: default_retain(),
-        }
-    }
-}
-
-fn default_charon_size() -> String {
-    "1Gi".to_owned()
-}
-fn default_validator_client_size() -> String {
-    "5Gi".to_owned()
-}
-fn default_retain() -> bool {
-    true
 }
 
 impl DistributedValidatorSpec {

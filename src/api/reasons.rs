@@ -78,3 +78,93 @@ pub const VOLUME_EXPANSION_FAILED: &str = "VolumeExpansionFailed";
 pub const STATEFULSET_RECREATED: &str = "StatefulSetRecreated";
 /// A child's field that the operator sets was changed by someone else and put back.
 pub const DRIFT_CORRECTED: &str = "DriftCorrected";
+
+// Reconcile failures: the Warning Event's reason and the `category` label of the errors metric.
+pub const APPLY_FAILED: &str = "ApplyFailed";
+pub const STATUS_WRITE_FAILED: &str = "StatusWriteFailed";
+pub const LOCK_READ_FAILED: &str = "LockReadFailed";
+pub const ENCODE_FAILED: &str = "EncodeFailed";
+pub const CACHES_STOPPED: &str = "CachesStopped";
+pub const CACHES_NOT_READY: &str = "CachesNotReady";
+pub const KEYSTORE_READ_FAILED: &str = "KeystoreReadFailed";
+pub const NOT_LEADER: &str = "NotLeader";
+pub const RECONCILE_TIMED_OUT: &str = "ReconcileTimedOut";
+
+/// Every reason above (a test checks that none is missing, each is CamelCase and unique).
+pub const ALL: &[&str] = &[
+    ALL_MEMBERS_READY,
+    MEMBERS_NOT_READY,
+    INVALID_SPEC,
+    LOCK_UNAVAILABLE,
+    LOCK_MISMATCH,
+    LOCK_INVALID,
+    PLACEMENT_UNSATISFIABLE,
+    STORAGE_CHANGE_REFUSED,
+    INVALID_RESTART_REQUEST,
+    QUORUM_READY,
+    BELOW_THRESHOLD,
+    CAN_LOSE_MEMBERS,
+    NO_MARGIN_LEFT,
+    NO_ZONES,
+    ZONES_SPREAD,
+    ZONE_OVERLOADED,
+    CLIENTS_SPREAD,
+    CLIENT_CONCENTRATED,
+    OPERATORS_SPREAD,
+    OPERATOR_CONCENTRATED,
+    SHARES_MATCH_LOCK,
+    SECRET_MISSING,
+    SHARE_MISMATCH,
+    MEMBERS_OUTDATED,
+    ROLLOUT_HELD_BY_BUDGET,
+    MEMBERS_STARTING,
+    CONVERGED,
+    CLIENT_CHANGE_HELD,
+    PAUSED,
+    ACTIVE,
+    CREATED,
+    UPDATED,
+    DELETED,
+    ROLLING_RESTART,
+    REPAIRING,
+    FORCE_DELETED,
+    RESTART_FAILED,
+    MEMBER_STRANDED,
+    VOLUME_EXPANDING,
+    VOLUME_EXPANSION_FAILED,
+    STATEFULSET_RECREATED,
+    DRIFT_CORRECTED,
+    APPLY_FAILED,
+    STATUS_WRITE_FAILED,
+    LOCK_READ_FAILED,
+    ENCODE_FAILED,
+    CACHES_STOPPED,
+    CACHES_NOT_READY,
+    KEYSTORE_READ_FAILED,
+    NOT_LEADER,
+    RECONCILE_TIMED_OUT,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_camel_case_and_unique() {
+        let defined = include_str!("reasons.rs")
+            .lines()
+            .filter(|line| line.starts_with("pub const ") && line.ends_with("\";"))
+            .count();
+        assert_eq!(ALL.len(), defined, "a reason is missing from ALL");
+        let mut seen = std::collections::BTreeSet::new();
+        for reason in ALL {
+            let mut chars = reason.chars();
+            assert!(
+                chars.next().is_some_and(|c| c.is_ascii_uppercase())
+                    && chars.all(|c| c.is_ascii_alphanumeric()),
+                "{reason} is not CamelCase"
+            );
+            assert!(seen.insert(reason), "{reason} is defined twice");
+        }
+    }
+}

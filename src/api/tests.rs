@@ -1,3 +1,5 @@
+//! Tests of the resource's schema: CEL rules, defaults and the seed shapes.
+
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use serde_json::{Value, json};

@@ -55,15 +55,15 @@ impl Error {
     /// A low-cardinality category: Event reason and metric label.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::Apply { .. } => "ApplyFailed",
-            Error::WriteStatus { .. } => "StatusWriteFailed",
-            Error::ReadLock { .. } => "LockReadFailed",
-            Error::Encode { .. } => "EncodeFailed",
-            Error::CachesStopped { .. } => "CachesStopped",
-            Error::CachesNotReady { .. } => "CachesNotReady",
-            Error::ReadKeystores { .. } => "KeystoreReadFailed",
-            Error::Fenced => "NotLeader",
-            Error::TimedOut(_) => "ReconcileTimedOut",
+            Error::Apply { .. } => crate::api::reasons::APPLY_FAILED,
+            Error::WriteStatus { .. } => crate::api::reasons::STATUS_WRITE_FAILED,
+            Error::ReadLock { .. } => crate::api::reasons::LOCK_READ_FAILED,
+            Error::Encode { .. } => crate::api::reasons::ENCODE_FAILED,
+            Error::CachesStopped { .. } => crate::api::reasons::CACHES_STOPPED,
+            Error::CachesNotReady { .. } => crate::api::reasons::CACHES_NOT_READY,
+            Error::ReadKeystores { .. } => crate::api::reasons::KEYSTORE_READ_FAILED,
+            Error::Fenced => crate::api::reasons::NOT_LEADER,
+            Error::TimedOut(_) => crate::api::reasons::RECONCILE_TIMED_OUT,
         }
     }
 }

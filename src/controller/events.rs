@@ -42,27 +42,37 @@ pub(super) async fn publish_about(
     }
 }
 
-/// A member problem as reported in an Event: which reason, which member, what is wrong.
+/// A member problem as reported in an Event: which reason, which member, what is wrong, and the
+/// Secrets it names (one Event series each).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct ReportedProblem {
     pub reason: &'static str,
     pub member: String,
     pub why: String,
+    pub secrets: Vec<String>,
 }
 
 /// The problems of a validated cluster that get an Event: members blocked by a missing
 /// Secret, members whose keystores do not hold their share, client changes held back.
 pub(super) fn member_problems(cluster: &model::Cluster) -> BTreeSet<ReportedProblem> {
-    let blocked = cluster.blocked.iter().map(|p| ReportedProblem {
-        reason: crate::api::reasons::SECRET_MISSING,
-        member: p.member.clone(),
-        why: p.why.clone(),
-    });
-    let mismatched = cluster.share_mismatches.iter().map(|p| ReportedProblem {
-        reason: crate::api::reasons::SHARE_MISMATCH,
-        member: p.member.clone(),
-        why: p.why.clone(),
-    });
+    let stopped = cluster
+        .blocked
+        .iter()
+        .chain(&cluster.share_mismatches)
+        .map(|p| match &p.kind {
+            model::ProblemKind::SecretsMissing(secrets) => ReportedProblem {
+                reason: crate::api::reasons::SECRET_MISSING,
+                member: p.member.clone(),
+                why: p.why.clone(),
+                secrets: secrets.clone(),
+            },
+            model::ProblemKind::ShareMismatch => ReportedProblem {
+                reason: crate::api::reasons::SHARE_MISMATCH,
+                member: p.member.clone(),
+                why: p.why.clone(),
+                secrets: Vec::new(),
+            },
+        });
     let held = cluster
         .client_changes_held
         .iter()
@@ -70,8 +80,9 @@ pub(super) fn member_problems(cluster: &model::Cluster) -> BTreeSet<ReportedProb
             reason: crate::api::reasons::CLIENT_CHANGE_HELD,
             member: held.member.clone(),
             why: held.message(),
+            secrets: Vec::new(),
         });
-    blocked.chain(mismatched).chain(held).collect()
+    stopped.chain(held).collect()
 }
 
 /// Which of `now` were not reported by the previous pass (`before`): those get an Event.
@@ -85,12 +96,13 @@ pub(super) fn newly_reported<'a>(
 }
 
 /// One Warning Event per member problem when it appears (a missing Secret names the Secret as
-/// the related object, so that each missing Secret is its own Event series).
+/// the related object, so that each missing Secret is its own Event series: the recorder folds
+/// Events with the same reason and related object, and an earlier, different message must not
+/// hide this one).
 pub(super) async fn report_member_problems(
     dv: &DistributedValidator,
     ctx: &Context,
     cluster: &model::Cluster,
-    facts: &Facts,
 ) {
     let key = (dv.namespace().unwrap_or_default(), dv.name_any());
     let now = member_problems(cluster);
@@ -118,7 +130,7 @@ pub(super) async fn report_member_problems(
                 problem.member, problem.why
             )
         };
-        if problem.reason != crate::api::reasons::SECRET_MISSING {
+        if problem.secrets.is_empty() {
             publish(
                 ctx,
                 dv,
@@ -130,20 +142,11 @@ pub(super) async fn report_member_problems(
             .await;
             continue;
         }
-        // One series per missing Secret: the recorder folds Events with the same reason and
-        // related object, and an earlier, different message must not hide this one.
-        let missing = dv
-            .spec
-            .members
-            .iter()
-            .filter(|m| m.name == problem.member)
-            .flat_map(|m| [m.key_share_secret.name.clone(), m.enr_secret.name.clone()])
-            .filter(|secret| !facts.secrets.contains_key(secret));
-        for secret in missing {
+        for secret in &problem.secrets {
             let related = ObjectReference {
                 api_version: Some("v1".to_owned()),
                 kind: Some("Secret".to_owned()),
-                name: Some(secret),
+                name: Some(secret.clone()),
                 namespace: dv.namespace(),
                 ..ObjectReference::default()
             };
@@ -199,6 +202,7 @@ mod tests {
             reason,
             member: member.into(),
             why: why.into(),
+            secrets: Vec::new(),
         }
     }
 
@@ -215,5 +219,24 @@ mod tests {
         let other = problem(crate::api::reasons::SECRET_MISSING, "alpha", "no Secret b");
         let third: BTreeSet<_> = [other.clone()].into();
         assert_eq!(newly_reported(Some(&second), &third), vec![&other]);
+    }
+
+    #[test]
+    fn a_blocked_member_is_reported_with_each_missing_secret_and_a_blocked_client_counts() {
+        let (dv, mut facts) = crate::controller::testing::example("stader-4.yaml");
+        facts.secrets.remove("stader-4-bravo-keystore");
+        facts.secrets.remove("stader-4-bravo-enr");
+        let cluster = crate::controller::validate::validate(&dv, &facts).unwrap();
+        let problems: Vec<ReportedProblem> = member_problems(&cluster).into_iter().collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].reason, crate::api::reasons::SECRET_MISSING);
+        assert_eq!(problems[0].member, "bravo");
+        assert_eq!(
+            problems[0].secrets,
+            vec!["stader-4-bravo-keystore", "stader-4-bravo-enr"]
+        );
+        // The blocked member stays on the roster (with its client) for status and diversity.
+        assert_eq!(cluster.roster.len(), 4);
+        assert!(cluster.roster.iter().any(|m| m.name == "bravo"));
     }
 }

@@ -149,7 +149,7 @@ async fn reconcile_inner(
             return Ok(Action::await_change());
         }
     };
-    report_member_problems(&dv, &ctx, &cluster, &facts).await;
+    report_member_problems(&dv, &ctx, &cluster).await;
     let written = apply_cluster(&dv, &ctx, &cluster).await?;
     let observations = Observations::read(&dv, &ctx.caches);
     let observed = observations.observed(&dv, &written);

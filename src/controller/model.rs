@@ -153,7 +153,30 @@ pub fn restart_requests(
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MemberProblem {
     pub member: String,
+    pub kind: ProblemKind,
+    /// The problem in words, for conditions and Events.
     pub why: String,
+}
+
+/// What stops a member.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProblemKind {
+    /// These Secrets of the member (its key share, its ENR) do not exist.
+    SecretsMissing(Vec<String>),
+    /// The member's keystores do not hold its own share of the lock (or cannot be read).
+    ShareMismatch,
+}
+
+/// One member of the spec as validation settled it, built or blocked: whose it is and which
+/// client it runs (or will run once it can be built). Status and the diversity conditions count
+/// over these, so that a blocked member counts the same for clients as for operators.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RosterEntry {
+    pub name: String,
+    pub index: u32,
+    pub operator_name: String,
+    pub operator_class: OperatorClass,
+    pub client: ValidatorClient,
 }
 
 /// A DV that passed validation.
@@ -193,6 +216,10 @@ pub struct Cluster {
     pub storage_growth: BTreeMap<String, Vec<(String, String)>>,
     /// Members kept on the client they run although the spec asks for another.
     pub client_changes_held: Vec<ClientChangeHeld>,
+    /// Every member of the spec, built or not, by share index.
+    pub roster: Vec<RosterEntry>,
+    /// How restarts and rollouts are paced, with the pause annotation folded in.
+    pub rollout: crate::domain::planner::Settings,
 }
 
 /// Why a DV as a whole cannot be built.

@@ -29,24 +29,13 @@ pub(super) async fn keep_quorum(
     observed: &BTreeMap<String, status::Observed<'_>>,
     now: &Time,
 ) -> (status::Outcome, Option<k8s_openapi::jiff::Timestamp>) {
-    let rollout = &dv.spec.rollout;
-    let paused = is_paused(dv);
-    let settings = crate::domain::planner::Settings {
-        threshold: cluster.quorum.threshold(),
-        max_unavailable: rollout.max_unavailable,
-        min_ready: Duration::from_secs(u64::from(rollout.min_ready_seconds)),
-        restart_delay: Duration::from_secs(u64::from(rollout.restart_delay_seconds)),
-        restart_backoff: Duration::from_secs(u64::from(rollout.restart_backoff_seconds)),
-        max_restart_backoff: Duration::from_secs(u64::from(rollout.max_restart_backoff_seconds)),
-        paused,
-    };
+    let settings = &cluster.rollout;
+    let paused = settings.paused;
     let previous = dv.status.clone().unwrap_or_default();
     // Only members that were built take part: a blocked member has no pod to act on.
-    let members: Vec<crate::domain::planner::Member> = dv
-        .spec
+    let members: Vec<crate::domain::planner::Member> = cluster
         .members
         .iter()
-        .filter(|m| cluster.members.iter().any(|b| b.name == m.name))
         .map(|m| {
             let seen = observed.get(&m.name);
             let pod = seen.and_then(|s| s.pod);
@@ -64,11 +53,7 @@ pub(super) async fn keep_quorum(
                 now.0,
             );
             // Outdated by a restart request: the pod does not carry the requested time.
-            let requested = cluster
-                .members
-                .iter()
-                .find(|b| b.name == m.name)
-                .and_then(|b| b.restart_requested_at.as_deref());
+            let requested = m.restart_requested_at.as_deref();
             member.restart_requested = outdated
                 && requested.is_some()
                 && pod
@@ -78,7 +63,7 @@ pub(super) async fn keep_quorum(
             member
         })
         .collect();
-    let plan = crate::domain::planner::plan(&members, &settings, now.0);
+    let plan = crate::domain::planner::plan(&members, settings, now.0);
     let mut outcome = status::Outcome {
         stranded: plan.stranded.clone(),
         paused,

@@ -234,6 +234,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         .collect();
     let annotations = dv.metadata.annotations.clone().unwrap_or_default();
     let mut client_changes_held = Vec::new();
+    let mut roster = Vec::new();
     for ((member, wanted), zone) in spec.members.iter().zip(clients).zip(zones) {
         let released = |wanted: ValidatorClient| {
             annotations
@@ -254,23 +255,39 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             }
             _ => wanted,
         };
-        let missing: Vec<String> = [
+        roster.push(RosterEntry {
+            name: member.name.clone(),
+            index: member.index,
+            operator_name: member.operator.name.clone(),
+            operator_class: member.operator.class,
+            client,
+        });
+        let missing: Vec<(&str, &String)> = [
             ("key-share", &member.key_share_secret.name),
             ("ENR", &member.enr_secret.name),
         ]
         .into_iter()
         .filter(|(_, secret)| !facts.secrets.contains_key(*secret))
-        .map(|(what, secret)| {
-            format!(
-                "{what} Secret {secret:?} of member {} does not exist",
-                member.name
-            )
-        })
         .collect();
         if !missing.is_empty() {
+            let why: Vec<String> = missing
+                .iter()
+                .map(|(what, secret)| {
+                    format!(
+                        "{what} Secret {secret:?} of member {} does not exist",
+                        member.name
+                    )
+                })
+                .collect();
             blocked.push(MemberProblem {
                 member: member.name.clone(),
-                why: missing.join("; "),
+                kind: ProblemKind::SecretsMissing(
+                    missing
+                        .iter()
+                        .map(|(_, secret)| (*secret).clone())
+                        .collect(),
+                ),
+                why: why.join("; "),
             });
             continue;
         }
@@ -297,6 +314,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         if !share_problems.is_empty() {
             share_mismatches.push(MemberProblem {
                 member: member.name.clone(),
+                kind: ProblemKind::ShareMismatch,
                 why: share_problems.join("; "),
             });
             continue;
@@ -362,6 +380,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         });
     }
     members.sort_by_key(|m| m.index);
+    roster.sort_by_key(|m| m.index);
     blocked.sort();
     share_mismatches.sort();
     let relays = if spec.charon.relays.is_empty() {
@@ -394,7 +413,24 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         share_mismatches,
         storage_growth,
         client_changes_held,
+        roster,
+        rollout: rollout_settings(dv, quorum),
     })
+}
+
+/// The planner's pacing from `spec.rollout`, paused also by the `dvt.io/paused` annotation.
+fn rollout_settings(dv: &DistributedValidator, quorum: Quorum) -> crate::domain::planner::Settings {
+    let rollout = &dv.spec.rollout;
+    let seconds = |s: u32| std::time::Duration::from_secs(u64::from(s));
+    crate::domain::planner::Settings {
+        threshold: quorum.threshold(),
+        max_unavailable: rollout.max_unavailable,
+        min_ready: seconds(rollout.min_ready_seconds),
+        restart_delay: seconds(rollout.restart_delay_seconds),
+        restart_backoff: seconds(rollout.restart_backoff_seconds),
+        max_restart_backoff: seconds(rollout.max_restart_backoff_seconds),
+        paused: crate::controller::is_paused(dv),
+    }
 }
 
 /// Images used when neither the DV nor the member names one (versions Obol's

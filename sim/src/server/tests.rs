@@ -1,3 +1,5 @@
+//! Tests of the HTTP layer's watch lines.
+
 use super::*;
 
 #[test]

@@ -1,3 +1,5 @@
+//! Tests of the store as watchers see it.
+
 use super::*;
 
 #[test]

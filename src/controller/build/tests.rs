@@ -1,3 +1,5 @@
+//! Tests of the children built for the examples (snapshots) and their invariants.
+
 use std::collections::BTreeSet;
 
 use super::*;

@@ -130,7 +130,6 @@ pub(super) fn placement_condition(
 /// (it could sign alone), live when none holds more than `n - t` (its failure stops signing).
 pub(super) fn diversity_conditions(
     cluster: &Cluster,
-    dv: &DistributedValidator,
     previous: &[Condition],
     generation: Option<i64>,
     now: &Time,
@@ -138,20 +137,20 @@ pub(super) fn diversity_conditions(
     let n = cluster.quorum.members();
     let t = cluster.quorum.threshold();
     let clients = crate::domain::placement::spread(
-        cluster.members.iter().map(|m| m.client.as_str().to_owned()),
+        cluster.roster.iter().map(|m| m.client.as_str().to_owned()),
         n,
         t,
     );
     let names = crate::domain::placement::spread(
-        dv.spec.members.iter().map(|m| m.operator.name.clone()),
+        cluster.roster.iter().map(|m| m.operator_name.clone()),
         n,
         t,
     );
     let classes = crate::domain::placement::spread(
-        dv.spec
-            .members
+        cluster
+            .roster
             .iter()
-            .map(|m| m.operator.class.as_str().to_owned()),
+            .map(|m| m.operator_class.as_str().to_owned()),
         n,
         t,
     );

@@ -235,7 +235,7 @@ pub fn compute(
     let n = quorum.members();
     let t = quorum.threshold();
     let mut members: Vec<MemberStatus> = Vec::new();
-    for member in &dv.spec.members {
+    for member in &cluster.roster {
         let seen = observed.get(&member.name).cloned().unwrap_or_default();
         let built = cluster.members.iter().find(|m| m.name == member.name);
         let previous_member = previous.members.iter().find(|m| m.name == member.name);
@@ -266,7 +266,7 @@ pub fn compute(
                 .and_then(|m| m.zone.clone())
                 .or_else(|| seen.zone.clone()),
             node: seen.pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
-            validator_client: built.map(|m| m.client).or(member.validator_client),
+            validator_client: Some(built.map_or(member.client, |m| m.client)),
             ready,
             restarts: seen.pod.map(restarts).unwrap_or(0),
             last_restart_reason: restarted
@@ -493,7 +493,6 @@ pub fn compute(
     ));
     conditions.extend(diversity_conditions(
         cluster,
-        dv,
         &previous.conditions,
         generation,
         now,

@@ -1,3 +1,5 @@
+//! Tests of the computed status: phases, conditions, members and what is held back.
+
 use super::*;
 use crate::controller::testing::example;
 use crate::controller::validate::validate;

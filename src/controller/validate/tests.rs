@@ -1,3 +1,5 @@
+//! Tests of the validate step: what blocks a member, what invalidates a DV.
+
 use super::*;
 use crate::controller::testing::example;
 
@@ -216,7 +218,7 @@ fn a_member_holding_another_members_share_is_held_back_and_named() {
     dv.spec.members[1].key_share_secret.name = "bravo-copy".into();
     let cluster = validate(&dv, &facts).unwrap();
     assert_eq!(cluster.members.len(), 3);
-    let MemberProblem { member, why } = &cluster.share_mismatches[0];
+    let MemberProblem { member, why, .. } = &cluster.share_mismatches[0];
     assert_eq!(member, "bravo");
     assert!(
         why.contains("validator 0: keystore-0.json in Secret \"bravo-copy\"")

@@ -1,3 +1,5 @@
+//! Tests of the restart planner, including property tests of the quorum budget.
+
 use proptest::prelude::*;
 
 use super::*;

@@ -1,3 +1,5 @@
+//! Tests of the spec checks, each problem with its field path.
+
 use super::*;
 use crate::api::{DistributedValidator, OperatorClass, Policy, ValidatorClient};
 

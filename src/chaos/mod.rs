@@ -13,6 +13,10 @@
 //!
 //! The judges are pure functions of the timeline, unit-tested below.
 
+mod invariants;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -29,6 +33,7 @@ use crate::demo::{EXAMPLE_STADER_4, EXAMPLE_STADER_7, World, WorldOptions};
 use dvt_sim::Fault;
 use dvt_sim::cluster::faults::ApiFaults;
 use dvt_sim::timeline::{Change, TimelineEntry, readiness_dips};
+pub use invariants::*;
 
 /// How to start one operator replica: its name (POD_NAME), the kubeconfig, and a port for its
 /// metrics. The command must run `dvt-operator run --leader-election` or its equivalent.
@@ -138,155 +143,6 @@ impl Random {
     }
 }
 
-/// Operator writes that left a DV with fewer than its threshold of ready members.
-pub fn operator_dips(
-    entries: &[TimelineEntry],
-    thresholds: &BTreeMap<String, usize>,
-) -> Vec<String> {
-    readiness_dips(
-        entries,
-        LABEL_DV,
-        |dv| thresholds.get(dv).copied().unwrap_or(0),
-        FIELD_MANAGER,
-    )
-    .into_iter()
-    .map(|dip| {
-        format!(
-            "{} at {:?}: {} ready after {}",
-            dip.group, dip.at, dip.ready, dip.pod
-        )
-    })
-    .collect()
-}
-
-/// Moments where one member had two ready pods.
-pub fn two_ready_pods_for_one_member(entries: &[TimelineEntry]) -> Vec<String> {
-    let mut ready: BTreeMap<(String, String, String), BTreeMap<String, bool>> = BTreeMap::new();
-    let mut found = Vec::new();
-    for entry in entries {
-        let Change::Readiness {
-            namespace,
-            pod,
-            ready: now,
-            labels,
-            ..
-        } = &entry.change
-        else {
-            continue;
-        };
-        let (Some(dv), Some(member)) = (labels.get(LABEL_DV), labels.get(LABEL_MEMBER)) else {
-            continue;
-        };
-        let pods = ready
-            .entry((namespace.clone(), dv.clone(), member.clone()))
-            .or_default();
-        pods.insert(pod.clone(), *now);
-        let both: Vec<&String> = pods.iter().filter(|(_, r)| **r).map(|(p, _)| p).collect();
-        // A hand-edited extra replica is judged by `lingering_extra_replicas`.
-        let extra = both.iter().any(|p| ordinal(p).is_some_and(|o| o >= 1));
-        if both.len() > 1 && !extra {
-            found.push(format!(
-                "{namespace}/{dv} member {member} at {:?}: ready {both:?}",
-                entry.at
-            ));
-        }
-    }
-    found
-}
-
-/// How long a pod that a hand-edited `replicas` added may live: the operator must restore the
-/// StatefulSet and the extra pod go even in the worst case the scenario makes, where the leader
-/// was just killed (up to 3 s before it restarts, a 3 s lease before the standby takes over,
-/// its caches' first listing) while API error bursts fail and back off its first tries. A
-/// 600 s run (seed 7) measured 16 s at worst; a quiet cluster takes about a second.
-pub const EXTRA_REPLICA_WITHIN: Duration = Duration::from_secs(30);
-
-/// The ordinal of a member pod (`<dv>-<member>-<ordinal>`).
-fn ordinal(pod: &str) -> Option<u32> {
-    pod.rsplit('-').next()?.parse().ok()
-}
-
-/// Extra replicas (ordinal >= 1) that lived longer than `within`, or were still there at the end.
-pub fn lingering_extra_replicas(entries: &[TimelineEntry], within: Duration) -> Vec<String> {
-    extra_replica_lives(entries, within).1
-}
-
-/// The longest life of an extra replica, and those that lived longer than `within` or were still
-/// there at the end.
-fn extra_replica_lives(entries: &[TimelineEntry], within: Duration) -> (Duration, Vec<String>) {
-    let mut born: BTreeMap<(String, String), Duration> = BTreeMap::new();
-    let mut longest = Duration::ZERO;
-    let mut found = Vec::new();
-    for entry in entries {
-        let Change::Write {
-            verb,
-            resource,
-            namespace,
-            name,
-            ..
-        } = &entry.change
-        else {
-            continue;
-        };
-        if resource != "pods" || ordinal(name).is_none_or(|o| o < 1) {
-            continue;
-        }
-        let key = (namespace.clone(), name.clone());
-        match *verb {
-            "ADDED" => {
-                born.entry(key).or_insert(entry.at);
-            }
-            "DELETED" => {
-                if let Some(at) = born.remove(&key) {
-                    let lived = entry.at.saturating_sub(at);
-                    longest = longest.max(lived);
-                    if lived > within {
-                        found.push(format!("{namespace}/{name} lived {lived:?}"));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    found.extend(
-        born.into_keys()
-            .map(|(namespace, name)| format!("{namespace}/{name} still there at the end")),
-    );
-    (longest, found)
-}
-
-/// Deletions of PersistentVolumeClaims or Secrets, by anyone.
-/// Requests of the operator that the chart's RBAC refused (403) or that carried no valid token
-/// (401): on a real cluster each is a write that never happens.
-pub fn operator_refusals(world: &World) -> Vec<String> {
-    world
-        .sim
-        .refusals()
-        .into_iter()
-        .filter(|(client, _)| client.starts_with(crate::controller::names::FIELD_MANAGER))
-        .map(|(client, message)| format!("{client}: {message}"))
-        .collect()
-}
-
-pub fn deleted_data(entries: &[TimelineEntry]) -> Vec<String> {
-    entries
-        .iter()
-        .filter_map(|entry| match &entry.change {
-            Change::Write {
-                verb: "DELETED",
-                resource,
-                namespace,
-                name,
-                actor,
-                ..
-            } if resource == "persistentvolumeclaims" || resource == "secrets" => {
-                Some(format!("{resource} {namespace}/{name} deleted by {actor}"))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 struct Replica {
     name: &'static str,
     child: Option<Child>,
@@ -318,6 +174,7 @@ enum Undo {
 }
 
 const DVS: [(&str, usize, usize); 2] = [("stader-4", 4, 3), ("stader-7", 7, 5)];
+
 const CHARON_IMAGES: [&str; 2] = ["obolnetwork/charon:v1.7.1", "obolnetwork/charon:v1.7.0"];
 
 fn converged(dv: &DistributedValidator, members: usize) -> bool {
@@ -683,132 +540,4 @@ fn undo_one(
         }
     };
     world.sim.inject(fault).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn readiness(at_ms: u64, pod: &str, member: &str, ready: bool, actor: &str) -> TimelineEntry {
-        TimelineEntry {
-            at: Duration::from_millis(at_ms),
-            resource_version: at_ms,
-            change: Change::Readiness {
-                namespace: "default".into(),
-                pod: pod.into(),
-                ready,
-                labels: BTreeMap::from([
-                    (LABEL_DV.to_owned(), "dv".to_owned()),
-                    (LABEL_MEMBER.to_owned(), member.to_owned()),
-                ]),
-                actor: actor.into(),
-            },
-        }
-    }
-
-    #[test]
-    fn a_second_ready_pod_of_one_member_is_found_and_a_replacement_is_not() {
-        let replaced = [
-            readiness(1, "dv-a-0", "a", true, "kubelet"),
-            readiness(2, "dv-a-0", "a", false, "dvt-operator"),
-            readiness(3, "dv-a-0", "a", true, "kubelet"),
-            readiness(4, "dv-b-0", "b", true, "kubelet"),
-        ];
-        assert!(two_ready_pods_for_one_member(&replaced).is_empty());
-        // Two pods of ordinal 0 of one member (a replacement ready before the old one stopped).
-        let doubled = [
-            readiness(1, "dv-a-0", "a", true, "kubelet"),
-            readiness(2, "old-dv-a-0", "a", true, "kubelet"),
-        ];
-        assert_eq!(two_ready_pods_for_one_member(&doubled).len(), 1);
-    }
-
-    #[test]
-    fn only_the_operators_drops_below_threshold_count() {
-        let thresholds = BTreeMap::from([("dv".to_owned(), 2)]);
-        let mut entries = vec![
-            readiness(1, "dv-a-0", "a", true, "kubelet"),
-            readiness(2, "dv-b-0", "b", true, "kubelet"),
-            readiness(3, "dv-a-0", "a", false, "kubelet"),
-        ];
-        assert!(
-            operator_dips(&entries, &thresholds).is_empty(),
-            "a crash is not the operator's"
-        );
-        entries.push(readiness(4, "dv-a-0", "a", true, "kubelet"));
-        entries.push(readiness(5, "dv-b-0", "b", false, FIELD_MANAGER));
-        assert_eq!(operator_dips(&entries, &thresholds).len(), 1);
-    }
-
-    #[test]
-    fn an_extra_replica_may_live_briefly_and_must_go() {
-        let write = |at: u64, name: &str, verb: &'static str| TimelineEntry {
-            at: Duration::from_secs(at),
-            resource_version: at,
-            change: Change::Write {
-                verb,
-                resource: "pods".into(),
-                namespace: "default".into(),
-                name: name.into(),
-                actor: "x".into(),
-                client: String::new(),
-            },
-        };
-        let entries = [
-            write(1, "dv-a-0", "ADDED"),
-            write(2, "dv-a-1", "ADDED"),
-            write(5, "dv-a-1", "DELETED"),
-            write(10, "dv-b-1", "ADDED"),
-            write(45, "dv-b-1", "DELETED"),
-            write(46, "dv-c-1", "ADDED"),
-        ];
-        assert_eq!(
-            lingering_extra_replicas(&entries, EXTRA_REPLICA_WITHIN),
-            [
-                "default/dv-b-1 lived 35s",
-                "default/dv-c-1 still there at the end"
-            ]
-        );
-        // Both pods of a hand-added replica ready at once are judged there, not as a double.
-        let doubled = [
-            readiness(1, "dv-a-0", "a", true, "kubelet"),
-            readiness(2, "dv-a-1", "a", true, "kubelet"),
-        ];
-        assert!(two_ready_pods_for_one_member(&doubled).is_empty());
-    }
-
-    #[test]
-    fn deleted_claims_and_secrets_are_named() {
-        let write = |resource: &str, verb: &'static str| TimelineEntry {
-            at: Duration::ZERO,
-            resource_version: 1,
-            change: Change::Write {
-                verb,
-                resource: resource.into(),
-                namespace: "default".into(),
-                name: "x".into(),
-                actor: "someone".into(),
-                client: String::new(),
-            },
-        };
-        let entries = [
-            write("persistentvolumeclaims", "ADDED"),
-            write("pods", "DELETED"),
-            write("secrets", "DELETED"),
-        ];
-        assert_eq!(
-            deleted_data(&entries),
-            ["secrets default/x deleted by someone"]
-        );
-    }
-
-    #[test]
-    fn the_same_seed_makes_the_same_choices() {
-        let (mut a, mut b) = (Random(7), Random(7));
-        let first: Vec<usize> = (0..20).map(|_| a.below(11)).collect();
-        let second: Vec<usize> = (0..20).map(|_| b.below(11)).collect();
-        assert_eq!(first, second);
-        let mut other = Random(8);
-        assert_ne!(first, (0..20).map(|_| other.below(11)).collect::<Vec<_>>());
-    }
 }

@@ -1,0 +1,187 @@
+//! What the benchmark measures while it waits: progress lines, pods ready, DVs Available, the
+//! operator's writes and requests, and how figures are printed.
+
+use super::*;
+
+/// How often a progress line goes to stderr.
+pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs `work`, printing one line on stderr every [`PROGRESS_EVERY`]: the phase, objects
+/// applied, pods Ready (followed on the in-process timeline from `mark`), DVs Available, elapsed.
+pub(super) async fn with_progress<F: std::future::Future>(
+    phase: &str,
+    applying: &str,
+    world: &World,
+    mark: usize,
+    totals: (usize, usize, usize),
+    work: F,
+) -> F::Output {
+    use std::sync::atomic::Ordering;
+    let (objects, pods, dvs) = totals;
+    APPLIED.store(0, Ordering::Relaxed);
+    AVAILABLE.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut cursor = mark;
+    let mut ready: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            () = tokio::time::sleep(PROGRESS_EVERY) => {
+                let entries = world.sim.store().timeline_since(cursor);
+                cursor += entries.len();
+                for entry in entries {
+                    if let Change::Readiness { namespace, pod, ready: now, .. } = entry.change {
+                        ready.insert((namespace, pod), now);
+                    }
+                }
+                let pods_ready = ready.values().filter(|r| **r).count();
+                let dvs_line = if dvs > 0 {
+                    format!(", DVs Available {}/{dvs}", AVAILABLE.load(Ordering::Relaxed))
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "[{:>6.0}s] {phase}: {applying} applied {}/{objects}, pods Ready {pods_ready}/{pods}{dvs_line}",
+                    started.elapsed().as_secs_f64(),
+                    APPLIED.load(Ordering::Relaxed),
+                );
+            }
+        }
+    }
+}
+
+/// Follows the simulator's timeline (in-process: polling it costs the API server nothing) until
+/// `count` pods are Ready.
+pub(super) async fn wait_for_ready_pods(
+    world: &World,
+    mark: usize,
+    count: usize,
+    limit: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut cursor = mark;
+    let mut ready: BTreeMap<(String, String), bool> = BTreeMap::new();
+    loop {
+        let entries = world.sim.store().timeline_since(cursor);
+        cursor += entries.len();
+        for entry in entries {
+            if let Change::Readiness {
+                namespace,
+                pod,
+                ready: now,
+                ..
+            } = entry.change
+            {
+                ready.insert((namespace, pod), now);
+            }
+        }
+        let ready_now = ready.values().filter(|r| **r).count();
+        if ready_now >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "ceiling: {ready_now}/{count} pods Ready after {}s",
+                limit.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Watches DVs until `dvs` of them report phase Available. A watch costs the simulator one
+/// event per status write; polling lists of every DV would load it far more than the ceiling's
+/// wait does (which follows the in-process timeline).
+pub(super) async fn wait_for_available(
+    world: &World,
+    dvs: usize,
+    limit: Duration,
+) -> Result<(), String> {
+    use kube::runtime::watcher;
+    let api: Api<DistributedValidator> = Api::all(world.client.clone());
+    let mut available: std::collections::BTreeSet<(String, String)> = Default::default();
+    let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .map_err(|_| {
+                format!(
+                    "{}/{dvs} DVs Available after {}s",
+                    available.len(),
+                    limit.as_secs()
+                )
+            })?
+            .ok_or("the DV watch ended")?
+            .map_err(|e| e.to_string())?;
+        let (dv, gone) = match event {
+            watcher::Event::Apply(dv) | watcher::Event::InitApply(dv) => (dv, false),
+            watcher::Event::Delete(dv) => (dv, true),
+            watcher::Event::Init | watcher::Event::InitDone => continue,
+        };
+        let key = (
+            dv.metadata.namespace.clone().unwrap_or_default(),
+            dv.metadata.name.clone().unwrap_or_default(),
+        );
+        let is_available =
+            !gone && dv.status.as_ref().and_then(|s| s.phase) == Some(Phase::Available);
+        if is_available {
+            available.insert(key);
+        } else {
+            available.remove(&key);
+        }
+        AVAILABLE.store(available.len(), std::sync::atomic::Ordering::Relaxed);
+        if available.len() >= dvs {
+            return Ok(());
+        }
+    }
+}
+
+/// The operator's writes after `mark`, by resource, and its Events apart.
+pub(super) fn writes_by_operator(world: &World, mark: usize) -> (BTreeMap<String, usize>, usize) {
+    let mut by_resource = BTreeMap::new();
+    let mut events = 0;
+    for entry in world.sim.store().timeline_since(mark) {
+        if let Change::Write {
+            resource, actor, ..
+        } = entry.change
+            && actor == FIELD_MANAGER
+        {
+            if resource.starts_with("events") {
+                events += 1;
+            } else {
+                *by_resource.entry(resource).or_default() += 1;
+            }
+        }
+    }
+    (by_resource, events)
+}
+
+/// The operator's API requests by verb since `before`.
+pub(super) fn requests_since(
+    world: &World,
+    before: &BTreeMap<(String, &'static str), u64>,
+) -> BTreeMap<&'static str, u64> {
+    let mut by_verb = BTreeMap::new();
+    for ((client, verb), count) in world.sim.requests() {
+        if client == FIELD_MANAGER {
+            let earlier = before
+                .get(&(client.clone(), verb))
+                .copied()
+                .unwrap_or_default();
+            if count > earlier {
+                *by_verb.entry(verb).or_default() += count - earlier;
+            }
+        }
+    }
+    by_verb
+}
+
+pub(super) fn line(label: &str, value: impl std::fmt::Display) {
+    println!("{label:<58} {value}");
+}
+
+pub(super) fn millis(seconds: Option<f64>) -> String {
+    seconds.map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1e3))
+}

@@ -1,0 +1,408 @@
+//! `dvt-bench scale`: N copies of an example DV, one namespace each. First the ceiling (the
+//! objects the operator would create, applied by a plain client loop at the operator's
+//! concurrency, until every member pod is Ready), then the operator itself in a process of its
+//! own (time to every DV Available, writes against the minimum, API requests by verb, its peak
+//! RSS and CPU time, reconcile latency from its `/metrics`), then a full resync (a restarted
+//! operator) with nothing changed. Each run gets a fresh simulated cluster in this process.
+
+mod load;
+mod measure;
+mod process;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use dvt_operator::api::{DistributedValidator, Phase};
+use dvt_operator::controller::names::FIELD_MANAGER;
+use dvt_operator::demo::{EXAMPLE_STADER_4, EXAMPLE_STADER_7, World, WorldOptions};
+use dvt_sim::ClusterOptions;
+use dvt_sim::timeline::Change;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, Patch, PatchParams};
+use load::*;
+use measure::*;
+use process::*;
+
+/// What `scale` runs.
+pub struct Options {
+    pub dvs: usize,
+    pub members: usize,
+    pub nodes: usize,
+    pub concurrency: u16,
+    pub debounce: Duration,
+    /// Skip the ceiling run (when profiling the operator alone).
+    pub skip_ceiling: bool,
+}
+
+const ZONES: usize = 4;
+
+/// What the run has done so far, for the progress lines: objects applied (by the ceiling loop or
+/// the user), and DVs Available (from the DV watch).
+static APPLIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+static AVAILABLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One apply job: (namespace, kind, name, body).
+type Job = (String, String, String, serde_json::Value);
+
+/// The ceiling: what the operator would create for every DV, applied by a client loop at the
+/// operator's concurrency; the time until every member pod is Ready, and the objects applied.
+async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize), String> {
+    let world = start_world(options).await?;
+    create_namespaces(&world, "ceiling", options).await?;
+    let zones = (0..ZONES)
+        .map(|i| (ClusterOptions::zone_name(i), options.nodes / ZONES))
+        .collect();
+    let (dv, facts) = dvt_operator::controller::validate::manifest_facts(manifest, zones)?;
+    let mut jobs: Vec<Job> = Vec::new();
+    for i in 0..options.dvs {
+        let namespace = format!("ceiling-{i}");
+        let mut copy = dv.clone();
+        copy.metadata.namespace = Some(namespace.clone());
+        copy.metadata.uid = Some(format!("ceiling-{i}"));
+        let cluster =
+            dvt_operator::controller::validate::validate(&copy, &facts).map_err(|e| e.message())?;
+        let desired = dvt_operator::controller::build::build(&cluster);
+        let mut push =
+            |kind: &str, name: Option<String>, value: serde_json::Result<serde_json::Value>| {
+                let mut body = value.map_err(|e| e.to_string())?;
+                body["kind"] = serde_json::json!(kind);
+                // The owner does not exist in the ceiling run: apply without the reference.
+                if let Some(meta) = body.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                    meta.remove("ownerReferences");
+                }
+                jobs.push((
+                    namespace.clone(),
+                    kind.to_owned(),
+                    name.unwrap_or_default(),
+                    body,
+                ));
+                Ok::<(), String>(())
+            };
+        // In the operator's order: Services, the budget, the policy, StatefulSets last.
+        for s in &desired.services {
+            push("Service", s.metadata.name.clone(), serde_json::to_value(s))?;
+        }
+        push(
+            "PodDisruptionBudget",
+            desired.pdb.metadata.name.clone(),
+            serde_json::to_value(&desired.pdb),
+        )?;
+        if let Some(policy) = &desired.network_policy {
+            push(
+                "NetworkPolicy",
+                policy.metadata.name.clone(),
+                serde_json::to_value(policy),
+            )?;
+        }
+        for s in &desired.statefulsets {
+            push(
+                "StatefulSet",
+                s.metadata.name.clone(),
+                serde_json::to_value(s),
+            )?;
+        }
+    }
+    for job in &mut jobs {
+        let version = match job.1.as_str() {
+            "Service" => "v1",
+            "PodDisruptionBudget" => "policy/v1",
+            "NetworkPolicy" => "networking.k8s.io/v1",
+            _ => "apps/v1",
+        };
+        job.3["apiVersion"] = serde_json::json!(version);
+    }
+    let objects = jobs.len();
+    let mark = world.sim.store().timeline_len();
+    let started = Instant::now();
+    let pods = options.dvs * options.members;
+    with_progress(
+        "ceiling",
+        "objects",
+        &world,
+        mark,
+        (objects, pods, 0),
+        async {
+            apply_all(&world.client, jobs, options.concurrency).await?;
+            wait_for_ready_pods(&world, mark, pods, Duration::from_secs(600)).await
+        },
+    )
+    .await?;
+    Ok((started.elapsed(), objects))
+}
+
+pub async fn scale(options: Options) -> Result<(), String> {
+    let manifest = example(options.members)?;
+    let dir = std::env::temp_dir().join(format!("dvt-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+
+    let (dvs, members) = (options.dvs, options.members);
+    let secs = |d: Duration| d.as_secs_f64();
+    line("DVs x members", format!("{dvs} x {members}"));
+    line(
+        "simulated nodes / zones",
+        format!("{} / {ZONES}", options.nodes),
+    );
+    line(
+        "operator concurrency / debounce",
+        format!(
+            "{} / {} ms",
+            options.concurrency,
+            options.debounce.as_millis()
+        ),
+    );
+
+    // 1. The ceiling, on a simulated cluster of its own; its figures as soon as it ends.
+    let (ceiling, ceiling_objects) = if options.skip_ceiling {
+        (Duration::ZERO, 0)
+    } else {
+        ceiling(&options, manifest).await?
+    };
+    line("ceiling: objects applied by a client loop", ceiling_objects);
+    line(
+        "ceiling: until every member pod Ready",
+        format!("{:.2} s", secs(ceiling)),
+    );
+
+    // 2. The operator, on a fresh one: the users' lock and Secrets exist before it starts.
+    let world = start_world(&options).await?;
+    let kubeconfig = dir.join("operator.kubeconfig");
+    world
+        .write_operator_kubeconfig(&kubeconfig)
+        .map_err(|e| e.to_string())?;
+    create_namespaces(&world, "dv", &options).await?;
+    let docs = documents(manifest)?;
+    let jobs = |dv: bool| -> Vec<Job> {
+        (0..options.dvs)
+            .flat_map(|i| {
+                docs.iter()
+                    .filter(move |d| (d.kind == "DistributedValidator") == dv)
+                    .map(move |d| {
+                        (
+                            format!("dv-{i}"),
+                            d.kind.clone(),
+                            d.name.clone(),
+                            d.body.clone(),
+                        )
+                    })
+            })
+            .collect()
+    };
+    apply_all(&world.client, jobs(false), options.concurrency).await?;
+    let log = dir.join("operator.log");
+    let mut operator = OperatorProcess::spawn(&kubeconfig, &log, &options)?;
+    operator.wait_ready(&log).await?;
+    let requests_before = world.sim.requests();
+    let mark = world.sim.store().timeline_len();
+    let cpu_before = cpu_seconds(operator.pid());
+    let started = Instant::now();
+    let pods = options.dvs * options.members;
+    with_progress(
+        "operator",
+        "DVs",
+        &world,
+        mark,
+        (options.dvs, pods, options.dvs),
+        async {
+            apply_all(&world.client, jobs(true), options.concurrency).await?;
+            wait_for_available(&world, options.dvs, Duration::from_secs(600)).await
+        },
+    )
+    .await?;
+    let converged = started.elapsed();
+    let cpu = cpu_seconds(operator.pid()) - cpu_before;
+    let peak_rss = proc_status_kib(operator.pid(), "VmHWM");
+    let (_, exposition) = operator.get("/metrics").await?;
+    let (writes, events) = writes_by_operator(&world, mark);
+    let requests = requests_since(&world, &requests_before);
+    let reconciles = operator.reconciles().await?;
+
+    // The minimum: every object once, and two status writes per DV (one saying the spec was
+    // seen and members are starting, one saying Available).
+    let objects = dvs * (2 * members + 2);
+    let minimum = objects + 2 * dvs;
+    let floor = objects + dvs;
+    let total: usize = writes.values().sum();
+    let q = |name: &str, q: f64| dvt_operator::runtime::metrics::quantile(&exposition, name, q);
+
+    line(
+        "operator: until every DV Available",
+        format!("{:.2} s", secs(converged)),
+    );
+    line(
+        "convergence / ceiling",
+        format!("{:.2}", secs(converged) / secs(ceiling).max(1e-9)),
+    );
+    for (resource, count) in &writes {
+        line(&format!("operator writes: {resource}"), count);
+    }
+    line("operator writes (objects + status)", total);
+    line("minimum (objects once + 2 status writes per DV)", minimum);
+    line(
+        "writes / minimum",
+        format!("{:.3}", total as f64 / minimum as f64),
+    );
+    line(
+        "writes / floor (objects once + 1 status write per DV)",
+        format!("{:.3}", total as f64 / floor as f64),
+    );
+    line(
+        "operator Events written (per DV)",
+        format!("{events} ({:.2})", events as f64 / dvs as f64),
+    );
+    for (verb, count) in &requests {
+        line(&format!("operator API requests: {verb}"), count);
+    }
+    line("reconciles", reconciles);
+    line(
+        "reconcile duration median / p99",
+        format!(
+            "{} / {}",
+            millis(q("dvt_reconcile_duration_seconds", 0.5)),
+            millis(q("dvt_reconcile_duration_seconds", 0.99))
+        ),
+    );
+    line(
+        "reconcile excluding API and cache waits median / p99",
+        format!(
+            "{} / {}",
+            millis(q("dvt_reconcile_compute_seconds", 0.5)),
+            millis(q("dvt_reconcile_compute_seconds", 0.99))
+        ),
+    );
+    line(
+        "operator peak RSS (VmHWM)",
+        format!("{:.1} MiB", peak_rss as f64 / 1024.0),
+    );
+    line("operator CPU time until converged", format!("{cpu:.2} s"));
+    line(
+        "simulator + benchmark process peak RSS",
+        format!(
+            "{:.1} MiB",
+            proc_status_kib(std::process::id(), "VmHWM") as f64 / 1024.0
+        ),
+    );
+    // 3. A full resync with nothing changed: a restarted operator lists everything again and
+    // reconciles every DV; it must write nothing.
+    drop(operator);
+    let resync_requests_before = world.sim.requests();
+    let resync_mark = world.sim.store().timeline_len();
+    let resync_started = Instant::now();
+    let resync_log = dir.join("operator-resync.log");
+    let mut operator = OperatorProcess::spawn(&kubeconfig, &resync_log, &options)?;
+    operator.wait_ready(&resync_log).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while operator.reconciles().await? < options.dvs as u64 {
+        if Instant::now() > deadline {
+            return Err("the restarted operator did not reconcile every DV in 300 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resync_took = resync_started.elapsed();
+    // Late writes of the last reconciles (and their debounced follow-ups) would land by now.
+    tokio::time::sleep(options.debounce + Duration::from_secs(2)).await;
+    let resync_reconciles = operator.reconciles().await?;
+    let (resync_writes, resync_events) = writes_by_operator(&world, resync_mark);
+    let resync_requests = requests_since(&world, &resync_requests_before);
+    drop(operator);
+
+    line(
+        "resync: restart until every DV reconciled",
+        format!("{:.2} s", secs(resync_took)),
+    );
+    line("resync: reconciles", resync_reconciles);
+    line(
+        "resync: writes (objects + status)",
+        resync_writes.values().sum::<usize>(),
+    );
+    line("resync: Events written", resync_events);
+    for (verb, count) in &resync_requests {
+        line(&format!("resync: operator API requests: {verb}"), count);
+    }
+    if std::env::var_os("DVT_BENCH_LOG").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        line("operator logs", dir.display());
+    }
+    Ok(())
+}
+
+/// `dvt-bench operator`: the controller `dvt-operator run` runs (no leader election), with
+/// `/metrics`, until killed.
+pub async fn operator(
+    kubeconfig: PathBuf,
+    metrics_address: std::net::SocketAddr,
+    concurrency: u16,
+    debounce: Duration,
+    lease_seconds: Option<u64>,
+) -> Result<(), String> {
+    // DVT_BENCH_LOG (RUST_LOG syntax) lets a profile look inside, e.g. `dvt_operator=debug`.
+    let wanted = std::env::var("DVT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(wanted)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let file = kube::config::Kubeconfig::read_from(&kubeconfig)
+        .map_err(|e| format!("reading {}: {e}", kubeconfig.display()))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+    dvt_operator::controller::identify(&mut config);
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let metrics = std::sync::Arc::new(dvt_operator::runtime::metrics::Metrics::default());
+    metrics.set_leader(true);
+    let server = tokio::spawn(dvt_operator::runtime::metrics::serve(
+        metrics_address,
+        metrics.clone(),
+        futures::future::pending(),
+    ));
+    let settings = dvt_operator::controller::Settings {
+        namespaces: Vec::new(),
+        concurrency,
+        debounce,
+        fence: dvt_operator::runtime::leader::Fence::default(),
+    };
+    match lease_seconds {
+        // With leader election, as `dvt-operator run --leader-election` (chaos runs two).
+        Some(seconds) => {
+            metrics.set_leader(false);
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("bench-{}", std::process::id()));
+            let lease = dvt_operator::runtime::leader::LeaseConfig::new(
+                "dvt-operator-leader",
+                // The chart's Role allows the Lease in the release namespace only.
+                dvt_operator::demo::OPERATOR_NAMESPACE,
+                &identity,
+                Duration::from_secs(seconds.max(2)),
+            );
+            dvt_operator::controller::run_elected(
+                client,
+                settings,
+                lease,
+                metrics,
+                futures::future::pending::<()>(),
+            )
+            .await;
+        }
+        None => {
+            dvt_operator::controller::run_with_metrics(
+                client,
+                settings,
+                metrics,
+                futures::future::pending(),
+            )
+            .await;
+        }
+    }
+    server.abort();
+    Ok(())
+}

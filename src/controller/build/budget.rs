@@ -1,0 +1,26 @@
+//! The PodDisruptionBudget over a DV's pods: voluntary evictions (a node drain) may not take the
+//! cluster below its threshold.
+
+use super::*;
+
+/// One budget over all members with an integer `minAvailable: t`: an eviction may never leave
+/// fewer than `t` members ready (a `maxUnavailable: t` budget would let quorum be evicted).
+pub(super) fn pdb(cluster: &Cluster) -> PodDisruptionBudget {
+    let mut pdb = PodDisruptionBudget {
+        metadata: child_metadata(cluster, cluster.name.clone(), dv_labels(cluster)),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(cluster.quorum.threshold() as i32)),
+            selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    LABEL_DV.to_owned(),
+                    cluster.name.clone(),
+                )])),
+                match_expressions: None,
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    };
+    stamp(&mut pdb, |p| &mut p.metadata);
+    pdb
+}

@@ -1,0 +1,110 @@
+//! The network children of a DV: each member's Service (its p2p and monitoring ports) and the
+//! NetworkPolicy that opens only what Charon and the clients use.
+
+use super::*;
+
+pub(super) fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_owned()),
+        end_port: None,
+    }
+}
+
+/// Members accept p2p only from members of the same DV (and the listed relay CIDRs), and
+/// metrics only from the listed namespaces; the validator API is pod-local and never exposed.
+pub(super) fn network_policy(cluster: &Cluster) -> NetworkPolicy {
+    let same_dv = LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            LABEL_DV.to_owned(),
+            cluster.name.clone(),
+        )])),
+        match_expressions: None,
+    };
+    let mut p2p_from = vec![NetworkPolicyPeer {
+        pod_selector: Some(same_dv.clone()),
+        ..NetworkPolicyPeer::default()
+    }];
+    p2p_from.extend(
+        cluster
+            .network_policy
+            .relay_cidrs
+            .iter()
+            .map(|cidr| NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: cidr.clone(),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            }),
+    );
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(p2p_from),
+        ports: Some(vec![tcp(PORT_P2P)]),
+    }];
+    if !cluster.network_policy.metrics_namespaces.is_empty() {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: None,
+                    match_expressions: Some(vec![
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                            key: "kubernetes.io/metadata.name".to_owned(),
+                            operator: "In".to_owned(),
+                            values: Some(cluster.network_policy.metrics_namespaces.clone()),
+                        },
+                    ]),
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: Some(vec![tcp(PORT_MONITORING), tcp(PORT_VC_METRICS)]),
+        });
+    }
+    let mut policy = NetworkPolicy {
+        metadata: child_metadata(cluster, cluster.name.clone(), dv_labels(cluster)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(same_dv),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(ingress),
+            egress: None,
+        }),
+    };
+    stamp(&mut policy, |p| &mut p.metadata);
+    policy
+}
+
+/// Headless, publishing not-ready addresses: peers must find a member's p2p address before it
+/// is ready, because its readiness depends on them.
+pub(super) fn service(cluster: &Cluster, member: &Member) -> Service {
+    let mut service = Service {
+        metadata: child_metadata(
+            cluster,
+            member_object_name(&cluster.name, &member.name),
+            member_labels(cluster, member),
+        ),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(member_selector(cluster, member)),
+            ports: Some(vec![
+                port("p2p-tcp", PORT_P2P),
+                port("monitoring", PORT_MONITORING),
+                port("vc-metrics", PORT_VC_METRICS),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    };
+    stamp(&mut service, |s| &mut s.metadata);
+    service
+}
+
+pub(super) fn port(name: &str, number: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port: number,
+        target_port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    }
+}

@@ -1,0 +1,268 @@
+//! A member's pod template: the Charon container, the validator client and its init steps,
+//! the key-share and ENR volumes (each member's own Secrets only), probes, security context
+//! and zone affinity.
+
+use super::*;
+
+pub(super) fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The restricted Pod Security Standard for every container.
+pub(super) fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+pub(super) fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(PORT_MONITORING),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+pub(super) fn charon_container(cluster: &Cluster, member: &Member) -> Container {
+    let run = clients::charon::run(cluster, member);
+    let env_vars: Vec<EnvVar> = cluster
+        .charon_extra_env
+        .iter()
+        .map(|(k, v)| env(k, v.clone()))
+        .collect();
+    Container {
+        name: CONTAINER_CHARON.to_owned(),
+        image: Some(member.charon_image.clone()),
+        command: Some(run.command()),
+        args: Some(run.args()),
+        env: (!env_vars.is_empty()).then_some(env_vars),
+        ports: Some(vec![
+            container_port("validator-api", PORT_VALIDATOR_API),
+            container_port("p2p-tcp", PORT_P2P),
+            container_port("monitoring", PORT_MONITORING),
+        ]),
+        // Charon writes nothing of its own here (charon v1.7.1 has no data dir); the volume stays
+        // because a StatefulSet's volumeClaimTemplates cannot change on a live cluster. The ENR
+        // key is read from its Secret, read-only: no copy outlives the Secret.
+        volume_mounts: Some(vec![
+            mount(VOLUME_CHARON_DATA, MOUNT_CHARON_DATA, false),
+            mount(VOLUME_LOCK, MOUNT_LOCK, true),
+            mount(VOLUME_ENR_KEY, MOUNT_ENR_KEY, true),
+            mount(VOLUME_TMP, MOUNT_TMP, false),
+        ]),
+        // /livez says whether Charon itself works; /readyz also needs quorum peers, so a
+        // member without peers is not ready but must not be restarted for it.
+        liveness_probe: Some(http_probe("/livez", 10, 6)),
+        readiness_probe: Some(http_probe("/readyz", 10, 3)),
+        startup_probe: Some(http_probe("/livez", 5, 60)),
+        resources: member.charon_resources.clone(),
+        security_context: Some(restricted()),
+        ..Container::default()
+    }
+}
+
+pub(super) fn container_port(name: &str, number: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: number,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+pub(super) fn client_mounts() -> Vec<VolumeMount> {
+    vec![
+        mount(VOLUME_VC_DATA, MOUNT_VC_DATA, false),
+        mount(VOLUME_KEY_SHARE, MOUNT_KEY_SHARE, true),
+        mount(VOLUME_TMP, MOUNT_TMP, false),
+    ]
+}
+
+pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Container, Vec<Container>) {
+    let run = clients::client_run(cluster, member);
+    let env_vars: Vec<EnvVar> = cluster
+        .client_extra_env
+        .iter()
+        .map(|(k, v)| env(k, v.clone()))
+        .collect();
+    let main = Container {
+        name: CONTAINER_VALIDATOR_CLIENT.to_owned(),
+        image: Some(member.client_image.clone()),
+        command: Some(run.main.command()),
+        args: Some(run.main.args()),
+        env: (!env_vars.is_empty()).then_some(env_vars),
+        ports: Some(vec![container_port("vc-metrics", PORT_VC_METRICS)]),
+        volume_mounts: Some(client_mounts()),
+        resources: member.client_resources.clone(),
+        security_context: Some(restricted()),
+        ..Container::default()
+    };
+    let init = run
+        .init
+        .into_iter()
+        .map(|step| Container {
+            name: step.name.to_owned(),
+            image: Some(match step.image {
+                clients::StepImage::Client => member.client_image.clone(),
+                clients::StepImage::Other(image) => image,
+            }),
+            command: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), step.script]),
+            env: (!step.env.is_empty()).then(|| {
+                step.env
+                    .into_iter()
+                    .map(|(name, value)| env(&name, value))
+                    .collect()
+            }),
+            volume_mounts: Some(client_mounts()),
+            security_context: Some(restricted()),
+            ..Container::default()
+        })
+        .collect();
+    (main, init)
+}
+
+/// Removes the copy of the ENR private key that operator versions before 0.2 left on the
+/// member's retained Charon volume (Charon now reads the key from its Secret): a private key must
+/// not outlive its Secret. Idempotent; touches nothing else on the volume. Runs `/bin/sh` in the
+/// Charon image, whose final stage is debian:bookworm-slim (charon v1.7.1 Dockerfile).
+pub(super) fn remove_old_enr_key_copy(member: &Member) -> Container {
+    Container {
+        name: INIT_REMOVE_OLD_ENR_KEY_COPY.to_owned(),
+        image: Some(member.charon_image.clone()),
+        command: Some(vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            format!("set -eu\nrm -f {MOUNT_CHARON_DATA}/{ENR_KEY_FILE}\n"),
+        ]),
+        volume_mounts: Some(vec![mount(VOLUME_CHARON_DATA, MOUNT_CHARON_DATA, false)]),
+        security_context: Some(restricted()),
+        ..Container::default()
+    }
+}
+
+pub(super) fn secret_volume(name: &str, secret: &str, items: Option<Vec<KeyToPath>>) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items,
+            default_mode: Some(0o400),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+pub(super) fn volumes(cluster: &Cluster, member: &Member) -> Vec<Volume> {
+    let lock = match &cluster.lock {
+        LockVolume::ConfigMap { name, key } => Volume {
+            name: VOLUME_LOCK.to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: key.clone(),
+                    path: LOCK_FILE.to_owned(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o444),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        },
+        LockVolume::Secret { name, key } => secret_volume(
+            VOLUME_LOCK,
+            name,
+            Some(vec![KeyToPath {
+                key: key.clone(),
+                path: LOCK_FILE.to_owned(),
+                mode: None,
+            }]),
+        ),
+    };
+    vec![
+        lock,
+        // Only this member's Secrets: never another member's key share or ENR key.
+        secret_volume(
+            VOLUME_ENR_KEY,
+            &member.enr_secret,
+            Some(vec![KeyToPath {
+                key: member.enr_key.clone(),
+                path: ENR_KEY_FILE.to_owned(),
+                mode: None,
+            }]),
+        ),
+        secret_volume(VOLUME_KEY_SHARE, &member.key_share_secret, None),
+        Volume {
+            name: VOLUME_TMP.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ]
+}
+
+pub(super) fn affinity(cluster: &Cluster, member: &Member) -> Affinity {
+    let zone = member.zone.as_ref().map(|zone| NodeAffinity {
+        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+            node_selector_terms: vec![NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: cluster.zone_label.clone(),
+                    operator: "In".to_owned(),
+                    values: Some(vec![zone.clone()]),
+                }]),
+                match_fields: None,
+            }],
+        }),
+        preferred_during_scheduling_ignored_during_execution: None,
+    });
+    Affinity {
+        node_affinity: zone,
+        // Two members of one DV on one node would let one node failure take both.
+        pod_anti_affinity: Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        LABEL_DV.to_owned(),
+                        cluster.name.clone(),
+                    )])),
+                    match_expressions: None,
+                }),
+                topology_key: "kubernetes.io/hostname".to_owned(),
+                ..PodAffinityTerm::default()
+            }]),
+            preferred_during_scheduling_ignored_during_execution: None,
+        }),
+        pod_affinity: None,
+    }
+}
