@@ -21,13 +21,14 @@ impl DistributedValidator {
                     name: format!("operator-{i}"),
                     class: *class,
                 },
-                key_share_secret: SecretRef {
+                remote: false,
+                key_share_secret: Some(SecretRef {
                     name: format!("{name}-m{i}-keystore"),
-                },
-                enr_secret: EnrSecretRef {
+                }),
+                enr_secret: Some(EnrSecretRef {
                     name: format!("{name}-m{i}-enr"),
                     key: crate::api::DEFAULT_ENR_KEY.to_owned(),
-                },
+                }),
                 resources: None,
                 node_selector: Default::default(),
                 tolerations: Vec::new(),

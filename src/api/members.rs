@@ -4,8 +4,9 @@
 use super::*;
 
 /// One member of the cluster: one operator node holding one key share.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.remote) && self.remote) ? (!has(self.keyShareSecret) && !has(self.enrSecret)) : (has(self.keyShareSecret) && has(self.enrSecret))").message("a member run here names its keyShareSecret and enrSecret; a remote member names neither"))]
 pub struct MemberSpec {
     /// Member name, unique in the DV. The member's StatefulSet and Service are `<dv>-<name>`.
     #[schemars(
@@ -27,11 +28,19 @@ pub struct MemberSpec {
     pub zone: Option<String>,
     /// The entity operating this member.
     pub operator: OperatorRef,
+    /// Run by another organisation on its own infrastructure: nothing is built here for it and
+    /// no Secret is needed; its health is what this cluster's members' Charon sees of it (ping
+    /// success), and it counts toward quorum like any member. Its index, operator and class still
+    /// decide diversity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
     /// Secret holding this member's key share: `keystore-N.json` and `keystore-N.txt` (its
-    /// password) for each validator N in the lock.
-    pub key_share_secret: SecretRef,
-    /// Secret holding this member's Charon ENR private key.
-    pub enr_secret: EnrSecretRef,
+    /// password) for each validator N in the lock. Required for a member run here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_share_secret: Option<SecretRef>,
+    /// Secret holding this member's Charon ENR private key. Required for a member run here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enr_secret: Option<EnrSecretRef>,
     /// Compute resources per container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<MemberResources>,
@@ -44,6 +53,21 @@ pub struct MemberSpec {
     /// Image overrides for this member only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<MemberImages>,
+}
+
+impl MemberSpec {
+    /// The Secrets this member names (its key share and its ENR; none for a remote member).
+    pub fn secret_names(&self) -> impl Iterator<Item = &String> {
+        self.key_share_secret
+            .iter()
+            .map(|s| &s.name)
+            .chain(self.enr_secret.iter().map(|s| &s.name))
+    }
+
+    /// Whether this cluster runs the member (it is not run by another organisation).
+    pub fn is_local(&self) -> bool {
+        !self.remote
+    }
 }
 
 /// The entity operating a member.

@@ -96,7 +96,8 @@ pub const DEFAULT_RELAYS: [&str; 2] = ["https://0.relay.obol.tech", "https://1.r
     validation = Rule::new("self.members.all(m, self.members.exists_one(o, o.name == m.name))").message("member names must be unique").field_path(".members"),
     validation = Rule::new("self.members.all(m, self.members.exists_one(o, o.index == m.index))").message("member share indexes must be unique").field_path(".members"),
     validation = Rule::new("self.members.all(m, m.index < size(self.members))").message("every share index must be below the number of members").field_path(".members"),
-    validation = Rule::new("self.members.all(m, self.members.exists_one(o, o.keyShareSecret.name == m.keyShareSecret.name))").message("each member needs its own key-share Secret").field_path(".members"),
+    validation = Rule::new("self.members.all(m, !has(m.keyShareSecret) || self.members.exists_one(o, has(o.keyShareSecret) && o.keyShareSecret.name == m.keyShareSecret.name))").message("each member needs its own key-share Secret").field_path(".members"),
+    validation = Rule::new("self.members.exists(m, !has(m.remote) || !m.remote)").message("at least one member must run in this cluster (remote: false)").field_path(".members"),
     validation = Rule::new("!has(self.threshold) || (self.threshold * 2 > size(self.members) && self.threshold <= size(self.members))").message("threshold must be more than half of the members and at most all of them").field_path(".threshold"),
     validation = Rule::new("oldSelf.members.all(o, self.members.all(m, m.name != o.name || m.index == o.index))").message("the share index of an existing member cannot change; remove the member and add a new one").field_path(".members"),
 )]

@@ -251,3 +251,29 @@ fn defaults_fill_a_minimal_spec() {
     assert_eq!(dv.spec.rollout.max_unavailable, 1);
     assert!(dv.spec.storage.retain_on_delete);
 }
+
+#[test]
+fn cel_requires_secrets_of_local_members_only_and_one_local_member() {
+    let mut dv = four_as_json();
+    dv["spec"]["members"][3]["remote"] = json!(true);
+    assert_eq!(
+        cel_messages(&dv, None),
+        vec![
+            "a member run here names its keyShareSecret and enrSecret; a remote member names neither"
+        ]
+    );
+    let member = dv["spec"]["members"][3].as_object_mut().unwrap();
+    member.remove("keyShareSecret");
+    member.remove("enrSecret");
+    assert_eq!(cel_messages(&dv, None), Vec::<String>::new());
+    for i in 0..3 {
+        let member = dv["spec"]["members"][i].as_object_mut().unwrap();
+        member.insert("remote".into(), json!(true));
+        member.remove("keyShareSecret");
+        member.remove("enrSecret");
+    }
+    assert_eq!(
+        cel_messages(&dv, None),
+        vec!["at least one member must run in this cluster (remote: false)"]
+    );
+}

@@ -81,16 +81,30 @@ pub fn plan(dv: &DistributedValidator, nodes: &[Node]) -> Result<String, PlanErr
             .zone
             .clone()
     };
+    // Only members run here are placed on these nodes; each remote member is a failure domain of
+    // its own (another organisation's infrastructure), as the controller counts it.
     let members: Vec<MemberZone> = spec
         .members
         .iter()
+        .filter(|m| !m.remote)
         .map(|m| MemberZone {
             index: m.index,
             pinned: m.zone.clone(),
             previous: previous(&m.name),
         })
         .collect();
-    let assigned_zones = assign_zones(&members, &zones);
+    let mut local_zones = assign_zones(&members, &zones).into_iter();
+    let assigned_zones: Vec<Option<String>> = spec
+        .members
+        .iter()
+        .map(|m| {
+            if m.remote {
+                Some(format!("(remote: {})", m.name))
+            } else {
+                local_zones.next().flatten()
+            }
+        })
+        .collect();
     let clients = assign_clients(&spec.members, &spec.client_diversity.clients);
     let mut out = String::new();
     let name = dv.metadata.name.as_deref().unwrap_or("(unnamed)");
@@ -123,8 +137,15 @@ pub fn plan(dv: &DistributedValidator, nodes: &[Node]) -> Result<String, PlanErr
             "{:<12} {:>5}  {:<10} {:<10} {:<28} {}",
             m.name,
             m.index,
-            format!("{zone}{}", pinned(m.zone.is_some())),
-            format!("{}{}", clients[i], pinned(m.validator_client.is_some())),
+            if m.remote {
+                "(remote)".to_owned()
+            } else {
+                format!("{zone}{}", pinned(m.zone.is_some()))
+            },
+            match clients[i] {
+                Some(client) => format!("{client}{}", pinned(m.validator_client.is_some())),
+                None => "(theirs)".to_owned(),
+            },
             m.operator.name,
             m.operator.class.as_str()
         );
@@ -148,7 +169,11 @@ pub fn plan(dv: &DistributedValidator, nodes: &[Node]) -> Result<String, PlanErr
         ),
         (
             "validator clients",
-            spread(clients.iter().map(|c| c.as_str().to_owned()), n, t),
+            spread(
+                clients.iter().flatten().map(|c| c.as_str().to_owned()),
+                n,
+                t,
+            ),
         ),
         (
             "operators",

@@ -65,7 +65,7 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
         .spec
         .members
         .iter()
-        .flat_map(|m| [&m.key_share_secret.name, &m.enr_secret.name])
+        .flat_map(|m| m.secret_names())
         .filter_map(|name| {
             let secret = ctx
                 .caches
@@ -156,7 +156,9 @@ pub(super) async fn read_keystores(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut out = BTreeMap::new();
     for member in &dv.spec.members {
-        let name = &member.key_share_secret.name;
+        let Some(name) = member.key_share_secret.as_ref().map(|s| &s.name) else {
+            continue;
+        };
         let Some(facts) = secrets.get(name) else {
             continue;
         };

@@ -176,7 +176,10 @@ pub struct RosterEntry {
     pub index: u32,
     pub operator_name: String,
     pub operator_class: OperatorClass,
-    pub client: ValidatorClient,
+    /// The client it runs; for a remote member, only the one its spec pins.
+    pub client: Option<ValidatorClient>,
+    /// Run by another organisation: nothing is built for it here.
+    pub remote: bool,
 }
 
 /// A DV that passed validation.
@@ -251,8 +254,13 @@ pub fn stable_hash(parts: &[&str]) -> String {
 }
 
 /// Clients for members that do not pin one: each goes to the allowed client with the fewest
-/// members so far (pinned members count), ties broken by the order of the allowed list.
-pub fn assign_clients(members: &[MemberSpec], allowed: &[ValidatorClient]) -> Vec<ValidatorClient> {
+/// members so far (pinned members count), ties broken by the order of the allowed list. A
+/// remote member that pins none gets none: another organisation chooses it, and nobody here
+/// knows it.
+pub fn assign_clients(
+    members: &[MemberSpec],
+    allowed: &[ValidatorClient],
+) -> Vec<Option<ValidatorClient>> {
     let allowed: Vec<ValidatorClient> = if allowed.is_empty() {
         ValidatorClient::ALL.to_vec()
     } else {
@@ -269,7 +277,7 @@ pub fn assign_clients(members: &[MemberSpec], allowed: &[ValidatorClient]) -> Ve
     let mut assigned: Vec<Option<ValidatorClient>> =
         members.iter().map(|m| m.validator_client).collect();
     for i in order {
-        if assigned[i].is_some() {
+        if assigned[i].is_some() || members[i].remote {
             continue;
         }
         let choice = allowed
@@ -286,7 +294,4 @@ pub fn assign_clients(members: &[MemberSpec], allowed: &[ValidatorClient]) -> Ve
         assigned[i] = Some(choice);
     }
     assigned
-        .into_iter()
-        .map(|c| c.unwrap_or(ValidatorClient::Lighthouse))
-        .collect()
 }

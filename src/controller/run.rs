@@ -285,7 +285,7 @@ pub(super) fn referencing(
                     .spec
                     .members
                     .iter()
-                    .any(|m| m.key_share_secret.name == name || m.enr_secret.name == name)
+                    .any(|m| m.secret_names().any(|secret| secret == name))
         })
         .map(|dv| ObjectRef::from_obj(dv.as_ref()))
         .collect()

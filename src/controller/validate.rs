@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::api::reasons;
-use crate::api::{DEFAULT_CHARON_IMAGE, DEFAULT_RELAYS, DistributedValidator, ValidatorClient};
+use crate::api::{
+    DEFAULT_CHARON_IMAGE, DEFAULT_RELAYS, DistributedValidator, MemberSpec, ValidatorClient,
+};
 use crate::crypto::lock;
 use crate::domain::placement::Zones;
 use crate::domain::quorum::Quorum;
@@ -150,7 +152,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         .filter(|(_, recipient)| recipient.is_none())
         .map(|(validator, _)| validator)
         .collect();
-    if !without_fee_recipient.is_empty() && clients.contains(&ValidatorClient::Teku) {
+    if !without_fee_recipient.is_empty() && clients.contains(&Some(ValidatorClient::Teku)) {
         return Err(Invalid {
             reason: reasons::LOCK_INVALID,
             problems: vec![format!(
@@ -165,9 +167,11 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         .flat_map(|s| s.members.iter())
         .filter_map(|m| Some((m.name.as_str(), m.zone.as_deref()?)))
         .collect();
-    let zones = crate::domain::placement::assign_zones(
-        &spec
-            .members
+    // Zones are assigned to the members run here; a remote member is in another organisation's
+    // infrastructure, a failure domain of its own as far as this cluster can tell.
+    let local: Vec<&MemberSpec> = spec.members.iter().filter(|m| m.is_local()).collect();
+    let mut local_zones = crate::domain::placement::assign_zones(
+        &local
             .iter()
             .map(|m| crate::domain::placement::MemberZone {
                 index: m.index,
@@ -176,7 +180,19 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             })
             .collect::<Vec<_>>(),
         &facts.zones,
-    );
+    )
+    .into_iter();
+    let zones: Vec<Option<String>> = spec
+        .members
+        .iter()
+        .map(|m| {
+            if m.is_local() {
+                local_zones.next().flatten()
+            } else {
+                None
+            }
+        })
+        .collect();
     let images = &spec.validator_clients.images;
     let mut members = Vec::new();
     let mut blocked = Vec::new();
@@ -199,13 +215,20 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             });
         }
         let placed = crate::domain::placement::spread(
-            zones
-                .iter()
-                .map(|z| z.clone().unwrap_or_else(|| "(no zone)".to_owned())),
+            spec.members.iter().zip(&zones).map(|(m, z)| match z {
+                _ if m.remote => format!("(remote: {})", m.name),
+                Some(zone) => zone.clone(),
+                None => "(no zone)".to_owned(),
+            }),
             quorum.members(),
             quorum.threshold(),
         );
-        if !placed.live || zones.iter().any(Option::is_none) {
+        let unplaced = spec
+            .members
+            .iter()
+            .zip(&zones)
+            .any(|(m, z)| m.is_local() && z.is_none());
+        if !placed.live || unplaced {
             let needed = (spec.members.len()).div_ceil(budget.max(1));
             return Err(Invalid {
                 reason: reasons::PLACEMENT_UNSATISFIABLE,
@@ -236,6 +259,18 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
     let mut client_changes_held = Vec::new();
     let mut roster = Vec::new();
     for ((member, wanted), zone) in spec.members.iter().zip(clients).zip(zones) {
+        let Some(wanted) = wanted.filter(|_| member.is_local()) else {
+            // Run by another organisation: it counts for quorum and diversity, nothing is built.
+            roster.push(RosterEntry {
+                name: member.name.clone(),
+                index: member.index,
+                operator_name: member.operator.name.clone(),
+                operator_class: member.operator.class,
+                client: member.validator_client,
+                remote: true,
+            });
+            continue;
+        };
         let released = |wanted: ValidatorClient| {
             annotations
                 .get(&format!(
@@ -260,11 +295,27 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             index: member.index,
             operator_name: member.operator.name.clone(),
             operator_class: member.operator.class,
-            client,
+            client: Some(client),
+            remote: false,
         });
+        // The spec checks require both of a local member; a spec that slipped past them blocks
+        // only this member.
+        let (Some(key_share_secret), Some(enr_secret)) =
+            (&member.key_share_secret, &member.enr_secret)
+        else {
+            blocked.push(MemberProblem {
+                member: member.name.clone(),
+                kind: ProblemKind::SecretsMissing(Vec::new()),
+                why: format!(
+                    "member {} names no keyShareSecret or enrSecret",
+                    member.name
+                ),
+            });
+            continue;
+        };
         let missing: Vec<(&str, &String)> = [
-            ("key-share", &member.key_share_secret.name),
-            ("ENR", &member.enr_secret.name),
+            ("key-share", &key_share_secret.name),
+            ("ENR", &enr_secret.name),
         ]
         .into_iter()
         .filter(|(_, secret)| !facts.secrets.contains_key(*secret))
@@ -293,22 +344,22 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         }
         // The member's keystores must hold its own share of every validator: someone else's
         // share would make two signers of one share.
-        let share_problems = match facts.keystores.get(&member.key_share_secret.name) {
+        let share_problems = match facts.keystores.get(&key_share_secret.name) {
             Some(Ok(keys)) => crate::crypto::keystore::check_member(
                 &member.name,
                 member.index as usize,
-                &member.key_share_secret.name,
+                &key_share_secret.name,
                 keys,
                 &summary,
                 &member_names,
             ),
             Some(Err(why)) => vec![format!(
                 "member {}: Secret {:?}: {why}",
-                member.name, member.key_share_secret.name
+                member.name, key_share_secret.name
             )],
             None => vec![format!(
                 "member {}: the keystores of Secret {:?} were not read",
-                member.name, member.key_share_secret.name
+                member.name, key_share_secret.name
             )],
         };
         if !share_problems.is_empty() {
@@ -345,9 +396,9 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             zone,
             operator_name: member.operator.name.clone(),
             operator_class: member.operator.class,
-            key_share_secret: member.key_share_secret.name.clone(),
-            enr_secret: member.enr_secret.name.clone(),
-            enr_key: member.enr_secret.key.clone(),
+            key_share_secret: key_share_secret.name.clone(),
+            enr_secret: enr_secret.name.clone(),
+            enr_key: enr_secret.key.clone(),
             charon_image: overrides
                 .charon
                 .clone()
@@ -363,10 +414,10 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             tolerations: member.tolerations.clone(),
             inputs_hash: stable_hash(&[
                 &lock_hash,
-                &member.key_share_secret.name,
-                &version(&member.key_share_secret.name),
-                &member.enr_secret.name,
-                &version(&member.enr_secret.name),
+                &key_share_secret.name,
+                &version(&key_share_secret.name),
+                &enr_secret.name,
+                &version(&enr_secret.name),
             ]),
             // RFC 3339 UTC times of one format compare as text.
             restart_requested_at: [

@@ -243,12 +243,43 @@ fn check_share_indexes(spec: &DistributedValidatorSpec, report: &mut Report) {
 /// Each member mounts its own key share and ENR key and nothing else, so no Secret may serve two
 /// members, and the lock must not live in a member's Secret.
 fn check_secrets(spec: &DistributedValidatorSpec, report: &mut Report) {
+    if spec.members.iter().all(|m| m.remote) {
+        report.error(
+            "spec.members",
+            "every member is remote: at least one member must run in this cluster",
+        );
+    }
     let mut owner: BTreeMap<&str, (usize, &'static str)> = BTreeMap::new();
     for (i, member) in spec.members.iter().enumerate() {
-        for (field, secret) in [
-            ("keyShareSecret.name", member.key_share_secret.name.as_str()),
-            ("enrSecret.name", member.enr_secret.name.as_str()),
+        // A member run here needs both Secrets; one run by another organisation has its keys
+        // there, and naming a Secret here for it would mount what is not its own.
+        for (field, set) in [
+            ("keyShareSecret", member.key_share_secret.is_some()),
+            ("enrSecret", member.enr_secret.is_some()),
         ] {
+            if member.remote && set {
+                report.error(
+                    member_path(i, field),
+                    "a remote member's keys are with the organisation that runs it: name no Secret for it here",
+                );
+            } else if !member.remote && !set {
+                report.error(
+                    member_path(i, field),
+                    "required for a member run in this cluster (or set remote: true)",
+                );
+            }
+        }
+        let named = [
+            member
+                .key_share_secret
+                .as_ref()
+                .map(|s| ("keyShareSecret.name", s.name.as_str())),
+            member
+                .enr_secret
+                .as_ref()
+                .map(|s| ("enrSecret.name", s.name.as_str())),
+        ];
+        for (field, secret) in named.into_iter().flatten() {
             match owner.get(secret) {
                 Some(&(other, other_field)) if other != i => report.error(
                     member_path(i, field),

@@ -97,16 +97,16 @@ fn each_member_pod_mounts_its_own_secrets_and_no_other_members() {
         assert_eq!(desired.statefulsets.len(), dv.spec.members.len());
         for (set, member) in desired.statefulsets.iter().zip(&dv.spec.members) {
             let own: BTreeSet<String> = [
-                member.key_share_secret.name.clone(),
-                member.enr_secret.name.clone(),
+                member.key_share_secret.as_ref().unwrap().name.clone(),
+                member.enr_secret.as_ref().unwrap().name.clone(),
             ]
             .into();
             assert_eq!(pod_secrets(set), own, "{file}: {}", member.name);
             for other in dv.spec.members.iter().filter(|o| o.name != member.name) {
                 let mounted = pod_secrets(set);
                 assert!(
-                    !mounted.contains(&other.key_share_secret.name)
-                        && !mounted.contains(&other.enr_secret.name)
+                    !mounted.contains(&other.key_share_secret.as_ref().unwrap().name)
+                        && !mounted.contains(&other.enr_secret.as_ref().unwrap().name)
                 );
             }
         }

@@ -137,7 +137,10 @@ pub(super) fn diversity_conditions(
     let n = cluster.quorum.members();
     let t = cluster.quorum.threshold();
     let clients = crate::domain::placement::spread(
-        cluster.roster.iter().map(|m| m.client.as_str().to_owned()),
+        cluster
+            .roster
+            .iter()
+            .filter_map(|m| Some(m.client?.as_str().to_owned())),
         n,
         t,
     );

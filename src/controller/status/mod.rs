@@ -266,7 +266,7 @@ pub fn compute(
                 .and_then(|m| m.zone.clone())
                 .or_else(|| seen.zone.clone()),
             node: seen.pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
-            validator_client: Some(built.map_or(member.client, |m| m.client)),
+            validator_client: built.map(|m| m.client).or(member.client),
             ready,
             restarts: seen.pod.map(restarts).unwrap_or(0),
             last_restart_reason: restarted

@@ -215,7 +215,7 @@ fn a_member_holding_another_members_share_is_held_back_and_named() {
             resource_version: "1".into(),
         },
     );
-    dv.spec.members[1].key_share_secret.name = "bravo-copy".into();
+    dv.spec.members[1].key_share_secret.as_mut().unwrap().name = "bravo-copy".into();
     let cluster = validate(&dv, &facts).unwrap();
     assert_eq!(cluster.members.len(), 3);
     let MemberProblem { member, why, .. } = &cluster.share_mismatches[0];
@@ -263,9 +263,53 @@ fn unpinned_clients_spread_evenly_in_index_order() {
         ],
     );
     let mut counts: BTreeMap<ValidatorClient, usize> = BTreeMap::new();
-    for c in &clients {
+    for c in clients.iter().flatten() {
         *counts.entry(*c).or_default() += 1;
     }
     assert_eq!(counts.values().max(), Some(&3));
     assert_eq!(counts.values().min(), Some(&2));
+}
+
+#[test]
+fn remote_members_need_no_secrets_are_not_built_and_stay_on_the_roster() {
+    let (mut dv, mut facts) = example("stader-4.yaml");
+    for member in &mut dv.spec.members[2..] {
+        member.remote = true;
+        member.key_share_secret = None;
+        member.enr_secret = None;
+    }
+    for secret in [
+        "stader-4-charlie-keystore",
+        "stader-4-charlie-enr",
+        "stader-4-delta-keystore",
+        "stader-4-delta-enr",
+    ] {
+        facts.secrets.remove(secret);
+    }
+    let cluster = validate(&dv, &facts).unwrap();
+    let built: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(built, vec!["alpha", "bravo"]);
+    assert!(cluster.blocked.is_empty(), "{:?}", cluster.blocked);
+    assert_eq!(cluster.quorum.members(), 4);
+    let remote: Vec<(&str, Option<ValidatorClient>)> = cluster
+        .roster
+        .iter()
+        .filter(|m| m.remote)
+        .map(|m| (m.name.as_str(), m.client))
+        .collect();
+    assert_eq!(
+        remote,
+        vec![
+            ("charlie", Some(ValidatorClient::Prysm)),
+            ("delta", Some(ValidatorClient::Lodestar))
+        ]
+    );
+    // Two members run here, in two different zones: the remote ones take no zone here.
+    let zones: std::collections::BTreeSet<_> =
+        cluster.members.iter().map(|m| m.zone.clone()).collect();
+    assert_eq!(zones.len(), 2, "{zones:?}");
+    // A remote member that pins no client gets none assigned (another organisation chooses).
+    dv.spec.members[3].validator_client = None;
+    let cluster = validate(&dv, &facts).unwrap();
+    assert_eq!(cluster.roster[3].client, None);
 }

@@ -251,7 +251,12 @@ fn dv_name_must_start_with_a_letter() {
 #[test]
 fn shared_secrets_are_rejected() {
     let mut spec = four();
-    spec.members[1].enr_secret.name = spec.members[0].key_share_secret.name.clone();
+    spec.members[1].enr_secret.as_mut().unwrap().name = spec.members[0]
+        .key_share_secret
+        .as_ref()
+        .unwrap()
+        .name
+        .clone();
     assert_single_error(
         &spec,
         "spec.members[1].enrSecret.name",
@@ -259,7 +264,12 @@ fn shared_secrets_are_rejected() {
     );
     // One member may keep both of its own files in one Secret.
     let mut spec = four();
-    spec.members[0].enr_secret.name = spec.members[0].key_share_secret.name.clone();
+    spec.members[0].enr_secret.as_mut().unwrap().name = spec.members[0]
+        .key_share_secret
+        .as_ref()
+        .unwrap()
+        .name
+        .clone();
     assert_eq!(errors("dv", &spec), Vec::<String>::new());
 }
 
@@ -268,7 +278,12 @@ fn lock_must_not_live_in_a_member_secret() {
     let mut spec = four();
     spec.cluster_lock.config_map = None;
     spec.cluster_lock.secret = Some(crate::api::LockKeyRef {
-        name: spec.members[2].key_share_secret.name.clone(),
+        name: spec.members[2]
+            .key_share_secret
+            .as_ref()
+            .unwrap()
+            .name
+            .clone(),
         key: "cluster-lock.json".into(),
     });
     assert_single_error(
@@ -464,4 +479,42 @@ fn report_is_sorted_errors_first() {
     assert_eq!(severities, sorted);
     assert_eq!(report.errors().count(), 2);
     assert_eq!(report.warnings().count(), 1);
+}
+
+#[test]
+fn a_remote_member_names_no_secret_and_a_local_one_names_both() {
+    let mut spec = four();
+    spec.members[2].remote = true;
+    spec.members[2].key_share_secret = None;
+    spec.members[2].enr_secret = None;
+    assert_eq!(errors("dv", &spec), Vec::<String>::new());
+    spec.members[3].remote = true;
+    assert_eq!(
+        errors("dv", &spec),
+        vec![
+            "spec.members[3].enrSecret: a remote member's keys are with the organisation that runs it: name no Secret for it here",
+            "spec.members[3].keyShareSecret: a remote member's keys are with the organisation that runs it: name no Secret for it here",
+        ]
+    );
+    spec.members[3].remote = false;
+    spec.members[3].enr_secret = None;
+    assert_single_error(
+        &spec,
+        "spec.members[3].enrSecret",
+        "required for a member run in this cluster",
+    );
+}
+
+#[test]
+fn every_member_remote_is_refused() {
+    let mut spec = four();
+    for member in &mut spec.members {
+        member.remote = true;
+        member.key_share_secret = None;
+        member.enr_secret = None;
+    }
+    assert_eq!(
+        errors("dv", &spec),
+        vec!["spec.members: every member is remote: at least one member must run in this cluster"]
+    );
 }
