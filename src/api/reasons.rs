@@ -54,6 +54,12 @@ pub const CONVERGED: &str = "Converged";
 /// Event).
 pub const CLIENT_CHANGE_HELD: &str = "ClientChangeHeld";
 
+// PeersConnected (DVs with remote members)
+/// Every member, remote ones included, answered a member here lately.
+pub const PEERS_SEEN: &str = "PeersSeen";
+/// Some member has not answered lately (or never).
+pub const PEERS_NOT_SEEN: &str = "PeersNotSeen";
+
 // ReconciliationPaused
 pub const PAUSED: &str = "Paused";
 pub const ACTIVE: &str = "Active";
@@ -120,6 +126,8 @@ pub const ALL: &[&str] = &[
     MEMBERS_STARTING,
     CONVERGED,
     CLIENT_CHANGE_HELD,
+    PEERS_SEEN,
+    PEERS_NOT_SEEN,
     PAUSED,
     ACTIVE,
     CREATED,

@@ -112,6 +112,15 @@ pub struct MemberStatus {
     /// or is tainted `node.kubernetes.io/out-of-service`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stranded: bool,
+    /// Run by another organisation: `ready` means a member here saw it answer lately.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
+    /// When the member was last seen answering (its own Charon read, or a peer's ping of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
+    /// Why the member's Charon says it is not ready (e.g. `beacon node syncing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready_reason: Option<String>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -129,6 +138,8 @@ pub mod condition_types {
     pub const KEY_SHARES_VERIFIED: &str = "KeySharesVerified";
     pub const PROGRESSING: &str = "Progressing";
     pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
+    /// Only for DVs with remote members: every member is seen answering from here.
+    pub const PEERS_CONNECTED: &str = "PeersConnected";
 }
 
 impl MemberStatus {

@@ -17,10 +17,19 @@ pub struct Settings {
     pub debounce: Duration,
     /// Whether this process may write (the leader's fence; never closed without election).
     pub fence: crate::runtime::leader::Fence,
+    /// How often the members' Charon monitoring endpoints are read (see `peers`).
+    pub peer_read_every: Duration,
+    /// How recently a member must have been seen answering to count as up (remote members count
+    /// toward quorum only so).
+    pub peer_seen_within: Duration,
 }
 
 /// The default of [`Settings::concurrency`].
 pub const DEFAULT_CONCURRENCY: u16 = 16;
+/// The default of [`Settings::peer_read_every`].
+pub const DEFAULT_PEER_READ_EVERY: Duration = Duration::from_secs(10);
+/// The default of [`Settings::peer_seen_within`]: three reads missed.
+pub const DEFAULT_PEER_SEEN_WITHIN: Duration = Duration::from_secs(30);
 /// The default of [`Settings::debounce`].
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(500);
 
@@ -31,6 +40,8 @@ impl Default for Settings {
             concurrency: DEFAULT_CONCURRENCY,
             debounce: DEFAULT_DEBOUNCE,
             fence: crate::runtime::leader::Fence::default(),
+            peer_read_every: DEFAULT_PEER_READ_EVERY,
+            peer_seen_within: DEFAULT_PEER_SEEN_WITHIN,
         }
     }
 }
@@ -57,6 +68,8 @@ pub(super) struct Context {
         std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>,
     /// The member problems each DV's last pass reported as Events: a problem gets one Event
     /// when it appears, not one per pass.
+    /// What the peer monitor read of each DV's members' Charon.
+    pub(super) peers: PeerViews,
     pub(super) reported: std::sync::Mutex<
         std::collections::HashMap<(String, String), std::collections::BTreeSet<ReportedProblem>>,
     >,

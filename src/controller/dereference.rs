@@ -104,6 +104,7 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
         keystores,
         zones,
         live_claims,
+        peers: peer_health(ctx, dv),
     })
 }
 

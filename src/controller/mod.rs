@@ -16,6 +16,7 @@ mod events;
 pub mod health;
 pub mod model;
 pub mod names;
+mod peers;
 pub mod retry;
 mod rollout;
 mod run;
@@ -56,12 +57,16 @@ use apply::*;
 use caches::*;
 use dereference::*;
 use events::*;
+use peers::*;
 use rollout::*;
 pub use rollout::{ANNOTATION_PAUSED, is_paused};
 use update_status::*;
 
 use context::*;
-pub use context::{DEFAULT_CONCURRENCY, DEFAULT_DEBOUNCE, Settings, identify};
+pub use context::{
+    DEFAULT_CONCURRENCY, DEFAULT_DEBOUNCE, DEFAULT_PEER_READ_EVERY, DEFAULT_PEER_SEEN_WITHIN,
+    Settings, identify,
+};
 pub use error::Error;
 use run::*;
 pub use run::{run, run_elected, run_with_metrics};

@@ -29,6 +29,8 @@ pub struct Facts {
     /// The claim templates of each member's live StatefulSet (by member name): what
     /// `spec.storage` is compared with, since a StatefulSet's claims cannot change.
     pub live_claims: BTreeMap<String, Vec<crate::controller::storage::LiveClaim>>,
+    /// What the members' Charon said of themselves and their peers (the peer monitor's view).
+    pub peers: crate::domain::peers::PeerHealth,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -221,8 +223,14 @@ pub struct Cluster {
     pub client_changes_held: Vec<ClientChangeHeld>,
     /// Every member of the spec, built or not, by share index.
     pub roster: Vec<RosterEntry>,
-    /// How restarts and rollouts are paced, with the pause annotation folded in.
+    /// How restarts and rollouts are paced, with the pause annotation folded in. Its threshold
+    /// is what the members run here must keep ready: `t` less the remote members up.
     pub rollout: crate::domain::planner::Settings,
+    /// What the members' Charon said of themselves and their peers.
+    pub peers: crate::domain::peers::PeerHealth,
+    /// Remote members seen answering lately: they count toward quorum with the ready members
+    /// run here.
+    pub remote_up: u32,
 }
 
 /// Why a DV as a whole cannot be built.

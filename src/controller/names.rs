@@ -17,6 +17,9 @@ pub const LABEL_DV: &str = "dvt.io/distributed-validator";
 pub const LABEL_MEMBER: &str = "dvt.io/member";
 pub const LABEL_CLIENT: &str = "dvt.io/validator-client";
 pub const LABEL_OPERATOR_CLASS: &str = "dvt.io/operator-class";
+/// The member's position in the lock (its share index): Charon finds its own by its ENR; the
+/// label lets a person (and the simulated cluster's Charon) select a member by it.
+pub const LABEL_SHARE_INDEX: &str = "dvt.io/share-index";
 
 /// Hash of everything a child object was built from; an object that already carries the
 /// desired hash is not written again.

@@ -64,10 +64,36 @@ pub(super) async fn keep_quorum(
         })
         .collect();
     let plan = crate::domain::planner::plan(&members, settings, now.0);
+    let mut waiting = plan.waiting.clone();
+    if plan.held_by_budget {
+        // The planner's last word is the budget; across organisations, say whose members count.
+        if let Some(last) = waiting
+            .last_mut()
+            .filter(|_| cluster.roster.iter().any(|m| m.remote))
+        {
+            *last = held_across_organisations(cluster, &members);
+        }
+        let already = previous.conditions.iter().any(|c| {
+            c.type_ == crate::api::condition_types::PROGRESSING
+                && c.reason == crate::api::reasons::ROLLOUT_HELD_BY_BUDGET
+        });
+        if !already && !paused {
+            let note = waiting.last().cloned().unwrap_or_default();
+            publish(
+                ctx,
+                dv,
+                EventType::Warning,
+                crate::api::reasons::ROLLOUT_HELD_BY_BUDGET,
+                "Rollout",
+                note,
+            )
+            .await;
+        }
+    }
     let mut outcome = status::Outcome {
         stranded: plan.stranded.clone(),
         paused,
-        waiting: plan.waiting.clone(),
+        waiting,
         held_by_budget: plan.held_by_budget,
         min_ready: settings.min_ready,
         ..status::Outcome::default()
@@ -209,4 +235,29 @@ pub(super) async fn keep_quorum(
         wake_at
     };
     (outcome, wake_at)
+}
+
+/// Why a rollout waits when members of other organisations count: ready members here, remote
+/// members seen, the threshold, and which remote members are not seen.
+fn held_across_organisations(
+    cluster: &model::Cluster,
+    members: &[crate::domain::planner::Member],
+) -> String {
+    let ready_here = members.iter().filter(|m| m.ready).count();
+    let remote: Vec<&model::RosterEntry> = cluster.roster.iter().filter(|m| m.remote).collect();
+    let unseen: Vec<&str> = remote
+        .iter()
+        .filter(|m| !cluster.peers.up.contains(&m.index))
+        .map(|m| m.name.as_str())
+        .collect();
+    let mut text = format!(
+        "rollout waits: {ready_here} ready here and {} of {} remote members seen, {} needed to sign; no member can be taken down",
+        cluster.remote_up,
+        remote.len(),
+        cluster.quorum.threshold()
+    );
+    if !unseen.is_empty() {
+        text.push_str(&format!(" (not seen: {})", unseen.join(", ")));
+    }
+    text
 }

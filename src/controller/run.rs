@@ -167,6 +167,7 @@ pub(super) async fn run_in(
         &triggers,
         &mut tasks,
     );
+    let peer_triggers = triggers.clone();
     drop(triggers);
 
     let (progress, listing) =
@@ -196,9 +197,17 @@ pub(super) async fn run_in(
         lock_checks: LockChecks::default(),
         status_written: Default::default(),
         reported: Default::default(),
+        peers: Default::default(),
         caches: caches.clone(),
     });
     tasks.push(tokio::spawn(forget_deleted(dvs.clone(), context.clone())));
+    tasks.push(tokio::spawn(watch_peers(
+        dvs.clone(),
+        context.clone(),
+        peer_triggers,
+        settings.peer_read_every,
+        settings.peer_seen_within,
+    )));
     let ready = metrics.clone();
     tasks.push(tokio::spawn(async move {
         if follow_cache_listing(caches, progress).await == Listing::Done {

@@ -432,6 +432,11 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
     }
     members.sort_by_key(|m| m.index);
     roster.sort_by_key(|m| m.index);
+    // Quorum across organisations: a remote member counts while a member here saw it answer.
+    let remote_up = roster
+        .iter()
+        .filter(|m| m.remote && facts.peers.up.contains(&m.index))
+        .count() as u32;
     blocked.sort();
     share_mismatches.sort();
     let relays = if spec.charon.relays.is_empty() {
@@ -464,17 +469,19 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         share_mismatches,
         storage_growth,
         client_changes_held,
+        rollout: rollout_settings(dv, quorum.threshold().saturating_sub(remote_up)),
         roster,
-        rollout: rollout_settings(dv, quorum),
+        peers: facts.peers.clone(),
+        remote_up,
     })
 }
 
 /// The planner's pacing from `spec.rollout`, paused also by the `dvt.io/paused` annotation.
-fn rollout_settings(dv: &DistributedValidator, quorum: Quorum) -> crate::domain::planner::Settings {
+fn rollout_settings(dv: &DistributedValidator, threshold: u32) -> crate::domain::planner::Settings {
     let rollout = &dv.spec.rollout;
     let seconds = |s: u32| std::time::Duration::from_secs(u64::from(s));
     crate::domain::planner::Settings {
-        threshold: quorum.threshold(),
+        threshold,
         max_unavailable: rollout.max_unavailable,
         min_ready: seconds(rollout.min_ready_seconds),
         restart_delay: seconds(rollout.restart_delay_seconds),
@@ -504,6 +511,7 @@ pub fn manifest_facts(text: &str, zones: Zones) -> Result<(DistributedValidator,
         keystores: Default::default(),
         zones,
         live_claims: Default::default(),
+        peers: Default::default(),
     };
     for document in serde_yaml::Deserializer::from_str(text) {
         let value = serde_yaml::Value::deserialize(document).map_err(|e| e.to_string())?;

@@ -39,6 +39,7 @@ pub struct World {
     pub client: Client,
     operator: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     watch_namespaces: Vec<String>,
+    peer_timing: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 /// The rendered install bundle (`manifests/install.yaml`, the chart with default values): every
@@ -78,6 +79,13 @@ pub struct WorldOptions {
     pub install_bundle: Option<String>,
     /// The namespaces the operator watches (`--namespace`); empty is all.
     pub watch_namespaces: Vec<String>,
+    /// Member pods are ready only while `threshold` members of their DV run in this cluster
+    /// ([`charon_readiness`]). Off for a cluster that runs only some members of its DVs (the
+    /// others are another organisation's).
+    pub quorum_readiness: bool,
+    /// How often the operator reads its members' Charon, and how recently a member must have
+    /// answered to count as up; `None` keeps the operator's defaults.
+    pub peer_timing: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 impl Default for WorldOptions {
@@ -90,6 +98,8 @@ impl Default for WorldOptions {
             operator: true,
             install_bundle: None,
             watch_namespaces: Vec::new(),
+            quorum_readiness: true,
+            peer_timing: None,
         }
     }
 }
@@ -120,7 +130,11 @@ impl World {
             cluster: Some(ClusterOptions {
                 nodes: options.nodes,
                 zones: options.zones,
-                readiness_rules: vec![charon_readiness()],
+                readiness_rules: if options.quorum_readiness {
+                    vec![charon_readiness()]
+                } else {
+                    Vec::new()
+                },
                 ..pace
             }),
             ..SimOptions::default()
@@ -148,6 +162,7 @@ impl World {
             client,
             operator: None,
             watch_namespaces: options.watch_namespaces.clone(),
+            peer_timing: options.peer_timing,
         };
         if options.operator {
             world.start_operator()?;
@@ -168,9 +183,15 @@ impl World {
         let client =
             Client::try_from(config).map_err(api_error("building the operator's client"))?;
         let (stop, stopped) = oneshot::channel::<()>();
+        let defaults = Settings::default();
+        let (peer_read_every, peer_seen_within) = self
+            .peer_timing
+            .unwrap_or((defaults.peer_read_every, defaults.peer_seen_within));
         let settings = Settings {
             namespaces: self.watch_namespaces.clone(),
-            ..Settings::default()
+            peer_read_every,
+            peer_seen_within,
+            ..defaults
         };
         let task = tokio::spawn(controller::run(client, settings, async move {
             let _ = stopped.await;
@@ -319,4 +340,4 @@ pub const EXAMPLE_STADER_4: &str = include_str!("../../examples/stader-4.yaml");
 pub const EXAMPLE_STADER_7: &str = include_str!("../../examples/stader-7.yaml");
 
 mod story;
-pub use story::{DemoOptions, DemoSummary, run_demo};
+pub use story::{DemoOptions, DemoSummary, lowest_ready_since, run_demo};

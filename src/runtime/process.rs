@@ -51,6 +51,14 @@ pub struct RunArgs {
     /// Milliseconds a DV's changes are gathered before one reconcile handles them all.
     #[arg(long, default_value_t = crate::controller::DEFAULT_DEBOUNCE.as_millis() as u64, env = "DVT_DEBOUNCE_MS")]
     pub debounce_ms: u64,
+    /// Milliseconds between reads of the members' Charon monitoring endpoints (who answers, who
+    /// is not ready and why).
+    #[arg(long, default_value_t = crate::controller::DEFAULT_PEER_READ_EVERY.as_millis() as u64, env = "DVT_PEER_READ_INTERVAL_MS")]
+    pub peer_read_interval_ms: u64,
+    /// Milliseconds within which a member must have been seen answering to count as up (a
+    /// remote member counts toward quorum only so).
+    #[arg(long, default_value_t = crate::controller::DEFAULT_PEER_SEEN_WITHIN.as_millis() as u64, env = "DVT_PEER_SEEN_WITHIN_MS")]
+    pub peer_seen_within_ms: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -136,6 +144,8 @@ pub fn run(args: &RunArgs) -> ExitCode {
             concurrency: args.concurrency,
             debounce: std::time::Duration::from_millis(args.debounce_ms),
             fence: crate::runtime::leader::Fence::default(),
+            peer_read_every: std::time::Duration::from_millis(args.peer_read_interval_ms.max(10)),
+            peer_seen_within: std::time::Duration::from_millis(args.peer_seen_within_ms),
         };
         tracing::info!(namespaces = ?scope.namespaces, leader_election = args.leader_election, "dvt-operator starting");
         let metrics = std::sync::Arc::new(crate::runtime::metrics::Metrics::default());

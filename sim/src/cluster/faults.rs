@@ -51,6 +51,14 @@ pub enum Fault {
         namespace: String,
         pod: String,
     },
+    /// The pod's Charon reports itself not ready for `reason` (its `/readyz` fails, so the pod
+    /// is not Ready, and `app_monitoring_readyz` says why), e.g. while its beacon node syncs.
+    CharonNotReady {
+        #[serde(default = "default_namespace")]
+        namespace: String,
+        pod: String,
+        reason: super::charon::NotReadyReason,
+    },
     /// The pod's liveness probe fails: the kubelet kills and restarts its containers.
     Unlive {
         #[serde(default = "default_namespace")]
@@ -131,6 +139,8 @@ pub struct PodFaults {
     pub image_pull: bool,
     pub unready: bool,
     pub unlive: bool,
+    /// What the pod's simulated Charon reports as the reason it is not ready.
+    pub charon_not_ready: Option<super::charon::NotReadyReason>,
 }
 
 impl PodFaults {
@@ -202,6 +212,16 @@ impl Faults {
                 namespace,
                 pod: name,
             } => self.pods.entry(pod(&namespace, &name)).or_default().unlive = true,
+            Fault::CharonNotReady {
+                namespace,
+                pod: name,
+                reason,
+            } => {
+                self.pods
+                    .entry(pod(&namespace, &name))
+                    .or_default()
+                    .charon_not_ready = Some(reason)
+            }
             Fault::Heal {
                 namespace,
                 pod: name,

@@ -75,6 +75,7 @@ impl Inner {
         let live_uids: BTreeSet<String> =
             pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         runtimes.retain(|uid, _| live_uids.contains(uid));
+        lock(&self.charons).retain(|uid, _| live_uids.contains(uid));
         lock(&self.terminating).retain(|uid, _| live_uids.contains(uid));
 
         // First advance every container model, then judge readiness (which may depend on
@@ -109,16 +110,25 @@ impl Inner {
                 }
                 continue;
             }
-            let runtime = runtimes.entry(uid).or_insert_with(|| {
-                let mut ip = lock(&self.next_ip);
-                *ip += 1;
-                PodRuntime::new(
-                    pod,
-                    format!("10.244.{}.{}", *ip / 250, *ip % 250 + 1),
-                    now,
-                    &self.options,
-                )
-            });
+            if !runtimes.contains_key(&uid) {
+                // A Charon pod gets a loopback address its simulated Charon serves on.
+                let ip = match self.start_charon(pod) {
+                    Some(charon) => {
+                        let ip = charon.ip.to_string();
+                        lock(&self.charons).insert(uid.clone(), charon);
+                        ip
+                    }
+                    None => {
+                        let mut ip = lock(&self.next_ip);
+                        *ip += 1;
+                        format!("10.244.{}.{}", *ip / 250, *ip % 250 + 1)
+                    }
+                };
+                runtimes.insert(uid.clone(), PodRuntime::new(pod, ip, now, &self.options));
+            }
+            let Some(runtime) = runtimes.get_mut(&uid) else {
+                continue;
+            };
             let mut faults = lock(&self.faults);
             let key = (namespace.clone(), name.clone());
             let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -174,6 +184,8 @@ impl Inner {
             }
         }
         let faults = lock(&self.faults).clone();
+        let charons = lock(&self.charons);
+        let mut up_charons: BTreeSet<String> = BTreeSet::new();
         for pod in on_healthy_nodes {
             let namespace = namespace_of(&pod.metadata);
             let name = name_of(&pod.metadata);
@@ -210,8 +222,17 @@ impl Inner {
                     .unwrap_or(0)
                     >= needed
             });
-            let unready = faults.of_pod(&namespace, &name).is_some_and(|f| f.unready);
-            let ready = running_long_enough && rules_allow && !unready;
+            let pod_faults = faults.of_pod(&namespace, &name);
+            let unready = pod_faults.is_some_and(|f| f.unready);
+            let charon_not_ready = pod_faults.and_then(|f| f.charon_not_ready);
+            let ready =
+                running_long_enough && rules_allow && !unready && charon_not_ready.is_none();
+            if let Some(charon) = pod.metadata.uid.as_ref().and_then(|u| charons.get(u)) {
+                charon.observe(runtime.running(), charon_not_ready);
+                if let Some(uid) = pod.metadata.uid.clone() {
+                    up_charons.insert(uid);
+                }
+            }
             let node = pod
                 .spec
                 .as_ref()
@@ -248,6 +269,13 @@ impl Inner {
             }
         }
         drop(runtimes);
+        // A Charon whose pod is on a failed node (or not yet judged) answers no pings.
+        for (uid, charon) in charons.iter() {
+            if !up_charons.contains(uid) {
+                charon.observe(false, None);
+            }
+        }
+        drop(charons);
 
         // Pods on failed nodes lose readiness (the node lifecycle controller marks them) and
         // otherwise stay as they were.
@@ -287,5 +315,64 @@ impl Inner {
             }
         }
         next
+    }
+
+    /// The simulated Charon of `pod`, when it runs Charon (an `obolnetwork/charon` image) with a
+    /// readable lock and a share index label; `None` for any other pod.
+    fn start_charon(&self, pod: &Pod) -> Option<charon::Charon> {
+        let spec = pod.spec.as_ref()?;
+        spec.containers.iter().find(|c| {
+            c.image
+                .as_deref()
+                .is_some_and(|i| i.contains("obolnetwork/charon"))
+        })?;
+        let index: u32 = pod
+            .metadata
+            .labels
+            .as_ref()?
+            .get(charon::SHARE_INDEX_LABEL)?
+            .parse()
+            .ok()?;
+        let lock_text = self.lock_of(pod)?;
+        charon::Charon::start(self.options.p2p.clone(), self.site, &lock_text, index)
+    }
+
+    /// The `cluster-lock.json` a pod mounts, from its ConfigMap or Secret volume.
+    fn lock_of(&self, pod: &Pod) -> Option<String> {
+        let namespace = namespace_of(&pod.metadata);
+        for volume in pod.spec.as_ref()?.volumes.iter().flatten() {
+            let (kind, name, items) = match (&volume.config_map, &volume.secret) {
+                (Some(map), _) => ("configmaps", map.name.clone(), map.items.clone()),
+                (None, Some(secret)) => (
+                    "secrets",
+                    secret.secret_name.clone().unwrap_or_default(),
+                    secret.items.clone(),
+                ),
+                _ => continue,
+            };
+            let key = items
+                .iter()
+                .flatten()
+                .find(|item| item.path.ends_with("cluster-lock.json"))
+                .map(|item| item.key.clone())
+                .unwrap_or_else(|| "cluster-lock.json".to_owned());
+            let rt = self.access.store.resolve("", "v1", kind)?;
+            let Ok(object) = self.access.store.get(&rt, &namespace, &name) else {
+                continue;
+            };
+            let text = if kind == "configmaps" {
+                object["data"][&key].as_str().map(str::to_owned)
+            } else {
+                use base64::Engine as _;
+                object["data"][&key]
+                    .as_str()
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+            };
+            if let Some(text) = text.filter(|t| t.contains("lock_hash")) {
+                return Some(text);
+            }
+        }
+        None
     }
 }

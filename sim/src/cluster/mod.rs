@@ -7,6 +7,7 @@
 //! starting, a back-off ending) is due; each controller is level-triggered over the whole store.
 
 pub mod access;
+pub mod charon;
 mod disruption;
 pub mod faults;
 pub mod kubelet;
@@ -87,6 +88,9 @@ pub struct ClusterOptions {
     /// From a delete to the kubelet confirming the pod stopped.
     pub termination_delay: Duration,
     pub readiness_rules: Vec<ReadinessRule>,
+    /// The peer-to-peer network this cluster's Charon pods are on; clusters that share one can
+    /// run members of the same lock (different organisations).
+    pub p2p: Arc<charon::P2pWorld>,
 }
 
 impl Default for ClusterOptions {
@@ -108,6 +112,7 @@ impl Default for ClusterOptions {
             pull_retry: Duration::from_secs(2),
             termination_delay: Duration::from_millis(500),
             readiness_rules: Vec::new(),
+            p2p: charon::P2pWorld::new(),
         }
     }
 }
@@ -147,6 +152,10 @@ struct Inner {
     options: ClusterOptions,
     faults: Mutex<Faults>,
     runtimes: Mutex<HashMap<String, PodRuntime>>,
+    /// The simulated Charon of each Charon pod, by pod uid.
+    charons: Mutex<HashMap<String, charon::Charon>>,
+    /// This cluster's place in the p2p world.
+    site: charon::Site,
     /// When a deleted pod's kubelet confirms termination, by pod uid.
     terminating: Mutex<HashMap<String, Instant>>,
     next_ip: Mutex<u32>,
@@ -173,12 +182,15 @@ impl Cluster {
         options: ClusterOptions,
     ) -> (Cluster, tokio::task::JoinHandle<()>) {
         let access = Access::new(store);
+        let site = options.p2p.join();
         let inner = Arc::new(Inner {
             types: access.types(),
             access,
             options,
             faults: Mutex::new(Faults::default()),
             runtimes: Mutex::new(HashMap::new()),
+            charons: Mutex::new(HashMap::new()),
+            site,
             terminating: Mutex::new(HashMap::new()),
             next_ip: Mutex::new(0),
             wake: Notify::new(),
@@ -189,6 +201,16 @@ impl Cluster {
         };
         let task = tokio::spawn(run(inner));
         (cluster, task)
+    }
+
+    /// This cluster's place in its p2p world (to cut or mend its link to another cluster).
+    pub fn site(&self) -> charon::Site {
+        self.inner.site
+    }
+
+    /// The p2p world this cluster's Charon pods are on.
+    pub fn p2p(&self) -> Arc<charon::P2pWorld> {
+        self.inner.options.p2p.clone()
     }
 
     /// Applies a fault; the controllers act on it at once.

@@ -9,7 +9,9 @@ pub(super) fn pdb(cluster: &Cluster) -> PodDisruptionBudget {
     let mut pdb = PodDisruptionBudget {
         metadata: child_metadata(cluster, cluster.name.clone(), dv_labels(cluster)),
         spec: Some(PodDisruptionBudgetSpec {
-            min_available: Some(IntOrString::Int(cluster.quorum.threshold() as i32)),
+            // The pods here must keep `t` less the remote members up (see `Cluster::rollout`), so
+            // that a node drain cannot take the cluster below its threshold either.
+            min_available: Some(IntOrString::Int(cluster.rollout.threshold as i32)),
             selector: Some(LabelSelector {
                 match_labels: Some(BTreeMap::from([(
                     LABEL_DV.to_owned(),

@@ -73,6 +73,7 @@ fn member_labels(cluster: &Cluster, member: &Member) -> BTreeMap<String, String>
     let mut labels = dv_labels(cluster);
     labels.insert(LABEL_COMPONENT.to_owned(), "member".to_owned());
     labels.insert(LABEL_MEMBER.to_owned(), member.name.clone());
+    labels.insert(LABEL_SHARE_INDEX.to_owned(), member.index.to_string());
     labels.insert(LABEL_CLIENT.to_owned(), member.client.as_str().to_owned());
     labels.insert(
         LABEL_OPERATOR_CLASS.to_owned(),

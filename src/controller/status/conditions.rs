@@ -205,3 +205,67 @@ pub(super) fn diversity_conditions(
         ),
     ]
 }
+
+/// `PeersConnected`, for a DV with remote members: whether every member answered a member here
+/// lately, and for each that did not, how long ago it last did (in whole minutes, so that the
+/// message changes at most once a minute).
+pub(super) fn peers_condition(
+    cluster: &Cluster,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Option<Condition> {
+    if !cluster.roster.iter().any(|m| m.remote) {
+        return None;
+    }
+    let peers = &cluster.peers;
+    let missing: Vec<String> = cluster
+        .roster
+        .iter()
+        .filter(|m| !peers.up.contains(&m.index))
+        .map(|m| {
+            let who = if m.remote {
+                format!("{} (remote, operator {})", m.name, m.operator_name)
+            } else {
+                m.name.clone()
+            };
+            let when = match peers.last_seen.get(&m.index) {
+                None => "never seen".to_owned(),
+                Some(seen) => {
+                    let minutes = now.0.duration_since(*seen).as_secs().max(0) / 60;
+                    match minutes {
+                        0 => "not seen for <1m".to_owned(),
+                        m if m < 120 => format!("not seen for {m}m"),
+                        m => format!("not seen for {}h", m / 60),
+                    }
+                }
+            };
+            format!("{who}: {when}")
+        })
+        .collect();
+    Some(if missing.is_empty() {
+        condition(
+            previous,
+            types::PEERS_CONNECTED,
+            true,
+            reasons::PEERS_SEEN,
+            format!(
+                "all {} members answered lately, {} of them remote",
+                cluster.roster.len(),
+                cluster.roster.iter().filter(|m| m.remote).count()
+            ),
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            previous,
+            types::PEERS_CONNECTED,
+            false,
+            reasons::PEERS_NOT_SEEN,
+            missing.join("; "),
+            generation,
+            now,
+        )
+    })
+}

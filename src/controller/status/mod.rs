@@ -103,6 +103,23 @@ pub fn shows_outdated(observed: &Observed<'_>) -> bool {
     is_outdated(observed) || (observed.pod.is_some() && (observed.template_written || unobserved))
 }
 
+/// The status of a member run by another organisation: ready while a member here saw it
+/// answer within the window.
+fn remote_member_status(
+    member: &super::model::RosterEntry,
+    peers: &crate::domain::peers::PeerHealth,
+) -> MemberStatus {
+    MemberStatus {
+        name: member.name.clone(),
+        index: member.index,
+        validator_client: member.client,
+        ready: peers.up.contains(&member.index),
+        remote: true,
+        last_seen: peers.last_seen.get(&member.index).cloned().map(Time),
+        ..MemberStatus::default()
+    }
+}
+
 /// Status of a DV that cannot be built.
 pub fn invalid(
     dv: &DistributedValidator,
@@ -236,6 +253,10 @@ pub fn compute(
     let t = quorum.threshold();
     let mut members: Vec<MemberStatus> = Vec::new();
     for member in &cluster.roster {
+        if member.remote {
+            members.push(remote_member_status(member, &cluster.peers));
+            continue;
+        }
         let seen = observed.get(&member.name).cloned().unwrap_or_default();
         let built = cluster.members.iter().find(|m| m.name == member.name);
         let previous_member = previous.members.iter().find(|m| m.name == member.name);
@@ -293,6 +314,17 @@ pub fn compute(
                 None => previous_member.map_or(0, |m| m.consecutive_restarts),
             },
             stranded: outcome.stranded.contains(&member.name),
+            last_seen: cluster
+                .peers
+                .last_seen
+                .get(&member.index)
+                .cloned()
+                .map(Time),
+            not_ready_reason: (!ready)
+                .then(|| cluster.peers.not_ready.get(&member.index))
+                .flatten()
+                .map(ToString::to_string),
+            remote: false,
         });
     }
     members.sort_by_key(|m| m.index);
@@ -302,11 +334,16 @@ pub fn compute(
         .filter(|m| m.outdated)
         .map(|m| m.name.as_str())
         .collect();
-    let not_ready: Vec<&str> = members
+    let not_ready: Vec<String> = members
         .iter()
         .filter(|m| !m.ready)
-        .map(|m| m.name.as_str())
+        .map(|m| match (&m.not_ready_reason, m.remote) {
+            (Some(why), _) => format!("{} ({why})", m.name),
+            (None, true) => format!("{} (remote, not seen)", m.name),
+            (None, false) => m.name.clone(),
+        })
         .collect();
+    let not_ready: Vec<&str> = not_ready.iter().map(String::as_str).collect();
     let was_available = previous
         .conditions
         .iter()
@@ -492,6 +529,12 @@ pub fn compute(
         now,
     ));
     conditions.extend(diversity_conditions(
+        cluster,
+        &previous.conditions,
+        generation,
+        now,
+    ));
+    conditions.extend(peers_condition(
         cluster,
         &previous.conditions,
         generation,

@@ -370,6 +370,7 @@ pub async fn operator(
         concurrency,
         debounce,
         fence: dvt_operator::runtime::leader::Fence::default(),
+        ..dvt_operator::controller::Settings::default()
     };
     match lease_seconds {
         // With leader election, as `dvt-operator run --leader-election` (chaos runs two).
