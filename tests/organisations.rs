@@ -33,6 +33,13 @@ async fn organisation(p2p: &std::sync::Arc<P2pWorld>) -> TestWorld {
     .await
 }
 
+/// Rolled out at the DV's current generation (the status describes the change just made).
+fn rolled_out_now(dv: &DistributedValidator) -> bool {
+    rolled_out(dv)
+        && dv.status.as_ref().and_then(|s| s.observed_generation) == dv.metadata.generation
+        && ready_is("4/4")(dv)
+}
+
 fn ready_is(expected: &'static str) -> impl Fn(&DistributedValidator) -> bool {
     move |dv| dv.status.as_ref().and_then(|s| s.ready.as_deref()) == Some(expected)
 }
@@ -111,10 +118,7 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
     // keeps one of its own ready (3 of 4 sign).
     let since = a.sim.store().timeline_len();
     set_charon_image(&a, "stader-4", "obolnetwork/charon:v1.7.2").await;
-    dv_where(&a, "stader-4", "A rolled out", |dv| {
-        rolled_out(dv) && ready_is("4/4")(dv)
-    })
-    .await;
+    dv_where(&a, "stader-4", "A rolled out", rolled_out_now).await;
     let restarted = operator_writes(&a, since, "pods");
     assert_eq!(restarted, vec!["stader-4-alpha-0", "stader-4-bravo-0"]);
     assert_eq!(
@@ -186,7 +190,7 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
         &a,
         "stader-4",
         "A rolled out after charlie returned",
-        |dv| rolled_out(dv) && ready_is("4/4")(dv),
+        rolled_out_now,
     )
     .await;
     assert_eq!(operator_writes(&a, since, "pods").len(), 2);
@@ -225,13 +229,20 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
         "A restarts no healthy member while it cannot see B"
     );
     p2p.mend(site_a, site_b);
+    let held_since = since;
     dv_where(
         &a,
         "stader-4",
         "A rolled out after the link returned",
-        |dv| rolled_out(dv) && ready_is("4/4")(dv),
+        rolled_out_now,
     )
     .await;
+
+    assert_eq!(
+        operator_writes(&a, held_since, "pods").len(),
+        2,
+        "the held rollout went on once B was seen again"
+    );
 
     // A member whose Charon reports its beacon node syncing says so in `kubectl describe dv`.
     a.sim
@@ -276,7 +287,9 @@ async fn seven_members_split_three_and_four_converge_and_roll_one_at_a_time() {
     let since = b.sim.store().timeline_len();
     set_charon_image(&b, "stader-7", "obolnetwork/charon:v1.7.2").await;
     dv_where(&b, "stader-7", "B rolled out", |dv| {
-        rolled_out(dv) && ready_is("7/7")(dv)
+        rolled_out(dv)
+            && dv.status.as_ref().and_then(|s| s.observed_generation) == dv.metadata.generation
+            && ready_is("7/7")(dv)
     })
     .await;
     let lowest = lowest_ready_since(&b.sim.store().timeline(), since, "stader-7").unwrap();

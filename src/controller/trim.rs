@@ -88,6 +88,8 @@ pub fn pod(pod: &mut Pod) {
         conditions: status.conditions,
         container_statuses: containers(status.container_statuses),
         init_container_statuses: containers(status.init_container_statuses),
+        // Where the peer monitor reads the member's Charon.
+        pod_ip: status.pod_ip,
         ..PodStatus::default()
     });
 }

@@ -369,7 +369,7 @@ impl Inner {
                     .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
                     .and_then(|bytes| String::from_utf8(bytes).ok())
             };
-            if let Some(text) = text.filter(|t| t.contains("lock_hash")) {
+            if let Some(text) = text.filter(|t| t.contains("cluster_definition")) {
                 return Some(text);
             }
         }
