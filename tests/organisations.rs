@@ -299,3 +299,81 @@ async fn seven_members_split_three_and_four_converge_and_roll_one_at_a_time() {
     );
     assert_eq!(operator_writes(&b, since, "pods").len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_published_by_a_load_balancer_advertises_the_address_it_got() {
+    let p2p = P2pWorld::new();
+    let a = organisation(&p2p).await;
+    let exposed =
+        format!("{FAST_ROLLOUT}  p2p: {{type: LoadBalancer, sourceRanges: [203.0.113.0/24]}}\n");
+    a.apply_file(&example_with("stader-4-org-a.yaml", &exposed), "default")
+        .await
+        .unwrap();
+    let address = wait_for("alpha's LoadBalancer address", || async {
+        let ip = kubectl(
+            &a,
+            &[
+                "get",
+                "service",
+                "stader-4-alpha-p2p",
+                "--ignore-not-found",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ],
+        );
+        (!ip.is_empty()).then_some(ip)
+    })
+    .await;
+    let kind = kubectl(
+        &a,
+        &[
+            "get",
+            "service",
+            "stader-4-alpha-p2p",
+            "-o",
+            "jsonpath={.spec.type} {.spec.ports[0].port} {.spec.loadBalancerSourceRanges[0]}",
+        ],
+    );
+    assert_eq!(kind, "LoadBalancer 3610 203.0.113.0/24");
+    // Charon advertises the address the Service got (a template change, rolled out as any).
+    let flag = format!("--p2p-external-ip={address}");
+    wait_for("alpha's Charon advertising its address", || async {
+        let args = kubectl(
+            &a,
+            &[
+                "get",
+                "statefulset",
+                "stader-4-alpha",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[?(@.name==\"charon\")].args}",
+            ],
+        );
+        args.contains(&flag).then_some(())
+    })
+    .await;
+    let policy = kubectl(
+        &a,
+        &[
+            "get",
+            "networkpolicy",
+            "stader-4",
+            "-o",
+            "jsonpath={.spec.ingress[*].from[*].ipBlock.cidr}",
+        ],
+    );
+    assert!(policy.contains("203.0.113.0/24"), "{policy}");
+    // No longer exposed: the Services go.
+    let api: Api<DistributedValidator> = Api::default_namespaced(a.client.clone());
+    api.patch(
+        "stader-4",
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"spec": {"p2p": null}})),
+    )
+    .await
+    .unwrap();
+    wait_for("the p2p Services removed", || async {
+        let left = kubectl(&a, &["get", "services", "-o", "name"]);
+        (!left.contains("-p2p")).then_some(())
+    })
+    .await;
+}

@@ -22,6 +22,8 @@ impl DistributedValidator {
                     class: *class,
                 },
                 remote: false,
+                external_address: None,
+                node_port: None,
                 key_share_secret: Some(SecretRef {
                     name: format!("{name}-m{i}-keystore"),
                 }),
@@ -59,6 +61,7 @@ impl DistributedValidator {
             rollout: Default::default(),
             storage: Default::default(),
             network_policy: Default::default(),
+            p2p: None,
         };
         DistributedValidator::new(name, spec)
     }

@@ -41,6 +41,18 @@ pub struct MemberSpec {
     /// Secret holding this member's Charon ENR private key. Required for a member run here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enr_secret: Option<EnrSecretRef>,
+    /// The DNS name or IP address peers outside this cluster reach this member at, advertised by
+    /// Charon (`--p2p-external-hostname` or `--p2p-external-ip`). With `spec.p2p` of type
+    /// LoadBalancer and this unset, the address the Service gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub external_address: Option<String>,
+    /// With `spec.p2p` of type NodePort: the node port (30000-32767) of this member's p2p port.
+    /// Charon listens on the same port number, since Charon v1.7.1 advertises the port it
+    /// listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<u16>,
     /// Compute resources per container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<MemberResources>,

@@ -157,6 +157,34 @@ pub struct DistributedValidatorSpec {
     /// The NetworkPolicy that isolates the members' pods.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+
+    /// How peers outside this cluster (other organisations' members) reach the members run here
+    /// directly. Unset: only through Charon's relays, which needs no inbound port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p2p: Option<P2pExposure>,
+}
+
+/// A per-member Service that publishes Charon's p2p port (TCP; Charon v1.7.1's QUIC is an alpha
+/// feature, off by default) for peers in other organisations.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct P2pExposure {
+    /// `LoadBalancer` (Charon advertises the address the Service gets, or the member's
+    /// `externalAddress`) or `NodePort` (each member names its `nodePort` and `externalAddress`).
+    #[serde(rename = "type")]
+    pub service_type: ExposureType,
+    /// CIDRs allowed to reach the p2p port from outside (the NetworkPolicy's ingress and the
+    /// LoadBalancer's source ranges). Empty: anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub source_ranges: Vec<String>,
+}
+
+/// The Service type that publishes a member's p2p port.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ExposureType {
+    LoadBalancer,
+    NodePort,
 }
 
 /// Ingress rules for the members' pods: p2p only from members of the same DV (and relays),

@@ -279,6 +279,11 @@ pub(super) async fn apply_all(
         network_policy,
     } = desired;
     let namespace = dv.namespace().unwrap_or_default();
+    let wanted: std::collections::BTreeSet<String> = services
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    remove_unwanted_p2p_services(dv, ctx, &namespace, &wanted).await?;
     for service in services {
         apply_one(
             dv,
@@ -469,4 +474,57 @@ where
         namespace: Some(namespace.to_owned()),
         ..ObjectReference::default()
     }
+}
+
+/// Removes the p2p Services of ours that are no longer wanted (`spec.p2p` removed, or a member
+/// gone or remote now): a published port nobody uses is an open door, and a LoadBalancer costs.
+async fn remove_unwanted_p2p_services(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    namespace: &str,
+    wanted: &std::collections::BTreeSet<String>,
+) -> Result<(), Error> {
+    let dv_name = dv.name_any();
+    for member in &dv.spec.members {
+        let name = member_p2p_service_name(&dv_name, &member.name);
+        if wanted.contains(&name) {
+            continue;
+        }
+        let ours = ctx
+            .caches
+            .services
+            .get(&ObjectRef::new(&name).within(namespace))
+            .is_some_and(|s| {
+                s.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == dv.uid().as_ref())
+            });
+        if !ours {
+            continue;
+        }
+        if !ctx.fence.holds() {
+            return Err(Error::Fenced);
+        }
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+        waiting_on(api.delete(&name, &Default::default()))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "Service",
+                name: name.clone(),
+                source,
+            })?;
+        publish(
+            ctx,
+            dv,
+            EventType::Normal,
+            crate::api::reasons::DELETED,
+            "Delete",
+            format!(
+                "Deleted Service {name} (member {} is no longer exposed by spec.p2p)",
+                member.name
+            ),
+        )
+        .await;
+    }
+    Ok(())
 }

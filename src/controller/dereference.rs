@@ -97,8 +97,33 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
         .into_iter()
         .map(|(member, set)| (member, storage::live_claims(&set)))
         .collect();
+    // The address each exposed member's LoadBalancer got: what its Charon advertises.
+    let p2p_addresses = dv
+        .spec
+        .members
+        .iter()
+        .filter(|_| dv.spec.p2p.is_some())
+        .filter_map(|m| {
+            let name = member_p2p_service_name(&dv.name_any(), &m.name);
+            let service = ctx
+                .caches
+                .services
+                .get(&ObjectRef::new(&name).within(&namespace))?;
+            let ingress = service
+                .status
+                .as_ref()?
+                .load_balancer
+                .as_ref()?
+                .ingress
+                .as_ref()?
+                .first()?
+                .clone();
+            Some((m.name.clone(), ingress.hostname.or(ingress.ip)?))
+        })
+        .collect();
     Ok(Facts {
         lock,
+        p2p_addresses,
         lock_verification,
         secrets,
         keystores,

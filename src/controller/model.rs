@@ -29,6 +29,8 @@ pub struct Facts {
     /// The claim templates of each member's live StatefulSet (by member name): what
     /// `spec.storage` is compared with, since a StatefulSet's claims cannot change.
     pub live_claims: BTreeMap<String, Vec<crate::controller::storage::LiveClaim>>,
+    /// The address each member's p2p LoadBalancer got (by member name), when it has one.
+    pub p2p_addresses: BTreeMap<String, String>,
     /// What the members' Charon said of themselves and their peers (the peer monitor's view).
     pub peers: crate::domain::peers::PeerHealth,
 }
@@ -71,6 +73,12 @@ pub struct Member {
     /// member whose pod predates the request is outdated and restarted as a rollout step, one
     /// member at a time within the quorum budget.
     pub restart_requested_at: Option<String>,
+    /// The port Charon listens on for p2p: 3610, or the member's node port when published as
+    /// a NodePort (Charon advertises the port it listens on).
+    pub p2p_port: i32,
+    /// The address Charon advertises to peers: the spec's `externalAddress`, else the
+    /// LoadBalancer's; `None`: the member's in-cluster DNS name.
+    pub external_address: Option<String>,
 }
 
 /// DV annotation releasing a held client change of one member:
@@ -231,6 +239,8 @@ pub struct Cluster {
     /// Remote members seen answering lately: they count toward quorum with the ready members
     /// run here.
     pub remote_up: u32,
+    /// How the members' p2p port is published outside the cluster, if it is.
+    pub p2p: Option<crate::api::P2pExposure>,
 }
 
 /// Why a DV as a whole cannot be built.

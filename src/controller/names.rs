@@ -69,6 +69,11 @@ pub fn member_object_name(dv: &str, member: &str) -> String {
     format!("{dv}-{member}")
 }
 
+/// The Service that publishes a member's p2p port outside the cluster (`spec.p2p`).
+pub fn member_p2p_service_name(dv: &str, member: &str) -> String {
+    format!("{dv}-{member}-p2p")
+}
+
 /// The member's only pod (`replicas: 1`).
 pub fn member_pod_name(dv: &str, member: &str) -> String {
     format!("{dv}-{member}-0")

@@ -98,7 +98,16 @@ pub fn pod(pod: &mut Pod) {
 pub fn service(service: &mut Service) {
     child_metadata(&mut service.metadata);
     service.spec = None;
-    service.status = None;
+    // A LoadBalancer's address is what a member exposed with `spec.p2p` advertises.
+    service.status = service.status.take().and_then(|status| {
+        status
+            .load_balancer
+            .filter(|lb| lb.ingress.is_some())
+            .map(|lb| k8s_openapi::api::core::v1::ServiceStatus {
+                load_balancer: Some(lb),
+                conditions: None,
+            })
+    });
 }
 
 /// See [`service`].
@@ -209,7 +218,11 @@ mod tests {
             );
             assert!(member_pod.spec.as_ref().unwrap().containers.is_empty());
             let status = member_pod.status.as_ref().unwrap();
-            assert!(status.host_ip.is_none() && status.pod_ip.is_none());
+            // The pod IP stays: the peer monitor reads the member's Charon there.
+            assert!(
+                status.host_ip.is_none()
+                    && status.pod_ip == whole_pod.status.as_ref().unwrap().pod_ip
+            );
             assert_eq!(status.container_statuses.as_ref().unwrap()[0].image, "");
 
             let judge = |set: &StatefulSet, p: &Pod| {

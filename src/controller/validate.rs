@@ -419,6 +419,19 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
                 &enr_secret.name,
                 &version(&enr_secret.name),
             ]),
+            p2p_port: member
+                .node_port
+                .filter(|_| {
+                    spec.p2p
+                        .as_ref()
+                        .is_some_and(|p| p.service_type == crate::api::ExposureType::NodePort)
+                })
+                .map_or(crate::controller::names::PORT_P2P, i32::from),
+            external_address: member.external_address.clone().or_else(|| {
+                spec.p2p
+                    .as_ref()
+                    .and_then(|_| facts.p2p_addresses.get(&member.name).cloned())
+            }),
             // RFC 3339 UTC times of one format compare as text.
             restart_requested_at: [
                 restarts.get(&None),
@@ -470,6 +483,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         storage_growth,
         client_changes_held,
         rollout: rollout_settings(dv, quorum.threshold().saturating_sub(remote_up)),
+        p2p: spec.p2p.clone(),
         roster,
         peers: facts.peers.clone(),
         remote_up,
@@ -511,6 +525,7 @@ pub fn manifest_facts(text: &str, zones: Zones) -> Result<(DistributedValidator,
         keystores: Default::default(),
         zones,
         live_claims: Default::default(),
+        p2p_addresses: Default::default(),
         peers: Default::default(),
     };
     for document in serde_yaml::Deserializer::from_str(text) {

@@ -43,6 +43,7 @@ pub struct Types {
     pub revisions: Arc<ResourceType>,
     pub pvcs: Arc<ResourceType>,
     pub pdbs: Arc<ResourceType>,
+    pub services: Arc<ResourceType>,
     pub events: Arc<ResourceType>,
 }
 
@@ -60,6 +61,7 @@ impl Access {
             revisions: get("apps", "v1", "controllerrevisions"),
             pvcs: get("", "v1", "persistentvolumeclaims"),
             pdbs: get("policy", "v1", "poddisruptionbudgets"),
+            services: get("", "v1", "services"),
             events: get("", "v1", "events"),
         }
     }

@@ -12,6 +12,7 @@ mod disruption;
 pub mod faults;
 pub mod kubelet;
 mod kubelet_pass;
+mod load_balancers;
 mod node_lifecycle;
 pub mod scheduler;
 mod scheduler_pass;
@@ -299,6 +300,7 @@ impl Inner {
         self.schedule(&nodes, &node_ready);
         let next = self.kubelets(&nodes, &failed, now);
         self.disruption_budgets();
+        self.load_balancers();
         next
     }
 }

@@ -116,11 +116,19 @@ fn stamp<T: serde::Serialize>(object: &mut T, meta: impl Fn(&mut T) -> &mut Obje
 }
 
 pub fn build(cluster: &Cluster) -> Desired {
-    let services = cluster
+    let mut services: Vec<Service> = cluster
         .members
         .iter()
         .map(|m| service(cluster, m))
         .collect();
+    if let Some(exposure) = &cluster.p2p {
+        services.extend(
+            cluster
+                .members
+                .iter()
+                .map(|m| p2p_service(cluster, m, exposure)),
+        );
+    }
     let statefulsets = cluster
         .members
         .iter()

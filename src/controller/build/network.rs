@@ -38,10 +38,50 @@ pub(super) fn network_policy(cluster: &Cluster) -> NetworkPolicy {
                 ..NetworkPolicyPeer::default()
             }),
     );
-    let mut ingress = vec![NetworkPolicyIngressRule {
-        from: Some(p2p_from),
-        ports: Some(vec![tcp(PORT_P2P)]),
-    }];
+    let p2p_ports: std::collections::BTreeSet<i32> =
+        cluster.members.iter().map(|m| m.p2p_port).collect();
+    let p2p_ports: Vec<NetworkPolicyPort> = p2p_ports.into_iter().map(tcp).collect();
+    let mut ingress = vec![
+        NetworkPolicyIngressRule {
+            from: Some(p2p_from),
+            ports: Some(p2p_ports.clone()),
+        },
+        // The operator reads each member's Charon monitoring endpoint (its peers and readiness).
+        NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector::default()),
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        LABEL_NAME.to_owned(),
+                        CONTROLLER_NAME.to_owned(),
+                    )])),
+                    match_expressions: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: Some(vec![tcp(PORT_MONITORING)]),
+        },
+    ];
+    if let Some(exposure) = &cluster.p2p {
+        // Peers in other organisations, from the allowed ranges (anywhere when none are set).
+        let ranges = if exposure.source_ranges.is_empty() {
+            vec!["0.0.0.0/0".to_owned(), "::/0".to_owned()]
+        } else {
+            exposure.source_ranges.clone()
+        };
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(
+                ranges
+                    .into_iter()
+                    .map(|cidr| NetworkPolicyPeer {
+                        ip_block: Some(IPBlock { cidr, except: None }),
+                        ..NetworkPolicyPeer::default()
+                    })
+                    .collect(),
+            ),
+            ports: Some(p2p_ports),
+        });
+    }
     if !cluster.network_policy.metrics_namespaces.is_empty() {
         ingress.push(NetworkPolicyIngressRule {
             from: Some(vec![NetworkPolicyPeer {
@@ -87,10 +127,52 @@ pub(super) fn service(cluster: &Cluster, member: &Member) -> Service {
             publish_not_ready_addresses: Some(true),
             selector: Some(member_selector(cluster, member)),
             ports: Some(vec![
-                port("p2p-tcp", PORT_P2P),
+                port("p2p-tcp", member.p2p_port),
                 port("monitoring", PORT_MONITORING),
                 port("vc-metrics", PORT_VC_METRICS),
             ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    };
+    stamp(&mut service, |s| &mut s.metadata);
+    service
+}
+
+/// The Service that publishes a member's p2p port outside the cluster (`spec.p2p`): a
+/// LoadBalancer on the member's p2p port, or a NodePort on its node port (which is also the port
+/// Charon listens on).
+pub(super) fn p2p_service(
+    cluster: &Cluster,
+    member: &Member,
+    exposure: &crate::api::P2pExposure,
+) -> Service {
+    let load_balancer = exposure.service_type == crate::api::ExposureType::LoadBalancer;
+    let mut p2p = port("p2p-tcp", member.p2p_port);
+    if !load_balancer {
+        p2p.node_port = Some(member.p2p_port);
+    }
+    let mut service = Service {
+        metadata: child_metadata(
+            cluster,
+            member_p2p_service_name(&cluster.name, &member.name),
+            member_labels(cluster, member),
+        ),
+        spec: Some(ServiceSpec {
+            type_: Some(
+                if load_balancer {
+                    "LoadBalancer"
+                } else {
+                    "NodePort"
+                }
+                .to_owned(),
+            ),
+            selector: Some(member_selector(cluster, member)),
+            ports: Some(vec![p2p]),
+            load_balancer_source_ranges: (load_balancer && !exposure.source_ranges.is_empty())
+                .then(|| exposure.source_ranges.clone()),
+            // Peers see the member's own address, and only nodes running it answer.
+            external_traffic_policy: Some("Local".to_owned()),
             ..ServiceSpec::default()
         }),
         status: None,

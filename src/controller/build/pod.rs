@@ -70,7 +70,7 @@ pub(super) fn charon_container(cluster: &Cluster, member: &Member) -> Container 
         env: (!env_vars.is_empty()).then_some(env_vars),
         ports: Some(vec![
             container_port("validator-api", PORT_VALIDATOR_API),
-            container_port("p2p-tcp", PORT_P2P),
+            container_port("p2p-tcp", member.p2p_port),
             container_port("monitoring", PORT_MONITORING),
         ]),
         // Charon writes nothing of its own here (charon v1.7.1 has no data dir); the volume stays

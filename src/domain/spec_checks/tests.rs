@@ -518,3 +518,36 @@ fn every_member_remote_is_refused() {
         vec!["spec.members: every member is remote: at least one member must run in this cluster"]
     );
 }
+
+#[test]
+fn a_node_port_exposure_needs_a_unique_port_and_an_address_per_local_member() {
+    let mut spec = four();
+    spec.p2p = Some(crate::api::P2pExposure {
+        service_type: crate::api::ExposureType::NodePort,
+        source_ranges: vec!["203.0.113.0/24".into(), "not-a-cidr".into()],
+    });
+    for (i, member) in spec.members.iter_mut().enumerate() {
+        member.node_port = Some(30610 + i as u16);
+        member.external_address = Some(format!("node-{i}.example.org"));
+    }
+    spec.members[1].node_port = Some(30610);
+    spec.members[2].external_address = None;
+    assert_eq!(
+        errors("dv", &spec),
+        vec![
+            "spec.members[1].nodePort: node port 30610 is also spec.members[0].nodePort",
+            "spec.members[2].externalAddress: required with spec.p2p.type: NodePort: the node address peers dial",
+            "spec.p2p.sourceRanges[1]: \"not-a-cidr\" is not a CIDR (e.g. 203.0.113.0/24)",
+        ]
+    );
+    spec.p2p = None;
+    spec.members[2].external_address = Some("x.example.org".into());
+    spec.members[1].node_port = None;
+    spec.members[2].node_port = None;
+    spec.members[3].node_port = None;
+    assert_single_error(
+        &spec,
+        "spec.members[0].nodePort",
+        "only with spec.p2p.type: NodePort",
+    );
+}

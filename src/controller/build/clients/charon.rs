@@ -9,8 +9,8 @@ use super::Invocation;
 use crate::api::LogLevel;
 use crate::controller::model::{Cluster, Member};
 use crate::controller::names::{
-    ENR_KEY_FILE, LOCK_FILE, MOUNT_ENR_KEY, MOUNT_LOCK, PORT_MONITORING, PORT_P2P,
-    PORT_VALIDATOR_API, member_object_name, member_pod_name,
+    ENR_KEY_FILE, LOCK_FILE, MOUNT_ENR_KEY, MOUNT_LOCK, PORT_MONITORING, PORT_VALIDATOR_API,
+    member_object_name, member_pod_name,
 };
 
 fn log_level(level: LogLevel) -> &'static str {
@@ -48,13 +48,21 @@ pub fn run(cluster: &Cluster, member: &Member) -> Invocation {
     flags.extend([
         // Pod-local: only this member's validator client may use it.
         format!("--validator-api-address=127.0.0.1:{PORT_VALIDATOR_API}"),
-        format!("--p2p-tcp-address=0.0.0.0:{PORT_P2P}"),
+        format!("--p2p-tcp-address=0.0.0.0:{}", member.p2p_port),
         // Defaults to 127.0.0.1, where neither probes nor Prometheus reach it.
         format!("--monitoring-address=0.0.0.0:{PORT_MONITORING}"),
-        format!(
-            "--p2p-external-hostname={pod}.{service}.{}.svc",
-            cluster.namespace
-        ),
+        // What peers dial (cmd/run.go v1.7.1: --p2p-external-ip, --p2p-external-hostname): the
+        // published address of an exposed member, else its in-cluster name.
+        match &member.external_address {
+            Some(address) if address.parse::<std::net::IpAddr>().is_ok() => {
+                format!("--p2p-external-ip={address}")
+            }
+            Some(hostname) => format!("--p2p-external-hostname={hostname}"),
+            None => format!(
+                "--p2p-external-hostname={pod}.{service}.{}.svc",
+                cluster.namespace
+            ),
+        },
         format!("--p2p-relays={}", cluster.relays.join(",")),
         format!("--nickname={}", member.name),
         "--log-format=json".to_owned(),
