@@ -75,6 +75,15 @@ pub struct MemberView {
     pub restart_requested: Option<String>,
     pub stranded: bool,
     pub share_verified: Option<bool>,
+    /// Run by another organisation; `ready` means a member here saw it answer lately.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
+    /// How long ago the member was last seen answering (e.g. `12s`), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Why the member's Charon says it is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_ready_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -155,6 +164,12 @@ pub fn view(dv: &DistributedValidator, events: &[Event], now: Timestamp) -> Stat
                 restart_requested: requested.map(|t| t.to_string()),
                 stranded: m.stranded,
                 share_verified: m.share_public_key_verified,
+                remote: m.remote,
+                last_seen: m
+                    .last_seen
+                    .as_ref()
+                    .map(|t| short_age(now.duration_since(t.0).as_secs())),
+                not_ready_reason: m.not_ready_reason.clone(),
             }
         })
         .collect();
@@ -353,11 +368,23 @@ pub fn render(view: &StatusView, palette: Palette) -> String {
             if m.share_verified == Some(false) {
                 notes.push("key share does not match the lock".to_owned());
             }
+            if let Some(why) = &m.not_ready_reason {
+                notes.push(format!("not ready: {why}"));
+            }
+            if m.remote {
+                notes.push(match (&m.last_seen, m.ready) {
+                    (Some(age), true) => format!("remote, seen {age} ago"),
+                    (Some(age), false) => format!("remote, not seen for {age}"),
+                    (None, _) => "remote, never seen".to_owned(),
+                });
+            }
             [
                 m.name.clone(),
                 m.index.to_string(),
                 m.zone.clone().unwrap_or_else(|| "-".into()),
-                m.node.clone().unwrap_or_else(|| "(pending)".into()),
+                m.node
+                    .clone()
+                    .unwrap_or_else(|| if m.remote { "(remote)" } else { "(pending)" }.into()),
                 m.client.clone(),
                 m.operator.clone(),
                 m.class.clone(),

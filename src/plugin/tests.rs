@@ -177,3 +177,33 @@ fn ages_are_short_like_kubectls() {
     assert_eq!(short_age(3 * 3600), "3h");
     assert_eq!(short_age(3 * 86400), "3d");
 }
+
+#[test]
+fn a_remote_member_shows_when_it_was_last_seen_and_a_local_one_why_it_is_not_ready() {
+    let mut dv = dv();
+    let now: Timestamp = "2026-12-01T10:10:00Z".parse().unwrap();
+    let status = dv.status.as_mut().unwrap();
+    status.members[2].remote = true;
+    status.members[2].node = None;
+    status.members[2].zone = None;
+    status.members[2].ready = false;
+    status.members[2].last_seen = Some(Time("2026-12-01T10:05:00Z".parse().unwrap()));
+    status.members[0].ready = false;
+    status.members[0].not_ready_reason = Some("beacon node syncing".into());
+    let view = view(&dv, &[], now);
+    let text = render(&view, Palette { colour: false });
+    let charlie = text.lines().find(|l| l.starts_with("charlie")).unwrap();
+    assert!(
+        charlie.contains("(remote)") && charlie.contains("remote, not seen for 5m"),
+        "{charlie}"
+    );
+    let alpha = text.lines().find(|l| l.starts_with("alpha")).unwrap();
+    assert!(alpha.contains("not ready: beacon node syncing"), "{alpha}");
+    let json = serde_json::to_value(&view).unwrap();
+    assert_eq!(json["memberRows"][2]["remote"], true);
+    assert_eq!(json["memberRows"][2]["lastSeen"], "5m");
+    assert!(
+        json["memberRows"][1].get("remote").is_none(),
+        "local rows unchanged"
+    );
+}

@@ -41,27 +41,10 @@ pub(super) fn network_policy(cluster: &Cluster) -> NetworkPolicy {
     let p2p_ports: std::collections::BTreeSet<i32> =
         cluster.members.iter().map(|m| m.p2p_port).collect();
     let p2p_ports: Vec<NetworkPolicyPort> = p2p_ports.into_iter().map(tcp).collect();
-    let mut ingress = vec![
-        NetworkPolicyIngressRule {
-            from: Some(p2p_from),
-            ports: Some(p2p_ports.clone()),
-        },
-        // The operator reads each member's Charon monitoring endpoint (its peers and readiness).
-        NetworkPolicyIngressRule {
-            from: Some(vec![NetworkPolicyPeer {
-                namespace_selector: Some(LabelSelector::default()),
-                pod_selector: Some(LabelSelector {
-                    match_labels: Some(BTreeMap::from([(
-                        LABEL_NAME.to_owned(),
-                        CONTROLLER_NAME.to_owned(),
-                    )])),
-                    match_expressions: None,
-                }),
-                ..NetworkPolicyPeer::default()
-            }]),
-            ports: Some(vec![tcp(PORT_MONITORING)]),
-        },
-    ];
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(p2p_from),
+        ports: Some(p2p_ports.clone()),
+    }];
     if let Some(exposure) = &cluster.p2p {
         // Peers in other organisations, from the allowed ranges (anywhere when none are set).
         let ranges = if exposure.source_ranges.is_empty() {
@@ -100,6 +83,21 @@ pub(super) fn network_policy(cluster: &Cluster) -> NetworkPolicy {
             ports: Some(vec![tcp(PORT_MONITORING), tcp(PORT_VC_METRICS)]),
         });
     }
+    // The operator reads each member's Charon monitoring endpoint (its peers and readiness).
+    ingress.push(NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    LABEL_NAME.to_owned(),
+                    CONTROLLER_NAME.to_owned(),
+                )])),
+                match_expressions: None,
+            }),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![tcp(PORT_MONITORING)]),
+    });
     let mut policy = NetworkPolicy {
         metadata: child_metadata(cluster, cluster.name.clone(), dv_labels(cluster)),
         spec: Some(NetworkPolicySpec {

@@ -285,7 +285,23 @@ fn the_network_policy_admits_p2p_from_the_same_dv_and_metrics_from_listed_namesp
         .unwrap();
     let spec = policy.spec.unwrap();
     let rules = spec.ingress.unwrap();
-    assert_eq!(rules.len(), 2);
+    // p2p, metrics, and the operator's reads of Charon's monitoring port.
+    assert_eq!(rules.len(), 3);
+    let operator = &rules[2];
+    assert_eq!(
+        operator.ports.as_ref().unwrap()[0].port,
+        Some(IntOrString::Int(PORT_MONITORING))
+    );
+    assert_eq!(
+        operator.from.as_ref().unwrap()[0]
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()[LABEL_NAME],
+        CONTROLLER_NAME
+    );
     let p2p = &rules[0];
     assert_eq!(
         p2p.ports.as_ref().unwrap()[0].port,
@@ -332,4 +348,109 @@ fn the_network_policy_admits_p2p_from_the_same_dv_and_metrics_from_listed_namesp
             .network_policy
             .is_none()
     );
+}
+
+#[test]
+fn a_node_port_member_listens_and_is_published_on_its_node_port_and_advertises_its_address() {
+    let (mut dv, facts) = example("stader-4.yaml");
+    dv.spec.p2p = Some(crate::api::P2pExposure {
+        service_type: crate::api::ExposureType::NodePort,
+        source_ranges: vec!["203.0.113.0/24".into()],
+    });
+    for (i, member) in dv.spec.members.iter_mut().enumerate() {
+        member.node_port = Some(30610 + i as u16);
+        member.external_address = Some(format!("node-{i}.example.org"));
+    }
+    dv.spec.members[1].external_address = Some("198.51.100.7".into());
+    let desired = build(&validate(&dv, &facts).unwrap());
+    let charon_args = |set: &StatefulSet| -> Vec<String> {
+        set.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap_or_default()
+    };
+    let alpha = charon_args(&desired.statefulsets[0]);
+    assert!(
+        alpha.contains(&"--p2p-tcp-address=0.0.0.0:30610".to_owned()),
+        "{alpha:?}"
+    );
+    assert!(alpha.contains(&"--p2p-external-hostname=node-0.example.org".to_owned()));
+    let bravo = charon_args(&desired.statefulsets[1]);
+    assert!(
+        bravo.contains(&"--p2p-external-ip=198.51.100.7".to_owned()),
+        "{bravo:?}"
+    );
+    let published: Vec<(String, String, Option<i32>)> = desired
+        .services
+        .iter()
+        .filter_map(|s| {
+            let spec = s.spec.as_ref()?;
+            let port = spec.ports.as_ref()?.first()?;
+            Some((
+                s.metadata.name.clone()?,
+                spec.type_.clone()?,
+                port.node_port,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        published,
+        vec![
+            ("stader-4-alpha-p2p".into(), "NodePort".into(), Some(30610)),
+            ("stader-4-bravo-p2p".into(), "NodePort".into(), Some(30611)),
+            (
+                "stader-4-charlie-p2p".into(),
+                "NodePort".into(),
+                Some(30612)
+            ),
+            ("stader-4-delta-p2p".into(), "NodePort".into(), Some(30613)),
+        ]
+    );
+    let policy = serde_json::to_value(desired.network_policy.unwrap()).unwrap();
+    let from_outside = policy["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["from"][0]["ipBlock"]["cidr"] == "203.0.113.0/24")
+        .expect("a rule for peers outside");
+    assert_eq!(from_outside["from"][0]["ipBlock"]["cidr"], "203.0.113.0/24");
+    assert_eq!(
+        from_outside["ports"].as_array().unwrap().len(),
+        4,
+        "each member's port"
+    );
+}
+
+#[test]
+fn the_budget_over_local_pods_counts_the_remote_members_up() {
+    let (mut dv, mut facts) = example("stader-4.yaml");
+    for member in &mut dv.spec.members[2..] {
+        member.remote = true;
+        member.key_share_secret = None;
+        member.enr_secret = None;
+    }
+    let min_available = |facts: &crate::controller::model::Facts| {
+        build(&validate(&dv, facts).unwrap())
+            .pdb
+            .spec
+            .unwrap()
+            .min_available
+    };
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert_eq!(
+        min_available(&facts),
+        Some(IntOrString::Int(3)),
+        "nothing seen: t"
+    );
+    facts.peers.up = [2].into();
+    assert_eq!(min_available(&facts), Some(IntOrString::Int(2)));
+    facts.peers.up = [0, 1, 2, 3].into();
+    assert_eq!(min_available(&facts), Some(IntOrString::Int(1)));
 }
