@@ -69,15 +69,23 @@ pub(super) async fn watch_peers(
             let (view, _) = views.entry(key).or_default();
             view.record(index, &parse_metrics(&page), now);
         }
-        let live: std::collections::BTreeSet<(String, String)> = dvs
+        // Live DVs, and whether each has remote members.
+        let live: BTreeMap<(String, String), bool> = dvs
             .state()
             .iter()
-            .map(|dv| (dv.namespace().unwrap_or_default(), dv.name_any()))
+            .map(|dv| {
+                (
+                    (dv.namespace().unwrap_or_default(), dv.name_any()),
+                    dv.spec.members.iter().any(|m| m.remote),
+                )
+            })
             .collect();
-        views.retain(|key, _| live.contains(key));
-        for ((namespace, name), (view, health)) in views.iter_mut() {
+        views.retain(|key, _| live.contains_key(key));
+        for (key, (view, health)) in views.iter_mut() {
             let fresh = PeerHealth::of(view, now, within);
-            if fresh.differs_from(health) {
+            let has_remote = live.get(key).copied().unwrap_or(false);
+            if fresh.differs_from(health, has_remote) {
+                let (namespace, name) = key;
                 let _ = triggers.unbounded_send(ObjectRef::new(name).within(namespace));
             }
             *health = fresh;

@@ -373,9 +373,9 @@ pub fn render(view: &StatusView, palette: Palette) -> String {
             }
             if m.remote {
                 notes.push(match (&m.last_seen, m.ready) {
-                    (Some(age), true) => format!("remote, seen {age} ago"),
+                    (_, true) => "remote, answering".to_owned(),
                     (Some(age), false) => format!("remote, not seen for {age}"),
-                    (None, _) => "remote, never seen".to_owned(),
+                    (None, false) => "remote, not seen".to_owned(),
                 });
             }
             [

@@ -105,17 +105,32 @@ pub fn shows_outdated(observed: &Observed<'_>) -> bool {
 
 /// The status of a member run by another organisation: ready while a member here saw it
 /// answer within the window.
+///
+/// `lastSeen` is shown while the member is not seen (when it last answered), not refreshed on
+/// every read while it answers: a status that changed with every read would be a write per
+/// reconcile. Before the operator has read anything (just restarted), the last word stands.
 fn remote_member_status(
     member: &super::model::RosterEntry,
     peers: &crate::domain::peers::PeerHealth,
+    previous: Option<&MemberStatus>,
 ) -> MemberStatus {
+    let (ready, last_seen) = if peers.observed {
+        let ready = peers.up.contains(&member.index);
+        let last_seen = (!ready)
+            .then(|| peers.last_seen.get(&member.index).cloned().map(Time))
+            .flatten();
+        (ready, last_seen)
+    } else {
+        // Nothing read yet: not counted toward quorum (the safe side), last word kept.
+        (false, previous.and_then(|m| m.last_seen.clone()))
+    };
     MemberStatus {
         name: member.name.clone(),
         index: member.index,
         validator_client: member.client,
-        ready: peers.up.contains(&member.index),
+        ready,
         remote: true,
-        last_seen: peers.last_seen.get(&member.index).cloned().map(Time),
+        last_seen,
         ..MemberStatus::default()
     }
 }
@@ -253,13 +268,17 @@ pub fn compute(
     let t = quorum.threshold();
     let mut members: Vec<MemberStatus> = Vec::new();
     for member in &cluster.roster {
+        let previous_member = previous.members.iter().find(|m| m.name == member.name);
         if member.remote {
-            members.push(remote_member_status(member, &cluster.peers));
+            members.push(remote_member_status(
+                member,
+                &cluster.peers,
+                previous_member,
+            ));
             continue;
         }
         let seen = observed.get(&member.name).cloned().unwrap_or_default();
         let built = cluster.members.iter().find(|m| m.name == member.name);
-        let previous_member = previous.members.iter().find(|m| m.name == member.name);
         let ready = seen.pod.is_some_and(pod_is_ready);
         // A member that stayed Ready for minReadySeconds has recovered: its backoff starts over.
         let settled = ready
@@ -314,16 +333,20 @@ pub fn compute(
                 None => previous_member.map_or(0, |m| m.consecutive_restarts),
             },
             stranded: outcome.stranded.contains(&member.name),
-            last_seen: cluster
-                .peers
-                .last_seen
-                .get(&member.index)
-                .cloned()
-                .map(Time),
-            not_ready_reason: (!ready)
-                .then(|| cluster.peers.not_ready.get(&member.index))
-                .flatten()
-                .map(ToString::to_string),
+            // Only what Charon said (read every few seconds, and forgotten by a restarted
+            // operator until the next read: the last word stands until then).
+            not_ready_reason: if ready {
+                None
+            } else if cluster.peers.observed {
+                cluster
+                    .peers
+                    .not_ready
+                    .get(&member.index)
+                    .map(ToString::to_string)
+            } else {
+                previous_member.and_then(|m| m.not_ready_reason.clone())
+            },
+            last_seen: None,
             remote: false,
         });
     }
