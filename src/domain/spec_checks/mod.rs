@@ -1,17 +1,23 @@
 //! Checks a DistributedValidator spec beyond what its schema can express, naming each problem's
 //! field path. Pure: the offline `validate` command and the controller share it.
 
+mod p2p;
+mod secrets;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::api::{DistributedValidatorSpec, Middleware, Policy, ValidatorClient};
 use crate::domain::quorum::Quorum;
+use p2p::*;
+use secrets::*;
 
 /// Longest StatefulSet name whose pods still get valid labels: the StatefulSet controller labels
 /// each pod `controller-revision-hash: <statefulset>-<10-character hash>`, a 63-character label
 /// value, so `<dv>-<member>` must leave 11 characters. This also keeps the pod hostname
 /// `<dv>-<member>-0` within the 63 characters of a DNS label.
 pub const MAX_STATEFULSET_NAME: usize = 52;
+
 /// Longest DNS label (pod hostname, Service name).
 pub const MAX_DNS_LABEL: usize = 63;
 
@@ -237,152 +243,6 @@ fn check_share_indexes(spec: &DistributedValidatorSpec, report: &mut Report) {
             );
         } else {
             first_use.insert(member.index, i);
-        }
-    }
-}
-
-/// Each member mounts its own key share and ENR key and nothing else, so no Secret may serve two
-/// members, and the lock must not live in a member's Secret.
-fn check_secrets(spec: &DistributedValidatorSpec, report: &mut Report) {
-    if spec.members.iter().all(|m| m.remote) {
-        report.error(
-            "spec.members",
-            "every member is remote: at least one member must run in this cluster",
-        );
-    }
-    let mut owner: BTreeMap<&str, (usize, &'static str)> = BTreeMap::new();
-    for (i, member) in spec.members.iter().enumerate() {
-        // A member run here needs both Secrets; one run by another organisation has its keys
-        // there, and naming a Secret here for it would mount what is not its own.
-        for (field, set) in [
-            ("keyShareSecret", member.key_share_secret.is_some()),
-            ("enrSecret", member.enr_secret.is_some()),
-        ] {
-            if member.remote && set {
-                report.error(
-                    member_path(i, field),
-                    "a remote member's keys are with the organisation that runs it: name no Secret for it here",
-                );
-            } else if !member.remote && !set {
-                report.error(
-                    member_path(i, field),
-                    "required for a member run in this cluster (or set remote: true)",
-                );
-            }
-        }
-        let named = [
-            member
-                .key_share_secret
-                .as_ref()
-                .map(|s| ("keyShareSecret.name", s.name.as_str())),
-            member
-                .enr_secret
-                .as_ref()
-                .map(|s| ("enrSecret.name", s.name.as_str())),
-        ];
-        for (field, secret) in named.into_iter().flatten() {
-            match owner.get(secret) {
-                Some(&(other, other_field)) if other != i => report.error(
-                    member_path(i, field),
-                    format!(
-                        "Secret {secret:?} is already spec.members[{other}].{other_field}; each member must have its own Secrets"
-                    ),
-                ),
-                Some(_) => {}
-                None => {
-                    owner.insert(secret, (i, field));
-                }
-            }
-        }
-    }
-    let lock = &spec.cluster_lock;
-    match (&lock.config_map, &lock.secret) {
-        (Some(_), Some(_)) | (None, None) => {
-            report.error("spec.clusterLock", "set exactly one of configMap or secret")
-        }
-        (None, Some(secret)) => {
-            if let Some(&(member, field)) = owner.get(secret.name.as_str()) {
-                report.error(
-                    "spec.clusterLock.secret.name",
-                    format!(
-                        "Secret {:?} is spec.members[{member}].{field}; keep the lock out of member Secrets so that no pod mounts another member's keys",
-                        secret.name
-                    ),
-                );
-            }
-        }
-        (Some(_), None) => {}
-    }
-}
-
-/// `spec.p2p` and each member's `externalAddress` and `nodePort` fit together: a NodePort member
-/// names its port (unique) and the address peers dial; a remote member's address is its
-/// organisation's business; source ranges are CIDRs.
-fn check_p2p(spec: &DistributedValidatorSpec, report: &mut Report) {
-    let node_port = spec
-        .p2p
-        .as_ref()
-        .is_some_and(|p| p.service_type == crate::api::ExposureType::NodePort);
-    let mut ports: BTreeMap<u16, usize> = BTreeMap::new();
-    for (i, member) in spec.members.iter().enumerate() {
-        if member.remote {
-            for (field, set) in [
-                ("externalAddress", member.external_address.is_some()),
-                ("nodePort", member.node_port.is_some()),
-            ] {
-                if set {
-                    report.error(
-                        member_path(i, field),
-                        "a remote member is published by the organisation that runs it",
-                    );
-                }
-            }
-            continue;
-        }
-        match (member.node_port, node_port) {
-            (Some(_), false) => report.error(
-                member_path(i, "nodePort"),
-                "only with spec.p2p.type: NodePort",
-            ),
-            (None, true) => report.error(
-                member_path(i, "nodePort"),
-                "required with spec.p2p.type: NodePort (Charon listens on it and advertises it)",
-            ),
-            (Some(port), true) => {
-                if let Some(other) = ports.insert(port, i) {
-                    report.error(
-                        member_path(i, "nodePort"),
-                        format!("node port {port} is also spec.members[{other}].nodePort"),
-                    );
-                }
-            }
-            (None, false) => {}
-        }
-        if node_port && member.external_address.is_none() {
-            report.error(
-                member_path(i, "externalAddress"),
-                "required with spec.p2p.type: NodePort: the node address peers dial",
-            );
-        }
-    }
-    for (i, range) in spec
-        .p2p
-        .iter()
-        .flat_map(|p| p.source_ranges.iter())
-        .enumerate()
-    {
-        let valid = range.split_once('/').is_some_and(|(ip, bits)| {
-            match (ip.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
-                (Ok(std::net::IpAddr::V4(_)), Ok(bits)) => bits <= 32,
-                (Ok(std::net::IpAddr::V6(_)), Ok(bits)) => bits <= 128,
-                _ => false,
-            }
-        });
-        if !valid {
-            report.error(
-                format!("spec.p2p.sourceRanges[{i}]"),
-                format!("{range:?} is not a CIDR (e.g. 203.0.113.0/24)"),
-            );
         }
     }
 }
