@@ -23,9 +23,12 @@ async fn organisation(p2p: &std::sync::Arc<P2pWorld>) -> TestWorld {
     world_with(WorldOptions {
         pace: Some(ClusterOptions {
             p2p: p2p.clone(),
+            // Each member's Charon is ready only while it sees quorum peers (its own /readyz),
+            // across both clusters; 600 ms stands for Charon's minute.
+            charon_peer_readiness: Some(Duration::from_millis(600)),
             ..ClusterOptions::fast()
         }),
-        // Each cluster runs only some members: readiness follows each member's own Charon.
+        // Each cluster runs only some members: the per-cluster rule gives way to Charon's own.
         quorum_readiness: false,
         peer_timing: Some(PEER_TIMING),
         ..WorldOptions::default()
@@ -200,15 +203,17 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
     assert_eq!(operator_writes(&a, since, "pods").len(), 2);
 
     // The link between the two organisations is cut: each sees the other's members as not
-    // seen, and A restarts nothing, even with a change to roll out.
+    // seen, its own Charon loses quorum peers (not ready: quorum peers not connected), and A
+    // restarts nothing, even with a change to roll out.
     let (site_a, site_b) = (
         a.sim.cluster().unwrap().site(),
         b.sim.cluster().unwrap().site(),
     );
     p2p.cut(site_a, site_b);
     let cut = dv_where(&a, "stader-4", "A sees B's members not seen", |dv| {
-        ready_is("2/4")(dv)
+        ready_is("0/4")(dv)
             && condition(dv, "PeersConnected").is_some_and(|(status, _, _)| status == "False")
+            && member(dv, "alpha").not_ready_reason.as_deref() == Some("quorum peers not connected")
     })
     .await;
     let (_, _, message) = condition(&cut, "PeersConnected").unwrap();
@@ -221,7 +226,7 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
         &b,
         "stader-4",
         "B sees A's members not seen",
-        ready_is("2/4"),
+        ready_is("0/4"),
     )
     .await;
     let since = a.sim.store().timeline_len();

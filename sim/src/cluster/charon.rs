@@ -128,6 +128,8 @@ struct Node {
     operators: u32,
     index: u32,
     readyz: Mutex<u8>,
+    /// When this Charon last had quorum peers connected (`None`: never yet).
+    quorum_connected_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Node {
@@ -204,6 +206,7 @@ impl Charon {
             operators,
             index,
             readyz: Mutex::new(1),
+            quorum_connected_at: Mutex::new(None),
         });
         let (ip, listener) = bind_loopback()?;
         let app = axum::Router::new()
@@ -218,11 +221,34 @@ impl Charon {
     }
 
     /// Reports the member up (its Charon container runs on a node that is up) or down, and
-    /// what its `/readyz` says.
-    pub fn observe(&self, up: bool, not_ready: Option<NotReadyReason>) {
+    /// returns what its `/readyz` says: `fault` (a beacon node syncing, say), else, with
+    /// `peer_grace`, Charon's own quorum check (app/monitoringapi.go v1.7.1
+    /// `quorumPeersConnected`: at least `Threshold(n) - 1` peers connected, `Threshold(n) =
+    /// ceil(2n/3)`; too few for six rounds, a minute, or since it started, is
+    /// `InsufficientPeers`).
+    pub fn observe(
+        &self,
+        up: bool,
+        fault: Option<NotReadyReason>,
+        now: std::time::Instant,
+        peer_grace: Option<std::time::Duration>,
+    ) -> Option<NotReadyReason> {
         let node = &self.node;
         node.world.set(node.site, &node.lock_hash, node.index, up);
-        *lock(&node.readyz) = not_ready.map_or(1, NotReadyReason::readyz);
+        let quorum_lost = peer_grace.is_some_and(|grace| {
+            let needed = (2 * node.operators).div_ceil(3).saturating_sub(1);
+            let connected = (0..node.operators)
+                .filter(|&i| i != node.index && node.world.answers(node.site, &node.lock_hash, i))
+                .count() as u32;
+            let mut connected_at = lock(&node.quorum_connected_at);
+            if up && connected >= needed {
+                *connected_at = Some(now);
+            }
+            connected_at.is_none_or(|at| now.duration_since(at) >= grace)
+        });
+        let reason = fault.or(quorum_lost.then_some(NotReadyReason::InsufficientPeers));
+        *lock(&node.readyz) = reason.map_or(1, NotReadyReason::readyz);
+        reason
     }
 }
 
@@ -291,8 +317,9 @@ mod tests {
         let alpha = Charon::start(world.clone(), site, LOCK, 0).expect("a loopback address");
         let bravo = Charon::start(world.clone(), site, LOCK, 1).expect("a loopback address");
         assert_ne!(alpha.ip, bravo.ip);
-        alpha.observe(true, None);
-        bravo.observe(true, Some(NotReadyReason::BeaconNodeSyncing));
+        let now = std::time::Instant::now();
+        alpha.observe(true, None, now, None);
+        bravo.observe(true, Some(NotReadyReason::BeaconNodeSyncing), now, None);
         let text = alpha.node.metrics();
         assert!(text.contains("app_monitoring_readyz 1\n"), "{text}");
         assert!(text.contains("app_peerinfo_index{peer=\"sim-abcdef-peer3\"} 3\n"));
@@ -309,6 +336,40 @@ mod tests {
                 .node
                 .metrics()
                 .contains("p2p_ping_success{peer=\"sim-abcdef-peer1\"} 0\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn charon_is_ready_while_quorum_peers_answer_and_not_after_the_grace() {
+        let world = P2pWorld::new();
+        let site = world.join();
+        let grace = Some(std::time::Duration::from_secs(60));
+        let start = std::time::Instant::now();
+        let later = |s: u64| start + std::time::Duration::from_secs(s);
+        let members: Vec<Charon> = (0..4)
+            .map(|i| Charon::start(world.clone(), site, LOCK, i).expect("an address"))
+            .collect();
+        // Alone at first: never connected, so not ready (Charon starts as not connected).
+        assert_eq!(
+            members[0].observe(true, None, later(0), grace),
+            Some(NotReadyReason::InsufficientPeers)
+        );
+        // Threshold(4) = 3: two peers besides itself are enough.
+        members[1].observe(true, None, later(0), grace);
+        members[2].observe(true, None, later(0), grace);
+        assert_eq!(members[0].observe(true, None, later(1), grace), None);
+        // A peer gone: still ready within the grace, then not.
+        members[1].observe(false, None, later(2), grace);
+        assert_eq!(members[0].observe(true, None, later(30), grace), None);
+        assert_eq!(
+            members[0].observe(true, None, later(62), grace),
+            Some(NotReadyReason::InsufficientPeers)
+        );
+        assert!(
+            members[0]
+                .node
+                .metrics()
+                .contains("app_monitoring_readyz 4\n")
         );
     }
 }

@@ -224,15 +224,21 @@ impl Inner {
             });
             let pod_faults = faults.of_pod(&namespace, &name);
             let unready = pod_faults.is_some_and(|f| f.unready);
-            let charon_not_ready = pod_faults.and_then(|f| f.charon_not_ready);
-            let ready =
-                running_long_enough && rules_allow && !unready && charon_not_ready.is_none();
+            let mut charon_not_ready = pod_faults.and_then(|f| f.charon_not_ready);
             if let Some(charon) = pod.metadata.uid.as_ref().and_then(|u| charons.get(u)) {
-                charon.observe(runtime.running(), charon_not_ready);
+                let grace = self.options.charon_peer_readiness;
+                charon_not_ready =
+                    charon.observe(runtime.running(), charon_not_ready, now.into_std(), grace);
+                if let Some(grace) = grace {
+                    // Charon checks its peers every slot; peers elsewhere change unseen here.
+                    wake(now + grace / 4);
+                }
                 if let Some(uid) = pod.metadata.uid.clone() {
                     up_charons.insert(uid);
                 }
             }
+            let ready =
+                running_long_enough && rules_allow && !unready && charon_not_ready.is_none();
             let node = pod
                 .spec
                 .as_ref()
@@ -272,7 +278,7 @@ impl Inner {
         // A Charon whose pod is on a failed node (or not yet judged) answers no pings.
         for (uid, charon) in charons.iter() {
             if !up_charons.contains(uid) {
-                charon.observe(false, None);
+                charon.observe(false, None, now.into_std(), None);
             }
         }
         drop(charons);

@@ -92,6 +92,11 @@ pub struct ClusterOptions {
     /// The peer-to-peer network this cluster's Charon pods are on; clusters that share one can
     /// run members of the same lock (different organisations).
     pub p2p: Arc<charon::P2pWorld>,
+    /// When set, a Charon pod is ready only while its own Charon sees quorum peers answer (as
+    /// Charon's `/readyz` does), allowing this long without them: Charon's six rounds of a
+    /// slot, a minute on mainnet. `None`: peers do not affect readiness (the readiness rules
+    /// may).
+    pub charon_peer_readiness: Option<Duration>,
 }
 
 impl Default for ClusterOptions {
@@ -114,6 +119,7 @@ impl Default for ClusterOptions {
             termination_delay: Duration::from_millis(500),
             readiness_rules: Vec::new(),
             p2p: charon::P2pWorld::new(),
+            charon_peer_readiness: None,
         }
     }
 }
