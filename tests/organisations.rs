@@ -43,6 +43,24 @@ fn rolled_out_now(dv: &DistributedValidator) -> bool {
         && ready_is("4/4")(dv)
 }
 
+/// Two organisations on one p2p network, each with its half of `dv` applied (the examples'
+/// `-org-a` and `-org-b` files).
+async fn two_organisations(dv: &str) -> (std::sync::Arc<P2pWorld>, TestWorld, TestWorld) {
+    let p2p = P2pWorld::new();
+    let a = organisation(&p2p).await;
+    let b = organisation(&p2p).await;
+    for (world, half) in [(&a, "a"), (&b, "b")] {
+        world
+            .apply_file(
+                &example_with(&format!("{dv}-org-{half}.yaml"), FAST_ROLLOUT),
+                "default",
+            )
+            .await
+            .unwrap();
+    }
+    (p2p, a, b)
+}
+
 fn ready_is(expected: &'static str) -> impl Fn(&DistributedValidator) -> bool {
     move |dv| dv.status.as_ref().and_then(|s| s.ready.as_deref()) == Some(expected)
 }
@@ -73,21 +91,7 @@ fn node_of(world: &World, pod: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
-    let p2p = P2pWorld::new();
-    let a = organisation(&p2p).await;
-    let b = organisation(&p2p).await;
-    a.apply_file(
-        &example_with("stader-4-org-a.yaml", FAST_ROLLOUT),
-        "default",
-    )
-    .await
-    .unwrap();
-    b.apply_file(
-        &example_with("stader-4-org-b.yaml", FAST_ROLLOUT),
-        "default",
-    )
-    .await
-    .unwrap();
+    let (p2p, a, b) = two_organisations("stader-4").await;
 
     // Both sides see all four members: two ready here, two seen through Charon.
     let seen_from_a = dv_where(&a, "stader-4", "A sees 4/4", ready_is("4/4")).await;
@@ -274,21 +278,7 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seven_members_split_three_and_four_converge_and_roll_one_at_a_time() {
-    let p2p = P2pWorld::new();
-    let a = organisation(&p2p).await;
-    let b = organisation(&p2p).await;
-    a.apply_file(
-        &example_with("stader-7-org-a.yaml", FAST_ROLLOUT),
-        "default",
-    )
-    .await
-    .unwrap();
-    b.apply_file(
-        &example_with("stader-7-org-b.yaml", FAST_ROLLOUT),
-        "default",
-    )
-    .await
-    .unwrap();
+    let (_p2p, a, b) = two_organisations("stader-7").await;
     dv_where(&a, "stader-7", "A sees 7/7", ready_is("7/7")).await;
     dv_where(&b, "stader-7", "B sees 7/7", ready_is("7/7")).await;
     // t = 5: B's 4 up leave A needing 1 of its 3 ready; a rollout in B (needing 2 of its 4 with

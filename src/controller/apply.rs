@@ -321,38 +321,16 @@ pub(super) async fn apply_all(
         }
         None => {
             // Opted out: remove the policy this operator made (it is ours, and holds no data).
-            let name = dv.name_any();
-            let ours = ctx
-                .caches
-                .network_policies
-                .get(&ObjectRef::new(&name).within(&namespace))
-                .is_some_and(|p| {
-                    p.owner_references()
-                        .iter()
-                        .any(|o| Some(&o.uid) == dv.uid().as_ref())
-                });
-            if ours {
-                if !ctx.fence.holds() {
-                    return Err(Error::Fenced);
-                }
-                let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-                waiting_on(api.delete(&name, &Default::default()))
-                    .await
-                    .map_err(|source| Error::Apply {
-                        kind: "NetworkPolicy",
-                        name: name.clone(),
-                        source,
-                    })?;
-                publish(
-                    ctx,
-                    dv,
-                    EventType::Normal,
-                    crate::api::reasons::DELETED,
-                    "Delete",
-                    format!("Deleted NetworkPolicy {name} (spec.networkPolicy.enabled is false)"),
-                )
-                .await;
-            }
+            delete_ours::<NetworkPolicy>(
+                dv,
+                ctx,
+                &ctx.caches.network_policies,
+                &namespace,
+                &dv.name_any(),
+                "NetworkPolicy",
+                "spec.networkPolicy.enabled is false",
+            )
+            .await?;
         }
     }
     for set in statefulsets {
@@ -487,44 +465,72 @@ async fn remove_unwanted_p2p_services(
     let dv_name = dv.name_any();
     for member in &dv.spec.members {
         let name = member_p2p_service_name(&dv_name, &member.name);
-        if wanted.contains(&name) {
-            continue;
+        if !wanted.contains(&name) {
+            let why = format!("member {} is no longer exposed by spec.p2p", member.name);
+            delete_ours::<Service>(
+                dv,
+                ctx,
+                &ctx.caches.services,
+                namespace,
+                &name,
+                "Service",
+                &why,
+            )
+            .await?;
         }
-        let ours = ctx
-            .caches
-            .services
-            .get(&ObjectRef::new(&name).within(namespace))
-            .is_some_and(|s| {
-                s.owner_references()
-                    .iter()
-                    .any(|o| Some(&o.uid) == dv.uid().as_ref())
-            });
-        if !ours {
-            continue;
-        }
-        if !ctx.fence.holds() {
-            return Err(Error::Fenced);
-        }
-        let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
-        waiting_on(api.delete(&name, &Default::default()))
-            .await
-            .map_err(|source| Error::Apply {
-                kind: "Service",
-                name: name.clone(),
-                source,
-            })?;
-        publish(
-            ctx,
-            dv,
-            EventType::Normal,
-            crate::api::reasons::DELETED,
-            "Delete",
-            format!(
-                "Deleted Service {name} (member {} is no longer exposed by spec.p2p)",
-                member.name
-            ),
-        )
-        .await;
     }
+    Ok(())
+}
+
+/// Deletes the cached object `name` if this DV owns it (it holds no data: a policy or a
+/// Service), with a Normal Event saying `why`. Nothing else is ever deleted this way.
+async fn delete_ours<K>(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    cache: &Store<K>,
+    namespace: &str,
+    name: &str,
+    kind: &'static str,
+    why: &str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let ours = cache
+        .get(&ObjectRef::new(name).within(namespace))
+        .is_some_and(|object| {
+            object
+                .owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == dv.uid().as_ref())
+        });
+    if !ours {
+        return Ok(());
+    }
+    if !ctx.fence.holds() {
+        return Err(Error::Fenced);
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    waiting_on(api.delete(name, &Default::default()))
+        .await
+        .map_err(|source| Error::Apply {
+            kind,
+            name: name.to_owned(),
+            source,
+        })?;
+    publish(
+        ctx,
+        dv,
+        EventType::Normal,
+        crate::api::reasons::DELETED,
+        "Delete",
+        format!("Deleted {kind} {name} ({why})"),
+    )
+    .await;
     Ok(())
 }
