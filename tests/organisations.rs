@@ -80,6 +80,14 @@ async fn set_charon_image(world: &World, dv: &str, image: &str) {
         .unwrap();
 }
 
+/// `minAvailable` of the DV's PodDisruptionBudget, as `kubectl get pdb` shows it.
+fn min_available(world: &World, dv: &str) -> String {
+    kubectl(
+        world,
+        &["get", "pdb", dv, "-o", "jsonpath={.spec.minAvailable}"],
+    )
+}
+
 fn node_of(world: &World, pod: &str) -> String {
     let text = kubectl(
         world,
@@ -109,16 +117,7 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
         "A runs only its own members"
     );
     // The budget over A's pods: t = 3 less the 2 remote members up.
-    let min_available = kubectl(
-        &a,
-        &[
-            "get",
-            "pdb",
-            "stader-4",
-            "-o",
-            "jsonpath={.spec.minAvailable}",
-        ],
-    );
+    let min_available = min_available(&a, "stader-4");
     assert_eq!(min_available, "1");
 
     // A Charon image change in A rolls A's members one at a time: with B's two up, A always
@@ -150,16 +149,7 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
         member(&down, "charlie").last_seen.is_some(),
         "status says when charlie last answered"
     );
-    let min_available = kubectl(
-        &a,
-        &[
-            "get",
-            "pdb",
-            "stader-4",
-            "-o",
-            "jsonpath={.spec.minAvailable}",
-        ],
-    );
+    let min_available = min_available(&a, "stader-4");
     assert_eq!(min_available, "2", "a drain in A may not take a member now");
     let since = a.sim.store().timeline_len();
     set_charon_image(&a, "stader-4", "obolnetwork/charon:v1.7.3").await;
