@@ -117,8 +117,8 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
         "A runs only its own members"
     );
     // The budget over A's pods: t = 3 less the 2 remote members up.
-    let min_available = min_available(&a, "stader-4");
-    assert_eq!(min_available, "1");
+    let minimum = min_available(&a, "stader-4");
+    assert_eq!(minimum, "1");
 
     // A Charon image change in A rolls A's members one at a time: with B's two up, A always
     // keeps one of its own ready (3 of 4 sign).
@@ -149,8 +149,8 @@ async fn two_organisations_run_one_dv_and_keep_its_quorum_together() {
         member(&down, "charlie").last_seen.is_some(),
         "status says when charlie last answered"
     );
-    let min_available = min_available(&a, "stader-4");
-    assert_eq!(min_available, "2", "a drain in A may not take a member now");
+    let minimum = min_available(&a, "stader-4");
+    assert_eq!(minimum, "2", "a drain in A may not take a member now");
     let since = a.sim.store().timeline_len();
     set_charon_image(&a, "stader-4", "obolnetwork/charon:v1.7.3").await;
     let held = dv_where(&a, "stader-4", "A's rollout held", |dv| {
