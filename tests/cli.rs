@@ -423,3 +423,67 @@ fn run_refuses_a_concurrency_of_zero_by_name() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_examples_split_between_two_organisations_are_valid_and_plan_their_remote_members() {
+    let mut command = binary();
+    command.arg("validate");
+    for file in [
+        "stader-4-org-a.yaml",
+        "stader-4-org-b.yaml",
+        "stader-7-org-a.yaml",
+        "stader-7-org-b.yaml",
+    ] {
+        command.arg("-f").arg(repo(&format!("examples/{file}")));
+    }
+    let output = command.output().expect("binary runs");
+    let printed = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{printed}");
+    assert!(
+        printed.contains("4 DistributedValidator(s) checked: all valid"),
+        "{printed}"
+    );
+    // A remote member that names a Secret is refused with its field path.
+    let text = example("stader-4-org-a.yaml").replace(
+        "    remote: true   # run by organisation B on its own infrastructure\n    index: 2\n",
+        "    remote: true\n    index: 2\n    keyShareSecret: {name: stader-4-charlie-keystore}\n",
+    );
+    let refused = validate_stdin(&text);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stdout(&refused).contains("spec.members[2].keyShareSecret: a remote member's keys are with the organisation that runs it"),
+        "{}",
+        stdout(&refused)
+    );
+    let dir = std::env::temp_dir().join(format!("dvt-cli-plan-remote-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nodes = dir.join("nodes.yaml");
+    std::fs::write(
+        &nodes,
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata:\n    name: n1\n    labels: {topology.kubernetes.io/zone: zone-a}\n- apiVersion: v1\n  kind: Node\n  metadata:\n    name: n2\n    labels: {topology.kubernetes.io/zone: zone-b}\n",
+    )
+    .unwrap();
+    let output = binary()
+        .args(["plan", "-f"])
+        .arg(repo("examples/stader-4-org-a.yaml"))
+        .arg("--nodes")
+        .arg(&nodes)
+        .output()
+        .unwrap();
+    let printed = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{printed}");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("charlie") && l.contains("(remote)")),
+        "{printed}"
+    );
+    // Two members here in two zones, each remote member a domain of its own: one zone may fail.
+    assert!(
+        printed.lines().any(|l| l.starts_with("zones")
+            && l.contains("zone-a 1")
+            && l.contains("(remote: charlie) 1")
+            && l.ends_with("yes   yes")),
+        "{printed}"
+    );
+}
