@@ -389,3 +389,22 @@ impl Drop for PodDirs {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
+
+#[test]
+fn an_exposed_members_charon_flags_are_defined_by_charon_v171() {
+    let mut cluster = cluster_on(ValidatorClient::Lighthouse, false);
+    cluster.members[0].external_address = Some("203.0.113.7".into());
+    cluster.members[1].external_address = Some("bravo.dv.example.org".into());
+    cluster.members[1].p2p_port = 30611;
+    let mut undefined = Vec::new();
+    for member in &cluster.members[..2] {
+        let charon = charon::run(&cluster, member);
+        undefined.extend(undefined_flags(&charon, &["charon-v1.7.1"]));
+    }
+    assert_eq!(undefined, Vec::<String>::new());
+    let bravo = charon::run(&cluster, &cluster.members[1]).flags;
+    assert!(bravo.contains(&"--p2p-external-hostname=bravo.dv.example.org".to_owned()));
+    assert!(bravo.contains(&"--p2p-tcp-address=0.0.0.0:30611".to_owned()));
+    let alpha = charon::run(&cluster, &cluster.members[0]).flags;
+    assert!(alpha.contains(&"--p2p-external-ip=203.0.113.7".to_owned()));
+}
