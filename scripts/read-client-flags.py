@@ -62,22 +62,33 @@ def teku(repo, tag):
             "DataOptions", "InteropOptions", "LoggingOptions", "MetricsOptions",
         ]
     ]
-    flags = {}
-    for path in paths:
-        text = git_show(repo, tag, path)
-        lines = text.splitlines()
-        for index, line in enumerate(lines):
-            if "names = {" not in line and "names = \"" not in line:
-                continue
-            # Picocli option names may continue on the next line.
-            joined = line + (lines[index + 1] if index + 1 < len(lines) else "")
-            names = re.search(r"names\s*=\s*\{([^}]*)\}|names\s*=\s*(\"[^\"]+\")", joined)
-            if not names:
-                continue
-            for name in re.findall(r'"(-{1,2}[A-Za-z0-9-]+)"', names.group(1) or names.group(2)):
-                if name.startswith("--"):
-                    flags.setdefault(name[2:], f"{path}:{index + 1}")
-    return {"validator-client": flags}
+    def picocli(paths):
+        flags = {}
+        for path in paths:
+            text = git_show(repo, tag, path)
+            lines = text.splitlines()
+            for index, line in enumerate(lines):
+                if "names = {" not in line and "names = \"" not in line:
+                    continue
+                # Picocli option names may continue on the next line.
+                joined = line + (lines[index + 1] if index + 1 < len(lines) else "")
+                names = re.search(r"names\s*=\s*\{([^}]*)\}|names\s*=\s*(\"[^\"]+\")", joined)
+                if not names:
+                    continue
+                for name in re.findall(r'"(-{1,2}[A-Za-z0-9-]+)"', names.group(1) or names.group(2)):
+                    if name.startswith("--"):
+                        flags.setdefault(name[2:], f"{path}:{index + 1}")
+        return flags
+
+    # `teku slashing-protection export|import` (SlashingProtectionCommand.java): each command's
+    # own options and its ValidatorClientDataOptions mixin (which extends DataOptions).
+    data = [TEKU_OPTIONS + "ValidatorClientDataOptions.java", TEKU_OPTIONS + "DataOptions.java"]
+    commands = "teku/src/main/java/tech/pegasys/teku/cli/slashingprotection/"
+    return {
+        "validator-client": picocli(paths),
+        "slashing-protection export": picocli([commands + "ExportCommand.java"] + data),
+        "slashing-protection import": picocli([commands + "ImportCommand.java"] + data),
+    }
 
 
 def go_flag_names(repo, tag, path):
@@ -145,6 +156,14 @@ def prysm(repo, tag):
     ]:
         at = text.index(command)
         sections[section] = go_list(text[at:], "Flags: cmd.WrapFlags([]cli.Flag{")
+    # `validator slashing-protection-history export|import`.
+    history = git_show(repo, tag, "cmd/validator/slashing-protection/slashing-protection.go")
+    for section, command in [
+        ("slashing-protection-history export", 'Name:        "export"'),
+        ("slashing-protection-history import", 'Name:        "import"'),
+    ]:
+        at = history.index(command)
+        sections[section] = go_list(history[at:], "Flags: cmd.WrapFlags([]cli.Flag{")
     out = {}
     for section, names in sections.items():
         flags = {}
@@ -178,9 +197,13 @@ def nimbus(repo, tag):
 
     # `nimbus_beacon_node deposits import` takes the beacon node's global flags and its own
     # (both live in BeaconNodeConf).
+    # `nimbus_beacon_node slashingdb export|import` likewise (the interchange file is an argument).
+    beacon = names(bn_start, bn_end)
     return {
         "nimbus_validator_client": names(vc_start, vc_end),
-        "nimbus_beacon_node deposits import": names(bn_start, bn_end),
+        "nimbus_beacon_node deposits import": beacon,
+        "nimbus_beacon_node slashingdb export": beacon,
+        "nimbus_beacon_node slashingdb import": beacon,
     }
 
 
@@ -205,9 +228,16 @@ def lighthouse(repo, tag):
     for number, line in enumerate(wallet_text.splitlines(), start=1):
         if 'pub const PASSWORD_FLAG: &str = "password-file"' in line:
             importer.setdefault("password-file", f"account_manager/src/wallet/create.rs:{number}")
+    # `account validator slashing-protection export|import`: the account validator flags
+    # (mod.rs: --validator-dir) and the command's own (slashing_protection.rs: --pubkeys for
+    # export); the interchange file is a positional argument.
+    account_validator, _ = longs("account_manager/src/validator/mod.rs")
+    history, _ = longs("account_manager/src/validator/slashing_protection.rs")
     return {
         "validator": {**global_flags, **vc},
         "account validator import": {**global_flags, **importer},
+        "account validator slashing-protection export": {**global_flags, **account_validator, **history},
+        "account validator slashing-protection import": {**global_flags, **account_validator},
     }
 
 
@@ -230,7 +260,27 @@ def lodestar(package, _tag):
     ]:
         if os.path.exists(os.path.join(package, path)):
             flags.update({k: v for k, v in keys(path).items() if k not in flags})
-    return {"validator": flags}
+    # `validator slashing-protection export|import`: the global options, the slashing-protection
+    # options (beaconNodes, force) and each command's own (`file`), nested one level deeper.
+    def nested(path):
+        text = open(os.path.join(package, path)).read()
+        found = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            key = re.match(r'(?:    |        )"?([a-zA-Z][a-zA-Z0-9.]*)"?: (?:\{|validatorOptions\.)', line)
+            if key and key.group(1) not in ("options", "examples"):
+                found.setdefault(key.group(1), f"{path}:{number}")
+        return found
+
+    common = {}
+    for path in ["lib/options/globalOptions.js", "lib/options/logOptions.js", "lib/options/paramsOptions.js"]:
+        if os.path.exists(os.path.join(package, path)):
+            common.update({k: v for k, v in keys(path).items() if k not in common})
+    common.update(nested("lib/cmds/validator/slashingProtection/options.js"))
+    out = {"validator": flags}
+    for command in ["export", "import"]:
+        own = nested(f"lib/cmds/validator/slashingProtection/{command}.js")
+        out[f"validator slashing-protection {command}"] = {**common, **own}
+    return out
 
 
 def main():

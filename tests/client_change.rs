@@ -1,74 +1,250 @@
-//! A member's validator client change would start the new client with an empty
-//! slashing-protection database: the operator holds it on the client it runs, says why in
-//! Progressing and an Event, restarts nothing, and performs the change once the DV is annotated
-//! that the member's history was moved.
+//! A member's validator client change moves its slashing-protection history (EIP-3076): the
+//! old client exports it and the new one imports it before its first start, as init steps of
+//! the member's pod; one member at a time, within the quorum budget. A failed export leaves the
+//! member stopped on its old client, with a condition and an Event saying why. The simulator
+//! runs no script: what the steps print is what the test tells it (`Fault::InitStep`).
 
 mod common;
 
 use common::*;
-use dvt_operator::api::DistributedValidator;
+use dvt_operator::api::{ClientMovePhase, DistributedValidator, ValidatorClient};
+use dvt_sim::cluster::faults::Fault;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 
-async fn images(world: &World, set: &str) -> Vec<String> {
-    Api::<StatefulSet>::default_namespaced(world.client.clone())
-        .get(set)
+const EXPORT: &str = "export-slashing-protection";
+const IMPORT: &str = "import-slashing-protection";
+const FILE: &str = "/validator/data/slashing-protection/lighthouse-to-teku.json";
+
+fn sha() -> String {
+    "5e".repeat(32)
+}
+
+/// What the real steps print on success (migration.rs `summarise`).
+fn steps_succeed(world: &World) {
+    for (container, word) in [(EXPORT, "exported"), (IMPORT, "imported")] {
+        world
+            .sim
+            .inject(Fault::InitStep {
+                container: container.into(),
+                image: None,
+                exit_code: 0,
+                message: format!("{word} {FILE} sha256={} validators=1\n", sha()),
+            })
+            .unwrap();
+    }
+}
+
+async fn patch_clients(world: &World, changes: &[(usize, &str)]) {
+    let ops: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|(i, client)| {
+            serde_json::json!({"op": "replace", "path": format!("/spec/members/{i}/validatorClient"), "value": client})
+        })
+        .collect();
+    Api::<DistributedValidator>::default_namespaced(world.client.clone())
+        .patch(
+            "stader-4",
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(serde_json::Value::Array(ops)).unwrap()),
+        )
         .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers
+        .unwrap();
+}
+
+fn init_images(set: &StatefulSet) -> Vec<(String, String)> {
+    set.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.init_containers.clone())
+        .unwrap_or_default()
         .into_iter()
-        .filter_map(|c| c.image)
+        .map(|c| (c.name, c.image.unwrap_or_default()))
         .collect()
 }
 
+fn member_move(dv: &DistributedValidator, member: &str) -> Option<dvt_operator::api::ClientMove> {
+    dv.status
+        .as_ref()?
+        .members
+        .iter()
+        .find(|m| m.name == member)?
+        .client_move
+        .clone()
+}
+
+fn member_client(dv: &DistributedValidator, member: &str) -> Option<ValidatorClient> {
+    dv.status
+        .as_ref()?
+        .members
+        .iter()
+        .find(|m| m.name == member)?
+        .validator_client
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_change_is_held_until_the_slashing_protection_is_moved() {
+async fn a_client_change_moves_the_slashing_protection_history_one_member_at_a_time() {
     let world = world().await;
+    steps_succeed(&world);
     converged(&world, "stader-4.yaml", "stader-4").await;
-    let before = images(&world, "stader-4-alpha").await;
-    assert!(
-        before.iter().any(|i| i.starts_with("sigp/lighthouse:")),
-        "{before:?}"
-    );
     let since = world.sim.store().timeline().len();
 
-    let dvs: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
-    let to_nimbus = serde_json::json!([
-        {"op": "replace", "path": "/spec/members/0/validatorClient", "value": "nimbus"}
-    ]);
-    dvs.patch(
+    // Two changes at once: alpha lighthouse -> teku, charlie prysm -> nimbus.
+    patch_clients(&world, &[(0, "teku"), (2, "nimbus")]).await;
+    let dv = dv_where(
+        &world,
         "stader-4",
-        &PatchParams::default(),
-        &Patch::Json::<()>(serde_json::from_value(to_nimbus).unwrap()),
+        "charlie's change waits for alpha's",
+        |dv| {
+            member_move(dv, "alpha").is_some()
+                && condition(dv, "Progressing")
+                    .is_some_and(|(_, reason, _)| reason == "ClientChangeHeld")
+        },
     )
-    .await
-    .unwrap();
-    let dv = dv_where(&world, "stader-4", "the change held", |dv| {
-        condition(dv, "Progressing").is_some_and(|(_, reason, _)| reason == "ClientChangeHeld")
-            && dv
-                .status
-                .as_ref()
-                .is_some_and(|s| s.observed_generation == dv.metadata.generation)
-    })
     .await;
-    let (status, _, message) = condition(&dv, "Progressing").unwrap();
-    assert_eq!(status, "True");
+    let (_, _, message) = condition(&dv, "Progressing").unwrap();
     assert!(
-        message.starts_with(
-            "member alpha runs lighthouse and the spec asks for nimbus: held on lighthouse"
-        ),
+        message.contains("member charlie runs prysm and the spec asks for nimbus: held on prysm: member alpha changes client first"),
         "{message}"
     );
-    let status = dv.status.unwrap();
-    assert_eq!(status.ready.as_deref(), Some("4/4"));
+    assert_eq!(member_client(&dv, "charlie"), Some(ValidatorClient::Prysm));
+
+    // Alpha's pod: lighthouse exports, teku imports its keys and then the history, then starts.
+    let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
+    let alpha = sets.get("stader-4-alpha").await.unwrap();
+    let steps = init_images(&alpha);
+    let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+    // The export first of the client's steps (before teku's proposer config), the import last.
+    let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
+    assert!(at(EXPORT) < at("proposer-config"), "{names:?}");
+    assert_eq!(names.last(), Some(&IMPORT), "{names:?}");
+    assert!(
+        steps[at(EXPORT)].1.starts_with("sigp/lighthouse:"),
+        "{steps:?}"
+    );
+    assert!(
+        steps.last().unwrap().1.starts_with("consensys/teku:"),
+        "{steps:?}"
+    );
+
+    let dv = dv_where(&world, "stader-4", "alpha on teku with its history", |dv| {
+        member_move(dv, "alpha").is_some_and(|m| m.phase == ClientMovePhase::Moved)
+            && member_client(dv, "alpha") == Some(ValidatorClient::Teku)
+    })
+    .await;
+    let moved = member_move(&dv, "alpha").unwrap();
+    assert_eq!(moved.from, ValidatorClient::Lighthouse);
+    assert_eq!(moved.file, FILE);
+    assert_eq!(moved.sha256, Some(sha()));
+    assert_eq!(moved.validators, Some(1));
+
+    // The steps as kubectl shows them on alpha's pod.
+    let pod = Api::<Pod>::default_namespaced(world.client.clone())
+        .get("stader-4-alpha-0")
+        .await
+        .unwrap();
+    let inits = pod.status.unwrap().init_container_statuses.unwrap();
+    let export = inits.iter().find(|c| c.name == EXPORT).unwrap();
+    let ended = export.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(ended.exit_code, 0);
+    assert!(ended.message.as_deref().unwrap().contains(&sha()));
+
+    // Then charlie, and the DV ends with both moved, every member ready and none outdated.
+    let dv = dv_where(&world, "stader-4", "charlie on nimbus", |dv| {
+        member_move(dv, "charlie").is_some_and(|m| m.phase == ClientMovePhase::Moved)
+            && member_client(dv, "charlie") == Some(ValidatorClient::Nimbus)
+            && available(dv)
+            && rolled_out(dv)
+    })
+    .await;
+    let (status, reason, message) = condition(&dv, "ClientMoved").unwrap();
     assert_eq!(
-        status.members[0].validator_client,
-        Some(dvt_operator::api::ValidatorClient::Lighthouse)
+        (status.as_str(), reason.as_str()),
+        ("True", "ClientMoveDone"),
+        "{message}"
+    );
+    assert!(
+        message.contains("alpha (lighthouse to teku, 1 validator(s)"),
+        "{message}"
+    );
+    // The moves never took the DV below its threshold.
+    let lowest =
+        dvt_operator::demo::lowest_ready_since(&world.sim.store().timeline(), since, "stader-4");
+    assert!(lowest.is_some_and(|l| l >= 3), "{lowest:?}");
+    let events = kubectl(
+        &world,
+        &["get", "events", "--field-selector", "reason=ClientMoveDone"],
+    );
+    assert!(
+        events.contains("member alpha: lighthouse to teku"),
+        "{events}"
+    );
+    assert!(
+        events.contains("member charlie: prysm to nimbus"),
+        "{events}"
+    );
+    let table = kubectl(
+        &world,
+        &[
+            "get",
+            "dv",
+            "stader-4",
+            "-o",
+            "jsonpath={.status.members[0].clientMove.sha256}",
+        ],
+    );
+    assert_eq!(table, sha());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_leaves_the_member_stopped_on_its_old_client() {
+    let world = world().await;
+    steps_succeed(&world);
+    converged(&world, "stader-4.yaml", "stader-4").await;
+    world
+        .sim
+        .inject(Fault::InitStep {
+            container: EXPORT.into(),
+            image: Some("sigp/lighthouse".into()),
+            exit_code: 1,
+            message: "Unable to open database at /validator/data/lighthouse/validators/slashing_protection.sqlite".into(),
+        })
+        .unwrap();
+    patch_clients(&world, &[(0, "teku")]).await;
+    let dv = dv_where(&world, "stader-4", "alpha's export failed", |dv| {
+        member_move(dv, "alpha").is_some_and(|m| m.phase == ClientMovePhase::Failed)
+            && condition(dv, "ClientMoved")
+                .is_some_and(|(_, reason, _)| reason == "ClientMoveFailed")
+    })
+    .await;
+    let (status, _, message) = condition(&dv, "ClientMoved").unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("export-slashing-protection exited 1: Unable to open database"),
+        "{message}"
+    );
+    assert_eq!(
+        member_client(&dv, "alpha"),
+        Some(ValidatorClient::Lighthouse)
+    );
+    let status = dv.status.as_ref().unwrap();
+    assert!(!status.members[0].ready);
+    assert!(status.ready_members >= 3, "{:?}", status.ready);
+    let pods = kubectl(&world, &["get", "pod", "stader-4-alpha-0"]);
+    assert!(
+        pods.contains("Init:CrashLoopBackOff") || pods.contains("Init:Error"),
+        "{pods}\n{}",
+        kubectl(
+            &world,
+            &[
+                "get",
+                "pod",
+                "stader-4-alpha-0",
+                "-o",
+                "jsonpath={.status.initContainerStatuses}"
+            ]
+        )
     );
     let events = kubectl(
         &world,
@@ -76,41 +252,24 @@ async fn a_client_change_is_held_until_the_slashing_protection_is_moved() {
             "get",
             "events",
             "--field-selector",
-            "reason=ClientChangeHeld",
+            "reason=ClientMoveFailed",
         ],
     );
-    assert!(events.contains("member alpha runs lighthouse"), "{events}");
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-    assert_eq!(images(&world, "stader-4-alpha").await, before);
-    assert_eq!(
-        operator_writes(&world, since, "statefulsets.apps"),
-        Vec::<String>::new()
+    assert!(
+        events.contains("the member stays stopped, lighthouse's data untouched"),
+        "{events}"
     );
-    assert_eq!(operator_writes(&world, since, "pods"), Vec::<String>::new());
 
-    // Moved by hand: the DV is annotated, and alpha becomes a Nimbus member as a rollout step.
-    dvs.patch(
-        "stader-4",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
-            "slashing-protection.dvt.io/alpha": "nimbus"
-        }}})),
-    )
-    .await
-    .unwrap();
-    dv_where(&world, "stader-4", "alpha on nimbus", |dv| {
-        available(dv)
-            && dv.status.as_ref().is_some_and(|s| {
-                s.members[0].validator_client == Some(dvt_operator::api::ValidatorClient::Nimbus)
-                    && s.members.iter().all(|m| !m.outdated)
-            })
+    // The export works again (say, a fixed image): the move finishes without anyone's help.
+    world
+        .sim
+        .inject(Fault::ClearInitStep {
+            container: EXPORT.into(),
+        })
+        .unwrap();
+    steps_succeed(&world);
+    dv_where(&world, "stader-4", "alpha moved after all", |dv| {
+        member_move(dv, "alpha").is_some_and(|m| m.phase == ClientMovePhase::Moved) && available(dv)
     })
     .await;
-    let after = images(&world, "stader-4-alpha").await;
-    assert!(
-        after
-            .iter()
-            .any(|i| i.starts_with("statusim/nimbus-validator-client:")),
-        "{after:?}"
-    );
 }

@@ -81,6 +81,45 @@ fn pod_status(pod: &Value) -> String {
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         return "Terminating".to_owned();
     }
+    // As kube's printPod (pkg/printers/internalversion/printers.go): the first init container
+    // that has not completed names the status, unless the pod is initialised.
+    let inits = pod
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array);
+    let total = inits.map_or(0, Vec::len);
+    let initialised = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Initialized" && c["status"] == "True");
+    for (i, status) in inits.into_iter().flatten().enumerate() {
+        if initialised {
+            break;
+        }
+        let exit = status
+            .pointer("/state/terminated/exitCode")
+            .and_then(Value::as_i64);
+        if exit == Some(0) {
+            continue;
+        }
+        if exit.is_some() {
+            return match status
+                .pointer("/state/terminated/reason")
+                .and_then(Value::as_str)
+            {
+                Some(reason) => format!("Init:{reason}"),
+                None => format!("Init:ExitCode:{}", exit.unwrap_or_default()),
+            };
+        }
+        return match status
+            .pointer("/state/waiting/reason")
+            .and_then(Value::as_str)
+        {
+            Some(reason) if reason != "PodInitializing" => format!("Init:{reason}"),
+            _ => format!("Init:{i}/{total}"),
+        };
+    }
     let statuses = pod
         .pointer("/status/containerStatuses")
         .and_then(Value::as_array);
@@ -168,13 +207,13 @@ fn columns_for(rt: &ResourceType) -> Vec<Column> {
                 kind: "integer",
                 priority: 0,
                 cell: Box::new(|o| {
-                    let restarts: i64 = o
-                        .pointer("/status/containerStatuses")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|s| s.get("restartCount").and_then(Value::as_i64))
-                        .sum();
+                    let restarts: i64 =
+                        ["/status/initContainerStatuses", "/status/containerStatuses"]
+                            .into_iter()
+                            .filter_map(|path| o.pointer(path).and_then(Value::as_array))
+                            .flatten()
+                            .filter_map(|s| s.get("restartCount").and_then(Value::as_i64))
+                            .sum();
                     json!(restarts)
                 }),
             });

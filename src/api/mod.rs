@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod reasons;
 
-pub use status::{DistributedValidatorStatus, MemberStatus, Phase, condition_types};
+pub use status::{
+    ClientMove, ClientMovePhase, DistributedValidatorStatus, MemberStatus, Phase, condition_types,
+};
 
 /// API group of every resource this operator serves.
 pub const GROUP: &str = "dvt.io";

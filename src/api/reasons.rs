@@ -54,6 +54,14 @@ pub const CONVERGED: &str = "Converged";
 /// Event).
 pub const CLIENT_CHANGE_HELD: &str = "ClientChangeHeld";
 
+// ClientMoved (DVs where a member changes validator client; also Events)
+/// A member changes client: its slashing-protection history is exported and imported.
+pub const CLIENT_MOVING: &str = "ClientMoving";
+/// A member's export or import failed: it is stopped, on its old client's data.
+pub const CLIENT_MOVE_FAILED: &str = "ClientMoveFailed";
+/// A member runs its new client with its history imported.
+pub const CLIENT_MOVE_DONE: &str = "ClientMoveDone";
+
 // PeersConnected (DVs with remote members)
 /// Every member, remote ones included, answered a member here lately.
 pub const PEERS_SEEN: &str = "PeersSeen";
@@ -126,6 +134,9 @@ pub const ALL: &[&str] = &[
     MEMBERS_STARTING,
     CONVERGED,
     CLIENT_CHANGE_HELD,
+    CLIENT_MOVING,
+    CLIENT_MOVE_FAILED,
+    CLIENT_MOVE_DONE,
     PEERS_SEEN,
     PEERS_NOT_SEEN,
     PAUSED,

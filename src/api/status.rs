@@ -121,6 +121,58 @@ pub struct MemberStatus {
     /// Why the member's Charon says it is not ready (e.g. `beacon node syncing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_ready_reason: Option<String>,
+    /// The member's latest change of validator client, which moved its slashing-protection
+    /// history (EIP-3076 interchange) from the old client to the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_move: Option<ClientMove>,
+}
+
+/// A member's change of validator client. The old client exports its slashing-protection
+/// history into `file` on the member's volume, the new client imports it, and only then starts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientMove {
+    pub from: ValidatorClient,
+    pub to: ValidatorClient,
+    /// The old client's image the export runs in.
+    pub from_image: String,
+    pub phase: ClientMovePhase,
+    /// The interchange file on the member's validator-client volume (kept: never deleted).
+    pub file: String,
+    /// SHA-256 of the interchange file, as the export step reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Validators the interchange file holds history for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validators: Option<u32>,
+    /// Why the move failed: the failing step and the end of its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+}
+
+/// Where a client change stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ClientMovePhase {
+    /// Waiting for the member's restart, or exporting and importing.
+    Moving,
+    /// The export or the import failed: the member is stopped, its old client's data untouched.
+    Failed,
+    /// The new client runs with the imported history.
+    Moved,
+}
+
+impl ClientMovePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientMovePhase::Moving => "Moving",
+            ClientMovePhase::Failed => "Failed",
+            ClientMovePhase::Moved => "Moved",
+        }
+    }
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -140,6 +192,9 @@ pub mod condition_types {
     pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
     /// Only for DVs with remote members: every member is seen answering from here.
     pub const PEERS_CONNECTED: &str = "PeersConnected";
+    /// Only while some member has changed validator client: True once every change finished
+    /// with the history imported.
+    pub const CLIENT_MOVED: &str = "ClientMoved";
 }
 
 impl MemberStatus {

@@ -79,6 +79,17 @@ pub struct Member {
     /// The address Charon advertises to peers: the spec's `externalAddress`, else the
     /// LoadBalancer's; `None`: the member's in-cluster DNS name.
     pub external_address: Option<String>,
+    /// The member changes validator client (or has, and keeps the steps): its
+    /// slashing-protection history moves from the old client to `client` before it starts.
+    pub migration: Option<Migration>,
+}
+
+/// A member's change of validator client, with the image the old client ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migration {
+    pub from: ValidatorClient,
+    pub to: ValidatorClient,
+    pub from_image: String,
 }
 
 /// DV annotation releasing a held client change of one member:
@@ -86,30 +97,37 @@ pub struct Member {
 /// slashing-protection history (EIP-3076 interchange) to the new client by hand.
 pub const ANNOTATION_SLASHING_PROTECTION_MOVED_PREFIX: &str = "slashing-protection.dvt.io/";
 
-/// A member whose validator client would change, kept on the client it runs: the new client
-/// would start on the member's volume with an empty slashing-protection database (the old
-/// client's history left unread), free to sign what the old one already signed.
+/// A member whose validator client change waits, kept on the client it runs (see
+/// [`crate::domain::client_moves`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientChangeHeld {
     pub member: String,
     pub running: ValidatorClient,
     pub wanted: ValidatorClient,
+    pub why: crate::domain::client_moves::HoldReason,
 }
 
 impl ClientChangeHeld {
     pub fn message(&self) -> String {
+        use crate::domain::client_moves::HoldReason;
+        let why = match &self.why {
+            HoldReason::AnotherMoves(other) => format!(
+                "member {other} changes client first (one member moves its slashing-protection history at a time)"
+            ),
+            HoldReason::Diversity {
+                client,
+                count,
+                threshold,
+            } => format!(
+                "after the change {count} members would run {client} (threshold {threshold}), which spec.clientDiversity.policy Required refuses; pin the members so that every step keeps each client below {threshold}, or set the policy to Preferred for the change"
+            ),
+        };
         format!(
-            "member {} runs {} and the spec asks for {}: held on {}, since {} would start without the member's slashing-protection history (migrating it is not built yet). Export it from {} (EIP-3076 interchange), import it into {}, then annotate the DV {}{}={}",
+            "member {} runs {} and the spec asks for {}: held on {}: {why}",
             self.member,
             self.running.as_str(),
             self.wanted.as_str(),
             self.running.as_str(),
-            self.wanted.as_str(),
-            self.running.as_str(),
-            self.wanted.as_str(),
-            ANNOTATION_SLASHING_PROTECTION_MOVED_PREFIX,
-            self.member,
-            self.wanted.as_str()
         )
     }
 }

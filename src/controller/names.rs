@@ -38,6 +38,13 @@ pub const CONTAINER_VALIDATOR_CLIENT: &str = "validator-client";
 pub const INIT_IMPORT_KEYS: &str = "import-keys";
 pub const INIT_PROPOSER_CONFIG: &str = "proposer-config";
 pub const INIT_REMOVE_OLD_ENR_KEY_COPY: &str = "remove-old-enr-key-copy";
+/// A client change's first step: the old client exports its slashing-protection history.
+pub const INIT_EXPORT_SLASHING_PROTECTION: &str = "export-slashing-protection";
+/// A client change's last step before the new client starts: it imports that history.
+pub const INIT_IMPORT_SLASHING_PROTECTION: &str = "import-slashing-protection";
+/// Where a container's termination message is read from (the kubelet's default
+/// `terminationMessagePath`): the migration steps write their summary there.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
 
 pub const VOLUME_CHARON_DATA: &str = "charon-data";
 pub const VOLUME_VC_DATA: &str = "validator-client-data";

@@ -86,7 +86,36 @@ pub(super) async fn update_status(
         cluster.quorum.members(),
         &computed,
     );
-    write_status(dv, ctx, computed).await
+    let moves = status::client_move::events(dv.status.as_ref(), &computed);
+    let wait = write_status(dv, ctx, computed).await?;
+    // After the write: a status that failed to land is computed again, and so are its Events.
+    for event in moves {
+        let type_ = if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        // The member's StatefulSet as the related object: one Event series per member (the
+        // recorder folds Events of one reason and related object into one).
+        let related = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("apps/v1".to_owned()),
+            kind: Some("StatefulSet".to_owned()),
+            name: Some(names::member_object_name(&dv.name_any(), &event.member)),
+            namespace: dv.namespace(),
+            ..Default::default()
+        };
+        publish_about(
+            ctx,
+            dv,
+            Some(related),
+            type_,
+            event.reason,
+            "ClientMove",
+            event.note,
+        )
+        .await;
+    }
+    Ok(wait)
 }
 
 /// How long a status change that only adds placement details (see

@@ -248,47 +248,100 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             });
         }
     }
-    // The client each member runs, as the last status recorded it.
-    let running_clients: BTreeMap<&str, ValidatorClient> = dv
+    // The client each member runs and its last client move, as the last status recorded them.
+    let previous: BTreeMap<&str, &crate::api::MemberStatus> = dv
         .status
         .iter()
         .flat_map(|s| s.members.iter())
-        .filter_map(|m| Some((m.name.as_str(), m.validator_client?)))
+        .map(|m| (m.name.as_str(), m))
         .collect();
     let annotations = dv.metadata.annotations.clone().unwrap_or_default();
-    let mut client_changes_held = Vec::new();
-    let mut roster = Vec::new();
-    for ((member, wanted), zone) in spec.members.iter().zip(clients).zip(zones) {
-        let Some(wanted) = wanted.filter(|_| member.is_local()) else {
-            // Run by another organisation: it counts for quorum and diversity, nothing is built.
-            roster.push(RosterEntry {
-                name: member.name.clone(),
-                index: member.index,
-                operator_name: member.operator.name.clone(),
-                operator_class: member.operator.class,
-                client: member.validator_client,
-                remote: true,
-            });
-            continue;
-        };
-        let released = |wanted: ValidatorClient| {
+    let moved_by_hand = |member: &MemberSpec, wanted: Option<ValidatorClient>| {
+        wanted.is_some_and(|wanted| {
             annotations
                 .get(&format!(
                     "{ANNOTATION_SLASHING_PROTECTION_MOVED_PREFIX}{}",
                     member.name
                 ))
                 .is_some_and(|v| v == wanted.as_str())
-        };
-        let client = match running_clients.get(member.name.as_str()) {
-            Some(&running) if running != wanted && !released(wanted) => {
+        })
+    };
+    let choices = crate::domain::client_moves::choose(
+        &spec
+            .members
+            .iter()
+            .zip(&clients)
+            .map(|(member, wanted)| {
+                let seen = previous.get(member.name.as_str());
+                crate::domain::client_moves::MemberClients {
+                    name: member.name.clone(),
+                    remote: !member.is_local(),
+                    running: seen.and_then(|m| m.validator_client),
+                    wanted: *wanted,
+                    recorded: seen.and_then(|m| m.client_move.as_ref()).map(|r| {
+                        crate::domain::client_moves::RecordedMove {
+                            from: r.from,
+                            to: r.to,
+                            finished: r.phase == crate::api::ClientMovePhase::Moved,
+                        }
+                    }),
+                    moved_by_hand: moved_by_hand(member, *wanted),
+                }
+            })
+            .collect::<Vec<_>>(),
+        quorum.threshold(),
+        spec.client_diversity.policy == crate::api::Policy::Required,
+    );
+    let mut client_changes_held = Vec::new();
+    let mut roster = Vec::new();
+    for ((member, choice), zone) in spec.members.iter().zip(choices).zip(zones) {
+        use crate::domain::client_moves::Choice;
+        let (client, migration) = match choice {
+            Choice::Remote => {
+                // Run by another organisation: it counts for quorum and diversity, nothing is
+                // built.
+                roster.push(RosterEntry {
+                    name: member.name.clone(),
+                    index: member.index,
+                    operator_name: member.operator.name.clone(),
+                    operator_class: member.operator.class,
+                    client: member.validator_client,
+                    remote: true,
+                });
+                continue;
+            }
+            Choice::Run(client) => (client, None),
+            Choice::Hold {
+                running,
+                wanted,
+                why,
+            } => {
                 client_changes_held.push(ClientChangeHeld {
                     member: member.name.clone(),
                     running,
                     wanted,
+                    why,
                 });
-                running
+                (running, None)
             }
-            _ => wanted,
+            Choice::Move { from, to } => {
+                // The image the old client ran: the one the move recorded, else the DV's image
+                // for that client (a member's own image override names its new client's).
+                let recorded = previous
+                    .get(member.name.as_str())
+                    .and_then(|m| m.client_move.as_ref())
+                    .filter(|r| r.from == from && r.to == to)
+                    .map(|r| r.from_image.clone());
+                let from_image = recorded.unwrap_or_else(|| dv_client_image(images, from));
+                (
+                    to,
+                    Some(crate::controller::model::Migration {
+                        from,
+                        to,
+                        from_image,
+                    }),
+                )
+            }
         };
         roster.push(RosterEntry {
             name: member.name.clone(),
@@ -381,14 +434,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         let client_image = overrides
             .validator_client
             .clone()
-            .or_else(|| match client {
-                ValidatorClient::Lighthouse => images.lighthouse.clone(),
-                ValidatorClient::Teku => images.teku.clone(),
-                ValidatorClient::Prysm => images.prysm.clone(),
-                ValidatorClient::Nimbus => images.nimbus.clone(),
-                ValidatorClient::Lodestar => images.lodestar.clone(),
-            })
-            .unwrap_or_else(|| default_client_image(client).to_owned());
+            .unwrap_or_else(|| dv_client_image(images, client));
         members.push(Member {
             name: member.name.clone(),
             index: member.index,
@@ -441,6 +487,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             .flatten()
             .max()
             .cloned(),
+            migration,
         });
     }
     members.sort_by_key(|m| m.index);
@@ -508,6 +555,18 @@ fn rollout_settings(dv: &DistributedValidator, threshold: u32) -> crate::domain:
 /// Images used when neither the DV nor the member names one (versions Obol's
 /// charon-distributed-validator-node pins alongside Charon v1.7; their flags were read from
 /// each client's source: see [`crate::controller::build::clients::PINNED`]).
+/// The image of `client` for members that name none of their own: the DV's, else the pinned.
+fn dv_client_image(images: &crate::api::ClientImages, client: ValidatorClient) -> String {
+    match client {
+        ValidatorClient::Lighthouse => images.lighthouse.clone(),
+        ValidatorClient::Teku => images.teku.clone(),
+        ValidatorClient::Prysm => images.prysm.clone(),
+        ValidatorClient::Nimbus => images.nimbus.clone(),
+        ValidatorClient::Lodestar => images.lodestar.clone(),
+    }
+    .unwrap_or_else(|| default_client_image(client).to_owned())
+}
+
 pub fn default_client_image(client: ValidatorClient) -> &'static str {
     crate::controller::build::clients::default_image(client)
 }

@@ -2,6 +2,7 @@
 //! specs are sound, where members go, and what may be restarted when. Everything here is pure:
 //! facts in, decisions out.
 
+pub mod client_moves;
 pub mod peers;
 pub mod placement;
 pub mod planner;

@@ -75,6 +75,24 @@ pub enum Fault {
     FixImage {
         image: String,
     },
+    /// Every init container named `container` (in an image containing `image`, when given)
+    /// ends with `exitCode` and `message` as its termination message, in pods started from now
+    /// on and in those still initialising. The simulator runs no script: what a step reports is
+    /// what this says. Non-zero: the pod stays in `Init:CrashLoopBackOff`, its containers
+    /// waiting.
+    InitStep {
+        container: String,
+        #[serde(default)]
+        image: Option<String>,
+        #[serde(default)]
+        exit_code: i32,
+        #[serde(default)]
+        message: String,
+    },
+    /// Forgets what `InitStep` said of `container`: it succeeds and reports nothing.
+    ClearInitStep {
+        container: String,
+    },
     /// The node's kubelet stops reporting: NotReady, its pods lose readiness and stay bound.
     FailNode {
         node: String,
@@ -152,11 +170,21 @@ impl PodFaults {
     }
 }
 
+/// How an init container ends: its exit code and termination message.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct InitStepOutcome {
+    pub image: Option<String>,
+    pub exit_code: i32,
+    pub message: String,
+}
+
 /// Every fault in force.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Faults {
     pub pods: BTreeMap<(String, String), PodFaults>,
     pub bad_images: BTreeSet<String>,
+    /// How named init containers end (see [`Fault::InitStep`]).
+    pub init_steps: BTreeMap<String, InitStepOutcome>,
     pub failed_nodes: BTreeSet<String>,
     pub api: ApiFaults,
 }
@@ -203,6 +231,24 @@ impl Faults {
             }
             Fault::FixImage { image } => {
                 self.bad_images.remove(&image);
+            }
+            Fault::InitStep {
+                container,
+                image,
+                exit_code,
+                message,
+            } => {
+                self.init_steps.insert(
+                    container,
+                    InitStepOutcome {
+                        image,
+                        exit_code,
+                        message,
+                    },
+                );
+            }
+            Fault::ClearInitStep { container } => {
+                self.init_steps.remove(&container);
             }
             Fault::Unready {
                 namespace,

@@ -55,14 +55,29 @@ pub struct Container {
     pub failures: u32,
 }
 
+/// One init container and how its last run ended: exit code and termination message.
+#[derive(Clone, Debug)]
+pub struct InitContainer {
+    pub name: String,
+    pub image: String,
+    pub ended: Option<(i32, String)>,
+    pub restart_count: i32,
+    /// When a failed init container runs again (its back-off).
+    pub retry_at: Option<Instant>,
+}
+
 /// What the kubelet knows of one pod it runs.
 #[derive(Clone, Debug)]
 pub struct PodRuntime {
     pub started: Time,
     pub ip: String,
     pub containers: Vec<Container>,
-    pub init_containers: Vec<String>,
+    pub init_containers: Vec<InitContainer>,
 }
+
+/// How an init container ends, as a test told the simulator (it runs no script): exit code and
+/// termination message. `None`: it succeeds and says nothing.
+pub type InitOutcome<'a> = &'a dyn Fn(&str, &str) -> Option<(i32, String)>;
 
 pub fn time(at: k8s_openapi::jiff::Timestamp) -> Time {
     // Whole seconds, as the API server serialises them, so that a round trip compares equal.
@@ -97,12 +112,59 @@ impl PodRuntime {
                 .init_containers
                 .iter()
                 .flatten()
-                .map(|c| c.name.clone())
+                .map(|c| InitContainer {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    ended: None,
+                    restart_count: 0,
+                    retry_at: None,
+                })
                 .collect(),
         }
     }
 
+    /// Runs the init containers in order before any container starts: one that fails is
+    /// retried with a back-off and holds the pod in `Init:CrashLoopBackOff` (its containers stay
+    /// waiting). Returns when to look again while one fails.
+    pub fn advance_init(
+        &mut self,
+        now: Instant,
+        outcome: InitOutcome<'_>,
+        options: &ClusterOptions,
+    ) -> Option<Instant> {
+        if self.initialized() {
+            return None;
+        }
+        for init in &mut self.init_containers {
+            if matches!(init.ended, Some((0, _))) {
+                continue;
+            }
+            if init.retry_at.is_some_and(|at| now < at) {
+                hold(&mut self.containers, now, options);
+                return Some(init_retry(init));
+            }
+            match outcome(&init.name, &init.image) {
+                Some((code, message)) if code != 0 => {
+                    if init.ended.is_some() {
+                        init.restart_count += 1;
+                    }
+                    init.ended = Some((code, message));
+                    let at = now + backoff(init.restart_count.max(0) as u32 + 1, options);
+                    init.retry_at = Some(at);
+                    hold(&mut self.containers, now, options);
+                    return Some(at);
+                }
+                ended => {
+                    init.ended = Some((0, ended.map(|(_, m)| m).unwrap_or_default()));
+                    init.retry_at = None;
+                }
+            }
+        }
+        None
+    }
+
     /// All containers have started at least once (init containers are then done).
+    /// (A failing init container keeps them in `Creating`.)
     pub fn initialized(&self) -> bool {
         self.containers.iter().all(|c| {
             !matches!(c.phase, Phase::Creating { .. } | Phase::PullFailing { .. })
@@ -334,23 +396,52 @@ impl PodRuntime {
         let init_statuses: Vec<ContainerStatus> = self
             .init_containers
             .iter()
-            .map(|name| ContainerStatus {
-                name: name.clone(),
-                ready: initialized,
-                restart_count: 0,
-                state: Some(if initialized {
-                    ContainerState {
-                        terminated: Some(ContainerStateTerminated {
-                            exit_code: 0,
-                            reason: Some("Completed".into()),
-                            ..ContainerStateTerminated::default()
+            .map(|init| {
+                let terminated = |code: i32, message: &str| ContainerStateTerminated {
+                    exit_code: code,
+                    reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+                    message: (!message.is_empty()).then(|| message.to_owned()),
+                    ..ContainerStateTerminated::default()
+                };
+                let (state, last_state) = match &init.ended {
+                    Some((0, message)) => (
+                        ContainerState {
+                            terminated: Some(terminated(0, message)),
+                            ..ContainerState::default()
+                        },
+                        None,
+                    ),
+                    Some((code, message)) => (
+                        waiting(
+                            "CrashLoopBackOff",
+                            Some(format!(
+                                "back-off restarting failed container {} in pod",
+                                init.name
+                            )),
+                        ),
+                        Some(ContainerState {
+                            terminated: Some(terminated(*code, message)),
+                            ..ContainerState::default()
                         }),
-                        ..ContainerState::default()
-                    }
-                } else {
-                    waiting("PodInitializing", None)
-                }),
-                ..ContainerStatus::default()
+                    ),
+                    None if initialized => (
+                        ContainerState {
+                            terminated: Some(terminated(0, "")),
+                            ..ContainerState::default()
+                        },
+                        None,
+                    ),
+                    None => (waiting("PodInitializing", None), None),
+                };
+                ContainerStatus {
+                    name: init.name.clone(),
+                    image: init.image.clone(),
+                    ready: matches!(init.ended, Some((0, _))) || initialized,
+                    restart_count: init.restart_count,
+                    state: Some(state),
+                    last_state,
+                    ..ContainerStatus::default()
+                }
             })
             .collect();
         let containers_ready = ready && self.running();
@@ -412,6 +503,19 @@ impl PodRuntime {
     }
 }
 
+/// Keeps every container waiting until the init containers pass.
+fn hold(containers: &mut [Container], now: Instant, options: &ClusterOptions) {
+    for container in containers {
+        if let Phase::Creating { until } = &mut container.phase {
+            *until = (*until).max(now + options.start_delay);
+        }
+    }
+}
+
+fn init_retry(init: &InitContainer) -> Instant {
+    init.retry_at.unwrap_or_else(Instant::now)
+}
+
 fn waiting(reason: &str, message: Option<String>) -> ContainerState {
     ContainerState {
         waiting: Some(ContainerStateWaiting {
@@ -448,6 +552,75 @@ mod tests {
 
     fn options() -> ClusterOptions {
         ClusterOptions::fast()
+    }
+
+    #[test]
+    fn a_failing_init_container_holds_the_pod_until_it_passes() {
+        let options = options();
+        let t0 = Instant::now();
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {
+            "initContainers": [{"name": "export", "image": "old:1"}, {"name": "import", "image": "new:1"}],
+            "containers": [{"name": "vc", "image": "new:1"}]}}))
+        .unwrap();
+        let mut runtime = PodRuntime::new(&pod, "10.0.0.1".into(), t0, &options);
+        let failing = |name: &str, image: &str| {
+            (name == "export" && image.starts_with("old")).then(|| (1, "no database".to_owned()))
+        };
+        let mut now = t0;
+        for _ in 0..5 {
+            let retry = runtime.advance_init(now, &failing, &options);
+            runtime.advance(now, None, &|_| false, &options);
+            now = retry.expect("a failing step is retried");
+        }
+        assert!(!runtime.running());
+        let status = runtime.status(None, true, "10.1.0.1", now, &options);
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        let inits = status.init_container_statuses.unwrap();
+        let export = &inits[0];
+        assert_eq!(
+            export
+                .state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("CrashLoopBackOff")
+        );
+        let last = export
+            .last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (last.exit_code, last.message.as_deref()),
+            (1, Some("no database"))
+        );
+        assert!(export.restart_count >= 3);
+        assert!(inits[1].state.as_ref().unwrap().waiting.is_some());
+        // Fixed: the steps pass with what they print, and the pod starts.
+        let passing = |name: &str, _: &str| (name == "import").then(|| (0, "imported".to_owned()));
+        runtime.advance_init(now, &passing, &options);
+        runtime.advance(now, None, &|_| false, &options);
+        runtime.advance(now + options.start_delay, None, &|_| false, &options);
+        assert!(runtime.running());
+        let status = runtime.status(None, true, "10.1.0.1", now, &options);
+        let inits = status.init_container_statuses.unwrap();
+        let import = inits[1]
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (import.exit_code, import.message.as_deref()),
+            (0, Some("imported"))
+        );
     }
 
     #[test]

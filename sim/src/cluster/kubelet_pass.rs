@@ -144,6 +144,16 @@ impl Inner {
             }
             let bad_images = faults.bad_images.clone();
             let is_bad = |image: &str| bad_images.iter().any(|b| image.contains(b.as_str()));
+            let init_steps = faults.init_steps.clone();
+            let outcome = |name: &str, image: &str| {
+                init_steps
+                    .get(name)
+                    .filter(|o| o.image.as_deref().is_none_or(|i| image.contains(i)))
+                    .map(|o| (o.exit_code, o.message.clone()))
+            };
+            if let Some(at) = runtime.advance_init(now, &outcome, &self.options) {
+                wake(at);
+            }
             if let Some(at) =
                 runtime.advance(now, faults.pods.get_mut(&key), &is_bad, &self.options)
             {

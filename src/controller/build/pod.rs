@@ -129,10 +129,25 @@ pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Containe
         security_context: Some(restricted()),
         ..Container::default()
     };
-    let init = run
-        .init
+    // A client change: the old client exports the history first, the new one imports it last,
+    // after its keys are in place and before it starts. Their termination messages carry the
+    // file's summary, or on failure the end of their output (FallbackToLogsOnError).
+    let migration = member.migration.as_ref().map(|migration| {
+        (
+            clients::migration::export_step(cluster, migration),
+            clients::migration::import_step(cluster, migration, &member.client_image),
+        )
+    });
+    let steps: Vec<(clients::InitStep, bool)> = match migration {
+        Some((export, import)) => std::iter::once((export, true))
+            .chain(run.init.into_iter().map(|step| (step, false)))
+            .chain(std::iter::once((import, true)))
+            .collect(),
+        None => run.init.into_iter().map(|step| (step, false)).collect(),
+    };
+    let init = steps
         .into_iter()
-        .map(|step| Container {
+        .map(|(step, reports)| Container {
             name: step.name.to_owned(),
             image: Some(match step.image {
                 clients::StepImage::Client => member.client_image.clone(),
@@ -147,6 +162,7 @@ pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Containe
             }),
             volume_mounts: Some(client_mounts()),
             security_context: Some(restricted()),
+            termination_message_policy: reports.then(|| "FallbackToLogsOnError".to_owned()),
             ..Container::default()
         })
         .collect();

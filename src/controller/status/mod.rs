@@ -2,6 +2,7 @@
 //! compares the result with the current status and writes only when it differs. The conditions
 //! themselves (placement, diversity, what the planner waits for) are made in `conditions`.
 
+pub mod client_move;
 mod conditions;
 #[cfg(test)]
 mod tests;
@@ -299,6 +300,23 @@ pub fn compute(
                     settled_at <= now.0
                 });
         let restarted = outcome.restarted.get(&member.name);
+        let previous_move = previous_member.and_then(|m| m.client_move.as_ref());
+        let client_move = match built {
+            Some(built) => client_move::observe(
+                built,
+                seen.pod.filter(|_| !shows_outdated(&seen)),
+                previous_move,
+                now,
+            ),
+            None => previous_move.cloned(),
+        };
+        // Until the move finishes the member runs (or is stopped on) its old client.
+        let validator_client = match &client_move {
+            Some(m) if m.phase != crate::api::ClientMovePhase::Moved && built.is_some() => {
+                Some(m.from)
+            }
+            _ => built.map(|m| m.client).or(member.client),
+        };
         members.push(MemberStatus {
             name: member.name.clone(),
             index: member.index,
@@ -306,7 +324,8 @@ pub fn compute(
                 .and_then(|m| m.zone.clone())
                 .or_else(|| seen.zone.clone()),
             node: seen.pod.and_then(|p| p.spec.as_ref()?.node_name.clone()),
-            validator_client: built.map(|m| m.client).or(member.client),
+            validator_client,
+            client_move,
             ready,
             restarts: seen.pod.map(restarts).unwrap_or(0),
             last_restart_reason: restarted
@@ -563,6 +582,17 @@ pub fn compute(
         generation,
         now,
     ));
+    conditions.extend(client_move::verdict(&members).map(|(ok, reason, message)| {
+        condition(
+            &previous.conditions,
+            types::CLIENT_MOVED,
+            ok,
+            reason,
+            message,
+            generation,
+            now,
+        )
+    }));
     let whys = |list: &[super::model::MemberProblem]| {
         list.iter()
             .map(|p| p.why.as_str())

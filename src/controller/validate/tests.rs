@@ -75,7 +75,7 @@ fn a_changed_secret_changes_only_its_members_inputs_hash() {
 }
 
 #[test]
-fn a_client_change_is_held_on_the_running_client_until_released() {
+fn a_client_change_moves_the_history_one_member_at_a_time() {
     let (mut dv, facts) = example("stader-4.yaml");
     let first = validate(&dv, &facts).unwrap();
     dv.status = Some(crate::api::DistributedValidatorStatus {
@@ -90,43 +90,64 @@ fn a_client_change_is_held_on_the_running_client_until_released() {
             .collect(),
         ..Default::default()
     });
-    dv.spec.members[0].validator_client = Some(ValidatorClient::Nimbus);
-    let held = validate(&dv, &facts).unwrap();
-    assert_eq!(held.members[0].client, ValidatorClient::Lighthouse);
+    let running: Vec<ValidatorClient> = first.members.iter().map(|m| m.client).collect();
+    // Alpha moves to the client no one runs; beta to the one alpha leaves.
+    let new_alpha = ValidatorClient::ALL
+        .into_iter()
+        .find(|c| !running.contains(c))
+        .unwrap();
+    dv.spec.client_diversity.clients = ValidatorClient::ALL.to_vec();
+    dv.spec.members[0].validator_client = Some(new_alpha);
+    dv.spec.members[1].validator_client = Some(running[0]);
+    let moving = validate(&dv, &facts).unwrap();
+    assert_eq!(moving.members[0].client, new_alpha);
     assert_eq!(
-        held.client_changes_held,
+        moving.members[0].migration,
+        Some(crate::controller::model::Migration {
+            from: running[0],
+            to: new_alpha,
+            from_image: crate::controller::validate::default_client_image(running[0]).to_owned(),
+        })
+    );
+    // The second change waits for the first: one member moves at a time.
+    assert_eq!(moving.members[1].client, running[1]);
+    assert_eq!(moving.members[1].migration, None);
+    assert_eq!(
+        moving.client_changes_held,
         [ClientChangeHeld {
-            member: "alpha".into(),
-            running: ValidatorClient::Lighthouse,
-            wanted: ValidatorClient::Nimbus,
+            member: moving.members[1].name.clone(),
+            running: running[1],
+            wanted: running[0],
+            why: crate::domain::client_moves::HoldReason::AnotherMoves("alpha".into()),
         }]
     );
     assert!(
-        held.client_changes_held[0]
+        moving.client_changes_held[0]
             .message()
-            .ends_with("then annotate the DV slashing-protection.dvt.io/alpha=nimbus")
+            .contains("member alpha changes client first")
     );
-    // The build is exactly the running one: nothing restarts.
-    assert_eq!(
-        crate::controller::build::build(&held),
-        crate::controller::build::build(&first)
-    );
+    // Only alpha's pod changes, by the two steps around its new client's own.
+    let built = crate::controller::build::build(&moving);
+    let before = crate::controller::build::build(&first);
+    assert_ne!(built, before);
 
+    // Moved by hand and said so: no steps.
     dv.metadata.annotations = Some(BTreeMap::from([(
         "slashing-protection.dvt.io/alpha".to_owned(),
-        "nimbus".to_owned(),
+        new_alpha.as_str().to_owned(),
     )]));
     let released = validate(&dv, &facts).unwrap();
-    assert_eq!(released.members[0].client, ValidatorClient::Nimbus);
-    assert!(released.client_changes_held.is_empty());
-    // A release for another client does not release this change.
+    assert_eq!(released.members[0].client, new_alpha);
+    assert_eq!(released.members[0].migration, None);
+    // A release for another client does not count.
     dv.metadata.annotations = Some(BTreeMap::from([(
         "slashing-protection.dvt.io/alpha".to_owned(),
-        "teku".to_owned(),
+        running[0].as_str().to_owned(),
     )]));
-    assert_eq!(
-        validate(&dv, &facts).unwrap().members[0].client,
-        ValidatorClient::Lighthouse
+    assert!(
+        validate(&dv, &facts).unwrap().members[0]
+            .migration
+            .is_some()
     );
 }
 

@@ -13,6 +13,7 @@
 pub mod charon;
 mod lighthouse;
 mod lodestar;
+pub mod migration;
 mod nimbus;
 mod prysm;
 mod teku;
@@ -164,10 +165,13 @@ fn charon_api() -> String {
 
 /// Shell lines shared by the import scripts: strict mode, a `pubkey_of` that prints a
 /// keystore's public key (lower-case hex, no 0x), and a loop guard for an empty key directory.
+/// Only shell built-ins and coreutils (`cat`, `tr`): the Prysm image is distroless Debian 11
+/// with bash and coreutils and nothing else, no sed or grep (prysm v6.1.2
+/// tools/prysm_image.bzl, the `tars` of `oci_image`).
 fn script_prelude() -> String {
     format!(
         "set -eu\n\
-         pubkey_of() {{ sed -n 's/.*\"pubkey\" *: *\"\\(0x\\)\\{{0,1\\}}\\([0-9a-fA-F]*\\)\".*/\\2/p' \"$1\" | head -n 1 | tr 'A-F' 'a-f'; }}\n\
+         pubkey_of() {{ content=$(cat \"$1\"); rest=${{content#*\\\"pubkey\\\"}}; [ \"$rest\" != \"$content\" ] || return 0; rest=${{rest#*\\\"}}; value=${{rest%%\\\"*}}; value=${{value#0x}}; case $value in *[!0-9a-fA-F]*) return 0;; esac; printf '%s' \"$value\" | tr 'A-F' 'a-f'; }}\n\
          found=0\n\
          for keystore in {MOUNT_KEY_SHARE}/keystore-*.json; do\n\
          \x20 [ -e \"$keystore\" ] || break\n\

@@ -53,6 +53,7 @@ pub(super) fn run(cluster: &Cluster) -> ClientRun {
     // accounts_import.go only warns when a keystore fails to import (and exits 0), so the step
     // checks with `accounts list` (keymanager/local/keymanager.go prints each key as %#x) that
     // the key is in the wallet afterwards; a key already there is skipped.
+    // The image has no grep (bash and coreutils only, tools/prysm_image.bzl): `case` matches.
     let list = Invocation::new(
         &[VALIDATOR, "accounts", "list"],
         "accounts list",
@@ -87,12 +88,12 @@ pub(super) fn run(cluster: &Cluster) -> ClientRun {
          \x20 {create}\n\
          fi\n\
          {prelude}\
-         \x20 if {list} | grep -qi \"0x$pubkey\"; then continue; fi\n\
+         \x20 case \"$({list})\" in *\"0x$pubkey\"*) continue;; esac\n\
          \x20 tmp=$(mktemp -d)\n\
          \x20 cp \"$keystore\" \"$tmp/\"\n\
          \x20 {import}\n\
          \x20 rm -rf \"$tmp\"\n\
-         \x20 {list} | grep -qi \"0x$pubkey\" || {{ echo \"$keystore: prysm did not import 0x$pubkey\" >&2; exit 1; }}\n\
+         \x20 case \"$({list})\" in *\"0x$pubkey\"*) ;; *) echo \"$keystore: prysm did not import 0x$pubkey\" >&2; exit 1;; esac\n\
          {end}",
         create = create.shell(),
         list = list.shell(),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod init_steps;
+mod migration_steps;
 
 use super::*;
 use crate::controller::names::MOUNT_VC_DATA;
@@ -107,6 +108,32 @@ fn every_flag_is_defined_by_the_pinned_client() {
             }
             let charon = charon::run(&cluster, &cluster.members[0]);
             undefined.extend(undefined_flags(&charon, &["charon-v1.7.1"]));
+        }
+        // A client change: the old client's export, the new client's import.
+        for to in ValidatorClient::ALL.into_iter().filter(|to| *to != client) {
+            let cluster = cluster_on(to, false);
+            let member = &cluster.members[0];
+            let migration = crate::controller::model::Migration {
+                from: client,
+                to,
+                from_image: default_image(client).to_owned(),
+            };
+            for (step, checked_by) in [
+                (migration::export_step(&cluster, &migration), client),
+                (
+                    migration::import_step(&cluster, &migration, &member.client_image),
+                    to,
+                ),
+            ] {
+                assert!(!step.invocations.is_empty(), "{}", step.name);
+                for invocation in &step.invocations {
+                    undefined.extend(
+                        undefined_flags(invocation, pin(checked_by).catalogues)
+                            .into_iter()
+                            .map(|flag| format!("{checked_by} ({}): {flag}", step.name)),
+                    );
+                }
+            }
         }
     }
     assert_eq!(undefined, Vec::<String>::new());
