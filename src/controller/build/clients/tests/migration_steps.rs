@@ -31,11 +31,11 @@ fn migration(from: ValidatorClient, to: ValidatorClient) -> Migration {
 }
 
 /// A stand-in export: writes `body`'s output where the client would put the interchange file
-/// (the `.json.new` argument, `--to=`/`--file=`, or Prysm's export directory).
+/// (the `.partial.json` argument, `--to=`/`--file=`, or Prysm's export directory).
 fn fake_export(dirs: &PodDirs, body: &str) {
     let script = format!(
         "out=\n\
-         for a in \"$@\"; do case $a in --to=*|--file=*) out=${{a#*=}};; --slashing-protection-export-dir=*) out=${{a#*=}}/slashing_protection.json;; *.json.new) out=$a;; esac; done\n\
+         for a in \"$@\"; do case $a in --to=*|--file=*) out=${{a#*=}};; --slashing-protection-export-dir=*) out=${{a#*=}}/slashing_protection.json;; *.partial.json) out=$a;; esac; done\n\
          [ -n \"$out\" ] || {{ echo 'no output file' >&2; exit 9; }}\n\
          {body}"
     );

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod init_steps;
+mod lodestar_round_trip;
 mod migration_steps;
 
 use super::*;
