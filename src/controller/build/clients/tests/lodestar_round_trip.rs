@@ -40,8 +40,12 @@ fn lodestar(cli: &Path, args: &[&str]) {
     );
 }
 
-/// The history entries a file holds: (pubkey, block slots, attestation epochs and roots).
-fn history(text: &str) -> Vec<(String, Vec<String>, Vec<(String, String, String)>)> {
+/// One validator's history: its pubkey, `slot:root` of each block, (source, target, root) of
+/// each attestation.
+type History = (String, Vec<String>, Vec<(String, String, String)>);
+
+/// The history entries a file holds.
+fn history(text: &str) -> Vec<History> {
     let file: serde_json::Value = serde_json::from_str(text).expect("an interchange file");
     file["data"]
         .as_array()
