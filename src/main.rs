@@ -50,6 +50,25 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         nodes: PathBuf,
     },
+    /// Print a Job that exports a stopped member's slashing-protection history (EIP-3076
+    /// interchange) from its volume, for moving the member by hand.
+    ///
+    /// Example: `dvt-operator export-slashing-protection -f dv.yaml --member alpha | kubectl apply -f -`,
+    /// then `kubectl logs job/<dv>-alpha-export-slashing-protection`.
+    ExportSlashingProtection {
+        /// File with the DistributedValidator.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// The member whose history to export.
+        #[arg(long)]
+        member: String,
+        /// The client whose data is on the volume (default: the member's pinned client).
+        #[arg(long, value_parser = parse_client)]
+        client: Option<dvt_operator::api::ValidatorClient>,
+        /// The client's image (default: the DV's, else the pinned one).
+        #[arg(long)]
+        image: Option<String>,
+    },
     /// Work with Charon cluster locks.
     #[command(subcommand)]
     Lock(LockCommand),
@@ -137,6 +156,16 @@ enum KdfChoice {
     Pbkdf2,
 }
 
+/// A validator client by its name (`lighthouse`, `teku`, `prysm`, `nimbus`, `lodestar`).
+fn parse_client(name: &str) -> Result<dvt_operator::api::ValidatorClient, String> {
+    dvt_operator::api::ValidatorClient::ALL
+        .into_iter()
+        .find(|c| c.as_str() == name)
+        .ok_or_else(|| {
+            format!("not a validator client: {name} (lighthouse, teku, prysm, nimbus, lodestar)")
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -144,6 +173,12 @@ fn main() -> ExitCode {
         Command::Validate { files } => cli::validate::command(&files),
         Command::Plan { file, nodes } => cli::plan::command(&file, &nodes),
         Command::Lock(LockCommand::Verify { file }) => cli::lock::verify_command(&file),
+        Command::ExportSlashingProtection {
+            file,
+            member,
+            client,
+            image,
+        } => cli::slashing_protection::command(&file, &member, client, image.as_deref()),
         Command::Keys(command) => keys(command),
         Command::Run(args) => process::run(&args),
         #[cfg(feature = "demo")]

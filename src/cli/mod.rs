@@ -6,6 +6,7 @@ pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod plan;
+pub mod slashing_protection;
 pub mod validate;
 
 use std::io::Read;

@@ -147,3 +147,9 @@ pub fn build(cluster: &Cluster) -> Desired {
 
 #[cfg(test)]
 mod tests;
+
+/// The security context every container of ours runs with (the restricted Pod Security
+/// Standard), for the Jobs the CLI renders.
+pub fn restricted_security_context() -> SecurityContext {
+    pod::restricted()
+}

@@ -90,11 +90,11 @@ pub fn parse_summary(word: &str, message: &str) -> Option<StepSummary> {
 /// The export command of `client` writing the interchange file `out` (a shell word; for Prysm,
 /// into a directory whose `slashing_protection.json` is moved to `out`).
 fn export_command(
-    cluster: &Cluster,
+    network: crate::api::Network,
     client: ValidatorClient,
     out: &str,
 ) -> (Vec<Invocation>, String) {
-    let network = cluster.network.as_str();
+    let network = network.as_str();
     match client {
         ValidatorClient::Lighthouse => {
             let export = Invocation::new(
@@ -242,7 +242,7 @@ fn import_command(cluster: &Cluster, client: ValidatorClient, file: &str) -> Inv
 
 /// The image a client's slashing-protection command runs in: its validator-client image, or
 /// for Nimbus the beacon-node image of the same release.
-fn step_image(client: ValidatorClient, client_image: &str) -> StepImage {
+pub fn step_image(client: ValidatorClient, client_image: &str) -> StepImage {
     match client {
         ValidatorClient::Nimbus => StepImage::Other(nimbus::import_image(client_image)),
         _ => StepImage::Other(client_image.to_owned()),
@@ -266,22 +266,35 @@ fn summary_function() -> String {
     )
 }
 
-/// The export step: in the old client's image, with the old client stopped. Once the new
-/// client imported the file (the `.imported` marker beside it), the step only reports the file
-/// again: the old client's data has not changed since, and the new client may have signed.
-/// Only the step's own half-written `.partial.json` of an earlier, failed try is removed.
-pub fn export_step(cluster: &Cluster, migration: &Migration) -> InitStep {
-    let file = interchange_file(migration.from, migration.to);
+/// The export script: `client`'s own export into `file` (via a `.partial.json` beside it, moved
+/// into place once it is checked), then its summary on stdout and in the termination message.
+/// With `skip_when_imported`, a file the new client already imported (its `.imported` marker
+/// beside it) is only reported again: the old client's data has not changed since, and the new
+/// client may have signed. Only the script's own half-written `.partial.json` of an earlier,
+/// failed try is removed.
+pub fn export_script(
+    network: crate::api::Network,
+    client: ValidatorClient,
+    file: &str,
+    skip_when_imported: bool,
+) -> (Vec<Invocation>, String) {
     // The half-written file ends in .json too: Lodestar picks the format it writes by the file's
     // extension (lib/util/file.js `writeFile`, 1.30.0 to 1.44.0), and fails on any other.
-    let (invocations, export) = export_command(cluster, migration.from, "$partial");
+    let (invocations, export) = export_command(network, client, "$partial");
+    let skip = if skip_when_imported {
+        format!(
+            "if [ -e \"$file.imported\" ] && [ -s \"$file\" ]; then summarise {SUMMARY_EXPORTED} \"$file\"; exit 0; fi\n"
+        )
+    } else {
+        String::new()
+    };
     let script = format!(
         "set -eu\n\
          {summary}\
          file={file}\n\
          partial=\"${{file%.json}}.partial.json\"\n\
-         mkdir -p {dir}\n\
-         if [ -e \"$file.imported\" ] && [ -s \"$file\" ]; then summarise {SUMMARY_EXPORTED} \"$file\"; exit 0; fi\n\
+         mkdir -p \"$(dirname \"$file\")\"\n\
+         {skip}\
          rm -f \"$partial\" \"$partial.d/slashing_protection.json\"\n\
          {export}\n\
          [ -s \"$partial\" ] || {{ echo \"{from} wrote no interchange file\" >&2; exit 1; }}\n\
@@ -289,9 +302,16 @@ pub fn export_step(cluster: &Cluster, migration: &Migration) -> InitStep {
          mv -f \"$partial\" \"$file\"\n\
          summarise {SUMMARY_EXPORTED} \"$file\"\n",
         summary = summary_function(),
-        dir = interchange_dir(),
-        from = migration.from.as_str(),
+        from = client.as_str(),
     );
+    (invocations, script)
+}
+
+/// The export step of a client change: in the old client's image, with the old client stopped
+/// (a pod's init containers run before its containers).
+pub fn export_step(cluster: &Cluster, migration: &Migration) -> InitStep {
+    let file = interchange_file(migration.from, migration.to);
+    let (invocations, script) = export_script(cluster.network, migration.from, &file, true);
     InitStep {
         name: INIT_EXPORT_SLASHING_PROTECTION,
         image: step_image(migration.from, &migration.from_image),
