@@ -115,18 +115,17 @@ async fn a_client_change_moves_the_slashing_protection_history_one_member_at_a_t
     let alpha = sets.get("stader-4-alpha").await.unwrap();
     let steps = init_images(&alpha);
     let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
-    // The export first of the client's steps (before teku's proposer config), the import last.
+    // The export first of the client's steps (before teku's proposer config), the import after
+    // them, and the check that no history was left behind last.
     let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
     assert!(at(EXPORT) < at("proposer-config"), "{names:?}");
-    assert_eq!(names.last(), Some(&IMPORT), "{names:?}");
+    assert!(at("proposer-config") < at(IMPORT), "{names:?}");
+    assert_eq!(names.last(), Some(&"check-slashing-protection"), "{names:?}");
     assert!(
         steps[at(EXPORT)].1.starts_with("sigp/lighthouse:"),
         "{steps:?}"
     );
-    assert!(
-        steps.last().unwrap().1.starts_with("consensys/teku:"),
-        "{steps:?}"
-    );
+    assert!(steps[at(IMPORT)].1.starts_with("consensys/teku:"), "{steps:?}");
 
     let dv = dv_where(&world, "stader-4", "alpha on teku with its history", |dv| {
         member_move(dv, "alpha").is_some_and(|m| m.phase == ClientMovePhase::Moved)
@@ -272,4 +271,41 @@ async fn a_failed_export_leaves_the_member_stopped_on_its_old_client() {
         member_move(dv, "alpha").is_some_and(|m| m.phase == ClientMovePhase::Moved) && available(dv)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_over_another_clients_unimported_history_says_why_it_does_not_start() {
+    let world = world().await;
+    // What the real check step prints when bravo's volume holds lighthouse's data (a DV
+    // re-created over kept volumes with bravo on another client).
+    let why = "this volume holds lighthouse's data (its slashing-protection history) and none was imported into teku";
+    world
+        .sim
+        .inject(Fault::InitStep {
+            container: "check-slashing-protection".into(),
+            image: Some("consensys/teku".into()),
+            exit_code: 1,
+            message: why.into(),
+        })
+        .unwrap();
+    world
+        .apply_file(&example_with("stader-4.yaml", FAST_ROLLOUT), "default")
+        .await
+        .unwrap();
+    let dv = dv_where(&world, "stader-4", "bravo refused", |dv| {
+        dv.status.as_ref().is_some_and(|s| {
+            s.members.iter().any(|m| {
+                m.name == "bravo"
+                    && m.not_ready_reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains(why))
+            }) && s.ready_members == 3
+        })
+    })
+    .await;
+    let (_, _, message) = condition(&dv, "Available").unwrap();
+    assert!(
+        message.contains("bravo (this volume holds lighthouse's data"),
+        "{message}"
+    );
 }

@@ -42,6 +42,9 @@ pub const INIT_REMOVE_OLD_ENR_KEY_COPY: &str = "remove-old-enr-key-copy";
 pub const INIT_EXPORT_SLASHING_PROTECTION: &str = "export-slashing-protection";
 /// A client change's last step before the new client starts: it imports that history.
 pub const INIT_IMPORT_SLASHING_PROTECTION: &str = "import-slashing-protection";
+/// Every member's last init step: refuses to start a client on a volume that holds another
+/// client's data whose history was never imported into it.
+pub const INIT_CHECK_SLASHING_PROTECTION: &str = "check-slashing-protection";
 /// Where a container's termination message is read from (the kubelet's default
 /// `terminationMessagePath`): the migration steps write their summary there.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";

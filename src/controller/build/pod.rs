@@ -138,13 +138,15 @@ pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Containe
             clients::migration::import_step(cluster, migration, &member.client_image),
         )
     });
-    let steps: Vec<(clients::InitStep, bool)> = match migration {
+    let mut steps: Vec<(clients::InitStep, bool)> = match migration {
         Some((export, import)) => std::iter::once((export, true))
             .chain(run.init.into_iter().map(|step| (step, false)))
             .chain(std::iter::once((import, true)))
             .collect(),
         None => run.init.into_iter().map(|step| (step, false)).collect(),
     };
+    // Last: no client starts over another client's history that was never imported into it.
+    steps.push((clients::migration::check_step(member.client), true));
     let init = steps
         .into_iter()
         .map(|(step, reports)| Container {

@@ -139,6 +139,20 @@ pub fn observe(
     Some(record)
 }
 
+/// Why the member's pod does not start its client, when the last init step refused: the
+/// volume holds another client's history never imported into this one.
+pub fn unmoved_history(pod: &Pod) -> Option<String> {
+    let status = init_status(
+        pod,
+        crate::controller::names::INIT_CHECK_SLASHING_PROTECTION,
+    )?;
+    let running = status.state.as_ref().is_some_and(|s| s.running.is_some());
+    match last_exit(status) {
+        Some((code, message)) if code != 0 && !running => Some(tail(&message)),
+        _ => None,
+    }
+}
+
 /// A change of a member's move that gets an Event: started, failed, finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MoveEvent {

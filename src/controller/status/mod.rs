@@ -356,6 +356,8 @@ pub fn compute(
             // operator until the next read: the last word stands until then).
             not_ready_reason: if ready {
                 None
+            } else if let Some(why) = seen.pod.and_then(client_move::unmoved_history) {
+                Some(why)
             } else if cluster.peers.observed {
                 cluster
                     .peers

@@ -36,8 +36,8 @@ use super::{InitStep, Invocation, StepImage, nimbus};
 use crate::api::ValidatorClient;
 use crate::controller::model::{Cluster, Migration};
 use crate::controller::names::{
-    INIT_EXPORT_SLASHING_PROTECTION, INIT_IMPORT_SLASHING_PROTECTION, MOUNT_VC_DATA,
-    TERMINATION_LOG,
+    INIT_CHECK_SLASHING_PROTECTION, INIT_EXPORT_SLASHING_PROTECTION,
+    INIT_IMPORT_SLASHING_PROTECTION, MOUNT_VC_DATA, TERMINATION_LOG,
 };
 
 /// The directory on the member's client volume that keeps interchange files: beside, not in,
@@ -344,6 +344,40 @@ pub fn import_step(cluster: &Cluster, migration: &Migration, to_image: &str) -> 
         image: step_image(migration.to, to_image),
         script,
         invocations: vec![import],
+        env: Vec::new(),
+    }
+}
+
+/// The guard every member pod runs last, in its client's image: a volume that holds another
+/// client's data directory (its slashing-protection history) while no history was ever
+/// imported into this client (no `*-to-<client>.json.imported` marker) must not start this
+/// client with an empty database. This is what a DV re-created over kept volumes with another
+/// client, or a change released by annotation without the import, would otherwise do.
+pub fn check_step(client: ValidatorClient) -> InitStep {
+    let others: Vec<&str> = ValidatorClient::ALL
+        .into_iter()
+        .filter(|c| *c != client)
+        .map(ValidatorClient::as_str)
+        .collect();
+    let me = client.as_str();
+    let script = format!(
+        "set -eu\n\
+         for other in {others}; do\n\
+         \x20 [ -d {MOUNT_VC_DATA}/$other ] || continue\n\
+         \x20 for marker in {dir}/*-to-{me}.json.imported; do\n\
+         \x20   [ -e \"$marker\" ] && exit 0\n\
+         \x20 done\n\
+         \x20 echo \"this volume holds $other's data (its slashing-protection history) and none was imported into {me}: {me} would start with an empty slashing-protection database. Run the member on $other again and change the client through the operator, which moves the history; or import it by hand and then create {dir}/manual-to-{me}.json.imported\" | tee {TERMINATION_LOG} >&2\n\
+         \x20 exit 1\n\
+         done\n",
+        others = others.join(" "),
+        dir = interchange_dir(),
+    );
+    InitStep {
+        name: INIT_CHECK_SLASHING_PROTECTION,
+        image: StepImage::Client,
+        script,
+        invocations: Vec::new(),
         env: Vec::new(),
     }
 }

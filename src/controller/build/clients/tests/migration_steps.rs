@@ -290,3 +290,43 @@ fn no_step_needs_a_tool_the_prysm_image_lacks() {
         }
     }
 }
+
+#[test]
+fn no_client_starts_over_another_clients_history_it_never_imported() {
+    use crate::controller::build::clients::migration::check_step;
+    let step = check_step(ValidatorClient::Teku);
+    let dirs = PodDirs::new("check");
+    let run = |dirs: &PodDirs| run_step(dirs, &step.script);
+    // A fresh volume, and one with only Teku's own data.
+    assert!(run(&dirs).0);
+    std::fs::create_dir_all(dirs.path("data/teku")).unwrap();
+    assert!(run(&dirs).0);
+    // Lighthouse's data beside it, never imported into Teku (a DV re-created over kept
+    // volumes with another client): refused, and the termination message says why.
+    std::fs::create_dir_all(dirs.path("data/lighthouse/validators")).unwrap();
+    let (ok, stderr) = run(&dirs);
+    assert!(!ok);
+    assert!(
+        stderr.contains("this volume holds lighthouse's data"),
+        "{stderr}"
+    );
+    let message = std::fs::read_to_string(dirs.path("termination-log")).unwrap();
+    assert!(
+        message.contains("manual-to-teku.json.imported"),
+        "{message}"
+    );
+    // Imported by a client change (lighthouse to teku), or by a chain (lighthouse to nimbus to
+    // teku: nimbus's history holds lighthouse's), or by hand: accepted.
+    let sp = dirs.path("data/slashing-protection");
+    std::fs::create_dir_all(&sp).unwrap();
+    std::fs::write(sp.join("nimbus-to-teku.json.imported"), "").unwrap();
+    assert!(run(&dirs).0);
+    std::fs::remove_file(sp.join("nimbus-to-teku.json.imported")).unwrap();
+    std::fs::write(sp.join("teku-to-nimbus.json.imported"), "").unwrap();
+    assert!(
+        !run(&dirs).0,
+        "a move away from teku is not an import into it"
+    );
+    std::fs::write(sp.join("manual-to-teku.json.imported"), "").unwrap();
+    assert!(run(&dirs).0);
+}
