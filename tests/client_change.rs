@@ -120,12 +120,19 @@ async fn a_client_change_moves_the_slashing_protection_history_one_member_at_a_t
     let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
     assert!(at(EXPORT) < at("proposer-config"), "{names:?}");
     assert!(at("proposer-config") < at(IMPORT), "{names:?}");
-    assert_eq!(names.last(), Some(&"check-slashing-protection"), "{names:?}");
+    assert_eq!(
+        names.last(),
+        Some(&"check-slashing-protection"),
+        "{names:?}"
+    );
     assert!(
         steps[at(EXPORT)].1.starts_with("sigp/lighthouse:"),
         "{steps:?}"
     );
-    assert!(steps[at(IMPORT)].1.starts_with("consensys/teku:"), "{steps:?}");
+    assert!(
+        steps[at(IMPORT)].1.starts_with("consensys/teku:"),
+        "{steps:?}"
+    );
 
     let dv = dv_where(&world, "stader-4", "alpha on teku with its history", |dv| {
         member_move(dv, "alpha").is_some_and(|m| m.phase == ClientMovePhase::Moved)

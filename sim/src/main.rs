@@ -128,6 +128,22 @@ enum FaultCommand {
     FixImage {
         image: String,
     },
+    /// Init containers named CONTAINER end with EXIT_CODE and MESSAGE as their termination
+    /// message (the simulator runs no script): non-zero holds their pods in Init:CrashLoopBackOff.
+    InitStep {
+        container: String,
+        /// Only in images containing this.
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        exit_code: i32,
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Undo `init-step`.
+    ClearInitStep {
+        container: String,
+    },
     /// The pod runs but is not ready.
     Unready {
         pod: String,
@@ -197,6 +213,18 @@ impl FaultCommand {
             FaultCommand::ImagePull { pod, namespace } => Fault::ImagePull { namespace, pod },
             FaultCommand::BadImage { image } => Fault::BadImage { image },
             FaultCommand::FixImage { image } => Fault::FixImage { image },
+            FaultCommand::InitStep {
+                container,
+                image,
+                exit_code,
+                message,
+            } => Fault::InitStep {
+                container,
+                image,
+                exit_code,
+                message,
+            },
+            FaultCommand::ClearInitStep { container } => Fault::ClearInitStep { container },
             FaultCommand::Unready { pod, namespace } => Fault::Unready { namespace, pod },
             FaultCommand::Unlive { pod, namespace } => Fault::Unlive { namespace, pod },
             FaultCommand::Heal { pod, namespace } => Fault::Heal { namespace, pod },

@@ -84,6 +84,9 @@ pub struct MemberView {
     /// Why the member's Charon says it is not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_ready_reason: Option<String>,
+    /// The member's client change and its slashing-protection history, in a few words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_move: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -170,6 +173,23 @@ pub fn view(dv: &DistributedValidator, events: &[Event], now: Timestamp) -> Stat
                     .as_ref()
                     .map(|t| short_age(now.duration_since(t.0).as_secs())),
                 not_ready_reason: m.not_ready_reason.clone(),
+                client_move: m.client_move.as_ref().map(|c| {
+                    let change = format!("{} to {}", c.from.as_str(), c.to.as_str());
+                    match c.phase {
+                        crate::api::ClientMovePhase::Moving => {
+                            format!("changing client {change}, moving its history")
+                        }
+                        crate::api::ClientMovePhase::Failed => format!(
+                            "client change {change} failed, stopped: {}",
+                            c.message.as_deref().unwrap_or("a step failed")
+                        ),
+                        crate::api::ClientMovePhase::Moved => format!(
+                            "moved {change} with {} validator(s)' history (sha256 {}…)",
+                            c.validators.unwrap_or_default(),
+                            c.sha256.as_deref().map_or("-", |s| &s[..s.len().min(12)])
+                        ),
+                    }
+                }),
             }
         })
         .collect();
@@ -192,6 +212,7 @@ pub fn view(dv: &DistributedValidator, events: &[Event], now: Timestamp) -> Stat
         condition_types::CLIENT_DIVERSITY,
         condition_types::OPERATOR_DIVERSITY,
         condition_types::KEY_SHARES_VERIFIED,
+        condition_types::CLIENT_MOVED,
     ]
     .into_iter()
     .filter_map(condition)
@@ -370,6 +391,9 @@ pub fn render(view: &StatusView, palette: Palette) -> String {
             }
             if let Some(why) = &m.not_ready_reason {
                 notes.push(format!("not ready: {why}"));
+            }
+            if let Some(change) = &m.client_move {
+                notes.push(change.clone());
             }
             if m.remote {
                 notes.push(match (&m.last_seen, m.ready) {

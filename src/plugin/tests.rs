@@ -207,3 +207,40 @@ fn a_remote_member_shows_when_it_was_last_seen_and_a_local_one_why_it_is_not_rea
         "local rows unchanged"
     );
 }
+
+#[test]
+fn a_members_client_change_shows_in_its_notes() {
+    let mut dv = dv();
+    let now: Timestamp = "2026-12-01T10:10:00Z".parse().unwrap();
+    let status = dv.status.as_mut().unwrap();
+    let change = |phase, message: Option<&str>| crate::api::ClientMove {
+        from: crate::api::ValidatorClient::Lighthouse,
+        to: crate::api::ValidatorClient::Teku,
+        from_image: "sigp/lighthouse:v7.1.0".into(),
+        phase,
+        file: "/validator/data/slashing-protection/lighthouse-to-teku.json".into(),
+        sha256: Some("5e".repeat(32)),
+        validators: Some(2),
+        message: message.map(Into::into),
+        started_at: None,
+        finished_at: None,
+    };
+    status.members[0].client_move = Some(change(crate::api::ClientMovePhase::Moved, None));
+    status.members[2].client_move = Some(change(
+        crate::api::ClientMovePhase::Failed,
+        Some("export-slashing-protection exited 1: no database"),
+    ));
+    let text = render(&view(&dv, &[], now), Palette { colour: false });
+    let alpha = text.lines().find(|l| l.starts_with("alpha")).unwrap();
+    assert!(
+        alpha.contains(
+            "moved lighthouse to teku with 2 validator(s)' history (sha256 5e5e5e5e5e5e…)"
+        ),
+        "{alpha}"
+    );
+    let charlie = text.lines().find(|l| l.starts_with("charlie")).unwrap();
+    assert!(
+        charlie.contains("client change lighthouse to teku failed, stopped: export-slashing-protection exited 1: no database"),
+        "{charlie}"
+    );
+}
