@@ -12,15 +12,15 @@ use std::process::ExitCode;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, SeccompProfile, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{DistributedValidator, ValidatorClient};
 use crate::controller::build::clients::StepImage;
 use crate::controller::build::clients::migration::{export_script, interchange_dir, step_image};
-use crate::controller::names::{MOUNT_TMP, MOUNT_VC_DATA, RUN_AS_USER, VOLUME_VC_DATA};
+use crate::controller::names::{MOUNT_TMP, MOUNT_VC_DATA, VOLUME_VC_DATA};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportJobError {
@@ -70,16 +70,8 @@ pub fn export_job(
             member: member.to_owned(),
             dv: dv_name.clone(),
         })?;
-    let images = &dv.spec.validator_clients.images;
     let client_image = image.map(str::to_owned).unwrap_or_else(|| {
-        match client {
-            ValidatorClient::Lighthouse => images.lighthouse.clone(),
-            ValidatorClient::Teku => images.teku.clone(),
-            ValidatorClient::Prysm => images.prysm.clone(),
-            ValidatorClient::Nimbus => images.nimbus.clone(),
-            ValidatorClient::Lodestar => images.lodestar.clone(),
-        }
-        .unwrap_or_else(|| crate::controller::validate::default_client_image(client).to_owned())
+        crate::controller::validate::dv_client_image(&dv.spec.validator_clients.images, client)
     });
     let image = match step_image(client, &client_image) {
         StepImage::Client => client_image,
@@ -119,17 +111,9 @@ pub fn export_job(
                     restart_policy: Some("Never".to_owned()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        fs_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(
+                        crate::controller::build::restricted_pod_security_context(),
+                    ),
                     containers: vec![Container {
                         name: "export-slashing-protection".to_owned(),
                         image: Some(image),

@@ -556,7 +556,7 @@ fn rollout_settings(dv: &DistributedValidator, threshold: u32) -> crate::domain:
 /// charon-distributed-validator-node pins alongside Charon v1.7; their flags were read from
 /// each client's source: see [`crate::controller::build::clients::PINNED`]).
 /// The image of `client` for members that name none of their own: the DV's, else the pinned.
-fn dv_client_image(images: &crate::api::ClientImages, client: ValidatorClient) -> String {
+pub fn dv_client_image(images: &crate::api::ClientImages, client: ValidatorClient) -> String {
     match client {
         ValidatorClient::Lighthouse => images.lighthouse.clone(),
         ValidatorClient::Teku => images.teku.clone(),

@@ -153,3 +153,19 @@ mod tests;
 pub fn restricted_security_context() -> SecurityContext {
     pod::restricted()
 }
+
+/// The pod security context of every pod of ours: non-root as the images' user, volumes
+/// group-owned by it.
+pub fn restricted_pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        fs_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}

@@ -85,17 +85,7 @@ pub(super) fn statefulset(cluster: &Cluster, member: &Member) -> StatefulSet {
                 spec: Some(PodSpec {
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        fs_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(super::restricted_pod_security_context()),
                     init_containers: Some(init_containers),
                     containers: vec![charon_container(cluster, member), client],
                     volumes: Some(volumes(cluster, member)),
