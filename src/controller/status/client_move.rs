@@ -108,16 +108,19 @@ pub fn observe(
         )),
         _ => None,
     });
-    // A step retried after a failure shows its last exit until it ends again; one that now
-    // runs (or passed) is not failing any more.
-    let failing = failed.filter(|_| {
-        let running = |name| {
-            init_status(pod, name)
-                .and_then(|s| s.state.as_ref())
-                .is_some_and(|s| s.running.is_some())
-        };
-        !running(INIT_EXPORT_SLASHING_PROTECTION) && !running(INIT_IMPORT_SLASHING_PROTECTION)
-    });
+    // A step retried after a failure runs again with its last exit still shown: until it ends,
+    // a failed move stays failed (no flapping to Moving and back on every retry).
+    let running = |name| {
+        init_status(pod, name)
+            .and_then(|s| s.state.as_ref())
+            .is_some_and(|s| s.running.is_some())
+    };
+    let retrying =
+        running(INIT_EXPORT_SLASHING_PROTECTION) || running(INIT_IMPORT_SLASHING_PROTECTION);
+    if failed.is_some() && retrying && record.phase == ClientMovePhase::Failed {
+        return Some(record);
+    }
+    let failing = failed.filter(|_| !retrying);
     let client_started = pod
         .status
         .as_ref()
@@ -285,4 +288,214 @@ pub fn verdict(members: &[crate::api::MemberStatus]) -> Option<(bool, &'static s
             describe(ClientMovePhase::Moved).join("; ")
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ValidatorClient::{Lighthouse, Teku};
+    use crate::controller::model::Migration;
+
+    fn member(migration: Option<Migration>) -> Member {
+        let (dv, facts) = crate::controller::testing::example("stader-4.yaml");
+        let mut member = crate::controller::validate::validate(&dv, &facts)
+            .expect("valid")
+            .members
+            .remove(0);
+        member.client = Teku;
+        member.migration = migration;
+        member
+    }
+
+    fn moving() -> Migration {
+        Migration {
+            from: Lighthouse,
+            to: Teku,
+            from_image: "sigp/lighthouse:v7.1.0".into(),
+        }
+    }
+
+    /// A pod whose init steps are in the given states (JSON `state`, `lastState`), and whose
+    /// validator client runs or not.
+    fn pod(steps: &[(&str, serde_json::Value, serde_json::Value)], client_runs: bool) -> Pod {
+        let statuses: Vec<serde_json::Value> = steps
+            .iter()
+            .map(|(name, state, last)| {
+                serde_json::json!({"name": name, "image": "", "imageID": "", "ready": false, "restartCount": 0, "state": state, "lastState": last})
+            })
+            .collect();
+        let client_state = if client_runs {
+            serde_json::json!({"running": {}})
+        } else {
+            serde_json::json!({"waiting": {"reason": "PodInitializing"}})
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {
+                "initContainerStatuses": statuses,
+                "containerStatuses": [{"name": "validator-client", "image": "", "imageID": "", "ready": client_runs, "restartCount": 0, "state": client_state}],
+            }
+        }))
+        .unwrap()
+    }
+
+    fn done(message: &str) -> serde_json::Value {
+        serde_json::json!({"terminated": {"exitCode": 0, "message": message}})
+    }
+
+    fn now() -> Time {
+        Time("2026-12-02T10:00:00Z".parse().unwrap())
+    }
+
+    const SHA: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+    #[test]
+    fn a_move_starts_moving_and_ends_moved_with_the_exports_digest() {
+        let member = member(Some(moving()));
+        let started = observe(&member, None, None, &now()).unwrap();
+        assert_eq!(started.phase, ClientMovePhase::Moving);
+        assert_eq!(started.file, interchange_file(Lighthouse, Teku));
+        assert_eq!(started.started_at, Some(now()));
+        let exported = format!(
+            "exported /validator/data/slashing-protection/lighthouse-to-teku.json sha256={SHA} validators=2\n"
+        );
+        let pod = pod(
+            &[
+                (
+                    INIT_EXPORT_SLASHING_PROTECTION,
+                    done(&exported),
+                    serde_json::json!({}),
+                ),
+                (
+                    INIT_IMPORT_SLASHING_PROTECTION,
+                    done("imported"),
+                    serde_json::json!({}),
+                ),
+            ],
+            true,
+        );
+        let moved = observe(&member, Some(&pod), Some(&started), &now()).unwrap();
+        assert_eq!(moved.phase, ClientMovePhase::Moved);
+        assert_eq!(moved.sha256.as_deref(), Some(SHA));
+        assert_eq!(moved.validators, Some(2));
+        assert_eq!(moved.finished_at, Some(now()));
+        // Moved is final while the move is asked, and stays on record once it is not.
+        assert_eq!(
+            observe(&member, None, Some(&moved), &now()).as_ref(),
+            Some(&moved)
+        );
+        let settled = self::member(None);
+        assert_eq!(
+            observe(&settled, None, Some(&moved), &now()).as_ref(),
+            Some(&moved)
+        );
+    }
+
+    #[test]
+    fn a_failed_step_fails_the_move_and_a_retry_does_not_flap() {
+        let member = member(Some(moving()));
+        let started = observe(&member, None, None, &now()).unwrap();
+        let failed_export = serde_json::json!({"terminated": {"exitCode": 1, "message": "Unable to open database"}});
+        let waiting = serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}});
+        let pod = pod(
+            &[(
+                INIT_EXPORT_SLASHING_PROTECTION,
+                waiting,
+                failed_export.clone(),
+            )],
+            false,
+        );
+        let failed = observe(&member, Some(&pod), Some(&started), &now()).unwrap();
+        assert_eq!(failed.phase, ClientMovePhase::Failed);
+        assert_eq!(
+            failed.message.as_deref(),
+            Some("export-slashing-protection exited 1: Unable to open database")
+        );
+        // The kubelet runs the export again: still failed until it ends.
+        let retry = pod_running_export(&failed_export);
+        assert_eq!(
+            observe(&member, Some(&retry), Some(&failed), &now()).as_ref(),
+            Some(&failed)
+        );
+        // A first run that is still going is just moving.
+        assert_eq!(
+            observe(&member, Some(&retry), Some(&started), &now()).map(|m| m.phase),
+            Some(ClientMovePhase::Moving)
+        );
+        // Called off (the spec asks for the old client again): the unfinished move is dropped.
+        assert_eq!(
+            observe(&self::member(None), None, Some(&failed), &now()),
+            None
+        );
+    }
+
+    fn pod_running_export(last: &serde_json::Value) -> Pod {
+        pod(
+            &[(
+                INIT_EXPORT_SLASHING_PROTECTION,
+                serde_json::json!({"running": {}}),
+                last.clone(),
+            )],
+            false,
+        )
+    }
+
+    #[test]
+    fn the_check_steps_refusal_is_read_from_its_termination_message() {
+        let refused = pod(
+            &[(
+                crate::controller::names::INIT_CHECK_SLASHING_PROTECTION,
+                serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+                serde_json::json!({"terminated": {"exitCode": 1, "message": "this volume holds lighthouse's data\n"}}),
+            )],
+            false,
+        );
+        assert_eq!(
+            unmoved_history(&refused).as_deref(),
+            Some("this volume holds lighthouse's data")
+        );
+        let passed = pod(
+            &[(
+                crate::controller::names::INIT_CHECK_SLASHING_PROTECTION,
+                done(""),
+                serde_json::json!({}),
+            )],
+            true,
+        );
+        assert_eq!(unmoved_history(&passed), None);
+    }
+
+    #[test]
+    fn events_follow_the_phase_changes_only() {
+        let member = member(Some(moving()));
+        let started = observe(&member, None, None, &now()).unwrap();
+        let status = |m: Option<ClientMove>| crate::api::DistributedValidatorStatus {
+            members: vec![crate::api::MemberStatus {
+                name: "alpha".into(),
+                client_move: m,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let first = events(Some(&status(None)), &status(Some(started.clone())));
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].reason, crate::api::reasons::CLIENT_MOVING);
+        assert!(
+            events(
+                Some(&status(Some(started.clone()))),
+                &status(Some(started.clone()))
+            )
+            .is_empty()
+        );
+        let mut failed = started.clone();
+        failed.phase = ClientMovePhase::Failed;
+        failed.message = Some("export-slashing-protection exited 1: x".into());
+        let second = events(Some(&status(Some(started))), &status(Some(failed)));
+        assert!(second[0].warning);
+        assert!(
+            second[0]
+                .note
+                .contains("the member stays stopped, lighthouse's data untouched")
+        );
+    }
 }
