@@ -316,3 +316,68 @@ async fn a_member_over_another_clients_unimported_history_says_why_it_does_not_s
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_move_waits_for_quorum_budget() {
+    let world = world().await;
+    steps_succeed(&world);
+    converged(&world, "stader-4.yaml", "stader-4").await;
+    // Delta is down: 3 ready of 4 with threshold 3 leaves no member to take down.
+    world
+        .sim
+        .inject(Fault::Unready {
+            namespace: "default".into(),
+            pod: "stader-4-delta-0".into(),
+        })
+        .unwrap();
+    dv_where(&world, "stader-4", "delta down", |dv| {
+        dv.status.as_ref().is_some_and(|s| s.ready_members == 3)
+    })
+    .await;
+    let since = world.sim.store().timeline().len();
+    patch_clients(&world, &[(0, "teku")]).await;
+    let dv = dv_where(
+        &world,
+        "stader-4",
+        "alpha's move held by the budget",
+        |dv| {
+            member_move(dv, "alpha").is_some_and(|m| m.phase == ClientMovePhase::Moving)
+                && condition(dv, "Progressing")
+                    .is_some_and(|(_, reason, _)| reason == "RolloutHeldByBudget")
+        },
+    )
+    .await;
+    assert_eq!(
+        member_client(&dv, "alpha"),
+        Some(ValidatorClient::Lighthouse)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Alpha still runs lighthouse: its pod was neither evicted nor deleted.
+    assert_eq!(operator_writes(&world, since, "pods"), Vec::<String>::new());
+    let alpha = Api::<Pod>::default_namespaced(world.client.clone())
+        .get("stader-4-alpha-0")
+        .await
+        .unwrap();
+    assert!(
+        alpha.spec.unwrap().containers.iter().any(|c| c
+            .image
+            .as_deref()
+            .is_some_and(|i| i.starts_with("sigp/lighthouse:"))),
+        "alpha's running pod is the lighthouse one"
+    );
+    // Delta back: the move goes ahead.
+    world
+        .sim
+        .inject(Fault::Heal {
+            namespace: "default".into(),
+            pod: "stader-4-delta-0".into(),
+        })
+        .unwrap();
+    dv_where(&world, "stader-4", "alpha moved", |dv| {
+        member_move(dv, "alpha").is_some_and(|m| m.phase == ClientMovePhase::Moved) && available(dv)
+    })
+    .await;
+    let lowest =
+        dvt_operator::demo::lowest_ready_since(&world.sim.store().timeline(), since, "stader-4");
+    assert!(lowest.is_some_and(|l| l >= 3), "{lowest:?}");
+}
