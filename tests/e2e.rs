@@ -352,7 +352,7 @@ async fn a_changed_image_marks_members_outdated_while_paused() {
 /// README's first command, at test pace: the four parts in order, each showing what only the
 /// operator does, and a summary judged from the simulator's timeline.
 #[test]
-fn the_demo_shows_a_rollout_a_repair_a_refused_disruption_and_a_judged_summary() {
+fn the_demo_shows_a_rollout_a_repair_a_refused_disruption_a_client_change_and_a_judged_summary() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dvt-operator"))
         .args(["demo", "--fast"])
         .output()
@@ -377,7 +377,11 @@ fn the_demo_shows_a_rollout_a_repair_a_refused_disruption_and_a_judged_summary()
         position("event Repairing: member charlie: broken: CrashLoopBackOff; quorum budget 0"),
         position("\n3. A disruption refused."),
         position("progressing RolloutHeldByBudget: members running an older revision"),
-        position("\n4. Summary: "),
+        position("\n4. A client change."),
+        position("event ClientMoving: member alpha: lighthouse to teku"),
+        position("Moved lighthouse to teku: history of 1 validator(s), sha256"),
+        position("event ClientMoveDone: member alpha: lighthouse to teku"),
+        position("\n5. Summary: "),
     ];
     assert!(
         parts.windows(2).all(|w| w[0] < w[1]),
@@ -405,9 +409,11 @@ fn the_demo_shows_a_rollout_a_repair_a_refused_disruption_and_a_judged_summary()
     let held = &stdout[parts[5]..];
     let back = held.find("comes back").expect("the zone returns");
     assert!(!held[..back].contains("event RollingRestart"), "{held}");
-    let summary = stdout[parts[6] + 1..].lines().next().unwrap_or_default();
+    let summary = stdout[parts[10] + 1..].lines().next().unwrap_or_default();
     for expected in [
-        "2 rollout(s) completed with 8 rollout restart(s)",
+        // Four members twice, and alpha once more for its client change.
+        "2 rollout(s) completed with 9 rollout restart(s)",
+        "1 client change(s) with the slashing-protection history moved",
         "1 repair(s)",
         "a rollout step held while the budget was 0",
         "lowest 3 of 4 (threshold 3), never below the threshold because of the operator",

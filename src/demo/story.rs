@@ -1,7 +1,8 @@
-//! What `dvt-operator demo` shows a person: a 3-of-4 DV converging, then four things only the
-//! operator does (a Helm chart and Kubernetes alone would not): a rollout one member at a time
-//! within the quorum budget, the repair of a crash-looping member, a rollout step refused while
-//! the budget is 0, and a summary judged from the simulator's timeline.
+//! What `dvt-operator demo` shows a person: a 3-of-4 DV converging, then what only the operator
+//! does (a Helm chart and Kubernetes alone would not): a rollout one member at a time within the
+//! quorum budget, the repair of a crash-looping member, a rollout step refused while the budget
+//! is 0, a client change that moves the member's slashing-protection history, and a summary
+//! judged from the simulator's timeline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -11,8 +12,12 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
 use super::{EXAMPLE_STADER_4, World, WorldOptions};
-use crate::api::{DistributedValidator, Phase, condition_types, reasons};
+use crate::api::{
+    ClientMovePhase, DistributedValidator, Phase, ValidatorClient, condition_types, reasons,
+};
+use crate::controller::build::clients::migration::interchange_file;
 use crate::controller::names::{CONTROLLER_NAME, FIELD_MANAGER, LABEL_DV, member_pod_name};
+use crate::controller::names::{INIT_EXPORT_SLASHING_PROTECTION, INIT_IMPORT_SLASHING_PROTECTION};
 use dvt_sim::timeline::{Change, TimelineEntry, readiness_dips};
 use dvt_sim::{ClusterOptions, Fault};
 
@@ -25,6 +30,11 @@ const SECOND_UPGRADE: &str = "obolnetwork/charon:v1.7.3";
 /// The member put into CrashLoopBackOff, and the one whose zone fails.
 const CRASHING: &str = "charlie";
 const STRANDED: &str = "bravo";
+/// The member that changes client (lighthouse in the example).
+const MOVING: &str = "alpha";
+/// The digest the simulated export reports (the simulator runs no script).
+const DEMO_HISTORY_SHA256: &str =
+    "8d9f4be1b3a5c6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
 
 /// What `dvt-operator demo` does.
 #[derive(Clone, Debug)]
@@ -46,6 +56,8 @@ pub struct DemoSummary {
     pub repairs: usize,
     /// The Progressing condition showed a rollout held because the budget was 0.
     pub held_by_budget: bool,
+    /// Members that changed validator client with their slashing-protection history moved.
+    pub client_moves: usize,
     pub lowest_ready: usize,
     pub members: usize,
     pub threshold: usize,
@@ -61,6 +73,10 @@ impl DemoSummary {
         } else {
             ""
         };
+        let moved = match self.client_moves {
+            0 => String::new(),
+            n => format!("; {n} client change(s) with the slashing-protection history moved"),
+        };
         let verdict = if self.operator_dips == 0 {
             "never below the threshold because of the operator".to_owned()
         } else {
@@ -70,7 +86,7 @@ impl DemoSummary {
             )
         };
         format!(
-            "Summary: {} rollout(s) completed with {} rollout restart(s), one member at a time; {} repair(s){held}. Ready members since convergence: lowest {} of {} (threshold {}), {verdict}.",
+            "Summary: {} rollout(s) completed with {} rollout restart(s), one member at a time; {} repair(s){held}{moved}. Ready members since convergence: lowest {} of {} (threshold {}), {verdict}.",
             self.rollouts_completed,
             self.rollout_restarts,
             self.repairs,
@@ -299,6 +315,21 @@ fn render(dv: &DistributedValidator) -> String {
             member.restarts,
             if member.outdated { "  outdated" } else { "" }
         ));
+        if let Some(change) = &member.client_move {
+            text.push_str(&format!(
+                "             {} {} to {}{}\n",
+                change.phase.as_str(),
+                change.from.as_str(),
+                change.to.as_str(),
+                match (&change.validators, &change.sha256) {
+                    (Some(n), Some(sha)) => format!(
+                        ": history of {n} validator(s), sha256 {}…",
+                        &sha[..sha.len().min(12)]
+                    ),
+                    _ => String::new(),
+                }
+            ));
+        }
     }
     text.trim_end().to_owned()
 }
@@ -512,6 +543,64 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
         .await
         .ok_or_else(|| format!("the rollout of {SECOND_UPGRADE} did not complete"))?;
     rollouts_completed += 1;
+    narrator.watch_for(pace.pause).await;
+
+    println!(
+        "\n4. A client change. Member {MOVING} moves from lighthouse to teku. Teku would start with an empty slashing-protection"
+    );
+    println!(
+        "   database, free to sign what lighthouse already signed; so lighthouse exports its history (EIP-3076) in an init"
+    );
+    println!(
+        "   step, teku imports it before its first start, within the budget like any rollout step. (The simulated cluster"
+    );
+    println!("   runs no container: it is told what the real steps print.)");
+    for (container, word) in [
+        (INIT_EXPORT_SLASHING_PROTECTION, "exported"),
+        (INIT_IMPORT_SLASHING_PROTECTION, "imported"),
+    ] {
+        world
+            .sim
+            .inject(Fault::InitStep {
+                container: container.into(),
+                image: None,
+                exit_code: 0,
+                message: format!(
+                    "{word} {} sha256={DEMO_HISTORY_SHA256} validators=1\n",
+                    interchange_file(ValidatorClient::Lighthouse, ValidatorClient::Teku)
+                ),
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    println!(
+        "$ kubectl patch dv {DV} --type json -p '[{{\"op\":\"replace\",\"path\":\"/spec/members/0/validatorClient\",\"value\":\"teku\"}}]'"
+    );
+    let patch = serde_json::from_value(serde_json::json!([
+        {"op": "replace", "path": "/spec/members/0/validatorClient", "value": "teku"}
+    ]))
+    .map_err(|e| e.to_string())?;
+    narrator
+        .dvs
+        .patch(DV, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(|e| format!("patching {DV}: {e}"))?;
+    let moved = narrator
+        .follow(pace.limit, |dv| {
+            rolled_out(dv)
+                && dv.status.as_ref().is_some_and(|s| {
+                    s.members.iter().any(|m| {
+                        m.name == MOVING
+                            && m.client_move
+                                .as_ref()
+                                .is_some_and(|c| c.phase == ClientMovePhase::Moved)
+                    })
+                })
+        })
+        .await
+        .ok_or_else(|| format!("member {MOVING} did not move to teku"))?;
+    let client_moves = moved.status.as_ref().map_or(0, |s| {
+        s.members.iter().filter(|m| m.client_move.is_some()).count()
+    });
     narrator.show_events().await;
 
     let timeline = narrator.timeline();
@@ -520,13 +609,14 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
         rollout_restarts: narrator.count_events(reasons::ROLLING_RESTART).await,
         repairs: narrator.count_events(reasons::REPAIRING).await,
         held_by_budget,
+        client_moves,
         lowest_ready: lowest_ready_since(&timeline, since, DV).unwrap_or_default(),
         members,
         threshold,
         operator_dips: readiness_dips(&timeline, LABEL_DV, |_| threshold, FIELD_MANAGER).len(),
     };
     println!(
-        "\n4. {} ({:.1}s)",
+        "\n5. {} ({:.1}s)",
         summary.line(),
         started.elapsed().as_secs_f64()
     );
@@ -542,6 +632,10 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
         println!("Press Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
     }
+    // The operator first, then the cluster: the other way round its watches would log the
+    // server going away.
+    let mut world = world;
+    world.stop_operator().await;
     Ok(summary)
 }
 
@@ -587,6 +681,7 @@ mod tests {
             rollout_restarts: 8,
             repairs: 1,
             held_by_budget: true,
+            client_moves: 1,
             lowest_ready: 3,
             members: 4,
             threshold: 3,
@@ -594,7 +689,7 @@ mod tests {
         };
         assert_eq!(
             summary.line(),
-            "Summary: 2 rollout(s) completed with 8 rollout restart(s), one member at a time; 1 repair(s); a rollout step held while the budget was 0. Ready members since convergence: lowest 3 of 4 (threshold 3), never below the threshold because of the operator."
+            "Summary: 2 rollout(s) completed with 8 rollout restart(s), one member at a time; 1 repair(s); a rollout step held while the budget was 0; 1 client change(s) with the slashing-protection history moved. Ready members since convergence: lowest 3 of 4 (threshold 3), never below the threshold because of the operator."
         );
         let bad = DemoSummary {
             operator_dips: 2,
