@@ -82,6 +82,9 @@ pub struct Member {
     /// The member changes validator client (or has, and keeps the steps): its
     /// slashing-protection history moves from the old client to `client` before it starts.
     pub migration: Option<Migration>,
+    /// The DV's annotation says this member's history was moved to its client by hand: the
+    /// check step takes that word for it.
+    pub history_moved_by_hand: bool,
 }
 
 /// A member's change of validator client, with the image the old client ran.

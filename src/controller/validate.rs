@@ -488,6 +488,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             .max()
             .cloned(),
             migration,
+            history_moved_by_hand: moved_by_hand(member, Some(client)),
         });
     }
     members.sort_by_key(|m| m.index);

@@ -146,7 +146,10 @@ pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Containe
         None => run.init.into_iter().map(|step| (step, false)).collect(),
     };
     // Last: no client starts over another client's history that was never imported into it.
-    steps.push((clients::migration::check_step(member.client), true));
+    steps.push((
+        clients::migration::check_step(member.client, member.history_moved_by_hand),
+        true,
+    ));
     let init = steps
         .into_iter()
         .map(|(step, reports)| Container {

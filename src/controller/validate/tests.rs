@@ -139,6 +139,9 @@ fn a_client_change_moves_the_history_one_member_at_a_time() {
     let released = validate(&dv, &facts).unwrap();
     assert_eq!(released.members[0].client, new_alpha);
     assert_eq!(released.members[0].migration, None);
+    // ... and the check step takes the annotation's word for the history.
+    assert!(released.members[0].history_moved_by_hand);
+    assert!(!moving.members[0].history_moved_by_hand);
     // A release for another client does not count.
     dv.metadata.annotations = Some(BTreeMap::from([(
         "slashing-protection.dvt.io/alpha".to_owned(),

@@ -348,12 +348,18 @@ pub fn import_step(cluster: &Cluster, migration: &Migration, to_image: &str) -> 
     }
 }
 
+/// The check step's variable naming the client a history was moved to by hand.
+pub const ENV_MOVED_BY_HAND: &str = "SLASHING_PROTECTION_MOVED_BY_HAND";
+
 /// The guard every member pod runs last, in its client's image: a volume that holds another
 /// client's data directory (its slashing-protection history) while no history was ever
 /// imported into this client (no `*-to-<client>.json.imported` marker) must not start this
 /// client with an empty database. This is what a DV re-created over kept volumes with another
 /// client, or a change released by annotation without the import, would otherwise do.
-pub fn check_step(client: ValidatorClient) -> InitStep {
+///
+/// With `moved_by_hand` (the DV's `slashing-protection.dvt.io/<member>: <client>` annotation)
+/// the person who moved the history has said so, and the step passes.
+pub fn check_step(client: ValidatorClient, moved_by_hand: bool) -> InitStep {
     let others: Vec<&str> = ValidatorClient::ALL
         .into_iter()
         .filter(|c| *c != client)
@@ -362,12 +368,13 @@ pub fn check_step(client: ValidatorClient) -> InitStep {
     let me = client.as_str();
     let script = format!(
         "set -eu\n\
+         [ \"${{{ENV_MOVED_BY_HAND}:-}}\" = {me} ] && exit 0\n\
          for other in {others}; do\n\
          \x20 [ -d {MOUNT_VC_DATA}/$other ] || continue\n\
          \x20 for marker in {dir}/*-to-{me}.json.imported; do\n\
          \x20   [ -e \"$marker\" ] && exit 0\n\
          \x20 done\n\
-         \x20 echo \"this volume holds $other's data (its slashing-protection history) and none was imported into {me}: {me} would start with an empty slashing-protection database. Run the member on $other again and change the client through the operator, which moves the history; or import it by hand and then create {dir}/manual-to-{me}.json.imported\" | tee {TERMINATION_LOG} >&2\n\
+         \x20 echo \"this volume holds $other's data (its slashing-protection history) and none was imported into {me}: {me} would start with an empty slashing-protection database. Run the member on $other again and change the client through the operator, which moves the history; or import it by hand and then annotate the DV slashing-protection.dvt.io/<member>={me} (or create {dir}/manual-to-{me}.json.imported)\" | tee {TERMINATION_LOG} >&2\n\
          \x20 exit 1\n\
          done\n",
         others = others.join(" "),
@@ -378,6 +385,10 @@ pub fn check_step(client: ValidatorClient) -> InitStep {
         image: StepImage::Client,
         script,
         invocations: Vec::new(),
-        env: Vec::new(),
+        env: if moved_by_hand {
+            vec![(ENV_MOVED_BY_HAND.to_owned(), me.to_owned())]
+        } else {
+            Vec::new()
+        },
     }
 }

@@ -294,7 +294,7 @@ fn no_step_needs_a_tool_the_prysm_image_lacks() {
 #[test]
 fn no_client_starts_over_another_clients_history_it_never_imported() {
     use crate::controller::build::clients::migration::check_step;
-    let step = check_step(ValidatorClient::Teku);
+    let step = check_step(ValidatorClient::Teku, false);
     let dirs = PodDirs::new("check");
     let run = |dirs: &PodDirs| run_step(dirs, &step.script);
     // A fresh volume, and one with only Teku's own data.
@@ -326,6 +326,18 @@ fn no_client_starts_over_another_clients_history_it_never_imported() {
     assert!(
         !run(&dirs).0,
         "a move away from teku is not an import into it"
+    );
+    // The DV's annotation says the history was moved to teku by hand: the step takes its word.
+    let by_hand = check_step(ValidatorClient::Teku, true);
+    let env = by_hand.env.clone();
+    let script = by_hand.script.replace(
+        TERMINATION_LOG,
+        &dirs.path("termination-log").display().to_string(),
+    );
+    assert!(dirs.run(&script, &[], &env).0);
+    assert!(
+        !dirs.run(&script, &[], &[]).0,
+        "only with the annotation's variable"
     );
     std::fs::write(sp.join("manual-to-teku.json.imported"), "").unwrap();
     assert!(run(&dirs).0);
