@@ -50,8 +50,8 @@ pub const ROLLOUT_HELD_BY_BUDGET: &str = "RolloutHeldByBudget";
 pub const MEMBERS_STARTING: &str = "MembersStarting";
 /// Every member runs the desired revision and is ready.
 pub const CONVERGED: &str = "Converged";
-/// A member's client change is held: its slashing-protection history would be lost (also an
-/// Event).
+/// A member's client change waits: another member changes client first, or under Required
+/// diversity the change would put `t` members on one client (also an Event).
 pub const CLIENT_CHANGE_HELD: &str = "ClientChangeHeld";
 
 // ClientMoved (DVs where a member changes validator client; also Events)

@@ -95,9 +95,9 @@ pub struct Migration {
     pub from_image: String,
 }
 
-/// DV annotation releasing a held client change of one member:
-/// `slashing-protection.dvt.io/<member>: <new client>`, written by whoever moved the member's
-/// slashing-protection history (EIP-3076 interchange) to the new client by hand.
+/// DV annotation saying one member's slashing-protection history (EIP-3076 interchange) was
+/// moved to a client by hand: `slashing-protection.dvt.io/<member>: <client>`. A change to that
+/// client then moves nothing, and the member's check step passes.
 pub const ANNOTATION_SLASHING_PROTECTION_MOVED_PREFIX: &str = "slashing-protection.dvt.io/";
 
 /// A member whose validator client change waits, kept on the client it runs (see

@@ -154,13 +154,10 @@ pub fn choose(members: &[MemberClients], threshold: u32, required: bool) -> Vec<
             }
         }
     }
+    // The first pass decides every member but the candidates, the second every candidate.
     choices
         .into_iter()
-        .zip(members)
-        .map(|(choice, member)| {
-            let _ = member;
-            choice.expect("every member is decided by one of the two passes")
-        })
+        .map(|choice| choice.expect("every member is decided by one of the two passes"))
         .collect()
 }
 
