@@ -23,17 +23,7 @@ fn sha() -> String {
 
 /// What the real steps print on success (migration.rs `summarise`).
 fn steps_succeed(world: &World) {
-    for (container, word) in [(EXPORT, "exported"), (IMPORT, "imported")] {
-        world
-            .sim
-            .inject(Fault::InitStep {
-                container: container.into(),
-                image: None,
-                exit_code: 0,
-                message: format!("{word} {FILE} sha256={} validators=1\n", sha()),
-            })
-            .unwrap();
-    }
+    dvt_operator::demo::simulate_history_moves(world, FILE, &sha(), 1).unwrap();
 }
 
 async fn patch_clients(world: &World, changes: &[(usize, &str)]) {

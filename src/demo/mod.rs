@@ -340,4 +340,4 @@ pub const EXAMPLE_STADER_4: &str = include_str!("../../examples/stader-4.yaml");
 pub const EXAMPLE_STADER_7: &str = include_str!("../../examples/stader-7.yaml");
 
 mod story;
-pub use story::{DemoOptions, DemoSummary, lowest_ready_since, run_demo};
+pub use story::{DemoOptions, DemoSummary, lowest_ready_since, run_demo, simulate_history_moves};

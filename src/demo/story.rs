@@ -395,6 +395,28 @@ fn operator_pod_writes(entries: &[TimelineEntry], since: usize) -> usize {
         .count()
 }
 
+/// Tells the simulated cluster (which runs no script) what a client change's export and import
+/// steps print on success: the summary line the real steps write (`migration.rs`).
+pub fn simulate_history_moves(
+    world: &World,
+    file: &str,
+    sha256: &str,
+    validators: u32,
+) -> Result<(), dvt_sim::errors::ApiError> {
+    for (container, word) in [
+        (INIT_EXPORT_SLASHING_PROTECTION, "exported"),
+        (INIT_IMPORT_SLASHING_PROTECTION, "imported"),
+    ] {
+        world.sim.inject(Fault::InitStep {
+            container: container.into(),
+            image: None,
+            exit_code: 0,
+            message: format!("{word} {file} sha256={sha256} validators={validators}\n"),
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs the demo; returns what the operator did, or why the story did not hold.
 pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
     let started = Instant::now();
@@ -555,23 +577,13 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
         "   step, teku imports it before its first start, within the budget like any rollout step. (The simulated cluster"
     );
     println!("   runs no container: it is told what the real steps print.)");
-    for (container, word) in [
-        (INIT_EXPORT_SLASHING_PROTECTION, "exported"),
-        (INIT_IMPORT_SLASHING_PROTECTION, "imported"),
-    ] {
-        world
-            .sim
-            .inject(Fault::InitStep {
-                container: container.into(),
-                image: None,
-                exit_code: 0,
-                message: format!(
-                    "{word} {} sha256={DEMO_HISTORY_SHA256} validators=1\n",
-                    interchange_file(ValidatorClient::Lighthouse, ValidatorClient::Teku)
-                ),
-            })
-            .map_err(|e| e.to_string())?;
-    }
+    simulate_history_moves(
+        &world,
+        &interchange_file(ValidatorClient::Lighthouse, ValidatorClient::Teku),
+        DEMO_HISTORY_SHA256,
+        1,
+    )
+    .map_err(|e| e.to_string())?;
     println!(
         "$ kubectl patch dv {DV} --type json -p '[{{\"op\":\"replace\",\"path\":\"/spec/members/0/validatorClient\",\"value\":\"teku\"}}]'"
     );

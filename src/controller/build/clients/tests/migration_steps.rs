@@ -39,6 +39,11 @@ fn fake_export(dirs: &PodDirs, body: &str) {
          [ -n \"$out\" ] || {{ echo 'no output file' >&2; exit 9; }}\n\
          {body}"
     );
+    fake_every_client(dirs, &script);
+}
+
+/// The same stand-in for every client's program.
+fn fake_every_client(dirs: &PodDirs, body: &str) {
     for name in [
         "lighthouse",
         "teku",
@@ -46,7 +51,7 @@ fn fake_export(dirs: &PodDirs, body: &str) {
         "nimbus_beacon_node",
         "lodestar",
     ] {
-        dirs.fake(name, &script);
+        dirs.fake(name, body);
     }
 }
 
@@ -149,15 +154,7 @@ fn every_import_runs_once_and_only_with_a_file() {
         let member = &cluster.members[0];
         let step = import_step(&cluster, &migration(from, to), &member.client_image);
         let dirs = PodDirs::new(&format!("import-{to}"));
-        for name in [
-            "lighthouse",
-            "teku",
-            "validator",
-            "nimbus_beacon_node",
-            "lodestar",
-        ] {
-            dirs.fake(name, "exit 0");
-        }
+        fake_every_client(&dirs, "exit 0");
         // Without the export's file there is nothing to import: the new client must not start.
         let (ok, stderr) = run_step(&dirs, &step.script);
         assert!(!ok, "{to}");
@@ -166,29 +163,13 @@ fn every_import_runs_once_and_only_with_a_file() {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, INTERCHANGE).unwrap();
         // A failing import leaves no marker, so the next start tries again.
-        for name in [
-            "lighthouse",
-            "teku",
-            "validator",
-            "nimbus_beacon_node",
-            "lodestar",
-        ] {
-            dirs.fake(name, "echo 'genesis_validators_root mismatch' >&2; exit 1");
-        }
+        fake_every_client(&dirs, "echo 'genesis_validators_root mismatch' >&2; exit 1");
         let (ok, stderr) = run_step(&dirs, &step.script);
         assert!(!ok, "{to}");
         assert!(stderr.contains("mismatch"), "{to}: {stderr}");
         let marker = PathBuf::from(format!("{}.imported", file.display()));
         assert!(!marker.exists(), "{to}");
-        for name in [
-            "lighthouse",
-            "teku",
-            "validator",
-            "nimbus_beacon_node",
-            "lodestar",
-        ] {
-            dirs.fake(name, "exit 0");
-        }
+        fake_every_client(&dirs, "exit 0");
         let (ok, stderr) = run_step(&dirs, &step.script);
         assert!(ok, "{to}: {stderr}");
         assert!(marker.exists(), "{to}");
