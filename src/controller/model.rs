@@ -113,25 +113,24 @@ pub struct ClientChangeHeld {
 impl ClientChangeHeld {
     pub fn message(&self) -> String {
         use crate::domain::client_moves::HoldReason;
-        let why = match &self.why {
+        let (member, running, wanted) = (&self.member, self.running.as_str(), self.wanted.as_str());
+        match &self.why {
             HoldReason::AnotherMoves(other) => format!(
-                "member {other} changes client first (one member moves its slashing-protection history at a time)"
+                "member {member} runs {running} and the spec asks for {wanted}: held on {running}: member {other} changes client first (one member moves its slashing-protection history at a time)"
             ),
             HoldReason::Diversity {
                 client,
                 count,
                 threshold,
             } => format!(
-                "after the change {count} members would run {client} (threshold {threshold}), which spec.clientDiversity.policy Required refuses; pin the members so that every step keeps each client below {threshold}, or set the policy to Preferred for the change"
+                "member {member} runs {running} and the spec asks for {wanted}: held on {running}: after the change {count} members would run {client} (threshold {threshold}), which spec.clientDiversity.policy Required refuses; pin the members so that every step keeps each client below {threshold}, or set the policy to Preferred for the change"
             ),
-        };
-        format!(
-            "member {} runs {} and the spec asks for {}: held on {}: {why}",
-            self.member,
-            self.running.as_str(),
-            self.wanted.as_str(),
-            self.running.as_str(),
-        )
+            HoldReason::MoveUnfinished { from, to } => format!(
+                "member {member} is moving from {from} to {to} and the spec now asks for {wanted}: the move finishes first, since {to} may already have signed and starting {wanted} from {from}'s history would forget it (going back to {from} is allowed once the move has failed: {to} then never started)",
+                from = from.as_str(),
+                to = to.as_str(),
+            ),
+        }
     }
 }
 

@@ -283,6 +283,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
                             from: r.from,
                             to: r.to,
                             finished: r.phase == crate::api::ClientMovePhase::Moved,
+                            failed: r.phase == crate::api::ClientMovePhase::Failed,
                         }
                     }),
                     moved_by_hand: moved_by_hand(member, *wanted),
@@ -296,6 +297,24 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
     let mut roster = Vec::new();
     for ((member, choice), zone) in spec.members.iter().zip(choices).zip(zones) {
         use crate::domain::client_moves::Choice;
+        // The image the old client ran: the one the move recorded, else the DV's image for that
+        // client (a member's own image override names its new client's).
+        let moving = |from: ValidatorClient, to: ValidatorClient| {
+            let recorded = previous
+                .get(member.name.as_str())
+                .and_then(|m| m.client_move.as_ref())
+                .filter(|r| r.from == from && r.to == to)
+                .map(|r| r.from_image.clone());
+            let from_image = recorded.unwrap_or_else(|| dv_client_image(images, from));
+            (
+                to,
+                Some(crate::controller::model::Migration {
+                    from,
+                    to,
+                    from_image,
+                }),
+            )
+        };
         let (client, migration) = match choice {
             Choice::Remote => {
                 // Run by another organisation: it counts for quorum and diversity, nothing is
@@ -311,6 +330,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
                 continue;
             }
             Choice::Run(client) => (client, None),
+            Choice::Move { from, to } => moving(from, to),
             Choice::Hold {
                 running,
                 wanted,
@@ -320,27 +340,15 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
                     member: member.name.clone(),
                     running,
                     wanted,
-                    why,
+                    why: why.clone(),
                 });
-                (running, None)
-            }
-            Choice::Move { from, to } => {
-                // The image the old client ran: the one the move recorded, else the DV's image
-                // for that client (a member's own image override names its new client's).
-                let recorded = previous
-                    .get(member.name.as_str())
-                    .and_then(|m| m.client_move.as_ref())
-                    .filter(|r| r.from == from && r.to == to)
-                    .map(|r| r.from_image.clone());
-                let from_image = recorded.unwrap_or_else(|| dv_client_image(images, from));
-                (
-                    to,
-                    Some(crate::controller::model::Migration {
-                        from,
-                        to,
-                        from_image,
-                    }),
-                )
+                match why {
+                    // The unfinished move goes on, steps and all.
+                    crate::domain::client_moves::HoldReason::MoveUnfinished { from, to } => {
+                        moving(from, to)
+                    }
+                    _ => (running, None),
+                }
             }
         };
         roster.push(RosterEntry {

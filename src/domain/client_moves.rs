@@ -11,6 +11,8 @@ pub struct RecordedMove {
     pub from: ValidatorClient,
     pub to: ValidatorClient,
     pub finished: bool,
+    /// Its export or import failed: the new client never started (both run before it).
+    pub failed: bool,
 }
 
 /// What is known of one member's client.
@@ -34,6 +36,13 @@ pub struct MemberClients {
 pub enum HoldReason {
     /// Another member moves first: one move at a time.
     AnotherMoves(String),
+    /// The member's move from `from` to `to` has not finished: the new client may already have
+    /// signed, so neither the old client nor a third may start from the old client's history
+    /// until it has.
+    MoveUnfinished {
+        from: ValidatorClient,
+        to: ValidatorClient,
+    },
     /// Required diversity: after this move `count` members would run `client`, at or above
     /// the threshold.
     Diversity {
@@ -77,6 +86,27 @@ pub fn choose(members: &[MemberClients], threshold: u32, required: bool) -> Vec<
         };
         if member.moved_by_hand {
             choices[i] = Some(Choice::Run(wanted));
+            continue;
+        }
+        // An unfinished move asked to go elsewhere. Back to the old client is safe only after a
+        // failed step (the new client never started); anything else waits for the move.
+        if let Some(recorded) = member
+            .recorded
+            .filter(|r| r.to != wanted && !r.finished && member.running == Some(r.from))
+        {
+            if recorded.failed && wanted == recorded.from {
+                choices[i] = Some(Choice::Run(wanted));
+            } else {
+                moving.get_or_insert_with(|| member.name.clone());
+                choices[i] = Some(Choice::Hold {
+                    running: recorded.to,
+                    wanted,
+                    why: HoldReason::MoveUnfinished {
+                        from: recorded.from,
+                        to: recorded.to,
+                    },
+                });
+            }
             continue;
         }
         if let Some(recorded) = member.recorded.filter(|r| r.to == wanted) {
@@ -235,6 +265,7 @@ mod tests {
             from: Nimbus,
             to: Prysm,
             finished: false,
+            failed: false,
         });
         let choices = choose(&members, 3, false);
         assert_eq!(
@@ -259,6 +290,7 @@ mod tests {
             from: Lighthouse,
             to: Teku,
             finished: true,
+            failed: false,
         });
         let choices = choose(&members, 3, false);
         assert_eq!(
@@ -275,6 +307,63 @@ mod tests {
                 to: Prysm
             }
         );
+    }
+
+    // A move whose new client may already have signed is not redirected or reverted: the old
+    // client's history no longer holds everything the member signed.
+    #[test]
+    fn an_unfinished_move_finishes_before_another_change() {
+        let mut members = [
+            member("a", Some(Lighthouse), Nimbus),
+            member("b", Some(Prysm), Lodestar),
+        ];
+        let recorded = RecordedMove {
+            from: Lighthouse,
+            to: Teku,
+            finished: false,
+            failed: false,
+        };
+        members[0].recorded = Some(recorded);
+        let choices = choose(&members, 3, false);
+        assert_eq!(
+            choices[0],
+            Choice::Hold {
+                running: Teku,
+                wanted: Nimbus,
+                why: HoldReason::MoveUnfinished {
+                    from: Lighthouse,
+                    to: Teku
+                }
+            }
+        );
+        // It still counts as the one move in progress.
+        assert!(
+            matches!(&choices[1], Choice::Hold { why: HoldReason::AnotherMoves(m), .. } if m == "a")
+        );
+        // Going back while it is under way waits too.
+        members[0].wanted = Some(Lighthouse);
+        assert!(matches!(
+            choose(&members, 3, false)[0],
+            Choice::Hold {
+                why: HoldReason::MoveUnfinished { .. },
+                ..
+            }
+        ));
+        // After a failed step the new client never started: going back is safe.
+        members[0].recorded = Some(RecordedMove {
+            failed: true,
+            ..recorded
+        });
+        assert_eq!(choose(&members, 3, false)[0], Choice::Run(Lighthouse));
+        // But a failed move is not redirected to a third client from under its file either.
+        members[0].wanted = Some(Nimbus);
+        assert!(matches!(
+            choose(&members, 3, false)[0],
+            Choice::Hold {
+                why: HoldReason::MoveUnfinished { .. },
+                ..
+            }
+        ));
     }
 
     #[test]

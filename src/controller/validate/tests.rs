@@ -131,6 +131,41 @@ fn a_client_change_moves_the_history_one_member_at_a_time() {
     let before = crate::controller::build::build(&first);
     assert_ne!(built, before);
 
+    // Redirected while the move is under way (recorded, not finished): the move goes on, steps
+    // and all, and the new change waits for it.
+    let mut redirected = dv.clone();
+    let alpha_status = &mut redirected.status.as_mut().unwrap().members[0];
+    alpha_status.client_move = Some(crate::api::ClientMove {
+        from: running[0],
+        to: new_alpha,
+        from_image: "recorded/image:1".into(),
+        phase: crate::api::ClientMovePhase::Moving,
+        file: String::new(),
+        sha256: None,
+        validators: None,
+        message: None,
+        started_at: None,
+        finished_at: None,
+    });
+    redirected.spec.members[0].validator_client = Some(running[2]);
+    redirected.spec.members[1].validator_client = Some(running[1]);
+    let going_on = validate(&redirected, &facts).unwrap();
+    assert_eq!(going_on.members[0].client, new_alpha);
+    assert_eq!(
+        going_on.members[0]
+            .migration
+            .as_ref()
+            .map(|m| (m.from, m.to, m.from_image.as_str())),
+        Some((running[0], new_alpha, "recorded/image:1"))
+    );
+    assert!(
+        going_on.client_changes_held[0]
+            .message()
+            .contains("the move finishes first"),
+        "{}",
+        going_on.client_changes_held[0].message()
+    );
+
     // Moved by hand and said so: no steps.
     dv.metadata.annotations = Some(BTreeMap::from([(
         "slashing-protection.dvt.io/alpha".to_owned(),
