@@ -357,6 +357,11 @@ pub const ENV_MOVED_BY_HAND: &str = "SLASHING_PROTECTION_MOVED_BY_HAND";
 /// client with an empty database. This is what a DV re-created over kept volumes with another
 /// client, or a change released by annotation without the import, would otherwise do.
 ///
+/// It runs in the client's own image with `/bin/sh` and `tee` only: the Lighthouse, Teku and
+/// Lodestar images are Debian/Ubuntu based, Prysm's carries bash and coreutils (v6.1.2
+/// tools/prysm_image.bzl), Nimbus's validator-client image is debian:bullseye-slim (v24.9.0
+/// docker/dist/binaries/Dockerfile.vc.amd64).
+///
 /// With `moved_by_hand` (the DV's `slashing-protection.dvt.io/<member>: <client>` annotation)
 /// the person who moved the history has said so, and the step passes.
 pub fn check_step(client: ValidatorClient, moved_by_hand: bool) -> InitStep {
