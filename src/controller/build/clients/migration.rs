@@ -357,10 +357,11 @@ pub const ENV_MOVED_BY_HAND: &str = "SLASHING_PROTECTION_MOVED_BY_HAND";
 /// client with an empty database. This is what a DV re-created over kept volumes with another
 /// client, or a change released by annotation without the import, would otherwise do.
 ///
-/// It runs in the client's own image with `/bin/sh` and `tee` only: the Lighthouse, Teku and
-/// Lodestar images are Debian/Ubuntu based, Prysm's carries bash and coreutils (v6.1.2
-/// tools/prysm_image.bzl), Nimbus's validator-client image is debian:bullseye-slim (v24.9.0
-/// docker/dist/binaries/Dockerfile.vc.amd64).
+/// It runs in the client's own image with `/bin/sh` and `tee` only: Lighthouse's final stage is
+/// ubuntu:22.04 (v5.3.0 Dockerfile), Teku's ubuntu:24.04 (25.9.3 docker/jdk21/Dockerfile),
+/// Prysm's carries bash and coreutils (v6.1.2 tools/prysm_image.bzl), Nimbus's validator-client
+/// image is debian:bullseye-slim (v24.9.0 docker/dist/binaries/Dockerfile.vc.amd64); Lodestar's
+/// Dockerfile could not be read here (its key step already relies on sh and coreutils).
 ///
 /// With `moved_by_hand` (the DV's `slashing-protection.dvt.io/<member>: <client>` annotation)
 /// the person who moved the history has said so, and the step passes.
