@@ -61,6 +61,8 @@ pub struct SimOptions {
     pub port: u16,
     /// Events kept for watches to resume from; older resourceVersions answer `410 Gone`.
     pub history: usize,
+    /// Bytes of past events kept at most (their serialized objects), beside the count.
+    pub history_bytes: usize,
     /// Run a simulated cluster (nodes, controllers, kubelets, faults) inside; `None` serves the
     /// API alone.
     pub cluster: Option<ClusterOptions>,
@@ -71,6 +73,7 @@ impl Default for SimOptions {
         SimOptions {
             port: 0,
             history: store::DEFAULT_HISTORY,
+            history_bytes: store::DEFAULT_HISTORY_BYTES,
             cluster: None,
         }
     }
@@ -107,7 +110,7 @@ impl SimServer {
         let address = listener
             .local_addr()
             .map_err(|source| SimError::Bind { address, source })?;
-        let store = Arc::new(Store::new(options.history));
+        let store = Arc::new(Store::bounded(options.history, options.history_bytes));
         let (cluster, cluster_task) = match options.cluster {
             Some(cluster_options) => {
                 let (cluster, task) = Cluster::start(store.clone(), cluster_options);

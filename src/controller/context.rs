@@ -63,9 +63,12 @@ pub(super) struct Context {
     pub(super) caches: Caches,
     pub(super) keystores: KeystoreCache,
     pub(super) lock_checks: LockChecks,
-    /// When each DV's status was last written, to hold back detail-only changes briefly.
-    pub(super) status_written:
-        std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>,
+    /// Each DV's last status write by this process: when (detail-only changes wait a while
+    /// after it), and what over which version (a repeat of it before the cache saw it is
+    /// skipped).
+    pub(super) status_written: std::sync::Mutex<
+        std::collections::HashMap<(String, String), super::update_status::StatusWritten>,
+    >,
     /// The member problems each DV's last pass reported as Events: a problem gets one Event
     /// when it appears, not one per pass.
     /// What the peer monitor read of each DV's members' Charon.

@@ -118,13 +118,64 @@ pub(super) async fn update_status(
     Ok(wait)
 }
 
-/// How long a status change that only adds placement details (see
-/// [`status::only_details_differ`]) waits after the DV's last status write. While a new DV's
-/// members are scheduled one by one, this makes one write of "Available" out of several.
-pub(super) const STATUS_SETTLE: Duration = Duration::from_secs(2);
+/// How long a status change that only adds details (a member's node or zone, the wording of a
+/// condition message; see [`status::only_details_differ`]) may wait after the DV's last status
+/// write. Such a change is written with the next change a user must see (a member Ready, a
+/// phase), or by itself once this long has passed: a member that is placed and then waits (for
+/// an image, its peers) shows its node within this time. While a new DV's members start, this
+/// makes one write of "Available" out of "placed" and "Available" (a member becomes Ready
+/// within seconds to a minute of being placed), the same for a rollout's member-by-member
+/// pod moves. `kubectl get pods -o wide` shows the node at once.
+pub(super) const STATUS_DETAILS_WITHIN: Duration = Duration::from_secs(30);
 
-/// Writes the status if it changed. A detail-only change within [`STATUS_SETTLE`] of the last
-/// write is held back: returns how long until it is due (the caller looks again by then).
+/// How long a detail-only status change still waits, `since` the DV's last status write by
+/// this process (`None`: no write remembered, e.g. after a restart; nothing to wait for).
+pub(super) fn details_wait(since: Option<Duration>) -> Option<Duration> {
+    since
+        .filter(|since| *since < STATUS_DETAILS_WITHIN)
+        .map(|since| STATUS_DETAILS_WITHIN - since)
+}
+
+/// A status write this process made: when, the DV's resourceVersion it was computed from, and
+/// a digest of what was written.
+#[derive(Clone, Debug)]
+pub(super) struct StatusWritten {
+    pub(super) at: Instant,
+    pub(super) over: Option<String>,
+    pub(super) digest: u64,
+}
+
+/// A digest of a status, to recognise a repeat of the last write without keeping a copy.
+fn status_digest(status: &crate::api::DistributedValidatorStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(status)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+/// How long a repeat of the last status write is taken for the cache lagging behind it.
+pub(super) const CACHE_CATCHES_UP_WITHIN: Duration = Duration::from_secs(5);
+
+/// Whether writing `digest` over the DV at `version` would repeat `last`: the same status
+/// computed from the same version of the DV the last write was computed from. The write made a
+/// newer version, which the cache has not delivered yet (its watch event brings another
+/// reconcile); writing again would only add a write. Past [`CACHE_CATCHES_UP_WITHIN`] the
+/// write is made anyway, in case the cache never catches up. Returns how long until then.
+pub(super) fn repeats_last_write(
+    last: Option<&StatusWritten>,
+    version: Option<&str>,
+    digest: u64,
+) -> Option<Duration> {
+    let last = last?;
+    let since = last.at.elapsed();
+    (last.over.as_deref() == version && last.digest == digest && since < CACHE_CATCHES_UP_WITHIN)
+        .then(|| CACHE_CATCHES_UP_WITHIN - since)
+}
+
+/// Writes the status if it changed. A detail-only change within [`STATUS_DETAILS_WITHIN`] of the
+/// last write is held back: returns how long until it is due (the caller looks again by then).
 pub(super) async fn write_status(
     dv: &DistributedValidator,
     ctx: &Context,
@@ -136,19 +187,23 @@ pub(super) async fn write_status(
     let name = dv.name_any();
     let namespace = dv.namespace().unwrap_or_default();
     let key = (namespace.clone(), name.clone());
+    let last = ctx
+        .status_written
+        .lock()
+        .ok()
+        .and_then(|written| written.get(&key).cloned());
+    let digest = status_digest(&status);
+    let version = dv.metadata.resource_version.clone();
+    if let Some(wait) = repeats_last_write(last.as_ref(), version.as_deref(), digest) {
+        tracing::debug!("status already written; the cache has not caught up");
+        return Ok(Some(wait));
+    }
     let details_only = dv
         .status
         .as_ref()
         .is_some_and(|previous| status::only_details_differ(previous, &status));
-    if details_only {
-        let since = ctx
-            .status_written
-            .lock()
-            .ok()
-            .and_then(|written| written.get(&key).map(Instant::elapsed));
-        if let Some(since) = since.filter(|since| *since < STATUS_SETTLE) {
-            return Ok(Some(STATUS_SETTLE - since));
-        }
+    if details_only && let Some(wait) = details_wait(last.map(|l| l.at.elapsed())) {
+        return Ok(Some(wait));
     }
     tracing::debug!(
         changed = %status::changes(dv.status.as_ref(), &status),
@@ -168,7 +223,66 @@ pub(super) async fn write_status(
         .await
         .map_err(|source| Error::WriteStatus { name, source })?;
     if let Ok(mut written) = ctx.status_written.lock() {
-        written.insert(key, Instant::now());
+        written.insert(
+            key,
+            StatusWritten {
+                at: Instant::now(),
+                over: version,
+                digest,
+            },
+        );
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_wait_for_the_rest_of_their_window_and_no_longer() {
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            details_wait(Some(second)),
+            Some(STATUS_DETAILS_WITHIN - second)
+        );
+        assert_eq!(details_wait(Some(STATUS_DETAILS_WITHIN)), None);
+        assert_eq!(details_wait(Some(STATUS_DETAILS_WITHIN * 2)), None);
+        assert_eq!(
+            details_wait(None),
+            None,
+            "no write remembered (a restarted operator): the details are written now"
+        );
+    }
+
+    #[test]
+    fn a_repeat_of_the_last_write_over_the_same_version_waits_for_the_cache() {
+        let last = StatusWritten {
+            at: Instant::now(),
+            over: Some("41".into()),
+            digest: 7,
+        };
+        let wait = repeats_last_write(Some(&last), Some("41"), 7);
+        assert!(wait.is_some_and(|w| w <= CACHE_CATCHES_UP_WITHIN));
+        assert_eq!(
+            repeats_last_write(Some(&last), Some("42"), 7),
+            None,
+            "the cache has a newer version: decide on it"
+        );
+        assert_eq!(
+            repeats_last_write(Some(&last), Some("41"), 8),
+            None,
+            "a different status: write it"
+        );
+        assert_eq!(repeats_last_write(None, Some("41"), 7), None);
+        let old = StatusWritten {
+            at: Instant::now() - CACHE_CATCHES_UP_WITHIN,
+            ..last
+        };
+        assert_eq!(
+            repeats_last_write(Some(&old), Some("41"), 7),
+            None,
+            "a cache that never caught up gets the write again"
+        );
+    }
 }

@@ -98,9 +98,15 @@ impl State {
                 .cloned()
                 .unwrap_or(Value::Null),
         });
+        self.history_bytes += event.json.len();
         self.history.push_back(event.clone());
-        while self.history.len() > self.history_limit {
+        // The newest event stays whatever its size: a watch can always resume from the present.
+        while self.history.len() > 1
+            && (self.history.len() > self.history_limit
+                || self.history_bytes > self.history_byte_limit)
+        {
             if let Some(dropped) = self.history.pop_front() {
+                self.history_bytes -= dropped.json.len();
                 self.compacted = dropped.resource_version;
             }
         }
@@ -256,6 +262,29 @@ mod tests {
             .unwrap();
         assert_eq!((error.code, error.reason), (410, "Expired"));
         assert!(store.watch_from(&rt.storage_key(), version).is_ok());
+    }
+
+    #[test]
+    fn history_beyond_its_byte_bound_is_gone() {
+        let store = super::super::Store::bounded(1_000, 600);
+        let rt = resource(&store, "", "v1", "configmaps");
+        let first = config_map(&store, "a", None);
+        let first: u64 = first["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        for name in ["b", "c", "d", "e", "f"] {
+            config_map(&store, name, None);
+        }
+        let (events, bytes) = store.history_size();
+        assert!(
+            bytes <= 600 && events < 6,
+            "{events} events, {bytes} bytes kept"
+        );
+        let error = store.watch_from(&rt.storage_key(), first).err().unwrap();
+        assert_eq!((error.code, error.reason), (410, "Expired"));
+        let (newest, _) = store.history_size();
+        assert!(newest >= 1, "the newest event is always kept");
     }
 
     #[test]

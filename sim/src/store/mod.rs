@@ -32,6 +32,12 @@ pub const INITIAL_NAMESPACES: [&str; 4] =
 /// How many past events a watch may resume from; older resourceVersions get `410 Gone`.
 pub const DEFAULT_HISTORY: usize = 50_000;
 
+/// How many bytes of past events (their serialized objects) are kept at most: a member pod or
+/// StatefulSet with its init scripts is tens of kilobytes, so 50,000 of them would be gigabytes.
+/// kube-apiserver's watch cache is bounded too (by count and by etcd compaction); a watch from
+/// beyond it answers `410 Gone`, and clients list again.
+pub const DEFAULT_HISTORY_BYTES: usize = 256 << 20;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
     Added,
@@ -137,6 +143,9 @@ struct State {
     resource_version: u64,
     history: VecDeque<Arc<WatchEvent>>,
     history_limit: usize,
+    /// The serialized size of the events in `history`, and its bound.
+    history_bytes: usize,
+    history_byte_limit: usize,
     /// Events at or below this resourceVersion are no longer in `history`.
     compacted: u64,
     next_uid: u64,
@@ -169,6 +178,12 @@ pub fn now() -> String {
 
 impl Store {
     pub fn new(history_limit: usize) -> Store {
+        Store::bounded(history_limit, DEFAULT_HISTORY_BYTES)
+    }
+
+    /// A store keeping at most `history_limit` past events and `history_byte_limit` bytes of
+    /// them for watches to resume from.
+    pub fn bounded(history_limit: usize, history_byte_limit: usize) -> Store {
         let (tx, _) = broadcast::channel(16_384);
         let uid_seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -182,6 +197,8 @@ impl Store {
             resource_version: 0,
             history: VecDeque::new(),
             history_limit,
+            history_bytes: 0,
+            history_byte_limit,
             compacted: 0,
             next_uid: 0,
             uid_seed,
@@ -548,9 +565,17 @@ impl Store {
             .front()
             .is_some_and(|e| e.resource_version <= up_to)
         {
-            state.history.pop_front();
+            if let Some(dropped) = state.history.pop_front() {
+                state.history_bytes -= dropped.json.len();
+            }
         }
         state.compacted = state.compacted.max(up_to);
+    }
+
+    /// The watch history kept: (events, bytes of their serialized objects).
+    pub fn history_size(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.history.len(), state.history_bytes)
     }
 
     /// Closes every open watch stream, as an API server restart or a network fault would.

@@ -42,6 +42,12 @@ pub struct Options {
 
 const ZONES: usize = 4;
 
+/// How long a phase may take before the run fails: ten minutes, and more for runs beyond 1,000
+/// DVs (a 1,000-DV phase takes two to four minutes here).
+fn phase_limit(options: &Options) -> Duration {
+    Duration::from_secs(600).max(Duration::from_millis(600 * options.dvs as u64))
+}
+
 /// What the run has done so far, for the progress lines: objects applied (by the ceiling loop or
 /// the user), and DVs Available (from the DV watch).
 static APPLIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -130,7 +136,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
         (objects, pods, 0),
         async {
             apply_all(&world.client, jobs, options.concurrency).await?;
-            wait_for_ready_pods(&world, mark, pods, Duration::from_secs(600)).await
+            wait_for_ready_pods(&world, mark, pods, phase_limit(options)).await
         },
     )
     .await?;
@@ -211,7 +217,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
         (options.dvs, pods, options.dvs),
         async {
             apply_all(&world.client, jobs(true), options.concurrency).await?;
-            wait_for_available(&world, options.dvs, Duration::from_secs(600)).await
+            wait_for_available(&world, options.dvs, phase_limit(&options)).await
         },
     )
     .await?;
@@ -288,6 +294,18 @@ pub async fn scale(options: Options) -> Result<(), String> {
             proc_status_kib(std::process::id(), "VmHWM") as f64 / 1024.0
         ),
     );
+    let (history_events, history_bytes) = world.sim.store().history_size();
+    line(
+        "simulator watch history kept (events / MiB)",
+        format!(
+            "{history_events} / {:.1}",
+            history_bytes as f64 / (1 << 20) as f64
+        ),
+    );
+    line(
+        "simulator timeline entries",
+        world.sim.store().timeline_len(),
+    );
     // 3. A full resync with nothing changed: a restarted operator lists everything again and
     // reconciles every DV; it must write nothing.
     drop(operator);
@@ -297,10 +315,13 @@ pub async fn scale(options: Options) -> Result<(), String> {
     let resync_log = dir.join("operator-resync.log");
     let mut operator = OperatorProcess::spawn(&kubeconfig, &resync_log, &options)?;
     operator.wait_ready(&resync_log).await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + phase_limit(&options) / 2;
     while operator.reconciles().await? < options.dvs as u64 {
         if Instant::now() > deadline {
-            return Err("the restarted operator did not reconcile every DV in 300 s".into());
+            return Err(format!(
+                "the restarted operator did not reconcile every DV in {} s",
+                (phase_limit(&options) / 2).as_secs()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

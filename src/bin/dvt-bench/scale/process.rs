@@ -19,7 +19,27 @@ impl OperatorProcess {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let log_file =
             std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
-        let child = std::process::Command::new(exe)
+        // DVT_BENCH_OPERATOR_PREFIX runs the operator under a tool (e.g. `heaptrack -o
+        // /tmp/operator`), words split on whitespace; its RSS and CPU figures are then the
+        // tool's process, not the operator's.
+        let prefix: Vec<String> = std::env::var("DVT_BENCH_OPERATOR_PREFIX")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let mut command = match prefix.split_first() {
+            Some((tool, args)) => {
+                let mut command = std::process::Command::new(tool);
+                command.args(args).arg(exe);
+                command
+            }
+            None => std::process::Command::new(exe),
+        };
+        // A profiler preloaded into this process (heaptrack) must not follow into the child.
+        command
+            .env_remove("LD_PRELOAD")
+            .env_remove("DUMP_HEAPTRACK_OUTPUT");
+        let child = command
             .arg("operator")
             .arg("--kubeconfig")
             .arg(kubeconfig)
