@@ -21,9 +21,11 @@ impl Inner {
             return;
         }
         let claims: Vec<Arc<PersistentVolumeClaim>> = self.access.list(&self.types.pvcs);
-        let mut placed_pods: Vec<(Pod, String)> = pods
+        // Shared, not copied: a deep copy of every placed pod per pass was most of a pass's
+        // time at thousands of pods.
+        let mut placed_pods: Vec<(Arc<Pod>, String)> = pods
             .iter()
-            .filter_map(|p| Some((Pod::clone(p), p.spec.as_ref()?.node_name.clone()?)))
+            .filter_map(|p| Some((p.clone(), p.spec.as_ref()?.node_name.clone()?)))
             .collect();
         for pod in pending {
             let namespace = namespace_of(&pod.metadata);
@@ -53,7 +55,10 @@ impl Inner {
                 .collect();
             let placed: Vec<Placed<'_>> = placed_pods
                 .iter()
-                .map(|(p, n)| Placed { pod: p, node: n })
+                .map(|(p, n)| Placed {
+                    pod: p.as_ref(),
+                    node: n,
+                })
                 .collect();
             let world = World {
                 nodes,
@@ -128,7 +133,7 @@ impl Inner {
                                 );
                             }
                             self.pin_volumes(nodes, &namespace, &claim_names, &claims, &node);
-                            placed_pods.push((bound, node));
+                            placed_pods.push((Arc::new(bound), node));
                         }
                         Err(error) => {
                             tracing::debug!(pod = %name, %error, "binding failed; next pass")

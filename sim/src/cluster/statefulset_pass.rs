@@ -65,18 +65,50 @@ impl Inner {
             .map(AsRef::as_ref)
             .filter(|r: &&ControllerRevision| without_controller(&r.metadata))
             .collect();
+        // Each set's pods, revisions and its namespace's claims, indexed once per pass: scanning
+        // every pod, revision and claim for each set made a pass quadratic in the number of
+        // StatefulSets (at 4,000 sets a pass took a minute, and pods waited for it).
+        let controller_uid = |meta: &ObjectMeta| -> Option<String> {
+            meta.owner_references
+                .iter()
+                .flatten()
+                .find(|r| r.controller == Some(true))
+                .map(|r| r.uid.clone())
+        };
+        let mut pods_by_owner: HashMap<(String, String), Vec<&Pod>> = HashMap::new();
+        for pod in &pods {
+            if let Some(uid) = controller_uid(&pod.metadata) {
+                pods_by_owner
+                    .entry((namespace_of(&pod.metadata), uid))
+                    .or_default()
+                    .push(pod.as_ref());
+            }
+        }
+        let mut revisions_by_owner: HashMap<(String, String), Vec<&ControllerRevision>> =
+            HashMap::new();
+        for revision in &revisions {
+            if let Some(uid) = controller_uid(&revision.metadata) {
+                revisions_by_owner
+                    .entry((namespace_of(&revision.metadata), uid))
+                    .or_default()
+                    .push(revision.as_ref());
+            }
+        }
+        let mut claims_by_namespace: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for claim in &claims {
+            claims_by_namespace
+                .entry(namespace_of(&claim.metadata))
+                .or_default()
+                .insert(name_of(&claim.metadata));
+        }
+        let no_claims = BTreeSet::new();
         for set in &sets {
             if set.metadata.deletion_timestamp.is_some() {
                 continue;
             }
             let namespace = namespace_of(&set.metadata);
             let uid = set.metadata.uid.clone().unwrap_or_default();
-            let owned_by_set = |meta: &ObjectMeta| {
-                meta.owner_references
-                    .iter()
-                    .flatten()
-                    .any(|r| r.uid == uid && r.controller == Some(true))
-            };
+            let owner = (namespace.clone(), uid);
             // Adoption, as the StatefulSet controller's ControllerRefManager does: a pod named
             // after one of the set's ordinals, and a revision, that match its selector and have no
             // controller (their old set was deleted with `propagationPolicy: Orphan`) become its
@@ -112,28 +144,22 @@ impl Inner {
                 .collect();
             let adopted_revisions =
                 self.adopt(set, &self.types.revisions, candidates, |r| &mut r.metadata);
-            let set_pods: Vec<&Pod> = pods
-                .iter()
-                .map(AsRef::as_ref)
-                .filter(|p: &&Pod| {
-                    namespace_of(&p.metadata) == namespace && owned_by_set(&p.metadata)
-                })
+            let set_pods: Vec<&Pod> = pods_by_owner
+                .get(&owner)
+                .into_iter()
+                .flatten()
+                .copied()
                 .chain(adopted_pods.iter())
                 .collect();
-            let set_revisions: Vec<&ControllerRevision> = revisions
-                .iter()
-                .map(AsRef::as_ref)
-                .filter(|r: &&ControllerRevision| {
-                    namespace_of(&r.metadata) == namespace && owned_by_set(&r.metadata)
-                })
+            let set_revisions: Vec<&ControllerRevision> = revisions_by_owner
+                .get(&owner)
+                .into_iter()
+                .flatten()
+                .copied()
                 .chain(adopted_revisions.iter())
                 .collect();
-            let claim_names: BTreeSet<String> = claims
-                .iter()
-                .filter(|c| namespace_of(&c.metadata) == namespace)
-                .map(|c| name_of(&c.metadata))
-                .collect();
-            let plan = statefulset::plan(set, &set_pods, &claim_names, &set_revisions);
+            let claim_names = claims_by_namespace.get(&namespace).unwrap_or(&no_claims);
+            let plan = statefulset::plan(set, &set_pods, claim_names, &set_revisions);
             if let Some(revision) = &plan.create_revision
                 && let Err(error) = self.access.create(
                     &self.types.revisions,
