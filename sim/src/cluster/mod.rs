@@ -39,7 +39,7 @@ use crate::store::{Store, Subresource};
 use access::{Access, Types};
 use faults::{Fault, Faults};
 use kubelet::PodRuntime;
-use scheduler::{Placed, World, ZONE_LABEL};
+use scheduler::{World, ZONE_LABEL};
 
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";

@@ -7,7 +7,8 @@
 //! pod count). Scores preferred node affinity and preferred pod anti-affinity, then spreads by
 //! requested CPU, then by name, so that decisions are deterministic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm, Taint, Toleration,
@@ -70,10 +71,61 @@ pub struct Placed<'a> {
     pub node: &'a str,
 }
 
+/// The placed pods by node and by namespace: the decision asks what runs on a node (its
+/// requests) and what a namespace runs where (pod anti-affinity) for every node it considers,
+/// and looking through every placed pod each time made scheduling thousands of pods cubic.
+#[derive(Default)]
+pub struct PlacedIndex {
+    by_node: HashMap<String, Vec<Arc<Pod>>>,
+    by_namespace: HashMap<String, Vec<(Arc<Pod>, String)>>,
+}
+
+impl PlacedIndex {
+    pub fn add(&mut self, pod: Arc<Pod>, node: String) {
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        self.by_node
+            .entry(node.clone())
+            .or_default()
+            .push(pod.clone());
+        self.by_namespace
+            .entry(namespace)
+            .or_default()
+            .push((pod, node));
+    }
+
+    pub fn from_placed(placed: &[Placed<'_>]) -> PlacedIndex {
+        let mut index = PlacedIndex::default();
+        for p in placed {
+            index.add(Arc::new(p.pod.clone()), p.node.to_owned());
+        }
+        index
+    }
+
+    fn on_node(&self, node: &str) -> impl Iterator<Item = &Pod> {
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .map(AsRef::as_ref)
+    }
+
+    fn in_namespace(&self, namespace: &str) -> impl Iterator<Item = (&Pod, &str)> {
+        self.by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|(pod, node)| (pod.as_ref(), node.as_str()))
+    }
+}
+
 /// Everything the decision reads.
 pub struct World<'a> {
     pub nodes: &'a [Node],
-    pub placed: &'a [Placed<'a>],
+    pub placed: &'a PlacedIndex,
     /// Node names whose kubelet is down (the simulator's own knowledge; the Node's Ready
     /// condition says the same to everyone else).
     pub ready: &'a dyn Fn(&Node) -> bool,
@@ -203,12 +255,7 @@ fn fits(pod: &Pod, node: &Node, world: &World<'_>) -> Result<(), Misfit> {
         .as_ref()
         .and_then(|s| s.allocatable.clone())
         .unwrap_or_default();
-    let on_node: Vec<&Pod> = world
-        .placed
-        .iter()
-        .filter(|p| p.node == name(node))
-        .map(|p| p.pod)
-        .collect();
+    let on_node: Vec<&Pod> = world.placed.on_node(name(node)).collect();
     let (want_cpu, want_memory) = requests(pod);
     let used_cpu: i64 = on_node.iter().map(|p| requests(p).0).sum();
     let used_memory: i64 = on_node.iter().map(|p| requests(p).1).sum();
@@ -269,9 +316,8 @@ fn score(pod: &Pod, node: &Node, world: &World<'_>) -> i64 {
 fn requested_on(world: &World<'_>, node: &str) -> i64 {
     world
         .placed
-        .iter()
-        .filter(|p| p.node == node)
-        .map(|p| requests(p.pod).0 + 100)
+        .on_node(node)
+        .map(|pod| requests(pod).0 + 100)
         .sum()
 }
 
@@ -292,23 +338,19 @@ fn domain_has_match(
         Some(list) if !list.is_empty() => list.iter().cloned().collect(),
         _ => [namespace.to_owned()].into(),
     };
-    // Cheap tests first: the namespace, then the node's domain (a sorted lookup), then labels.
-    world.placed.iter().any(|placed| {
-        namespaces.contains(
-            placed
-                .pod
-                .metadata
-                .namespace
-                .as_deref()
-                .unwrap_or("default"),
-        ) && world
-            .labels_of_node(placed.node)
-            .and_then(|labels| labels.get(&term.topology_key))
-            .is_some_and(|d| *d == domain)
-            && term.label_selector.as_ref().is_some_and(|s| {
-                static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
-                selector_matches(s, placed.pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS))
-            })
+    // Only the pods of the term's namespaces; then the node's domain (a sorted lookup), then
+    // labels.
+    namespaces.iter().any(|namespace| {
+        world.placed.in_namespace(namespace).any(|(pod, node)| {
+            world
+                .labels_of_node(node)
+                .and_then(|labels| labels.get(&term.topology_key))
+                .is_some_and(|d| *d == domain)
+                && term.label_selector.as_ref().is_some_and(|s| {
+                    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+                    selector_matches(s, pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS))
+                })
+        })
     })
 }
 
@@ -464,9 +506,10 @@ mod tests {
 
     fn decide(pod: &Pod, nodes: &[Node], placed: &[Placed<'_>]) -> Result<String, String> {
         let zones = BTreeSet::new();
+        let placed = PlacedIndex::from_placed(placed);
         let world = World {
             nodes,
-            placed,
+            placed: &placed,
             ready: &|_| true,
             volume_zones: &zones,
         };

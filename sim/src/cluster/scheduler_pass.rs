@@ -23,10 +23,12 @@ impl Inner {
         let claims: Vec<Arc<PersistentVolumeClaim>> = self.access.list(&self.types.pvcs);
         // Shared, not copied: a deep copy of every placed pod per pass was most of a pass's
         // time at thousands of pods.
-        let mut placed_pods: Vec<(Arc<Pod>, String)> = pods
-            .iter()
-            .filter_map(|p| Some((p.clone(), p.spec.as_ref()?.node_name.clone()?)))
-            .collect();
+        let mut placed_pods = scheduler::PlacedIndex::default();
+        for p in &pods {
+            if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                placed_pods.add(p.clone(), node);
+            }
+        }
         // Claims by (namespace, name), once per pass: looking through every claim for each
         // pending pod was quadratic (12,000 pods and claims: minutes per pass).
         let claims_by_name: HashMap<(&str, &str), &Arc<PersistentVolumeClaim>> = claims
@@ -68,16 +70,10 @@ impl Inner {
                         .cloned()
                 })
                 .collect();
-            let placed: Vec<Placed<'_>> = placed_pods
-                .iter()
-                .map(|(p, n)| Placed {
-                    pod: p.as_ref(),
-                    node: n,
-                })
-                .collect();
+
             let world = World {
                 nodes,
-                placed: &placed,
+                placed: &placed_pods,
                 ready: node_ready,
                 volume_zones: &volume_zones,
             };
@@ -148,7 +144,7 @@ impl Inner {
                                 );
                             }
                             self.pin_volumes(nodes, &namespace, &pod_claims, &node);
-                            placed_pods.push((Arc::new(bound), node));
+                            placed_pods.add(Arc::new(bound), node);
                         }
                         Err(error) => {
                             tracing::debug!(pod = %name, %error, "binding failed; next pass")
