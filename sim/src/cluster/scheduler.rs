@@ -76,7 +76,8 @@ pub struct Placed<'a> {
 /// and looking through every placed pod each time made scheduling thousands of pods cubic.
 #[derive(Default)]
 pub struct PlacedIndex {
-    by_node: HashMap<String, Vec<Arc<Pod>>>,
+    /// Per node: its pods' (CPU millicores, memory bytes) requested, and how many pods.
+    by_node: HashMap<String, (i64, i64, usize)>,
     by_namespace: HashMap<String, Vec<(Arc<Pod>, String)>>,
 }
 
@@ -87,10 +88,9 @@ impl PlacedIndex {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".to_owned());
-        self.by_node
-            .entry(node.clone())
-            .or_default()
-            .push(pod.clone());
+        let (cpu, memory) = requests(&pod);
+        let used = self.by_node.entry(node.clone()).or_default();
+        *used = (used.0 + cpu, used.1 + memory, used.2 + 1);
         self.by_namespace
             .entry(namespace)
             .or_default()
@@ -105,12 +105,9 @@ impl PlacedIndex {
         index
     }
 
-    fn on_node(&self, node: &str) -> impl Iterator<Item = &Pod> {
-        self.by_node
-            .get(node)
-            .into_iter()
-            .flatten()
-            .map(AsRef::as_ref)
+    /// (CPU millicores, memory bytes) requested by the pods on `node`, and how many there are.
+    fn on_node(&self, node: &str) -> (i64, i64, usize) {
+        self.by_node.get(node).copied().unwrap_or_default()
     }
 
     fn in_namespace(&self, namespace: &str) -> impl Iterator<Item = (&Pod, &str)> {
@@ -255,10 +252,8 @@ fn fits(pod: &Pod, node: &Node, world: &World<'_>) -> Result<(), Misfit> {
         .as_ref()
         .and_then(|s| s.allocatable.clone())
         .unwrap_or_default();
-    let on_node: Vec<&Pod> = world.placed.on_node(name(node)).collect();
+    let (used_cpu, used_memory, pods_on_node) = world.placed.on_node(name(node));
     let (want_cpu, want_memory) = requests(pod);
-    let used_cpu: i64 = on_node.iter().map(|p| requests(p).0).sum();
-    let used_memory: i64 = on_node.iter().map(|p| requests(p).1).sum();
     if let Some(cpu) = allocatable.get("cpu").and_then(millicores)
         && used_cpu + want_cpu > cpu
     {
@@ -272,7 +267,7 @@ fn fits(pod: &Pod, node: &Node, world: &World<'_>) -> Result<(), Misfit> {
     if let Some(max) = allocatable
         .get("pods")
         .and_then(|q| q.0.parse::<usize>().ok())
-        && on_node.len() + 1 > max
+        && pods_on_node + 1 > max
     {
         return Err(Misfit::TooManyPods);
     }
@@ -314,11 +309,8 @@ fn score(pod: &Pod, node: &Node, world: &World<'_>) -> i64 {
 }
 
 fn requested_on(world: &World<'_>, node: &str) -> i64 {
-    world
-        .placed
-        .on_node(node)
-        .map(|pod| requests(pod).0 + 100)
-        .sum()
+    let (cpu, _, pods) = world.placed.on_node(node);
+    cpu + 100 * pods as i64
 }
 
 /// Whether a pod the term selects already runs in the same topology domain as `node`.
