@@ -283,14 +283,44 @@ fn collect_leaves(value: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldP
 }
 
 /// Leaf fields whose value differs between two versions of an object.
+///
+/// Both versions are walked together and an equal subtree is left at its root: every write
+/// pays for this (managed-fields bookkeeping), and collecting every leaf of both versions and
+/// looking each one up again from the root made a StatefulSet's status write cost as much as
+/// its whole template.
 pub fn changed_fields(old: &Value, new: &Value) -> BTreeSet<FieldPath> {
-    let old_fields = leaf_fields(old);
-    let new_fields = leaf_fields(new);
-    old_fields
-        .union(&new_fields)
-        .filter(|p| get_path(old, p) != get_path(new, p))
-        .cloned()
-        .collect()
+    let mut fields = BTreeSet::new();
+    collect_changes(Some(old), Some(new), &mut Vec::new(), &mut fields);
+    fields.retain(|p| !is_untracked(p));
+    fields
+}
+
+fn collect_changes(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    path: &mut FieldPath,
+    out: &mut BTreeSet<FieldPath>,
+) {
+    match (old, new) {
+        (Some(Value::Object(old_map)), Some(Value::Object(new_map)))
+            if !old_map.is_empty() && !new_map.is_empty() =>
+        {
+            let added = new_map.keys().filter(|key| !old_map.contains_key(*key));
+            for key in old_map.keys().chain(added) {
+                path.push(key.clone());
+                collect_changes(old_map.get(key), new_map.get(key), path, out);
+                path.pop();
+            }
+        }
+        _ if old == new => {}
+        // A leaf that changed, or a map that became a leaf (or the other way round): every
+        // leaf on either side differs from what the other side has at that path.
+        _ => {
+            for side in [old, new].into_iter().flatten() {
+                collect_leaves(side, path, out);
+            }
+        }
+    }
 }
 
 pub fn get_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {

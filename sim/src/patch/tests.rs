@@ -183,3 +183,60 @@ fn apply_conflicts_unless_forced() {
     assert_eq!(forced.object["data"]["a"], json!("2"));
     assert!(forced.entries.iter().all(|e| e.manager != "alice"));
 }
+
+/// What `changed_fields` must find: every leaf of either version whose value at that path
+/// differs (the definition, looked up from the root for each leaf).
+fn changed_fields_by_definition(old: &Value, new: &Value) -> BTreeSet<FieldPath> {
+    let old_fields = leaf_fields(old);
+    let new_fields = leaf_fields(new);
+    old_fields
+        .union(&new_fields)
+        .filter(|p| get_path(old, p) != get_path(new, p))
+        .cloned()
+        .collect()
+}
+
+fn small_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        (0..3i64).prop_map(Value::from),
+        "[ab]".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 24, 3, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            proptest::collection::btree_map("[abm]|metadata|status", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #[test]
+    fn changed_fields_are_the_leaves_that_differ(old in small_json(), new in small_json()) {
+        proptest::prop_assert_eq!(
+            changed_fields(&old, &new),
+            changed_fields_by_definition(&old, &new)
+        );
+    }
+}
+
+#[test]
+fn changed_fields_of_a_status_write_are_in_the_status() {
+    let old = json!({"metadata": {"name": "a", "resourceVersion": "1", "labels": {"x": "1"}},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c"}]}}},
+        "status": {"replicas": 1, "readyReplicas": 0}});
+    let mut new = old.clone();
+    new["status"]["readyReplicas"] = json!(1);
+    new["status"]["availableReplicas"] = json!(1);
+    new["metadata"]["resourceVersion"] = json!("2");
+    assert_eq!(
+        changed_fields(&old, &new),
+        BTreeSet::from([
+            path("status.readyReplicas"),
+            path("status.availableReplicas")
+        ])
+    );
+}

@@ -2,6 +2,7 @@
 //! the spec part that `metadata.generation` tracks, and the etcd key errors name.
 
 use super::*;
+use serde_json::Map;
 
 pub(super) fn metadata_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
     object.get("metadata")?.get(field)?.as_str()
@@ -69,24 +70,57 @@ pub(super) fn owner_uids(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Everything but metadata and status: what `metadata.generation` tracks.
-pub(super) fn spec_part(object: &Value) -> Value {
-    let mut copy = object.clone();
-    if let Some(map) = copy.as_object_mut() {
-        map.remove("metadata");
-        map.remove("status");
-    }
-    copy
+/// Whether two maps are equal apart from the keys in `skip` (compared in place: a write
+/// compares whole objects twice, and copying them to drop a few keys cost more than the write).
+fn equal_except(a: &Map<String, Value>, b: &Map<String, Value>, skip: &[&str]) -> bool {
+    let kept =
+        |map: &Map<String, Value>| map.keys().filter(|k| !skip.contains(&k.as_str())).count();
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
-/// The object without the fields a write never compares (resourceVersion, managedFields).
-pub(super) fn comparable(object: &Value) -> Value {
-    let mut copy = object.clone();
-    if let Some(metadata) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.remove("resourceVersion");
-        metadata.remove("managedFields");
+fn as_map(object: &Value) -> Option<&Map<String, Value>> {
+    object.as_object()
+}
+
+/// Whether the spec part — everything but metadata and status, what `metadata.generation`
+/// tracks — is the same in both.
+pub(super) fn same_spec_part(a: &Value, b: &Value) -> bool {
+    match (as_map(a), as_map(b)) {
+        (Some(a), Some(b)) => equal_except(a, b, &["metadata", "status"]),
+        _ => a == b,
     }
-    copy
+}
+
+/// Whether two versions are the same but for the fields a write never compares
+/// (resourceVersion, managedFields).
+pub(super) fn same_but_bookkeeping(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (as_map(a), as_map(b)) else {
+        return a == b;
+    };
+    let empty = Map::new();
+    match (a.get("metadata"), b.get("metadata")) {
+        (Some(Value::Object(_)) | None, Some(Value::Object(_)) | None) => {
+            fn metadata<'a>(
+                m: &'a Map<String, Value>,
+                empty: &'a Map<String, Value>,
+            ) -> &'a Map<String, Value> {
+                m.get("metadata")
+                    .and_then(Value::as_object)
+                    .unwrap_or(empty)
+            }
+            equal_except(a, b, &["metadata"])
+                && equal_except(
+                    metadata(a, &empty),
+                    metadata(b, &empty),
+                    &["resourceVersion", "managedFields"],
+                )
+        }
+        // Metadata that is not a map is compared as it is.
+        _ => a == b,
+    }
 }
 
 pub(super) fn ensure_metadata(
@@ -105,4 +139,47 @@ pub(super) fn ensure_metadata(
     metadata
         .as_object_mut()
         .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookkeeping_is_not_a_difference_and_anything_else_is() {
+        let old = json!({"metadata": {"name": "a", "resourceVersion": "1", "managedFields": [1]},
+            "spec": {"x": 1}, "status": {"y": 1}});
+        let mut new = old.clone();
+        new["metadata"]["resourceVersion"] = json!("2");
+        new["metadata"]["managedFields"] = json!([2]);
+        assert!(same_but_bookkeeping(&old, &new));
+        new["metadata"]
+            .as_object_mut()
+            .expect("metadata is a map")
+            .remove("managedFields");
+        assert!(same_but_bookkeeping(&old, &new));
+        let mut labelled = new.clone();
+        labelled["metadata"]["labels"] = json!({"l": "v"});
+        assert!(!same_but_bookkeeping(&old, &labelled));
+        let mut restated = new.clone();
+        restated["status"]["y"] = json!(2);
+        assert!(!same_but_bookkeeping(&old, &restated));
+        let mut extra = new.clone();
+        extra["data"] = json!({});
+        assert!(!same_but_bookkeeping(&old, &extra));
+    }
+
+    #[test]
+    fn the_spec_part_leaves_out_metadata_and_status() {
+        let old = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {"y": 1}});
+        let mut new = old.clone();
+        new["metadata"]["labels"] = json!({"l": "v"});
+        new["status"]["y"] = json!(2);
+        assert!(same_spec_part(&old, &new));
+        new["spec"]["x"] = json!(2);
+        assert!(!same_spec_part(&old, &new));
+        let mut added = old.clone();
+        added["data"] = json!({"k": "v"});
+        assert!(!same_spec_part(&old, &added));
+    }
 }

@@ -149,7 +149,7 @@ impl State {
             }
         }
         let mut new = self.admit_write(rt, new, Some(old), sub)?;
-        if spec_part(&new) != spec_part(old) {
+        if !same_spec_part(&new, old) {
             let generation = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -163,8 +163,8 @@ impl State {
             Some(entries) => entries,
             None => {
                 let mut entries = patch::read_managed_fields(old);
-                let changed: BTreeSet<FieldPath> =
-                    patch::changed_fields(&comparable(old), &comparable(&new));
+                // resourceVersion and managedFields are untracked: not among the changes.
+                let changed: BTreeSet<FieldPath> = patch::changed_fields(old, &new);
                 patch::record_update(
                     &mut entries,
                     &options.field_manager,
@@ -177,7 +177,7 @@ impl State {
             }
         };
         patch::write_managed_fields(&mut new, &entries);
-        if comparable(&new) == comparable(old)
+        if same_but_bookkeeping(&new, old)
             && patch::read_managed_fields(&new)
                 .iter()
                 .map(|e| (&e.manager, &e.fields))
