@@ -22,7 +22,7 @@ pub struct ResourceType {
     pub short_names: Vec<String>,
     pub categories: Vec<String>,
     /// A CRD's openAPIV3Schema for this version, used to validate, default and prune objects.
-    pub schema: Option<Value>,
+    pub schema: Option<crate::schema::Schema>,
     /// A CRD's additionalPrinterColumns, used for table output.
     pub printer_columns: Vec<Value>,
     /// A review (SelfSubjectAccessReview, SelfSubjectReview): answered on `create`, never stored.

@@ -1,22 +1,69 @@
 //! Structural-schema handling for custom resources: pruning, defaulting, OpenAPI validation and
 //! CEL `x-kubernetes-validations`, in the order an API server applies them.
 
-use kube::core::cel::{Validator, apply_defaults};
+use std::sync::Arc;
+
+use kube::core::cel::{CompiledSchema, Validator, apply_defaults, compile_schema};
 use serde_json::{Map, Value};
+
+/// A custom resource version's structural schema (`openAPIV3Schema`), with its CEL rules
+/// compiled once when the CRD is registered: compiling them on every write, as the uncompiled
+/// validator does, was a tenth of the simulator's time at 400 DVs (every status write of every
+/// DV), where kube-apiserver compiles them once per CRD too.
+#[derive(Clone)]
+pub struct Schema {
+    pub openapi: Value,
+    rules: Arc<CompiledSchema>,
+}
+
+impl Schema {
+    pub fn new(openapi: Value) -> Schema {
+        let rules = Arc::new(compile_schema(&openapi));
+        Schema { openapi, rules }
+    }
+}
+
+/// The compiled rules follow from the schema.
+impl PartialEq for Schema {
+    fn eq(&self, other: &Schema) -> bool {
+        self.openapi == other.openapi
+    }
+}
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schema")
+            .field("openapi", &self.openapi)
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// A validator with the Kubernetes CEL functions registered, one per thread (registering
+    /// them costs more than evaluating a DV's rules).
+    static VALIDATOR: Validator = Validator::new();
+}
 
 /// One schema violation: a field path (`spec.members[2].index`) and what is wrong with it.
 pub type Violation = (String, String);
 
 /// Prunes, defaults and validates `object` (the whole custom resource) against `schema`, with
 /// `old` for transition rules. Returns the object as it would be stored.
-pub fn admit(schema: &Value, object: &Value, old: Option<&Value>) -> Result<Value, Vec<Violation>> {
+pub fn admit(
+    schema: &Schema,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<Value, Vec<Violation>> {
+    let rules = &schema.rules;
+    let schema = &schema.openapi;
     let mut pruned = object.clone();
     prune(schema, &mut pruned, true);
     let defaulted = apply_defaults(schema, &pruned);
     let mut violations = Vec::new();
     validate(schema, &defaulted, "", &mut violations, true);
     if violations.is_empty()
-        && let Err(errors) = Validator::new().validate(schema, &defaulted, old)
+        && let Err(errors) =
+            VALIDATOR.with(|validator| validator.validate_compiled(rules, &defaulted, old))
     {
         for error in errors.into_vec() {
             violations.push((
@@ -246,8 +293,8 @@ mod tests {
 
     use super::*;
 
-    fn schema() -> Value {
-        json!({
+    fn schema() -> Schema {
+        Schema::new(json!({
             "type": "object",
             "properties": {
                 "spec": {
@@ -262,7 +309,7 @@ mod tests {
                     "x-kubernetes-validations": [{"rule": "self.size != 3", "message": "three is unlucky"}]
                 }
             }
-        })
+        }))
     }
 
     #[test]

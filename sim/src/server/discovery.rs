@@ -45,7 +45,7 @@ pub(super) fn openapi_v3(store: &Store, group: &str, version: &str) -> Value {
         let Some(schema) = &rt.schema else { continue };
         let reversed: Vec<&str> = rt.group.split('.').rev().collect();
         let name = format!("{}.{}.{}", reversed.join("."), rt.version, rt.kind);
-        let mut schema = schema.clone();
+        let mut schema = schema.openapi.clone();
         schema["x-kubernetes-group-version-kind"] = gvk;
         if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
             properties.entry("apiVersion").or_insert_with(|| json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));

@@ -103,8 +103,19 @@ impl State {
             return Ok(object);
         };
         let name = metadata_str(&object, "name").unwrap_or_default().to_owned();
-        let old_for_rules = old.map(|o| self.present(rt, o));
-        schema::admit(schema_value, &object, old_for_rules.as_ref()).map_err(|violations| {
+        // Transition rules see the old object as a client would (with apiVersion and kind);
+        // a stored object usually has them already, and is then not copied.
+        let old_for_rules = old.map(|o| {
+            let presented = o.get("apiVersion").and_then(Value::as_str)
+                == Some(rt.api_version().as_str())
+                && o.get("kind").and_then(Value::as_str) == Some(rt.kind.as_str());
+            if presented {
+                std::borrow::Cow::Borrowed(o)
+            } else {
+                std::borrow::Cow::Owned(self.present(rt, o))
+            }
+        });
+        schema::admit(schema_value, &object, old_for_rules.as_deref()).map_err(|violations| {
             ApiError::invalid(&format!("{}.{}", rt.kind, rt.group), &name, violations)
         })
     }

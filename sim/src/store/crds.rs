@@ -103,7 +103,10 @@ impl State {
                 eviction: false,
                 short_names: list(&names, "shortNames"),
                 categories: list(&names, "categories"),
-                schema: version.pointer("/schema/openAPIV3Schema").cloned(),
+                schema: version
+                    .pointer("/schema/openAPIV3Schema")
+                    .cloned()
+                    .map(crate::schema::Schema::new),
                 printer_columns: version
                     .get("additionalPrinterColumns")
                     .and_then(Value::as_array)
