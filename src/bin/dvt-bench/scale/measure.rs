@@ -7,13 +7,16 @@ use super::*;
 pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs `work`, printing one line on stderr every [`PROGRESS_EVERY`]: the phase, objects
-/// applied, pods Ready (followed on the in-process timeline from `mark`), DVs Available, elapsed.
+/// applied, pods Ready (followed on the in-process timeline from `mark`), DVs Available, elapsed,
+/// and the memory in use now (VmRSS) of the simulator's process and of the `operator`, if one
+/// runs: a peak alone does not say when memory grows.
 pub(super) async fn with_progress<F: std::future::Future>(
     phase: &str,
     applying: &str,
     world: &World,
     mark: usize,
     totals: (usize, usize, usize),
+    operator: Option<u32>,
     work: F,
 ) -> F::Output {
     use std::sync::atomic::Ordering;
@@ -41,10 +44,15 @@ pub(super) async fn with_progress<F: std::future::Future>(
                 } else {
                     String::new()
                 };
+                let mib = |pid: u32| proc_status_kib(pid, "VmRSS") as f64 / 1024.0;
+                let operator_line = operator
+                    .map(|pid| format!(", operator RSS {:.0} MiB", mib(pid)))
+                    .unwrap_or_default();
                 eprintln!(
-                    "[{:>6.0}s] {phase}: {applying} applied {}/{objects}, pods Ready {pods_ready}/{pods}{dvs_line}",
+                    "[{:>6.0}s] {phase}: {applying} applied {}/{objects}, pods Ready {pods_ready}/{pods}{dvs_line}{operator_line}, simulator RSS {:.0} MiB",
                     started.elapsed().as_secs_f64(),
                     APPLIED.load(Ordering::Relaxed),
+                    mib(std::process::id()),
                 );
             }
         }

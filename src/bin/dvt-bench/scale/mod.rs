@@ -134,6 +134,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
         &world,
         mark,
         (objects, pods, 0),
+        None,
         async {
             apply_all(&world.client, jobs, options.concurrency).await?;
             wait_for_ready_pods(&world, mark, pods, phase_limit(options)).await
@@ -215,6 +216,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
         &world,
         mark,
         (options.dvs, pods, options.dvs),
+        Some(operator.pid()),
         async {
             apply_all(&world.client, jobs(true), options.concurrency).await?;
             wait_for_available(&world, options.dvs, phase_limit(&options)).await
