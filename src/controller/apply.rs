@@ -348,10 +348,10 @@ pub(super) async fn apply_all(
     Ok(())
 }
 
-pub(super) async fn apply_one<K>(
+pub(super) async fn apply_one<K, C>(
     dv: &DistributedValidator,
     ctx: &Context,
-    cache: &Store<K>,
+    cache: &Store<C>,
     namespace: &str,
     object: K,
     kind: &'static str,
@@ -363,6 +363,8 @@ where
         + Serialize
         + DeserializeOwned
         + std::fmt::Debug,
+    // The cache may hold the objects in a shape of its own (`cached::StatefulSet`).
+    C: Resource<DynamicType = ()> + Clone + 'static,
 {
     let name = object.name_any();
     let want = object.annotations().get(ANNOTATION_SPEC_HASH).cloned();

@@ -6,11 +6,11 @@ use super::*;
 /// The caches a reconcile reads from.
 #[derive(Clone)]
 pub(super) struct Caches {
-    pub(super) statefulsets: Store<StatefulSet>,
+    pub(super) statefulsets: Store<cached::StatefulSet>,
     pub(super) services: Store<Service>,
     pub(super) pdbs: Store<PodDisruptionBudget>,
     pub(super) network_policies: Store<NetworkPolicy>,
-    pub(super) pods: Store<Pod>,
+    pub(super) pods: Store<cached::Pod>,
     pub(super) config_maps: Store<ConfigMap>,
     pub(super) secrets: Store<PartialObjectMeta<Secret>>,
     pub(super) nodes: Store<Node>,
@@ -204,7 +204,7 @@ pub(super) fn owning_dv<K: Resource>(object: &K) -> Vec<ObjectRef<DistributedVal
 pub(super) fn member_statefulsets(
     dv: &DistributedValidator,
     caches: &Caches,
-) -> BTreeMap<String, Arc<StatefulSet>> {
+) -> BTreeMap<String, Arc<cached::StatefulSet>> {
     let namespace = dv.namespace().unwrap_or_default();
     let dv_name = dv.name_any();
     dv.spec

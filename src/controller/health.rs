@@ -1,9 +1,10 @@
 //! Reads a member's health from its pod and node, as the planner wants it. Pure.
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::MemberStatus;
+use crate::controller::cached::Pod;
 use crate::domain::planner::{Broken, Member, NodeHealth};
 
 /// Container waiting reasons that mean the member cannot come up by itself soon.

@@ -7,6 +7,7 @@
 
 mod apply;
 pub mod build;
+pub mod cached;
 mod caches;
 mod context;
 mod dereference;
@@ -195,7 +196,7 @@ fn forget(ctx: &Context, key: &(String, String)) {
 }
 
 /// A reference to a member's pod (with its uid: each pod instance is its own Event series).
-fn pod_reference(pod: &Pod) -> ObjectReference {
+fn pod_reference(pod: &cached::Pod) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".to_owned()),
         kind: Some("Pod".to_owned()),

@@ -113,10 +113,10 @@ pub(super) async fn run_in(
     let network_policies = owned_cache(&client, ns, trim::network_policy, &triggers, &mut tasks);
     // Pods belong to the StatefulSets; their DV is in a label.
     let pods = spawn_cache(
-        api::<Pod>(&client, ns),
+        api::<cached::Pod>(&client, ns),
         managed,
         trim::pod,
-        |pod: &Pod| {
+        |pod: &cached::Pod| {
             let namespace = pod.namespace().unwrap_or_default();
             pod.labels()
                 .get(LABEL_DV)

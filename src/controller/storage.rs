@@ -9,7 +9,7 @@
 //! - a smaller size or another class: refused, with the reason in the DV's condition; nothing is
 //!   changed. A PVC is never deleted.
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use crate::controller::cached::{StatefulSet, StatefulSetSpec};
 
 use crate::api::StorageSpec;
 use crate::controller::names::{VOLUME_CHARON_DATA, VOLUME_VC_DATA};

@@ -6,15 +6,13 @@
 //! with `health`, `status` and `apply`: the tests below check that trimmed objects decide the
 //! same as whole ones.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerStatus, Node, NodeSpec, NodeStatus, Pod, PodCondition, PodSpec, PodStatus,
-    Service,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, NodeSpec, NodeStatus, PodCondition, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PartialObjectMeta;
+
+use super::cached;
 
 /// Managed fields describe who set which field; nothing here reads them.
 fn metadata(meta: &mut ObjectMeta) {
@@ -63,9 +61,9 @@ pub fn distributed_validator(dv: &mut crate::api::DistributedValidator) {
 /// fields) and status (the update revision); the spec is the operator's own, compared by hash
 /// and, for other writers, by managed fields. Of it only the claim templates' names, sizes and
 /// classes are kept (what a change of `spec.storage` is compared with, since they cannot
-/// change), written compactly into the cached copy's [`CACHED_CLAIMS`] annotation: a decoded
-/// spec would cost about 4 kB per StatefulSet, 17 MB at 1,000 DVs.
-pub fn statefulset(set: &mut StatefulSet) {
+/// change), written compactly into the cached copy's [`CACHED_CLAIMS`] annotation: decoded
+/// claim templates would cost a few kB per StatefulSet.
+pub fn statefulset(set: &mut cached::StatefulSet) {
     child_metadata(&mut set.metadata);
     keep_only(&mut set.metadata.labels, &STATEFULSET_LABELS);
     if let Some(spec) = set.spec.take() {
@@ -85,40 +83,18 @@ pub fn statefulset(set: &mut StatefulSet) {
 /// the API: the operator applies what it builds, not what it caches).
 pub const CACHED_CLAIMS: &str = "dvt.io/cached-claim-templates";
 
-/// A member pod: metadata (labels with the revision, uid, timestamps), the node it is bound to,
-/// and of its status the phase, conditions and each container's readiness, restarts and states
-/// (which decide health); not addresses, images or resources.
-pub fn pod(pod: &mut Pod) {
+/// A member pod, decoded as [`cached::Pod`] (the node it is bound to; of its status the phase,
+/// conditions, the pod IP and each container's readiness, restarts and states): of its
+/// metadata only the labels and annotation a reconcile reads, and of its conditions Ready and
+/// why it cannot be scheduled.
+pub fn pod(pod: &mut cached::Pod) {
     metadata(&mut pod.metadata);
     keep_only(&mut pod.metadata.labels, &POD_LABELS);
     keep_only(&mut pod.metadata.annotations, &POD_ANNOTATIONS);
-    pod.spec = pod.spec.take().map(|spec| PodSpec {
-        node_name: spec.node_name,
-        ..PodSpec::default()
-    });
-    let containers = |statuses: Option<Vec<ContainerStatus>>| {
-        statuses.map(|statuses| {
-            statuses
-                .into_iter()
-                .map(|c| ContainerStatus {
-                    name: c.name,
-                    ready: c.ready,
-                    restart_count: c.restart_count,
-                    started: c.started,
-                    state: c.state,
-                    last_state: c.last_state,
-                    ..ContainerStatus::default()
-                })
-                .collect()
-        })
-    };
-    pod.status = pod.status.take().map(|status| PodStatus {
-        phase: status.phase,
-        reason: status.reason,
-        message: status.message,
+    if let Some(status) = pod.status.as_mut() {
         // Readiness with its transition time (restart delays, minReadySeconds), and why a pod
         // cannot be scheduled; not the other conditions, nor probe times and wording.
-        conditions: status.conditions.map(|conditions| {
+        status.conditions = status.conditions.take().map(|conditions| {
             conditions
                 .into_iter()
                 .filter_map(|c| match c.type_.as_str() {
@@ -135,13 +111,8 @@ pub fn pod(pod: &mut Pod) {
                     _ => None,
                 })
                 .collect()
-        }),
-        container_statuses: containers(status.container_statuses),
-        init_container_statuses: containers(status.init_container_statuses),
-        // Where the peer monitor reads the member's Charon.
-        pod_ip: status.pod_ip,
-        ..PodStatus::default()
-    });
+        });
+    }
 }
 
 /// A Service, budget or policy of the operator's: compared by the spec-hash annotation only.
@@ -203,8 +174,11 @@ pub fn node(node: &mut Node) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::cached::FromApi;
     use crate::controller::status::{Observed, is_outdated};
     use crate::controller::{build, health, testing, validate};
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
     /// A member pod as the StatefulSet controller and kubelet make it: the builder's template,
@@ -260,27 +234,29 @@ mod tests {
         let desired = build::build(&cluster);
         let now = testing::time("2027-01-15T08:01:00Z").0;
         for ready in [true, false] {
-            let whole_set = full_set(&desired.statefulsets[0]);
-            let whole_pod = full_pod(&desired.statefulsets[0], ready);
+            let api_set = full_set(&desired.statefulsets[0]);
+            let api_pod = full_pod(&desired.statefulsets[0], ready);
+            // As a watch decodes them into the cached shapes, before and after trimming.
+            let whole_set = cached::StatefulSet::from_api(&api_set).unwrap();
+            let whole_pod = cached::Pod::from_api(&api_pod).unwrap();
             let (mut set, mut member_pod) = (whole_set.clone(), whole_pod.clone());
             statefulset(&mut set);
             pod(&mut member_pod);
             assert!(set.spec.is_none() && set.metadata.managed_fields.is_none());
             assert_eq!(
+                whole_pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+                Some("node-3")
+            );
+            assert_eq!(
                 crate::controller::storage::live_claims(&set),
                 crate::controller::storage::live_claims(&whole_set),
                 "the claim templates are kept"
             );
-            assert!(member_pod.spec.as_ref().unwrap().containers.is_empty());
             let status = member_pod.status.as_ref().unwrap();
             // The pod IP stays: the peer monitor reads the member's Charon there.
-            assert!(
-                status.host_ip.is_none()
-                    && status.pod_ip == whole_pod.status.as_ref().unwrap().pod_ip
-            );
-            assert_eq!(status.container_statuses.as_ref().unwrap()[0].image, "");
+            assert_eq!(status.pod_ip.as_deref(), Some("10.1.0.7"));
 
-            let judge = |set: &StatefulSet, p: &Pod| {
+            let judge = |set: &cached::StatefulSet, p: &cached::Pod| {
                 let observed = Observed {
                     statefulset: Some(set),
                     pod: Some(p),
@@ -328,7 +304,7 @@ mod tests {
 
     #[test]
     fn an_unschedulable_pod_keeps_why() {
-        let mut whole: Pod = serde_json::from_value(json!({
+        let mut whole: cached::Pod = serde_json::from_value(json!({
             "metadata": {"name": "stader-4-alpha-0", "labels": {"app.kubernetes.io/name": "dvt"}},
             "spec": {"containers": []},
             "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/8 nodes are available"}]},
@@ -369,7 +345,7 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": "False"}], "images": [{"names": ["a"], "sizeBytes": 1}]},
         }))
         .unwrap();
-        let whole_pod: Pod =
+        let whole_pod: cached::Pod =
             serde_json::from_value(json!({"spec": {"nodeName": "node-1", "containers": []}}))
                 .unwrap();
         let before = format!("{:?}", health::node_health(&whole_pod, Some(&whole)));

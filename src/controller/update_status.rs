@@ -6,8 +6,8 @@ use super::*;
 /// Each member's StatefulSet and pod have known names: they are looked up, not scanned for (a
 /// scan per reconcile made convergence quadratic in the number of DVs).
 pub(super) struct Observations {
-    sets: BTreeMap<String, Arc<StatefulSet>>,
-    pods: BTreeMap<String, Arc<Pod>>,
+    sets: BTreeMap<String, Arc<cached::StatefulSet>>,
+    pods: BTreeMap<String, Arc<cached::Pod>>,
     zones: BTreeMap<String, String>,
 }
 
@@ -17,7 +17,7 @@ impl Observations {
         let dv_name = dv.name_any();
         let owned_by_dv =
             |labels: &BTreeMap<String, String>| labels.get(LABEL_DV) == Some(&dv_name);
-        let pods: BTreeMap<String, Arc<Pod>> = dv
+        let pods: BTreeMap<String, Arc<cached::Pod>> = dv
             .spec
             .members
             .iter()

@@ -3,13 +3,13 @@
 //! the steps run with `terminationMessagePolicy: FallbackToLogsOnError`) and whether the new
 //! client runs.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{ClientMove, ClientMovePhase};
 use crate::controller::build::clients::migration::{
     SUMMARY_EXPORTED, interchange_file, parse_summary,
 };
+use crate::controller::cached::{ContainerStatus, Pod};
 use crate::controller::model::Member;
 use crate::controller::names::{
     CONTAINER_VALIDATOR_CLIENT, INIT_EXPORT_SLASHING_PROTECTION, INIT_IMPORT_SLASHING_PROTECTION,

@@ -9,10 +9,9 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::cached::{Pod, StatefulSet};
 use super::model::{Cluster, Invalid};
 use crate::api::reasons;
 use crate::api::{
