@@ -150,9 +150,14 @@ pub fn config_map(config_map: &mut ConfigMap) {
     config_map.binary_data = None;
 }
 
-/// A Secret, already metadata only.
+/// A Secret, already metadata only: of it a reconcile reads the name and resourceVersion. Its
+/// labels and annotations go too: `kubectl apply` leaves the whole manifest, key material
+/// included, in `kubectl.kubernetes.io/last-applied-configuration`, and the operator keeps no
+/// copy of secret values.
 pub fn secret(secret: &mut PartialObjectMeta<k8s_openapi::api::core::v1::Secret>) {
     metadata(&mut secret.metadata);
+    secret.metadata.labels = None;
+    secret.metadata.annotations = None;
 }
 
 /// A Node: labels (zones), taints (out-of-service) and conditions (reachability). Its image
@@ -335,6 +340,28 @@ mod tests {
         assert!(policy.spec.is_none());
         assert_eq!(policy.metadata.owner_references, owners);
         assert!(owners.is_some());
+    }
+
+    #[test]
+    fn a_secret_keeps_no_copy_of_its_values() {
+        let mut applied: PartialObjectMeta<k8s_openapi::api::core::v1::Secret> =
+            serde_json::from_value(json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                "metadata": {"name": "alpha-share", "namespace": "ns", "resourceVersion": "7",
+                    "labels": {"team": "a"},
+                    "annotations": {"kubectl.kubernetes.io/last-applied-configuration":
+                        "{\"data\":{\"keystore-0.json\":\"c2VjcmV0\"}}"}},
+            }))
+            .unwrap();
+        secret(&mut applied);
+        assert!(applied.metadata.annotations.is_none() && applied.metadata.labels.is_none());
+        assert_eq!(
+            (
+                applied.metadata.name.as_deref(),
+                applied.metadata.resource_version.as_deref()
+            ),
+            (Some("alpha-share"), Some("7"))
+        );
     }
 
     #[test]
