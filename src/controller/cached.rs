@@ -113,57 +113,127 @@ macro_rules! resource_as {
 resource_as!(Pod, k8s_openapi::api::core::v1::Pod);
 resource_as!(StatefulSet, k8s_openapi::api::apps::v1::StatefulSet);
 
-/// Whole API objects in the cached shape, as a watch would decode them (tests build API objects
+/// A whole API object in a cached shape, as a watch would decode it (tests build API objects
 /// and judge them as the caches hold them).
-pub trait FromApi<T>: Sized {
-    fn from_api(object: &T) -> Result<Self, serde_json::Error>;
-}
-
-impl<T: serde::Serialize, C: serde::de::DeserializeOwned> FromApi<T> for C {
-    fn from_api(object: &T) -> Result<C, serde_json::Error> {
-        serde_json::to_value(object).and_then(serde_json::from_value)
-    }
+#[cfg(test)]
+pub fn from_api<T: serde::Serialize, C: serde::de::DeserializeOwned>(
+    object: &T,
+) -> Result<C, serde_json::Error> {
+    serde_json::to_value(object).and_then(serde_json::from_value)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Every field the readers use, under its API name: a misspelt rename would decode as
+    /// absent and judge every member wrongly, trimmed or not.
     #[test]
-    fn a_pod_decodes_with_the_fields_read_and_nothing_else() {
+    fn a_pod_decodes_every_field_read_under_its_api_name() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "m-0", "namespace": "ns"},
+            "metadata": {"name": "m-0", "namespace": "ns", "deletionTimestamp": "2027-01-15T08:00:00Z"},
             "spec": {"nodeName": "node-1", "containers": [{"name": "charon", "image": "x"}]},
             "status": {
-                "phase": "Running",
+                "phase": "Pending",
+                "reason": "Evicted",
+                "message": "low on memory",
                 "podIP": "10.0.0.7",
-                "conditions": [{"type": "Ready", "status": "True"}],
+                "hostIP": "10.1.0.1",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2027-01-15T07:59:00Z"}],
                 "containerStatuses": [{
-                    "name": "charon", "ready": true, "restartCount": 2, "image": "x",
-                    "imageID": "sha256:1", "state": {"running": {}}
+                    "name": "charon", "ready": true, "restartCount": 2, "started": true, "image": "x",
+                    "imageID": "sha256:1", "state": {"waiting": {"reason": "CrashLoopBackOff"}}
+                }],
+                "initContainerStatuses": [{
+                    "name": "copy-enr-key", "ready": false, "restartCount": 4, "image": "x", "imageID": "",
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
                 }]
             }
         }))
         .expect("a pod decodes");
+        assert!(pod.metadata.deletion_timestamp.is_some());
         assert_eq!(
-            pod.spec.and_then(|s| s.node_name).as_deref(),
+            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
             Some("node-1")
         );
-        let status = pod.status.expect("status decoded");
-        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));
-        let container = &status.container_statuses.expect("containers decoded")[0];
+        let status = pod.status.as_ref().expect("status decoded");
+        assert_eq!(
+            (
+                status.phase.as_deref(),
+                status.reason.as_deref(),
+                status.message.as_deref(),
+                status.pod_ip.as_deref()
+            ),
+            (
+                Some("Pending"),
+                Some("Evicted"),
+                Some("low on memory"),
+                Some("10.0.0.7")
+            )
+        );
+        let ready = &status.conditions.as_ref().expect("conditions decoded")[0];
+        assert!(ready.type_ == "Ready" && ready.last_transition_time.is_some());
+        let container = &status
+            .container_statuses
+            .as_ref()
+            .expect("containers decoded")[0];
         assert_eq!(
             (
                 container.name.as_str(),
                 container.ready,
-                container.restart_count
+                container.restart_count,
+                container.started
             ),
-            ("charon", true, 2)
+            ("charon", true, 2, Some(true))
+        );
+        let waiting = container.state.as_ref().and_then(|s| s.waiting.as_ref());
+        assert_eq!(
+            waiting.and_then(|w| w.reason.as_deref()),
+            Some("CrashLoopBackOff")
+        );
+        let init = &status
+            .init_container_statuses
+            .as_ref()
+            .expect("init containers decoded")[0];
+        let terminated = init.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+        assert_eq!(
+            (
+                init.restart_count,
+                terminated.and_then(|t| t.reason.as_deref())
+            ),
+            (4, Some("OOMKilled"))
         );
         assert!(
             std::mem::size_of::<Pod>() < std::mem::size_of::<k8s_openapi::api::core::v1::Pod>() / 3
+        );
+    }
+
+    #[test]
+    fn a_statefulset_decodes_its_claim_templates_and_status() {
+        let set: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "m", "annotations": {"dvt.io/spec-hash": "h"}},
+            "spec": {
+                "replicas": 1,
+                "template": {"spec": {"containers": [{"name": "charon", "image": "x"}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "charon-data"},
+                    "spec": {"resources": {"requests": {"storage": "1Gi"}}}}]
+            },
+            "status": {"replicas": 1, "updateRevision": "m-2", "currentRevision": "m-1"}
+        }))
+        .expect("a StatefulSet decodes");
+        let templates = set
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_claim_templates.as_ref())
+            .expect("claim templates decoded");
+        assert_eq!(templates[0].metadata.name.as_deref(), Some("charon-data"));
+        assert_eq!(
+            set.status
+                .as_ref()
+                .and_then(|s| s.update_revision.as_deref()),
+            Some("m-2")
         );
     }
 

@@ -179,7 +179,6 @@ pub fn node(node: &mut Node) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::cached::FromApi;
     use crate::controller::status::{Observed, is_outdated};
     use crate::controller::{build, health, testing, validate};
     use k8s_openapi::api::apps::v1::StatefulSet;
@@ -242,8 +241,8 @@ mod tests {
             let api_set = full_set(&desired.statefulsets[0]);
             let api_pod = full_pod(&desired.statefulsets[0], ready);
             // As a watch decodes them into the cached shapes, before and after trimming.
-            let whole_set = cached::StatefulSet::from_api(&api_set).unwrap();
-            let whole_pod = cached::Pod::from_api(&api_pod).unwrap();
+            let whole_set = cached::from_api::<_, cached::StatefulSet>(&api_set).unwrap();
+            let whole_pod = cached::from_api::<_, cached::Pod>(&api_pod).unwrap();
             let (mut set, mut member_pod) = (whole_set.clone(), whole_pod.clone());
             statefulset(&mut set);
             pod(&mut member_pod);

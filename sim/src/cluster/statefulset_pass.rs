@@ -3,6 +3,29 @@
 
 use super::*;
 
+/// Objects by (namespace, uid of their controller); those without a controller are left out.
+fn by_controller<T>(
+    objects: &[Arc<T>],
+    metadata: fn(&T) -> &ObjectMeta,
+) -> HashMap<(String, String), Vec<&T>> {
+    let mut index: HashMap<(String, String), Vec<&T>> = HashMap::new();
+    for object in objects {
+        let meta = metadata(object);
+        if let Some(owner) = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+        {
+            index
+                .entry((namespace_of(meta), owner.uid.clone()))
+                .or_default()
+                .push(object.as_ref());
+        }
+    }
+    index
+}
+
 impl Inner {
     /// Makes `set` the controller of each object (an owner reference added); returns the
     /// stored copies of those adopted.
@@ -68,32 +91,8 @@ impl Inner {
         // Each set's pods, revisions and its namespace's claims, indexed once per pass: scanning
         // every pod, revision and claim for each set made a pass quadratic in the number of
         // StatefulSets (at 4,000 sets a pass took a minute, and pods waited for it).
-        let controller_uid = |meta: &ObjectMeta| -> Option<String> {
-            meta.owner_references
-                .iter()
-                .flatten()
-                .find(|r| r.controller == Some(true))
-                .map(|r| r.uid.clone())
-        };
-        let mut pods_by_owner: HashMap<(String, String), Vec<&Pod>> = HashMap::new();
-        for pod in &pods {
-            if let Some(uid) = controller_uid(&pod.metadata) {
-                pods_by_owner
-                    .entry((namespace_of(&pod.metadata), uid))
-                    .or_default()
-                    .push(pod.as_ref());
-            }
-        }
-        let mut revisions_by_owner: HashMap<(String, String), Vec<&ControllerRevision>> =
-            HashMap::new();
-        for revision in &revisions {
-            if let Some(uid) = controller_uid(&revision.metadata) {
-                revisions_by_owner
-                    .entry((namespace_of(&revision.metadata), uid))
-                    .or_default()
-                    .push(revision.as_ref());
-            }
-        }
+        let pods_by_owner = by_controller(&pods, |p| &p.metadata);
+        let revisions_by_owner = by_controller(&revisions, |r| &r.metadata);
         let mut claims_by_namespace: HashMap<String, BTreeSet<String>> = HashMap::new();
         for claim in &claims {
             claims_by_namespace

@@ -4,6 +4,23 @@
 use super::*;
 
 impl State {
+    /// The object as a client sees it: a stored object that already names its apiVersion and
+    /// kind is borrowed, not copied (writes present the old and new object on hot paths).
+    pub(super) fn presented<'a>(
+        &self,
+        rt: &ResourceType,
+        object: &'a Value,
+    ) -> std::borrow::Cow<'a, Value> {
+        let named = object.get("apiVersion").and_then(Value::as_str)
+            == Some(rt.api_version().as_str())
+            && object.get("kind").and_then(Value::as_str) == Some(rt.kind.as_str());
+        if named {
+            std::borrow::Cow::Borrowed(object)
+        } else {
+            std::borrow::Cow::Owned(self.present(rt, object))
+        }
+    }
+
     pub(super) fn present(&self, rt: &ResourceType, object: &Value) -> Value {
         let mut copy = object.clone();
         if let Some(map) = copy.as_object_mut() {
@@ -103,18 +120,8 @@ impl State {
             return Ok(object);
         };
         let name = metadata_str(&object, "name").unwrap_or_default().to_owned();
-        // Transition rules see the old object as a client would (with apiVersion and kind);
-        // a stored object usually has them already, and is then not copied.
-        let old_for_rules = old.map(|o| {
-            let presented = o.get("apiVersion").and_then(Value::as_str)
-                == Some(rt.api_version().as_str())
-                && o.get("kind").and_then(Value::as_str) == Some(rt.kind.as_str());
-            if presented {
-                std::borrow::Cow::Borrowed(o)
-            } else {
-                std::borrow::Cow::Owned(self.present(rt, o))
-            }
-        });
+        // Transition rules see the old object as a client would (with apiVersion and kind).
+        let old_for_rules = old.map(|o| self.presented(rt, o));
         schema::admit(schema_value, &object, old_for_rules.as_deref()).map_err(|violations| {
             ApiError::invalid(&format!("{}.{}", rt.kind, rt.group), &name, violations)
         })

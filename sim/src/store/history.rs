@@ -77,15 +77,7 @@ impl State {
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         let api_version = rt.api_version();
-        let presented = object.get("apiVersion").and_then(Value::as_str)
-            == Some(api_version.as_str())
-            && object.get("kind").and_then(Value::as_str) == Some(rt.kind.as_str());
-        let json = if presented {
-            serde_json::to_vec(object)
-        } else {
-            serde_json::to_vec(&self.present(rt, object))
-        }
-        .unwrap_or_default();
+        let json = serde_json::to_vec(self.presented(rt, object).as_ref()).unwrap_or_default();
         let event = Arc::new(WatchEvent {
             resource_version: rv,
             key: rt.storage_key(),

@@ -81,14 +81,10 @@ fn equal_except(a: &Map<String, Value>, b: &Map<String, Value>, skip: &[&str]) -
             .all(|(k, v)| b.get(k) == Some(v))
 }
 
-fn as_map(object: &Value) -> Option<&Map<String, Value>> {
-    object.as_object()
-}
-
 /// Whether the spec part — everything but metadata and status, what `metadata.generation`
 /// tracks — is the same in both.
 pub(super) fn same_spec_part(a: &Value, b: &Value) -> bool {
-    match (as_map(a), as_map(b)) {
+    match (a.as_object(), b.as_object()) {
         (Some(a), Some(b)) => equal_except(a, b, &["metadata", "status"]),
         _ => a == b,
     }
@@ -97,28 +93,15 @@ pub(super) fn same_spec_part(a: &Value, b: &Value) -> bool {
 /// Whether two versions are the same but for the fields a write never compares
 /// (resourceVersion, managedFields).
 pub(super) fn same_but_bookkeeping(a: &Value, b: &Value) -> bool {
-    let (Some(a), Some(b)) = (as_map(a), as_map(b)) else {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return a == b;
     };
-    let empty = Map::new();
     match (a.get("metadata"), b.get("metadata")) {
-        (Some(Value::Object(_)) | None, Some(Value::Object(_)) | None) => {
-            fn metadata<'a>(
-                m: &'a Map<String, Value>,
-                empty: &'a Map<String, Value>,
-            ) -> &'a Map<String, Value> {
-                m.get("metadata")
-                    .and_then(Value::as_object)
-                    .unwrap_or(empty)
-            }
+        (Some(Value::Object(meta_a)), Some(Value::Object(meta_b))) => {
             equal_except(a, b, &["metadata"])
-                && equal_except(
-                    metadata(a, &empty),
-                    metadata(b, &empty),
-                    &["resourceVersion", "managedFields"],
-                )
+                && equal_except(meta_a, meta_b, &["resourceVersion", "managedFields"])
         }
-        // Metadata that is not a map is compared as it is.
+        // Without metadata maps on both sides there is no bookkeeping to leave out.
         _ => a == b,
     }
 }
