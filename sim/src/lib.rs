@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use cluster::faults::Fault;
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, PassStats};
 pub use store::Store;
 
 /// Why the simulator could not start or be used.

@@ -54,6 +54,7 @@ impl Inner {
         nodes: &[Arc<Node>],
         failed: &BTreeSet<String>,
         now: Instant,
+        budget: &Budget,
     ) -> Option<Instant> {
         let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
         let host_ip: BTreeMap<String, String> = nodes
@@ -100,6 +101,8 @@ impl Inner {
                 let done_at = *terminating
                     .entry(uid.clone())
                     .or_insert(now + self.options.termination_delay);
+                // Not held back by the budget: deletes are few, and a StatefulSet's replacement
+                // pod waits on this one.
                 if now >= done_at {
                     drop(terminating);
                     self.access
@@ -261,7 +264,7 @@ impl Inner {
                 now,
                 &self.options,
             );
-            if pod.status.as_ref() != Some(&status) {
+            if pod.status.as_ref() != Some(&status) && budget.spend(1) {
                 let mut updated = pod.clone();
                 updated.status = Some(status);
                 if let Err(error) = self.access.replace(

@@ -4,7 +4,12 @@
 use super::*;
 
 impl Inner {
-    pub(super) fn schedule(&self, nodes: &[Arc<Node>], node_ready: &dyn Fn(&Node) -> bool) {
+    pub(super) fn schedule(
+        &self,
+        nodes: &[Arc<Node>],
+        node_ready: &dyn Fn(&Node) -> bool,
+        budget: &Budget,
+    ) {
         // Nodes are few: the scheduler's plain copies cost nothing next to the pods.
         let nodes: Vec<Node> = nodes.iter().map(|n| Node::clone(n)).collect();
         let nodes = nodes.as_slice();
@@ -118,6 +123,14 @@ impl Inner {
             });
             status.conditions = Some(conditions);
             let name = name_of(&pod.metadata);
+            // Binding, its condition and the volumes' zone; or a new reason it cannot be.
+            let writes = match &decision {
+                Ok(_) => 2 + pod_claims.len(),
+                Err(_) => usize::from(!unchanged),
+            };
+            if !budget.spend(writes) {
+                continue;
+            }
             match decision {
                 Ok(node) => {
                     let mut bound = updated.clone();

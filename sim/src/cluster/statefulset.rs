@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, StatefulSet, StatefulSetSpec, StatefulSetStatus, StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
@@ -155,25 +157,46 @@ fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, ordina
 
 /// Plans one pass for `set`. `pods` and `claims` are the set's namespace's (filtered here),
 /// `revisions` the set's own.
+#[cfg(test)]
 pub fn plan(
     set: &StatefulSet,
     pods: &[&Pod],
     claims: &BTreeSet<String>,
     revisions: &[&ControllerRevision],
 ) -> Plan {
+    let hash = template_hash(&set.spec.clone().unwrap_or_default().template);
+    plan_with_hash(set, &hash, pods, claims, revisions)
+}
+
+/// [`plan`], given the [`template_hash`] of the set's template (the caller keeps it while the
+/// set's generation stays: hashing it on every plan was a sixth of the simulator's time).
+pub fn plan_with_hash(
+    set: &StatefulSet,
+    hash: &str,
+    pods: &[&Pod],
+    claims: &BTreeSet<String>,
+    revisions: &[&ControllerRevision],
+) -> Plan {
     let mut plan = Plan::default();
     let set_name = set.metadata.name.clone().unwrap_or_default();
-    let spec = set.spec.clone().unwrap_or_default();
+    let no_spec = StatefulSetSpec::default();
+    let spec = set.spec.as_ref().unwrap_or(&no_spec);
     let replicas = spec.replicas.unwrap_or(1).max(0);
-    let hash = template_hash(&spec.template);
     let update_revision = format!("{set_name}-{hash}");
 
-    // Revisions: the current template's, created when missing.
-    let mut templates: BTreeMap<String, PodTemplateSpec> = revisions
+    // Revisions: the current template's, created when missing. A revision's template is
+    // decoded only when a pod is made from it (decoding them all on every plan was most of the
+    // simulator's StatefulSet pass).
+    let by_name: BTreeMap<&str, &ControllerRevision> = revisions
         .iter()
-        .filter_map(|r| Some((r.metadata.name.clone()?, template_of(r)?)))
+        .filter(|r| {
+            r.data
+                .as_ref()
+                .is_some_and(|d| d.0.pointer("/spec/template").is_some())
+        })
+        .filter_map(|r| Some((r.metadata.name.as_deref()?, *r)))
         .collect();
-    if !templates.contains_key(&update_revision) {
+    if !by_name.contains_key(update_revision.as_str()) {
         let number = revisions.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
         let mut labels = spec
             .template
@@ -181,7 +204,7 @@ pub fn plan(
             .as_ref()
             .and_then(|m| m.labels.clone())
             .unwrap_or_default();
-        labels.insert("controller.kubernetes.io/hash".into(), hash.clone());
+        labels.insert("controller.kubernetes.io/hash".into(), hash.to_owned());
         plan.create_revision = Some(ControllerRevision {
             metadata: ObjectMeta {
                 name: Some(update_revision.clone()),
@@ -193,13 +216,12 @@ pub fn plan(
             revision: number,
             data: Some(RawExtension(json!({"spec": {"template": spec.template}}))),
         });
-        templates.insert(update_revision.clone(), spec.template.clone());
     }
     let current_revision = set
         .status
         .as_ref()
         .and_then(|s| s.current_revision.clone())
-        .filter(|r| templates.contains_key(r))
+        .filter(|r| *r == update_revision || by_name.contains_key(r.as_str()))
         .unwrap_or_else(|| update_revision.clone());
 
     let by_ordinal: BTreeMap<i32, &Pod> = pods
@@ -207,7 +229,8 @@ pub fn plan(
         .filter_map(|p| Some((ordinal_of(&set_name, p.metadata.name.as_deref()?)?, *p)))
         .collect();
     let ordered = spec.pod_management_policy.as_deref() != Some("Parallel");
-    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    let no_strategy = StatefulSetUpdateStrategy::default();
+    let strategy = spec.update_strategy.as_ref().unwrap_or(&no_strategy);
     let rolling = strategy.type_.as_deref() != Some("OnDelete");
     let partition = strategy
         .rolling_update
@@ -268,7 +291,11 @@ pub fn plan(
                 } else {
                     &update_revision
                 };
-                let template = templates.get(revision).unwrap_or(&spec.template);
+                // The update revision's template is the set's own (its name is the hash).
+                let recorded = (*revision != update_revision)
+                    .then(|| by_name.get(revision.as_str()).and_then(|r| template_of(r)))
+                    .flatten();
+                let template = recorded.as_ref().unwrap_or(&spec.template);
                 plan.create_pods
                     .push(new_pod(set, template, revision, ordinal));
                 if ordered {

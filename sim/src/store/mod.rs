@@ -313,30 +313,13 @@ impl Store {
         (items, state.resource_version)
     }
 
-    /// Every object of a type by key, in key order, with a copy of those `stale` (given the key
-    /// and resourceVersion) says the caller does not know yet: what a typed cache needs to
-    /// catch up without copying every object on every read.
-    pub fn list_changed(
-        &self,
-        rt: &ResourceType,
-        stale: impl Fn(&(String, String), &str) -> bool,
-    ) -> (Vec<(String, String)>, Vec<Value>) {
+    /// Visits every object of a type in key order, under one lock and without copying: what a
+    /// typed cache needs to catch up (decoding only what changed) on every read.
+    pub fn visit(&self, rt: &ResourceType, mut visit: impl FnMut(&(String, String), &Value)) {
         let state = self.lock();
-        let Some(objects) = state.objects.get(&rt.storage_key()) else {
-            return (Vec::new(), Vec::new());
-        };
-        let mut keys = Vec::with_capacity(objects.len());
-        let mut changed = Vec::new();
-        for (key, object) in objects {
-            let version = object["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default();
-            if stale(key, version) {
-                changed.push(state.present(rt, object));
-            }
-            keys.push(key.clone());
+        for (key, object) in state.objects.get(&rt.storage_key()).into_iter().flatten() {
+            visit(key, object);
         }
-        (keys, changed)
     }
 
     /// One page of a list: at most `limit` objects after the key `after`, in key order, the

@@ -166,6 +166,18 @@ pub(super) fn writes_by_operator(world: &World, mark: usize) -> (BTreeMap<String
     (by_resource, events)
 }
 
+/// Every write since `mark` by its field manager (or deleting client): the operator, the user
+/// and each simulated controller, to compare a phase's work with the ceiling's.
+pub(super) fn writes_by_actor(world: &World, mark: usize) -> BTreeMap<String, usize> {
+    let mut by_actor = BTreeMap::new();
+    for entry in world.sim.store().timeline_since(mark) {
+        if let Change::Write { actor, .. } = entry.change {
+            *by_actor.entry(actor).or_default() += 1;
+        }
+    }
+    by_actor
+}
+
 /// The operator's API requests by verb since `before`.
 pub(super) fn requests_since(
     world: &World,
@@ -192,4 +204,45 @@ pub(super) fn line(label: &str, value: impl std::fmt::Display) {
 
 pub(super) fn millis(seconds: Option<f64>) -> String {
     seconds.map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1e3))
+}
+
+/// The simulated controllers' passes since the last call: whether they, not the client, set the
+/// pace of a phase.
+pub(super) fn take_pass_stats(world: &World) -> dvt_sim::PassStats {
+    world
+        .sim
+        .cluster()
+        .map(dvt_sim::Cluster::take_pass_stats)
+        .unwrap_or_default()
+}
+
+pub(super) fn pass_line(phase: &str, stats: &dvt_sim::PassStats, writes: &BTreeMap<String, usize>) {
+    let writes: Vec<String> = writes
+        .iter()
+        .map(|(actor, count)| format!("{actor} {count}"))
+        .collect();
+    line(&format!("{phase}: writes by actor"), writes.join(", "));
+    line(
+        &format!("{phase}: simulator passes / busy / longest"),
+        format!(
+            "{} / {:.2} s / {:.2} s",
+            stats.passes,
+            stats.busy.as_secs_f64(),
+            stats.longest.as_secs_f64()
+        ),
+    );
+    line(
+        &format!("{phase}: simulator pass changes, total / most in one"),
+        format!("{} / {}", stats.changes, stats.most_changes),
+    );
+    let steps: Vec<String> = stats
+        .steps
+        .iter()
+        .filter(|(_, took)| took.as_secs_f64() >= 0.01)
+        .map(|(step, took)| format!("{step} {:.2} s", took.as_secs_f64()))
+        .collect();
+    line(
+        &format!("{phase}: simulator pass time by step"),
+        steps.join(", "),
+    );
 }

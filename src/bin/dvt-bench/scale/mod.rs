@@ -126,6 +126,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
     }
     let objects = jobs.len();
     let mark = world.sim.store().timeline_len();
+    take_pass_stats(&world);
     let started = Instant::now();
     let pods = options.dvs * options.members;
     with_progress(
@@ -141,7 +142,13 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
         },
     )
     .await?;
-    Ok((started.elapsed(), objects))
+    let took = started.elapsed();
+    pass_line(
+        "ceiling",
+        &take_pass_stats(&world),
+        &writes_by_actor(&world, mark),
+    );
+    Ok((took, objects))
 }
 
 pub async fn scale(options: Options) -> Result<(), String> {
@@ -208,6 +215,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
     let requests_before = world.sim.requests();
     let mark = world.sim.store().timeline_len();
     let cpu_before = cpu_seconds(operator.pid());
+    take_pass_stats(&world);
     let started = Instant::now();
     let pods = options.dvs * options.members;
     with_progress(
@@ -224,6 +232,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
     )
     .await?;
     let converged = started.elapsed();
+    let passes = take_pass_stats(&world);
     let cpu = cpu_seconds(operator.pid()) - cpu_before;
     let peak_rss = proc_status_kib(operator.pid(), "VmHWM");
     let (_, exposition) = operator.get("/metrics").await?;
@@ -296,6 +305,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
             proc_status_kib(std::process::id(), "VmHWM") as f64 / 1024.0
         ),
     );
+    pass_line("operator", &passes, &writes_by_actor(&world, mark));
     let (history_events, history_bytes) = world.sim.store().history_size();
     line(
         "simulator watch history kept (events / MiB)",
