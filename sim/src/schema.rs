@@ -14,13 +14,58 @@ use serde_json::{Map, Value};
 pub struct Schema {
     pub openapi: Value,
     rules: Arc<CompiledSchema>,
+    /// The top-level fields whose subtrees hold every CEL rule; `None` when the root has rules
+    /// of its own (or there are none to locate).
+    rules_under: Option<Vec<String>>,
 }
 
 impl Schema {
     pub fn new(openapi: Value) -> Schema {
         let rules = Arc::new(compile_schema(&openapi));
-        Schema { openapi, rules }
+        let rules_under = rules_under(&openapi);
+        Schema {
+            openapi,
+            rules,
+            rules_under,
+        }
     }
+}
+
+/// Whether a schema or any schema below it has CEL rules.
+fn has_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map.iter().any(|(key, value)| {
+            key == "x-kubernetes-validations" && value.as_array().is_some_and(|r| !r.is_empty())
+                || has_rules(value)
+        }),
+        Value::Array(items) => items.iter().any(has_rules),
+        _ => false,
+    }
+}
+
+fn rules_under(schema: &Value) -> Option<Vec<String>> {
+    let root_rules = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty());
+    if root_rules {
+        return None;
+    }
+    let properties = schema.get("properties")?.as_object()?;
+    let elsewhere = schema
+        .as_object()?
+        .iter()
+        .any(|(key, value)| key != "properties" && has_rules(value));
+    if elsewhere {
+        return None;
+    }
+    Some(
+        properties
+            .iter()
+            .filter(|(_, child)| has_rules(child))
+            .map(|(name, _)| name.clone())
+            .collect(),
+    )
 }
 
 /// The compiled rules follow from the schema.
@@ -54,16 +99,28 @@ pub fn admit(
     object: &Value,
     old: Option<&Value>,
 ) -> Result<Value, Vec<Violation>> {
-    let rules = &schema.rules;
+    let (rules, compiled) = (schema, &schema.rules);
     let schema = &schema.openapi;
     let mut pruned = object.clone();
     prune(schema, &mut pruned, true);
     let defaulted = apply_defaults(schema, &pruned);
     let mut violations = Vec::new();
     validate(schema, &defaulted, "", &mut violations, true);
+    // Validation ratcheting (CRDValidationRatcheting, GA in Kubernetes 1.33): on an update,
+    // errors raised on fields left unchanged are ignored. When every subtree holding rules is
+    // unchanged (a DV's status write leaves its spec as it was), no rule's error could count,
+    // so none is evaluated.
+    let ratcheted = old.is_some_and(|old| {
+        rules.rules_under.as_ref().is_some_and(|fields| {
+            fields
+                .iter()
+                .all(|field| old.get(field) == defaulted.get(field))
+        })
+    });
     if violations.is_empty()
+        && !ratcheted
         && let Err(errors) =
-            VALIDATOR.with(|validator| validator.validate_compiled(rules, &defaulted, old))
+            VALIDATOR.with(|validator| validator.validate_compiled(compiled, &defaulted, old))
     {
         for error in errors.into_vec() {
             violations.push((
@@ -310,6 +367,35 @@ mod tests {
                 }
             }
         }))
+    }
+
+    #[test]
+    fn an_update_leaving_the_ruled_fields_unchanged_is_ratcheted() {
+        // Stored before the rule existed: size 3 breaks it.
+        let old = json!({"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"size": 3, "mode": "a"}});
+        let relabelled =
+            json!({"metadata": {"name": "x", "labels": {"a": "2"}}, "spec": {"size": 3}});
+        assert!(
+            admit(&schema(), &relabelled, Some(&old)).is_ok(),
+            "errors on unchanged fields are ignored on update"
+        );
+        let created = admit(&schema(), &relabelled, None).expect_err("a create is validated");
+        assert_eq!(created[0].1, "three is unlucky");
+        let respecified = json!({"metadata": {"name": "x"}, "spec": {"size": 3, "name": "b"}});
+        let errors =
+            admit(&schema(), &respecified, Some(&old)).expect_err("a changed spec is validated");
+        assert_eq!(errors[0].1, "three is unlucky");
+    }
+
+    #[test]
+    fn rules_at_the_root_are_never_skipped() {
+        let root = json!({"type": "object", "x-kubernetes-validations": [{"rule": "true"}],
+            "properties": {"spec": {"type": "object"}}});
+        assert_eq!(rules_under(&root), None);
+        assert_eq!(
+            rules_under(&schema().openapi),
+            Some(vec!["spec".to_owned()])
+        );
     }
 
     #[test]

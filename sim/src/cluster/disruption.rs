@@ -18,6 +18,37 @@ fn counts_as_healthy(pod: &Pod) -> bool {
             })
 }
 
+/// [`crate::store::desired_healthy`] on the decoded budget (encoding each budget on every pass
+/// to ask cost more than the rest of the disruption controller's pass).
+fn desired_healthy(
+    spec: Option<&k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec>,
+    expected: i64,
+) -> i64 {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let resolve = |bound: &IntOrString| -> Option<i64> {
+        match bound {
+            IntOrString::Int(n) => Some(i64::from(*n)),
+            IntOrString::String(s) => s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<i64>().ok())
+                .map(|p| (p * expected + 99) / 100),
+        }
+    };
+    if let Some(min) = spec
+        .and_then(|s| s.min_available.as_ref())
+        .and_then(resolve)
+    {
+        return min;
+    }
+    if let Some(max) = spec
+        .and_then(|s| s.max_unavailable.as_ref())
+        .and_then(resolve)
+    {
+        return (expected - max).max(0);
+    }
+    0
+}
+
 impl Inner {
     pub(super) fn disruption_budgets(&self, writes: &Budget) {
         let budgets: Vec<Arc<PodDisruptionBudget>> = self.access.list(&self.types.pdbs);
@@ -53,8 +84,7 @@ impl Inner {
                 .collect();
             let expected = matching.len() as i64;
             let healthy = matching.iter().filter(|p| counts_as_healthy(p)).count() as i64;
-            let as_value = serde_json::to_value(budget.as_ref()).unwrap_or_default();
-            let desired = crate::store::desired_healthy(&as_value, expected);
+            let desired = desired_healthy(budget.spec.as_ref(), expected);
             let allowed = (healthy - desired).max(0);
             let previous = budget.status.clone().unwrap_or_default();
             let condition = Condition {
@@ -129,5 +159,27 @@ mod tests {
             })
             .collect();
         assert_eq!(judged, [false, true, false, false]);
+    }
+
+    #[test]
+    fn desired_healthy_agrees_with_the_stored_form() {
+        for spec in [
+            serde_json::json!({}),
+            serde_json::json!({"minAvailable": 3}),
+            serde_json::json!({"minAvailable": "60%"}),
+            serde_json::json!({"maxUnavailable": 1}),
+            serde_json::json!({"maxUnavailable": "25%"}),
+        ] {
+            let budget = serde_json::json!({"metadata": {"name": "b"}, "spec": spec});
+            let typed: PodDisruptionBudget =
+                serde_json::from_value(budget.clone()).expect("a budget");
+            for expected in [0, 4, 7] {
+                assert_eq!(
+                    desired_healthy(typed.spec.as_ref(), expected),
+                    crate::store::desired_healthy(&budget, expected),
+                    "{spec} with {expected} pods"
+                );
+            }
+        }
     }
 }
