@@ -99,7 +99,7 @@ pub fn admit(
     object: &Value,
     old: Option<&Value>,
 ) -> Result<Value, Vec<Violation>> {
-    let (rules, compiled) = (schema, &schema.rules);
+    let (rules, rules_under) = (&schema.rules, &schema.rules_under);
     let schema = &schema.openapi;
     let mut pruned = object.clone();
     prune(schema, &mut pruned, true);
@@ -111,7 +111,7 @@ pub fn admit(
     // unchanged (a DV's status write leaves its spec as it was), no rule's error could count,
     // so none is evaluated.
     let ratcheted = old.is_some_and(|old| {
-        rules.rules_under.as_ref().is_some_and(|fields| {
+        rules_under.as_ref().is_some_and(|fields| {
             fields
                 .iter()
                 .all(|field| old.get(field) == defaulted.get(field))
@@ -120,7 +120,7 @@ pub fn admit(
     if violations.is_empty()
         && !ratcheted
         && let Err(errors) =
-            VALIDATOR.with(|validator| validator.validate_compiled(compiled, &defaulted, old))
+            VALIDATOR.with(|validator| validator.validate_compiled(rules, &defaulted, old))
     {
         for error in errors.into_vec() {
             violations.push((

@@ -166,6 +166,35 @@ pub(super) fn writes_by_operator(world: &World, mark: usize) -> (BTreeMap<String
     (by_resource, events)
 }
 
+/// The operator's Events since `mark` by reason, with one message of each: what a resync that
+/// should say nothing said.
+pub(super) fn events_by_reason(world: &World, mark: usize) -> BTreeMap<String, (usize, String)> {
+    let store = world.sim.store();
+    let Some(events) = store.resolve("", "v1", "events") else {
+        return BTreeMap::new();
+    };
+    let mut by_reason = BTreeMap::new();
+    for entry in store.timeline_since(mark) {
+        if let Change::Write {
+            resource,
+            namespace,
+            name,
+            actor,
+            verb: "ADDED",
+            ..
+        } = entry.change
+            && actor == FIELD_MANAGER
+            && resource == "events"
+            && let Ok(event) = store.get(&events, &namespace, &name)
+        {
+            let reason = event["reason"].as_str().unwrap_or("?").to_owned();
+            let message = event["message"].as_str().unwrap_or_default().to_owned();
+            by_reason.entry(reason).or_insert((0, message)).0 += 1;
+        }
+    }
+    by_reason
+}
+
 /// Every write since `mark` by its field manager (or deleting client): the operator, the user
 /// and each simulated controller, to compare a phase's work with the ceiling's.
 pub(super) fn writes_by_actor(world: &World, mark: usize) -> BTreeMap<String, usize> {

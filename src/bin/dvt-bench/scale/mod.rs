@@ -355,6 +355,12 @@ pub async fn scale(options: Options) -> Result<(), String> {
         resync_writes.values().sum::<usize>(),
     );
     line("resync: Events written", resync_events);
+    for (reason, (count, example)) in events_by_reason(&world, resync_mark) {
+        line(
+            &format!("resync: Events: {reason}"),
+            format!("{count}, e.g. {example:?}"),
+        );
+    }
     for (verb, count) in &resync_requests {
         line(&format!("resync: operator API requests: {verb}"), count);
     }
