@@ -293,6 +293,59 @@ async fn a_lock_that_does_not_match_changes_nothing_and_says_why() {
     );
 }
 
+/// The operator keeps what a lock says, not its text, and reads it again when its ConfigMap
+/// changes: an edit that breaks the lock is seen, and so is its repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_lock_is_read_again() {
+    let world = world().await;
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
+        .await
+        .unwrap();
+    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    let config_maps: Api<ConfigMap> = Api::default_namespaced(world.client.clone());
+    let good = config_maps
+        .get("stader-4-lock")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["cluster-lock.json"]
+        .clone();
+    let mut lock: serde_json::Value = serde_json::from_str(&good).unwrap();
+    lock["distributed_validators"][0]["public_shares"]
+        .as_array_mut()
+        .unwrap()
+        .swap(0, 1);
+    let set_lock = |text: String| {
+        let config_maps = config_maps.clone();
+        async move {
+            let patch = serde_json::json!({"data": {"cluster-lock.json": text}});
+            config_maps
+                .patch(
+                    "stader-4-lock",
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_lock(lock.to_string()).await;
+    let dv = dv_where(&world, "stader-4", "the broken lock reported", |dv| {
+        condition(dv, "Available").is_some_and(|(_, reason, _)| reason == "LockInvalid")
+    })
+    .await;
+    let (_, _, message) = condition(&dv, "Available").unwrap();
+    assert!(
+        message.contains(
+            "ConfigMap stader-4-lock: validator 0: public shares 0..2 do not interpolate"
+        ),
+        "{message}"
+    );
+    set_lock(good).await;
+    dv_where(&world, "stader-4", "stader-4 Available again", available).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_image_marks_members_outdated_while_paused() {
     let world = world().await;

@@ -11,7 +11,8 @@ pub(super) struct Caches {
     pub(super) pdbs: Store<PodDisruptionBudget>,
     pub(super) network_policies: Store<NetworkPolicy>,
     pub(super) pods: Store<cached::Pod>,
-    pub(super) config_maps: Store<ConfigMap>,
+    /// Metadata only: a lock is read when its ConfigMap's version changes ([`read_lock`]).
+    pub(super) config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub(super) secrets: Store<PartialObjectMeta<Secret>>,
     pub(super) nodes: Store<Node>,
     /// Whether every cache has listed, as [`follow_cache_listing`] sees it.

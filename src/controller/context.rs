@@ -63,6 +63,7 @@ pub(super) struct Context {
     pub(super) caches: Caches,
     pub(super) keystores: KeystoreCache,
     pub(super) lock_checks: LockChecks,
+    pub(super) lock_reads: LockReads,
     /// Each DV's last status write by this process: when (detail-only changes wait a while
     /// after it), and what over which version (a repeat of it before the cache saw it is
     /// skipped).

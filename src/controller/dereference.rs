@@ -7,59 +7,7 @@ use super::*;
 /// Reads what validation needs: the lock and which Secrets exist (metadata only).
 pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Result<Facts, Error> {
     let namespace = dv.namespace().unwrap_or_default();
-    let lock = match (
-        &dv.spec.cluster_lock.config_map,
-        &dv.spec.cluster_lock.secret,
-    ) {
-        (Some(source), _) => match ctx
-            .caches
-            .config_maps
-            .get(&ObjectRef::new(&source.name).within(&namespace))
-        {
-            None => Err(format!(
-                "ConfigMap {:?} with the cluster lock does not exist",
-                source.name
-            )),
-            Some(cm) => cm
-                .data
-                .as_ref()
-                .and_then(|d| d.get(&source.key))
-                .cloned()
-                .ok_or_else(|| {
-                    format!(
-                        "ConfigMap {:?} has no key {:?} with the cluster lock",
-                        source.name, source.key
-                    )
-                }),
-        },
-        (None, Some(source)) => {
-            // The lock is public material even when stored in a Secret; only its key is read.
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            match waiting_on(secrets.get_opt(&source.name))
-                .await
-                .map_err(|e| Error::ReadLock {
-                    name: source.name.clone(),
-                    source: e,
-                })? {
-                None => Err(format!(
-                    "Secret {:?} with the cluster lock does not exist",
-                    source.name
-                )),
-                Some(secret) => secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&source.key))
-                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
-                    .ok_or_else(|| {
-                        format!(
-                            "Secret {:?} has no UTF-8 key {:?} with the cluster lock",
-                            source.name, source.key
-                        )
-                    }),
-            }
-        }
-        (None, None) => Err("spec.clusterLock names no ConfigMap or Secret".to_owned()),
-    };
+    let lock = read_lock(dv, ctx).await?;
     // Only the Secrets this DV names, looked up by name.
     let secrets: BTreeMap<String, SecretFacts> = dv
         .spec
@@ -89,10 +37,6 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
         }
     }
     let keystores = read_keystores(dv, ctx, &secrets).await?;
-    let lock_verification = lock
-        .as_ref()
-        .ok()
-        .and_then(|text| ctx.lock_checks.verify(text));
     let live_claims = member_statefulsets(dv, &ctx.caches)
         .into_iter()
         .map(|(member, set)| (member, storage::live_claims(&set)))
@@ -124,7 +68,6 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
     Ok(Facts {
         lock,
         p2p_addresses,
-        lock_verification,
         secrets,
         keystores,
         zones,
@@ -133,33 +76,169 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
     })
 }
 
+/// Where a DV's cluster lock is kept: namespace, kind (ConfigMap or Secret), name and key.
+pub(super) type LockSource = (String, &'static str, String, String);
+
+/// Each lock as read (or why it could not be), by where it is kept, with the resourceVersion of
+/// the ConfigMap or Secret it was read from. A lock is read (one GET) when that version changes,
+/// not on every reconcile; only its summary is kept, never its text (see [`ReadLock`]).
+#[derive(Default)]
+pub(super) struct LockReads(
+    std::sync::Mutex<std::collections::HashMap<LockSource, (String, LockRead)>>,
+);
+
+/// A lock as read: what it says, or why it could not be read.
+pub(super) type LockRead = Result<Arc<ReadLock>, String>;
+
+impl LockReads {
+    /// The lock read from `source` at `version`, if it was.
+    pub(super) fn at(&self, source: &LockSource, version: &str) -> Option<LockRead> {
+        let reads = self.0.lock().ok()?;
+        let (read_at, read) = reads.get(source)?;
+        (read_at == version).then(|| read.clone())
+    }
+
+    pub(super) fn remember(&self, source: LockSource, version: String, read: LockRead) {
+        if let Ok(mut reads) = self.0.lock() {
+            reads.insert(source, (version, read));
+        }
+    }
+
+    /// Forgets the locks whose ConfigMap or Secret is gone.
+    pub(super) fn retain(&self, exists: impl Fn(&LockSource) -> bool) {
+        if let Ok(mut reads) = self.0.lock() {
+            reads.retain(|source, _| exists(source));
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.0.lock().map(|reads| reads.len()).unwrap_or_default()
+    }
+}
+
+/// The kinds a lock can be kept in, as [`LockSource`] names them.
+pub(super) const LOCK_IN_CONFIG_MAP: &str = "ConfigMap";
+pub(super) const LOCK_IN_SECRET: &str = "Secret";
+
+/// The resourceVersion the caches show of the ConfigMap or Secret of `source`, if it exists.
+pub(super) fn lock_source_version(caches: &Caches, source: &LockSource) -> Option<String> {
+    let (namespace, kind, name, _) = source;
+    if *kind == LOCK_IN_CONFIG_MAP {
+        caches
+            .config_maps
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|cm| cm.resource_version().unwrap_or_default())
+    } else {
+        caches
+            .secrets
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|secret| secret.resource_version().unwrap_or_default())
+    }
+}
+
+/// The DV's lock: from what was read at the version the caches show, else read now (one GET of
+/// the ConfigMap or Secret). Whether the ConfigMap or Secret exists is the caches' answer, as
+/// for key-share Secrets. Only the lock's key is read; a lock is public material even when
+/// stored in a Secret.
+pub(super) async fn read_lock(dv: &DistributedValidator, ctx: &Context) -> Result<LockRead, Error> {
+    let namespace = dv.namespace().unwrap_or_default();
+    let lock = &dv.spec.cluster_lock;
+    let source: LockSource = match (&lock.config_map, &lock.secret) {
+        (Some(s), _) => (namespace, LOCK_IN_CONFIG_MAP, s.name.clone(), s.key.clone()),
+        (None, Some(s)) => (namespace, LOCK_IN_SECRET, s.name.clone(), s.key.clone()),
+        (None, None) => {
+            return Ok(Err(
+                "spec.clusterLock names no ConfigMap or Secret".to_owned()
+            ));
+        }
+    };
+    let (namespace, kind, name, key) = &source;
+    let Some(version) = lock_source_version(&ctx.caches, &source) else {
+        return Ok(Err(format!(
+            "{kind} {name:?} with the cluster lock does not exist"
+        )));
+    };
+    if let Some(known) = ctx.lock_reads.at(&source, &version) {
+        return Ok(known);
+    }
+    let read_error = |source| Error::ReadLock {
+        name: name.clone(),
+        source,
+    };
+    let fetched: Option<(String, Result<String, String>)> = if *kind == LOCK_IN_CONFIG_MAP {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+        waiting_on(api.get_opt(name))
+            .await
+            .map_err(read_error)?
+            .map(|cm| {
+                let text = cm.data.as_ref().and_then(|d| d.get(key)).cloned();
+                (
+                    cm.resource_version().unwrap_or_default(),
+                    text.ok_or_else(|| {
+                        format!("ConfigMap {name:?} has no key {key:?} with the cluster lock")
+                    }),
+                )
+            })
+    } else {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+        waiting_on(api.get_opt(name))
+            .await
+            .map_err(read_error)?
+            .map(|secret| {
+                let text = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .and_then(|b| String::from_utf8(b.0.clone()).ok());
+                (
+                    secret.resource_version().unwrap_or_default(),
+                    text.ok_or_else(|| {
+                        format!("Secret {name:?} has no UTF-8 key {key:?} with the cluster lock")
+                    }),
+                )
+            })
+    };
+    let Some((read_at, text)) = fetched else {
+        // Deleted since the cache saw it: the cache will say so too, soon.
+        return Ok(Err(format!(
+            "{kind} {name:?} with the cluster lock does not exist"
+        )));
+    };
+    let read = text.map(|text| Arc::new(ctx.lock_checks.read(&text)));
+    ctx.lock_reads
+        .remember(source.clone(), read_at, read.clone());
+    Ok(read)
+}
+
 /// What `lock::verify` says about each lock document, verified once per document: the BLS checks
-/// cost milliseconds, and every reconcile of every DV would pay them again. Keyed by SHA-256 (a
-/// collision-resistant hash: whoever can edit a lock must not be able to make it look like one
-/// already verified).
+/// cost milliseconds, and a lock re-saved unchanged (a label edited) need not pay them again.
+/// Keyed by SHA-256 (a collision-resistant hash: whoever can edit a lock must not be able to
+/// make it look like one already verified).
 #[derive(Default)]
 pub(super) struct LockChecks(
     std::sync::Mutex<std::collections::HashMap<[u8; 32], Vec<crate::crypto::lock::LockProblem>>>,
 );
 
 impl LockChecks {
-    /// The problems `lock::verify` finds in `text`; `None` when the document does not parse
-    /// (validation reports that).
-    pub(super) fn verify(&self, text: &str) -> Option<Vec<crate::crypto::lock::LockProblem>> {
+    /// `text` parsed, with the problems `lock::verify` finds in it (remembered by digest).
+    pub(super) fn read(&self, text: &str) -> ReadLock {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
-        if let Some(known) = self.0.lock().ok()?.get(&key) {
-            return Some(known.clone());
-        }
-        let problems = crate::crypto::lock::verify(&crate::crypto::lock::summarize(text).ok()?);
-        if let Ok(mut cache) = self.0.lock() {
-            // Bounded: a lock edited over and over must not grow the cache without end.
-            if cache.len() >= LOCK_CHECKS_KEPT {
-                cache.clear();
+        ReadLock::from_text_with(text, |summary| {
+            if let Some(known) = self.0.lock().ok().and_then(|c| c.get(&key).cloned()) {
+                return known;
             }
-            cache.insert(key, problems.clone());
-        }
-        Some(problems)
+            let problems = crate::crypto::lock::verify(summary);
+            if let Ok(mut cache) = self.0.lock() {
+                // Bounded: a lock edited over and over must not grow the cache without end.
+                if cache.len() >= LOCK_CHECKS_KEPT {
+                    cache.clear();
+                }
+                cache.insert(key, problems.clone());
+            }
+            problems
+        })
     }
 
     #[cfg(test)]

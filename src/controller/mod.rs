@@ -51,7 +51,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::api::DistributedValidator;
 use build::Desired;
-use model::{Facts, SecretFacts};
+use model::{Facts, ReadLock, SecretFacts};
 use names::*;
 
 use apply::*;
@@ -326,12 +326,32 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_is_read_again_when_its_source_has_a_new_version_and_forgotten_when_gone() {
+        let reads = LockReads::default();
+        let source: LockSource = (
+            "default".into(),
+            LOCK_IN_CONFIG_MAP,
+            "stader-4-lock".into(),
+            "cluster-lock.json".into(),
+        );
+        let read: LockRead = testing::read_lock(&testing::example_lock("stader-4.yaml"));
+        reads.remember(source.clone(), "7".into(), read.clone());
+        assert_eq!(reads.at(&source, "7"), Some(read));
+        assert_eq!(reads.at(&source, "8"), None, "a new version is read again");
+        let elsewhere = ("other".into(), source.1, source.2.clone(), source.3.clone());
+        assert_eq!(reads.at(&elsewhere, "7"), None);
+        reads.retain(|s| *s != source);
+        assert_eq!(reads.len(), 0);
+    }
+
+    #[test]
     fn a_lock_is_verified_once_and_an_edited_lock_again() {
-        let (_, facts) = testing::example("stader-4.yaml");
-        let good = facts.lock.clone().unwrap();
+        let good = testing::example_lock("stader-4.yaml").to_string();
         let checks = LockChecks::default();
-        assert_eq!(checks.verify(&good), Some(vec![]));
-        assert_eq!(checks.verify(&good), Some(vec![]));
+        let read = checks.read(&good);
+        assert_eq!(read.problems, vec![]);
+        assert_eq!(read.summary.as_ref().map(|s| s.operators), Ok(4));
+        assert_eq!(checks.read(&good), read);
         assert_eq!(checks.len(), 1);
 
         // The same lock with two shares swapped is a new document: verified, not remembered.
@@ -340,7 +360,7 @@ mod tests {
             .as_array_mut()
             .unwrap();
         shares.swap(0, 1);
-        let problems = checks.verify(&swapped.to_string()).unwrap();
+        let problems = checks.read(&swapped.to_string()).problems;
         assert!(
             problems
                 .iter()
@@ -348,6 +368,9 @@ mod tests {
             "{problems:?}"
         );
         assert_eq!(checks.len(), 2);
-        assert_eq!(checks.verify("not json"), None);
+        // A document that does not parse says why, and is not remembered.
+        let unparsable = checks.read("not json");
+        assert!(unparsable.summary.is_err());
+        assert_eq!(checks.len(), 2);
     }
 }

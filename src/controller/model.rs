@@ -10,15 +10,12 @@ use crate::api::{LogLevel, MemberSpec, Network, OperatorClass, StorageSpec, Vali
 use crate::crypto::lock::LockSummary;
 use crate::domain::quorum::Quorum;
 
-/// What dereferencing found: the lock's text and the Secrets that exist (by name, with their
+/// What dereferencing found: the lock and the Secrets that exist (by name, with their
 /// resourceVersion; never their data).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Facts {
-    /// The lock document, or why it could not be read (missing ConfigMap, missing key).
-    pub lock: Result<String, String>,
-    /// What `lock::verify` says about that lock, when already known: verifying is BLS work the
-    /// controller does once per lock document, not on every reconcile. `None`: validate verifies.
-    pub lock_verification: Option<Vec<crate::crypto::lock::LockProblem>>,
+    /// The lock document as read, or why it could not be read (missing ConfigMap, missing key).
+    pub lock: Result<std::sync::Arc<ReadLock>, String>,
     pub secrets: BTreeMap<String, SecretFacts>,
     /// Public keys of each key-share Secret's keystores (by Secret name, then validator), or why
     /// they could not be read.
@@ -33,6 +30,43 @@ pub struct Facts {
     pub p2p_addresses: BTreeMap<String, String>,
     /// What the members' Charon said of themselves and their peers (the peer monitor's view).
     pub peers: crate::domain::peers::PeerHealth,
+}
+
+/// A lock document as the controller keeps it: what it says (or why it does not parse) and what
+/// `lock::verify` found in it. Not its text: a lock is kilobytes of JSON (signatures, ENRs,
+/// deposit data) of which validation reads a few keys, and a thousand DVs' locks kept as text
+/// were the biggest part of the operator's memory. Parsed and verified once per version of the
+/// ConfigMap or Secret that holds it, not on every reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadLock {
+    /// What the lock says, or why it does not parse.
+    pub summary: Result<LockSummary, String>,
+    /// What `lock::verify` says about it (nothing when it does not parse).
+    pub problems: Vec<crate::crypto::lock::LockProblem>,
+    /// [`stable_hash`] of its text: part of each member's inputs hash, so that a changed lock
+    /// restarts the members that mount it.
+    pub text_hash: String,
+}
+
+impl ReadLock {
+    /// Parses and verifies a lock document.
+    pub fn from_text(text: &str) -> ReadLock {
+        ReadLock::from_text_with(text, crate::crypto::lock::verify)
+    }
+
+    /// Parses a lock document, verifying it with `verify` (which may remember earlier answers).
+    pub fn from_text_with(
+        text: &str,
+        verify: impl FnOnce(&LockSummary) -> Vec<crate::crypto::lock::LockProblem>,
+    ) -> ReadLock {
+        let summary = crate::crypto::lock::summarize(text).map_err(|e| e.to_string());
+        let problems = summary.as_ref().map(verify).unwrap_or_default();
+        ReadLock {
+            summary,
+            problems,
+            text_hash: stable_hash(&[text]),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -129,10 +129,10 @@ pub(super) async fn run_in(
     );
     let dvs_for_config_maps = dvs.clone();
     let config_maps = spawn_cache(
-        api::<ConfigMap>(&client, ns),
+        api::<PartialObjectMeta<ConfigMap>>(&client, ns),
         watcher::Config::default(),
         trim::config_map,
-        move |cm: &ConfigMap| {
+        move |cm: &PartialObjectMeta<ConfigMap>| {
             referencing(
                 &dvs_for_config_maps,
                 &cm.name_any(),
@@ -195,6 +195,7 @@ pub(super) async fn run_in(
         recorder: Recorder::new(client.clone(), reporter),
         keystores: KeystoreCache::default(),
         lock_checks: LockChecks::default(),
+        lock_reads: LockReads::default(),
         status_written: Default::default(),
         reported: Default::default(),
         peers: Default::default(),
@@ -271,6 +272,8 @@ pub(super) async fn forget_deleted(dvs: Store<DistributedValidator>, ctx: Arc<Co
                     .is_some()
             });
         }
+        ctx.lock_reads
+            .retain(|source| lock_source_version(&ctx.caches, source).is_some());
         for (namespace, name) in forgotten {
             tracing::debug!(%namespace, %name, "forgot a deleted DV");
         }

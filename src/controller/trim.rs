@@ -144,10 +144,13 @@ pub fn network_policy(policy: &mut NetworkPolicy) {
     policy.spec = None;
 }
 
-/// A ConfigMap: its data may hold a cluster lock; binary data never does.
-pub fn config_map(config_map: &mut ConfigMap) {
+/// A ConfigMap, already metadata only: of it a reconcile reads the name and resourceVersion (a
+/// lock is read when that changes). Its labels and annotations go too: `kubectl apply` leaves
+/// the whole manifest, the lock included, in `kubectl.kubernetes.io/last-applied-configuration`.
+pub fn config_map(config_map: &mut PartialObjectMeta<ConfigMap>) {
     metadata(&mut config_map.metadata);
-    config_map.binary_data = None;
+    config_map.metadata.labels = None;
+    config_map.metadata.annotations = None;
 }
 
 /// A Secret, already metadata only: of it a reconcile reads the name and resourceVersion. Its

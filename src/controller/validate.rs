@@ -8,7 +8,6 @@ use crate::api::reasons;
 use crate::api::{
     DEFAULT_CHARON_IMAGE, DEFAULT_RELAYS, DistributedValidator, MemberSpec, ValidatorClient,
 };
-use crate::crypto::lock;
 use crate::domain::placement::Zones;
 use crate::domain::quorum::Quorum;
 use crate::domain::spec_checks::validate_spec;
@@ -91,11 +90,11 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             });
         }
     };
-    let lock_text = facts.lock.clone().map_err(|why| Invalid {
+    let read_lock = facts.lock.as_ref().map_err(|why| Invalid {
         reason: reasons::LOCK_UNAVAILABLE,
-        problems: vec![why],
+        problems: vec![why.clone()],
     })?;
-    let summary = lock::summarize(&lock_text).map_err(|e| Invalid {
+    let summary = read_lock.summary.as_ref().map_err(|e| Invalid {
         reason: reasons::LOCK_UNAVAILABLE,
         problems: vec![format!("{lock_name}: {e}")],
     })?;
@@ -122,10 +121,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
     }
     // A lock whose shares do not belong to its group keys would run a weaker cluster than it
     // claims: nothing is built from it.
-    let lock_problems = facts
-        .lock_verification
-        .clone()
-        .unwrap_or_else(|| lock::verify(&summary));
+    let lock_problems = read_lock.problems.clone();
     if !lock_problems.is_empty() {
         return Err(Invalid {
             reason: reasons::LOCK_INVALID,
@@ -141,7 +137,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         .map(|m| (m.index as usize, m.name.clone()))
         .collect();
     let mut share_mismatches = Vec::new();
-    let lock_hash = stable_hash(&[&lock_text]);
+    let lock_hash = &read_lock.text_hash;
     let clients = assign_clients(&spec.members, &spec.client_diversity.clients);
     // Teku refuses to start without a fee recipient (its ValidatorConfig), and the only right one
     // is the lock's: a lock that names none cannot run a Teku member.
@@ -411,7 +407,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
                 member.index as usize,
                 &key_share_secret.name,
                 keys,
-                &summary,
+                summary,
                 &member_names,
             ),
             Some(Err(why)) => vec![format!(
@@ -467,7 +463,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             node_selector: member.node_selector.clone(),
             tolerations: member.tolerations.clone(),
             inputs_hash: stable_hash(&[
-                &lock_hash,
+                lock_hash,
                 &key_share_secret.name,
                 &version(&key_share_secret.name),
                 &enr_secret.name,
@@ -520,7 +516,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         quorum,
         network: spec.network,
         lock: lock_volume,
-        lock_summary: summary,
+        lock_summary: summary.clone(),
         beacon_endpoints: spec.beacon_nodes.endpoints.clone(),
         relays,
         builder_api: spec.charon.builder_api,
@@ -588,7 +584,6 @@ pub fn manifest_facts(text: &str, zones: Zones) -> Result<(DistributedValidator,
     let mut dv = None;
     let mut facts = Facts {
         lock: Err("no lock in the manifest".into()),
-        lock_verification: None,
         secrets: Default::default(),
         keystores: Default::default(),
         zones,
@@ -606,10 +601,11 @@ pub fn manifest_facts(text: &str, zones: Zones) -> Result<(DistributedValidator,
                 )
             }
             Some("ConfigMap") => {
-                facts.lock = Ok(value["data"]["cluster-lock.json"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned())
+                facts.lock = Ok(std::sync::Arc::new(ReadLock::from_text(
+                    value["data"]["cluster-lock.json"]
+                        .as_str()
+                        .unwrap_or_default(),
+                )))
             }
             Some("Secret") => {
                 let name = value["metadata"]["name"]

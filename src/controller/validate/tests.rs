@@ -290,12 +290,12 @@ fn a_member_holding_another_members_share_is_held_back_and_named() {
 fn a_lock_whose_shares_do_not_interpolate_is_refused() {
     let (dv, mut facts) = example("stader-4.yaml");
     // Swap the first two shares of validator 0.
-    let mut lock: serde_json::Value = serde_json::from_str(&facts.lock.clone().unwrap()).unwrap();
+    let mut lock = crate::controller::testing::example_lock("stader-4.yaml");
     let shares = lock["distributed_validators"][0]["public_shares"]
         .as_array_mut()
         .unwrap();
     shares.swap(0, 1);
-    facts.lock = Ok(lock.to_string());
+    facts.lock = crate::controller::testing::read_lock(&lock);
     let invalid = validate(&dv, &facts).unwrap_err();
     assert_eq!(invalid.reason, reasons::LOCK_INVALID);
     assert!(

@@ -236,15 +236,14 @@ fn teku_gets_one_fee_recipient_flag_when_the_lock_names_one() {
 #[test]
 fn a_lock_without_fee_recipients_cannot_run_a_teku_member() {
     let (mut dv, mut facts) = example("stader-4.yaml");
-    let mut lock: serde_json::Value = serde_json::from_str(facts.lock.as_ref().unwrap()).unwrap();
+    let mut lock = crate::controller::testing::example_lock("stader-4.yaml");
     for validator in lock["cluster_definition"]["validators"]
         .as_array_mut()
         .unwrap()
     {
         validator["fee_recipient_address"] = serde_json::Value::String(String::new());
     }
-    facts.lock = Ok(lock.to_string());
-    facts.lock_verification = None;
+    facts.lock = crate::controller::testing::read_lock(&lock);
     dv.spec.members[0].validator_client = Some(ValidatorClient::Teku);
     let invalid = validate(&dv, &facts).expect_err("refused");
     assert!(
