@@ -57,11 +57,35 @@ static AVAILABLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 /// One apply job: (namespace, kind, name, body).
 type Job = (String, String, String, serde_json::Value);
 
+/// The users' inputs of every DV (its lock ConfigMap and Secrets, the example's documents other
+/// than the DV) in namespaces `{prefix}-{i}`, or the DVs themselves (`dv`).
+fn user_jobs(docs: &[Document], prefix: &str, dvs: usize, dv: bool) -> Vec<Job> {
+    (0..dvs)
+        .flat_map(|i| {
+            docs.iter()
+                .filter(move |d| (d.kind == "DistributedValidator") == dv)
+                .map(move |d| {
+                    (
+                        format!("{prefix}-{i}"),
+                        d.kind.clone(),
+                        d.name.clone(),
+                        d.body.clone(),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// The ceiling: what the operator would create for every DV, applied by a client loop at the
 /// operator's concurrency; the time until every member pod is Ready, and the objects applied.
+/// The users' locks and Secrets exist first, as in the operator's run: a member's simulated
+/// Charon starts only with a lock to read, and the simulated cluster holds the same objects in
+/// both runs.
 async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize), String> {
     let world = start_world(options).await?;
     create_namespaces(&world, "ceiling", options).await?;
+    let inputs = user_jobs(&documents(manifest)?, "ceiling", options.dvs, false);
+    apply_all(&world.client, inputs, options.concurrency).await?;
     let zones = (0..ZONES)
         .map(|i| (ClusterOptions::zone_name(i), options.nodes / ZONES))
         .collect();
@@ -192,22 +216,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     create_namespaces(&world, "dv", &options).await?;
     let docs = documents(manifest)?;
-    let jobs = |dv: bool| -> Vec<Job> {
-        (0..options.dvs)
-            .flat_map(|i| {
-                docs.iter()
-                    .filter(move |d| (d.kind == "DistributedValidator") == dv)
-                    .map(move |d| {
-                        (
-                            format!("dv-{i}"),
-                            d.kind.clone(),
-                            d.name.clone(),
-                            d.body.clone(),
-                        )
-                    })
-            })
-            .collect()
-    };
+    let jobs = |dv: bool| user_jobs(&docs, "dv", options.dvs, dv);
     apply_all(&world.client, jobs(false), options.concurrency).await?;
     let log = dir.join("operator.log");
     let mut operator = OperatorProcess::spawn(&kubeconfig, &log, &options)?;
