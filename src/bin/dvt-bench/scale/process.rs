@@ -100,8 +100,14 @@ impl OperatorProcess {
 }
 
 impl Drop for OperatorProcess {
-    /// A benchmark that fails half-way must not leave an operator running.
+    /// A benchmark that fails half-way must not leave an operator running. Under a tool
+    /// (`DVT_BENCH_OPERATOR_PREFIX`) the operator is the tool's child, which killing the tool
+    /// does not stop: it went on polling a simulator that was gone, and took CPU from the next
+    /// measurement. The tool's children are sent SIGTERM first.
     fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-TERM", "-P", &self.child.id().to_string()])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
