@@ -189,6 +189,9 @@ pub struct PassStats {
     pub most_changes: u64,
     /// Time spent in each controller's step of the passes.
     pub steps: BTreeMap<&'static str, Duration>,
+    /// The store's lock over the same stretch: what the passes waited for it, and what API
+    /// requests held it.
+    pub store_lock: crate::store::LockTimesTaken,
 }
 
 /// A handle on the running cluster (cheap to clone).
@@ -260,7 +263,9 @@ impl Cluster {
 
     /// The controllers' passes since the last call (or the start).
     pub fn take_pass_stats(&self) -> PassStats {
-        std::mem::take(&mut *lock(&self.inner.passes))
+        let mut stats = std::mem::take(&mut *lock(&self.inner.passes));
+        stats.store_lock = self.inner.access.store.take_lock_times();
+        stats
     }
 }
 
@@ -272,7 +277,11 @@ async fn run(inner: Arc<Inner>) {
         // A pass is plain CPU work: on a thread of its own it never holds up the API server's
         // tasks, which share the runtime's workers.
         let worker = inner.clone();
-        let next = match tokio::task::spawn_blocking(move || worker.pass()).await {
+        let next = match tokio::task::spawn_blocking(move || {
+            crate::store::in_pass(|| worker.pass())
+        })
+        .await
+        {
             Ok(next) => next,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => return,

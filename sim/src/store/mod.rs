@@ -165,6 +165,8 @@ struct State {
 /// The shared store.
 pub struct Store {
     state: Mutex<State>,
+    /// How long the lock was waited for and held, by the cluster's passes and by everyone else.
+    lock_times: LockTimes,
     auth_generation: Arc<std::sync::atomic::AtomicU64>,
     /// Bumped to close every open watch stream (clients then resume from their resourceVersion).
     disconnects: tokio::sync::watch::Sender<u64>,
@@ -255,16 +257,34 @@ impl Store {
         Store {
             auth_generation: state.auth_generation.clone(),
             state: Mutex::new(state),
+            lock_times: LockTimes::default(),
             disconnects: tokio::sync::watch::Sender::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Locked<'_> {
+        let asked = std::time::Instant::now();
         // A panic while holding the lock would leave the store half-written; the simulator's
         // own invariants are better served by carrying on with what is there.
-        self.state
+        let guard = self
+            .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let held_since = std::time::Instant::now();
+        let by_pass = IN_PASS.with(std::cell::Cell::get);
+        self.lock_times
+            .add(by_pass, false, held_since.duration_since(asked));
+        Locked {
+            guard,
+            held_since,
+            by_pass,
+            times: &self.lock_times,
+        }
+    }
+
+    /// How long the lock was waited for and held since the last call (or the start).
+    pub fn take_lock_times(&self) -> LockTimesTaken {
+        self.lock_times.take()
     }
 
     pub fn registry(&self) -> Registry {
@@ -617,3 +637,91 @@ pub fn desired_healthy(pdb: &Value, expected: i64) -> i64 {
 mod support;
 #[cfg(test)]
 mod tests;
+
+thread_local! {
+    /// Whether this thread is running one of the cluster's passes (see [`in_pass`]).
+    static IN_PASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `work` as one of the cluster's passes, for the lock's accounting.
+pub(crate) fn in_pass<T>(work: impl FnOnce() -> T) -> T {
+    IN_PASS.with(|flag| flag.set(true));
+    let result = work();
+    IN_PASS.with(|flag| flag.set(false));
+    result
+}
+
+/// The store's lock, held: its hold time is counted when it is let go.
+struct Locked<'a> {
+    guard: MutexGuard<'a, State>,
+    held_since: std::time::Instant,
+    by_pass: bool,
+    times: &'a LockTimes,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.times
+            .add(self.by_pass, true, self.held_since.elapsed());
+    }
+}
+
+/// Nanoseconds the store's lock was waited for and held, by passes and by everyone else (API
+/// requests, tests, benchmarks). Every request runs under the one lock, so what others hold is
+/// what the passes may wait for.
+#[derive(Default)]
+struct LockTimes {
+    pass_waited: std::sync::atomic::AtomicU64,
+    pass_held: std::sync::atomic::AtomicU64,
+    others_waited: std::sync::atomic::AtomicU64,
+    others_held: std::sync::atomic::AtomicU64,
+}
+
+impl LockTimes {
+    fn add(&self, by_pass: bool, held: bool, took: std::time::Duration) {
+        let counter = match (by_pass, held) {
+            (true, false) => &self.pass_waited,
+            (true, true) => &self.pass_held,
+            (false, false) => &self.others_waited,
+            (false, true) => &self.others_held,
+        };
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn take(&self) -> LockTimesTaken {
+        let take = |counter: &std::sync::atomic::AtomicU64| {
+            std::time::Duration::from_nanos(counter.swap(0, std::sync::atomic::Ordering::Relaxed))
+        };
+        LockTimesTaken {
+            pass_waited: take(&self.pass_waited),
+            pass_held: take(&self.pass_held),
+            others_waited: take(&self.others_waited),
+            others_held: take(&self.others_held),
+        }
+    }
+}
+
+/// How long the store's lock was waited for and held over a stretch of time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LockTimesTaken {
+    /// By the cluster's passes.
+    pub pass_waited: std::time::Duration,
+    pub pass_held: std::time::Duration,
+    /// By everyone else: API requests, tests, benchmarks.
+    pub others_waited: std::time::Duration,
+    pub others_held: std::time::Duration,
+}

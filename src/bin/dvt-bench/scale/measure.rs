@@ -274,4 +274,21 @@ pub(super) fn pass_line(phase: &str, stats: &dvt_sim::PassStats, writes: &BTreeM
         &format!("{phase}: simulator pass time by step"),
         steps.join(", "),
     );
+    let lock = &stats.store_lock;
+    line(
+        &format!("{phase}: simulator store lock, passes waited / held"),
+        format!(
+            "{:.2} s / {:.2} s",
+            lock.pass_waited.as_secs_f64(),
+            lock.pass_held.as_secs_f64()
+        ),
+    );
+    line(
+        &format!("{phase}: simulator store lock, others (API) waited / held"),
+        format!(
+            "{:.2} s / {:.2} s",
+            lock.others_waited.as_secs_f64(),
+            lock.others_held.as_secs_f64()
+        ),
+    );
 }
