@@ -293,6 +293,47 @@ async fn a_lock_that_does_not_match_changes_nothing_and_says_why() {
     );
 }
 
+/// The 4-member example's lock with two shares of validator 0 swapped (its shares then do not
+/// interpolate to the group key), and the lock as it was.
+fn broken_lock() -> (String, String) {
+    let text = std::fs::read_to_string(Path::new(REPO).join("examples/stader-4.yaml")).unwrap();
+    let good = text
+        .split("\n---\n")
+        .find(|doc| doc.contains("kind: ConfigMap"))
+        .map(|doc| {
+            let value: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
+            value["data"]["cluster-lock.json"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .unwrap();
+    let mut lock: serde_json::Value = serde_json::from_str(&good).unwrap();
+    lock["distributed_validators"][0]["public_shares"]
+        .as_array_mut()
+        .unwrap()
+        .swap(0, 1);
+    (lock.to_string(), good)
+}
+
+/// Waits until the DV reports its lock broken (naming where it is kept), then, after `repair`,
+/// Available again.
+async fn broken_then_repaired(world: &World, kept_in: &str, repair: impl std::future::Future) {
+    let dv = dv_where(world, "stader-4", "the broken lock reported", |dv| {
+        condition(dv, "Available").is_some_and(|(_, reason, _)| reason == "LockInvalid")
+    })
+    .await;
+    let (_, _, message) = condition(&dv, "Available").unwrap();
+    assert!(
+        message.contains(&format!(
+            "{kept_in} stader-4-lock: validator 0: public shares 0..2 do not interpolate"
+        )),
+        "{message}"
+    );
+    repair.await;
+    dv_where(world, "stader-4", "stader-4 Available again", available).await;
+}
+
 /// The operator keeps what a lock says, not its text, and reads it again when its ConfigMap
 /// changes: an edit that breaks the lock is seen, and so is its repair.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,18 +345,6 @@ async fn an_edited_lock_is_read_again() {
         .unwrap();
     dv_where(&world, "stader-4", "stader-4 Available", available).await;
     let config_maps: Api<ConfigMap> = Api::default_namespaced(world.client.clone());
-    let good = config_maps
-        .get("stader-4-lock")
-        .await
-        .unwrap()
-        .data
-        .unwrap()["cluster-lock.json"]
-        .clone();
-    let mut lock: serde_json::Value = serde_json::from_str(&good).unwrap();
-    lock["distributed_validators"][0]["public_shares"]
-        .as_array_mut()
-        .unwrap()
-        .swap(0, 1);
     let set_lock = |text: String| {
         let config_maps = config_maps.clone();
         async move {
@@ -330,20 +359,51 @@ async fn an_edited_lock_is_read_again() {
                 .unwrap();
         }
     };
-    set_lock(lock.to_string()).await;
-    let dv = dv_where(&world, "stader-4", "the broken lock reported", |dv| {
-        condition(dv, "Available").is_some_and(|(_, reason, _)| reason == "LockInvalid")
-    })
-    .await;
-    let (_, _, message) = condition(&dv, "Available").unwrap();
-    assert!(
-        message.contains(
-            "ConfigMap stader-4-lock: validator 0: public shares 0..2 do not interpolate"
-        ),
-        "{message}"
-    );
-    set_lock(good).await;
-    dv_where(&world, "stader-4", "stader-4 Available again", available).await;
+    let (broken, good) = broken_lock();
+    set_lock(broken).await;
+    broken_then_repaired(&world, "ConfigMap", set_lock(good)).await;
+}
+
+/// A lock kept in a Secret is read (only its key) and read again when the Secret changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_in_a_secret_is_read_and_read_again_when_edited() {
+    let world = world().await;
+    let text = std::fs::read_to_string(Path::new(REPO).join("examples/stader-4.yaml")).unwrap();
+    let documents: Vec<String> = text
+        .split("\n---\n")
+        .map(|doc| {
+            if doc.contains("kind: ConfigMap") {
+                doc.replace("kind: ConfigMap", "kind: Secret")
+                    .replace("\ndata:\n", "\nstringData:\n")
+            } else {
+                doc.replace(
+                    "configMap: {name: stader-4-lock}",
+                    "secret: {name: stader-4-lock}",
+                )
+            }
+        })
+        .collect();
+    let file = write_temporary("stader-4-secret-lock.yaml", &documents.join("\n---\n"));
+    world.apply_file(&file, "default").await.unwrap();
+    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    let secrets: Api<Secret> = Api::default_namespaced(world.client.clone());
+    let set_lock = |text: String| {
+        let secrets = secrets.clone();
+        async move {
+            let patch = serde_json::json!({"stringData": {"cluster-lock.json": text}});
+            secrets
+                .patch(
+                    "stader-4-lock",
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let (broken, good) = broken_lock();
+    set_lock(broken).await;
+    broken_then_repaired(&world, "Secret", set_lock(good)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -208,7 +208,7 @@ pub fn example_with(file: &str, extra: &str) -> std::path::PathBuf {
 /// Writes `contents` to a file named `file` in a directory of its own. Tests run in parallel: a
 /// shared path would let one test read the file while another truncates it to rewrite it (an
 /// empty manifest applies nothing, and the test then waits for a DV that never comes).
-fn write_temporary(file: &str, contents: &str) -> std::path::PathBuf {
+pub fn write_temporary(file: &str, contents: &str) -> std::path::PathBuf {
     static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let serial = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir =
