@@ -316,9 +316,36 @@ fn broken_lock() -> (String, String) {
     (lock.to_string(), good)
 }
 
-/// Waits until the DV reports its lock broken (naming where it is kept), then, after `repair`,
-/// Available again.
-async fn broken_then_repaired(world: &World, kept_in: &str, repair: impl std::future::Future) {
+/// Merge-patches the lock of the example, kept in a `K` (ConfigMap or Secret) under `field`
+/// (`data` or `stringData`), to `text`.
+async fn set_lock<K>(world: &World, field: &str, text: String)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let patch = serde_json::json!({ field: {"cluster-lock.json": text} });
+    Api::<K>::default_namespaced(world.client.clone())
+        .patch(
+            "stader-4-lock",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+}
+
+/// Breaks the Available DV's lock where it is kept (`kept_in`, with `set`), waits until the DV
+/// says so and names it, then repairs the lock and waits until the DV is Available again.
+async fn break_and_repair_lock<Set, Done>(world: &World, kept_in: &str, set: Set)
+where
+    Set: Fn(String) -> Done,
+    Done: std::future::Future<Output = ()>,
+{
+    dv_where(world, "stader-4", "stader-4 Available", available).await;
+    let (broken, good) = broken_lock();
+    set(broken).await;
     let dv = dv_where(world, "stader-4", "the broken lock reported", |dv| {
         condition(dv, "Available").is_some_and(|(_, reason, _)| reason == "LockInvalid")
     })
@@ -330,7 +357,7 @@ async fn broken_then_repaired(world: &World, kept_in: &str, repair: impl std::fu
         )),
         "{message}"
     );
-    repair.await;
+    set(good).await;
     dv_where(world, "stader-4", "stader-4 Available again", available).await;
 }
 
@@ -343,25 +370,10 @@ async fn an_edited_lock_is_read_again() {
         .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
         .await
         .unwrap();
-    dv_where(&world, "stader-4", "stader-4 Available", available).await;
-    let config_maps: Api<ConfigMap> = Api::default_namespaced(world.client.clone());
-    let set_lock = |text: String| {
-        let config_maps = config_maps.clone();
-        async move {
-            let patch = serde_json::json!({"data": {"cluster-lock.json": text}});
-            config_maps
-                .patch(
-                    "stader-4-lock",
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .unwrap();
-        }
-    };
-    let (broken, good) = broken_lock();
-    set_lock(broken).await;
-    broken_then_repaired(&world, "ConfigMap", set_lock(good)).await;
+    break_and_repair_lock(&world, "ConfigMap", |text| {
+        set_lock::<ConfigMap>(&world, "data", text)
+    })
+    .await;
 }
 
 /// A lock kept in a Secret is read (only its key) and read again when the Secret changes.
@@ -385,25 +397,10 @@ async fn a_lock_in_a_secret_is_read_and_read_again_when_edited() {
         .collect();
     let file = write_temporary("stader-4-secret-lock.yaml", &documents.join("\n---\n"));
     world.apply_file(&file, "default").await.unwrap();
-    dv_where(&world, "stader-4", "stader-4 Available", available).await;
-    let secrets: Api<Secret> = Api::default_namespaced(world.client.clone());
-    let set_lock = |text: String| {
-        let secrets = secrets.clone();
-        async move {
-            let patch = serde_json::json!({"stringData": {"cluster-lock.json": text}});
-            secrets
-                .patch(
-                    "stader-4-lock",
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .unwrap();
-        }
-    };
-    let (broken, good) = broken_lock();
-    set_lock(broken).await;
-    broken_then_repaired(&world, "Secret", set_lock(good)).await;
+    break_and_repair_lock(&world, "Secret", |text| {
+        set_lock::<Secret>(&world, "stringData", text)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
