@@ -78,6 +78,11 @@ enum Command {
         /// Skip the ceiling run (to profile the operator alone; the ratios print as infinite).
         #[arg(long)]
         skip_ceiling: bool,
+        /// Run the ceiling again after the operator's run (and its resync), on a fresh simulated
+        /// cluster, and print the ratio against each: the first ceiling runs in a process that
+        /// has not yet faulted in the memory its cluster needs.
+        #[arg(long, conflicts_with = "skip_ceiling")]
+        ceiling_after: bool,
     },
     /// The operator process that `scale` measures (the controller of `dvt-operator run`).
     #[command(hide = true)]
@@ -464,9 +469,11 @@ async fn main() -> ExitCode {
             concurrency,
             debounce_ms,
             skip_ceiling,
+            ceiling_after,
         } => {
             scale::scale(scale::Options {
                 skip_ceiling,
+                ceiling_after,
                 dvs: dvs.max(1),
                 members,
                 nodes: nodes

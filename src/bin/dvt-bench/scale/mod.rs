@@ -38,6 +38,8 @@ pub struct Options {
     pub debounce: Duration,
     /// Skip the ceiling run (when profiling the operator alone).
     pub skip_ceiling: bool,
+    /// Run the ceiling again at the end (see `dvt-bench scale --help`).
+    pub ceiling_after: bool,
 }
 
 const ZONES: usize = 4;
@@ -372,6 +374,18 @@ pub async fn scale(options: Options) -> Result<(), String> {
     }
     for (verb, count) in &resync_requests {
         line(&format!("resync: operator API requests: {verb}"), count);
+    }
+    drop(world);
+    if options.ceiling_after {
+        let (again, _) = self::ceiling(&options, manifest).await?;
+        line(
+            "ceiling again, after the operator: until every member pod Ready",
+            format!("{:.2} s", secs(again)),
+        );
+        line(
+            "convergence / ceiling again",
+            format!("{:.2}", secs(converged) / secs(again).max(1e-9)),
+        );
     }
     if std::env::var_os("DVT_BENCH_LOG").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
