@@ -78,10 +78,11 @@ enum Command {
         /// Skip the ceiling run (to profile the operator alone; the ratios print as infinite).
         #[arg(long)]
         skip_ceiling: bool,
-        /// Run the ceiling again after the operator's run (and its resync), on a fresh simulated
-        /// cluster, and print the ratio against each: the first ceiling runs in a process that
-        /// has not yet faulted in the memory its cluster needs.
-        #[arg(long, conflicts_with = "skip_ceiling")]
+        /// Run the ceiling (again) after the operator's run and its resync, on a fresh simulated
+        /// cluster, and print the ratio against it: a phase that runs later runs in a process
+        /// whose heap has held and freed whole clusters. With `--skip-ceiling`, the operator's
+        /// run comes first and the ceiling last.
+        #[arg(long)]
         ceiling_after: bool,
     },
     /// The operator process that `scale` measures (the controller of `dvt-operator run`).
