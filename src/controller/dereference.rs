@@ -76,8 +76,24 @@ pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Res
     })
 }
 
-/// Where a DV's cluster lock is kept: namespace, kind (ConfigMap or Secret), name and key.
-pub(super) type LockSource = (String, &'static str, String, String);
+/// Where a DV's cluster lock is kept: namespace, kind, name and key.
+pub(super) type LockSource = (String, LockKeptIn, String, String);
+
+/// The kind of object a lock is kept in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum LockKeptIn {
+    ConfigMap,
+    Secret,
+}
+
+impl std::fmt::Display for LockKeptIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LockKeptIn::ConfigMap => "ConfigMap",
+            LockKeptIn::Secret => "Secret",
+        })
+    }
+}
 
 /// Each lock as read (or why it could not be), by where it is kept, with the resourceVersion of
 /// the ConfigMap or Secret it was read from. A lock is read (one GET) when that version changes,
@@ -117,23 +133,18 @@ impl LockReads {
     }
 }
 
-/// The kinds a lock can be kept in, as [`LockSource`] names them.
-pub(super) const LOCK_IN_CONFIG_MAP: &str = "ConfigMap";
-pub(super) const LOCK_IN_SECRET: &str = "Secret";
-
 /// The resourceVersion the caches show of the ConfigMap or Secret of `source`, if it exists.
 pub(super) fn lock_source_version(caches: &Caches, source: &LockSource) -> Option<String> {
     let (namespace, kind, name, _) = source;
-    if *kind == LOCK_IN_CONFIG_MAP {
-        caches
+    match kind {
+        LockKeptIn::ConfigMap => caches
             .config_maps
             .get(&ObjectRef::new(name).within(namespace))
-            .map(|cm| cm.resource_version().unwrap_or_default())
-    } else {
-        caches
+            .map(|cm| cm.resource_version().unwrap_or_default()),
+        LockKeptIn::Secret => caches
             .secrets
             .get(&ObjectRef::new(name).within(namespace))
-            .map(|secret| secret.resource_version().unwrap_or_default())
+            .map(|secret| secret.resource_version().unwrap_or_default()),
     }
 }
 
@@ -145,8 +156,13 @@ pub(super) async fn read_lock(dv: &DistributedValidator, ctx: &Context) -> Resul
     let namespace = dv.namespace().unwrap_or_default();
     let lock = &dv.spec.cluster_lock;
     let source: LockSource = match (&lock.config_map, &lock.secret) {
-        (Some(s), _) => (namespace, LOCK_IN_CONFIG_MAP, s.name.clone(), s.key.clone()),
-        (None, Some(s)) => (namespace, LOCK_IN_SECRET, s.name.clone(), s.key.clone()),
+        (Some(s), _) => (
+            namespace,
+            LockKeptIn::ConfigMap,
+            s.name.clone(),
+            s.key.clone(),
+        ),
+        (None, Some(s)) => (namespace, LockKeptIn::Secret, s.name.clone(), s.key.clone()),
         (None, None) => {
             return Ok(Err(
                 "spec.clusterLock names no ConfigMap or Secret".to_owned()
@@ -166,7 +182,7 @@ pub(super) async fn read_lock(dv: &DistributedValidator, ctx: &Context) -> Resul
         name: name.clone(),
         source,
     };
-    let fetched: Option<(String, Result<String, String>)> = if *kind == LOCK_IN_CONFIG_MAP {
+    let fetched: Option<(String, Result<String, String>)> = if *kind == LockKeptIn::ConfigMap {
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
         waiting_on(api.get_opt(name))
             .await

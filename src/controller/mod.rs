@@ -330,7 +330,7 @@ mod tests {
         let reads = LockReads::default();
         let source: LockSource = (
             "default".into(),
-            LOCK_IN_CONFIG_MAP,
+            LockKeptIn::ConfigMap,
             "stader-4-lock".into(),
             "cluster-lock.json".into(),
         );
