@@ -263,6 +263,16 @@ impl Store {
     }
 
     fn lock(&self) -> Locked<'_> {
+        self.lock_for("other", None)
+    }
+
+    /// The lock, for `operation` on `resource`: what API requests hold it for is accounted by
+    /// operation and resource, to say which requests keep the passes waiting.
+    fn lock_for<'a>(
+        &'a self,
+        operation: &'static str,
+        resource: Option<&'a ResourceType>,
+    ) -> Locked<'a> {
         let asked = std::time::Instant::now();
         // A panic while holding the lock would leave the store half-written; the simulator's
         // own invariants are better served by carrying on with what is there.
@@ -279,6 +289,8 @@ impl Store {
             held_since,
             by_pass,
             times: &self.lock_times,
+            operation,
+            resource,
         }
     }
 
@@ -295,6 +307,11 @@ impl Store {
         self.lock().registry.get(group, version, plural)
     }
 
+    /// The time since the store was created: the clock of the timeline's `at`.
+    pub fn clock(&self) -> std::time::Duration {
+        self.lock().started.elapsed()
+    }
+
     pub fn current_resource_version(&self) -> u64 {
         self.lock().resource_version
     }
@@ -306,7 +323,7 @@ impl Store {
     }
 
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
-        let state = self.lock();
+        let state = self.lock_for("get", Some(rt));
         state.get(rt, namespace, name).map(|o| state.present(rt, o))
     }
 
@@ -317,7 +334,7 @@ impl Store {
         labels: &Selector,
         fields: &Selector,
     ) -> (Vec<Value>, u64) {
-        let state = self.lock();
+        let state = self.lock_for("list", Some(rt));
         let items = state
             .objects
             .get(&rt.storage_key())
@@ -336,7 +353,7 @@ impl Store {
     /// Visits every object of a type in key order, under one lock and without copying: what a
     /// typed cache needs to catch up (decoding only what changed) on every read.
     pub fn visit(&self, rt: &ResourceType, mut visit: impl FnMut(&(String, String), &Value)) {
-        let state = self.lock();
+        let state = self.lock_for("list", Some(rt));
         for (key, object) in state.objects.get(&rt.storage_key()).into_iter().flatten() {
             visit(key, object);
         }
@@ -354,7 +371,7 @@ impl Store {
         limit: usize,
     ) -> (Vec<Value>, u64, Option<(String, String)>) {
         use std::ops::Bound;
-        let state = self.lock();
+        let state = self.lock_for("list", Some(rt));
         let Some(objects) = state.objects.get(&rt.storage_key()) else {
             return (Vec::new(), state.resource_version, None);
         };
@@ -380,7 +397,7 @@ impl Store {
         object: Value,
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let mut state = self.lock();
+        let mut state = self.lock_for("create", Some(rt));
         state.actor.clone_from(&options.field_manager);
         state.client.clone_from(&options.client);
         let created = state.create(
@@ -403,7 +420,7 @@ impl Store {
         sub: Subresource,
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let mut state = self.lock();
+        let mut state = self.lock_for("update", Some(rt));
         state.actor.clone_from(&options.field_manager);
         state.client.clone_from(&options.client);
         let updated = state.replace(rt, namespace, name, object, sub, options)?;
@@ -421,7 +438,7 @@ impl Store {
         sub: Subresource,
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let mut state = self.lock();
+        let mut state = self.lock_for("patch", Some(rt));
         state.actor.clone_from(&options.field_manager);
         state.client.clone_from(&options.client);
         let updated = state.patch(rt, namespace, name, kind, body, sub, options)?;
@@ -435,7 +452,7 @@ impl Store {
         name: &str,
         options: &DeleteOptions,
     ) -> Result<Value, ApiError> {
-        let mut state = self.lock();
+        let mut state = self.lock_for("delete", Some(rt));
         state.actor.clone_from(&options.actor);
         state.client.clone_from(&options.client);
         let result = state.delete(rt, namespace, name, options)?;
@@ -450,7 +467,7 @@ impl Store {
         actor: &str,
         client: &str,
     ) -> Result<(), ApiError> {
-        let mut state = self.lock();
+        let mut state = self.lock_for("evict", None);
         actor.clone_into(&mut state.actor);
         client.clone_into(&mut state.client);
         state.evict(namespace, name)
@@ -467,7 +484,7 @@ impl Store {
         actor: &str,
         client: &str,
     ) -> Result<Value, ApiError> {
-        let mut state = self.lock();
+        let mut state = self.lock_for("bind", None);
         actor.clone_into(&mut state.actor);
         client.clone_into(&mut state.client);
         let rt = state
@@ -504,7 +521,7 @@ impl Store {
     /// Removes a pod at once, as a kubelet confirming termination or the pod garbage collector
     /// does. Finalizers still hold it.
     pub fn force_delete_pod(&self, namespace: &str, name: &str, actor: &str) {
-        let mut state = self.lock();
+        let mut state = self.lock_for("delete", None);
         actor.clone_into(&mut state.actor);
         state.client.clear();
         let Some(rt) = state.registry.get("", "v1", "pods") else {
@@ -531,7 +548,7 @@ impl Store {
 
     /// The entries after the first `skip`, for followers that poll.
     pub fn timeline_since(&self, skip: usize) -> Vec<TimelineEntry> {
-        let state = self.lock();
+        let state = self.lock_for("timeline", None);
         state
             .timeline
             .get(skip..)
@@ -542,7 +559,7 @@ impl Store {
     /// The events after `since` for one resource, and a receiver for those that follow.
     /// `410 Gone` when `since` is older than the retained history.
     pub fn watch_from(&self, key: &StorageKey, since: u64) -> Result<WatchStart, ApiError> {
-        let state = self.lock();
+        let state = self.lock_for("watch", None);
         if since < state.compacted {
             return Err(ApiError::gone(format!(
                 "too old resource version: {since} ({})",
@@ -561,7 +578,7 @@ impl Store {
     /// Drops watch history so that resourceVersions up to `up_to` answer `410 Gone`, as etcd
     /// compaction does. Used by tests of watch recovery.
     pub fn compact(&self, up_to: u64) {
-        let mut state = self.lock();
+        let mut state = self.lock_for("other", None);
         let up_to = up_to.min(state.resource_version);
         while state
             .history
@@ -577,7 +594,7 @@ impl Store {
 
     /// The watch history kept: (events, bytes of their serialized objects).
     pub fn history_size(&self) -> (usize, usize) {
-        let state = self.lock();
+        let state = self.lock_for("other", None);
         (state.history.len(), state.history_bytes)
     }
 
@@ -657,6 +674,8 @@ struct Locked<'a> {
     held_since: std::time::Instant,
     by_pass: bool,
     times: &'a LockTimes,
+    operation: &'static str,
+    resource: Option<&'a ResourceType>,
 }
 
 impl std::ops::Deref for Locked<'_> {
@@ -674,8 +693,12 @@ impl std::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        self.times
-            .add(self.by_pass, true, self.held_since.elapsed());
+        let held = self.held_since.elapsed();
+        self.times.add(self.by_pass, true, held);
+        if !self.by_pass {
+            let resource = self.resource.map_or("", |rt| rt.plural.as_str());
+            self.times.add_operation(self.operation, resource, held);
+        }
     }
 }
 
@@ -688,7 +711,12 @@ struct LockTimes {
     pass_held: std::sync::atomic::AtomicU64,
     others_waited: std::sync::atomic::AtomicU64,
     others_held: std::sync::atomic::AtomicU64,
+    /// What others held it for, by operation and resource: (times, total).
+    others_by_operation: Mutex<OperationTimes>,
 }
+
+/// Lock hold times by operation (`patch`, `get`, …), then resource plural: (times, total).
+pub type OperationTimes = BTreeMap<&'static str, BTreeMap<String, (u64, std::time::Duration)>>;
 
 impl LockTimes {
     fn add(&self, by_pass: bool, held: bool, took: std::time::Duration) {
@@ -702,6 +730,23 @@ impl LockTimes {
         counter.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
     }
 
+    fn add_operation(&self, operation: &'static str, resource: &str, held: std::time::Duration) {
+        let mut by_operation = self
+            .others_by_operation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let by_resource = by_operation.entry(operation).or_default();
+        match by_resource.get_mut(resource) {
+            Some((times, total)) => {
+                *times += 1;
+                *total += held;
+            }
+            None => {
+                by_resource.insert(resource.to_owned(), (1, held));
+            }
+        }
+    }
+
     fn take(&self) -> LockTimesTaken {
         let take = |counter: &std::sync::atomic::AtomicU64| {
             std::time::Duration::from_nanos(counter.swap(0, std::sync::atomic::Ordering::Relaxed))
@@ -711,12 +756,18 @@ impl LockTimes {
             pass_held: take(&self.pass_held),
             others_waited: take(&self.others_waited),
             others_held: take(&self.others_held),
+            others_by_operation: std::mem::take(
+                &mut *self
+                    .others_by_operation
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            ),
         }
     }
 }
 
 /// How long the store's lock was waited for and held over a stretch of time.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LockTimesTaken {
     /// By the cluster's passes.
     pub pass_waited: std::time::Duration,
@@ -724,4 +775,29 @@ pub struct LockTimesTaken {
     /// By everyone else: API requests, tests, benchmarks.
     pub others_waited: std::time::Duration,
     pub others_held: std::time::Duration,
+    /// What others held it for, by operation and resource.
+    pub others_by_operation: OperationTimes,
+}
+
+impl LockTimesTaken {
+    /// The operations that held the lock longest, with their resource: (`patch services`,
+    /// times, total), longest first.
+    pub fn longest_held(&self, count: usize) -> Vec<(String, u64, std::time::Duration)> {
+        let mut all: Vec<(String, u64, std::time::Duration)> = self
+            .others_by_operation
+            .iter()
+            .flat_map(|(operation, by_resource)| {
+                by_resource.iter().map(move |(resource, (times, total))| {
+                    (
+                        format!("{operation} {resource}").trim_end().to_owned(),
+                        *times,
+                        *total,
+                    )
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| b.2.cmp(&a.2));
+        all.truncate(count);
+        all
+    }
 }

@@ -71,3 +71,54 @@ fn the_store_lock_is_accounted_to_passes_and_to_others() {
     assert!(taken.pass_waited >= Duration::from_millis(20), "{taken:?}");
     assert!(taken.others_held >= Duration::from_millis(30), "{taken:?}");
 }
+
+/// What others hold the lock for is told apart by operation and resource, longest first: how
+/// the benchmark finds the requests that keep the passes waiting.
+#[test]
+fn the_lock_held_by_requests_is_accounted_by_operation_and_resource() {
+    let store = Store::new(100);
+    let configmaps = store.resolve("", "v1", "configmaps").expect("built in");
+    let options = WriteOptions {
+        field_manager: "test".into(),
+        dry_run: false,
+        client: "test".into(),
+    };
+    store.take_lock_times();
+    store
+        .create(
+            &configmaps,
+            "default",
+            json!({"metadata": {"name": "c"}}),
+            &options,
+        )
+        .unwrap();
+    for _ in 0..3 {
+        store.get(&configmaps, "default", "c").unwrap();
+    }
+    in_pass(|| store.get(&configmaps, "default", "c").unwrap());
+    let taken = store.take_lock_times();
+    let counted: Vec<(String, u64)> = taken
+        .longest_held(10)
+        .into_iter()
+        .map(|(operation, times, _)| (operation, times))
+        .collect();
+    assert!(
+        counted.contains(&("get configmaps".to_owned(), 3)),
+        "{counted:?}"
+    );
+    assert!(
+        counted.contains(&("create configmaps".to_owned(), 1)),
+        "{counted:?}"
+    );
+    assert_eq!(counted.len(), 2, "passes are not among them: {counted:?}");
+    let total: std::time::Duration = taken
+        .longest_held(10)
+        .iter()
+        .map(|(_, _, held)| *held)
+        .sum();
+    assert!(total <= taken.others_held, "{taken:?}");
+    assert!(
+        store.take_lock_times().others_by_operation.is_empty(),
+        "taken once"
+    );
+}

@@ -55,8 +55,8 @@ enum Command {
         rounds: usize,
     },
     /// Scale: N copies of an example DV (one namespace each): the ceiling (a plain client loop
-    /// applying what the operator would), then the operator in a process of its own, then a
-    /// full resync.
+    /// applying what the operator would), and the operator in a process of its own followed by
+    /// a full resync; each phase on a simulated cluster in a process of its own.
     Scale {
         /// DistributedValidators.
         #[arg(long, default_value_t = 100)]
@@ -75,15 +75,19 @@ enum Command {
         /// The operator's debounce.
         #[arg(long, default_value_t = dvt_operator::controller::DEFAULT_DEBOUNCE.as_millis() as u64)]
         debounce_ms: u64,
-        /// Skip the ceiling run (to profile the operator alone; the ratios print as infinite).
+        /// Skip the ceiling (to profile the operator alone).
         #[arg(long)]
         skip_ceiling: bool,
-        /// Run the ceiling (again) after the operator's run and its resync, on a fresh simulated
-        /// cluster, and print the ratio against it: a phase that runs later runs in a process
-        /// whose heap has held and freed whole clusters. With `--skip-ceiling`, the operator's
-        /// run comes first and the ceiling last.
-        #[arg(long)]
-        ceiling_after: bool,
+        /// Runs of both phases, each phase in a process of its own; odd runs measure the
+        /// ceiling first, even runs the operator first. The spread of each figure is printed.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Run one phase in this process (what each run starts), writing its figures to
+        /// `--result`.
+        #[arg(long, value_enum, hide = true)]
+        phase: Option<scale::PhaseKind>,
+        #[arg(long, hide = true)]
+        result: Option<std::path::PathBuf>,
     },
     /// The operator process that `scale` measures (the controller of `dvt-operator run`).
     #[command(hide = true)]
@@ -470,11 +474,15 @@ async fn main() -> ExitCode {
             concurrency,
             debounce_ms,
             skip_ceiling,
-            ceiling_after,
+            runs,
+            phase,
+            result,
         } => {
             scale::scale(scale::Options {
                 skip_ceiling,
-                ceiling_after,
+                runs: runs.max(1),
+                phase,
+                result,
                 dvs: dvs.max(1),
                 members,
                 nodes: nodes

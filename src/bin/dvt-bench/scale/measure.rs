@@ -291,4 +291,82 @@ pub(super) fn pass_line(phase: &str, stats: &dvt_sim::PassStats, writes: &BTreeM
             lock.others_held.as_secs_f64()
         ),
     );
+    let longest: Vec<String> = lock
+        .longest_held(8)
+        .iter()
+        .map(|(operation, times, total)| {
+            format!("{operation} {times}× {:.2} s", total.as_secs_f64())
+        })
+        .collect();
+    line(
+        &format!("{phase}: simulator store lock held by others, longest"),
+        longest.join(", "),
+    );
+}
+
+/// When a phase got where, on the simulator's clock from the phase's start: its last
+/// StatefulSet created, half and all of its member pods Ready. Where the operator's phase loses
+/// time against the ceiling: before its children exist, or after.
+pub(super) struct Milestones {
+    pub(super) last_statefulset: Option<Duration>,
+    pub(super) half_ready: Option<Duration>,
+    pub(super) all_ready: Option<Duration>,
+}
+
+pub(super) fn milestones(world: &World, mark: usize, start: Duration, pods: usize) -> Milestones {
+    let mut found = Milestones {
+        last_statefulset: None,
+        half_ready: None,
+        all_ready: None,
+    };
+    let mut ready: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let mut ready_count = 0usize;
+    for entry in world.sim.store().timeline_since(mark) {
+        let at = entry.at.saturating_sub(start);
+        match entry.change {
+            Change::Write {
+                verb: "ADDED",
+                resource,
+                ..
+            } if resource == "statefulsets.apps" => found.last_statefulset = Some(at),
+            Change::Readiness {
+                namespace,
+                pod,
+                ready: now,
+                ..
+            } => {
+                let before = ready.insert((namespace, pod), now).unwrap_or(false);
+                match (before, now) {
+                    (false, true) => ready_count += 1,
+                    (true, false) => ready_count -= 1,
+                    _ => {}
+                }
+                if ready_count * 2 >= pods && found.half_ready.is_none() {
+                    found.half_ready = Some(at);
+                }
+                if ready_count >= pods && found.all_ready.is_none() {
+                    found.all_ready = Some(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+pub(super) fn milestone_lines(phase: &str, found: &Milestones) {
+    let at =
+        |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+    line(
+        &format!("{phase}: last StatefulSet created at"),
+        at(found.last_statefulset),
+    );
+    line(
+        &format!("{phase}: half the member pods Ready at"),
+        at(found.half_ready),
+    );
+    line(
+        &format!("{phase}: every member pod Ready at"),
+        at(found.all_ready),
+    );
 }

@@ -1,9 +1,10 @@
-//! `dvt-bench scale`: N copies of an example DV, one namespace each. First the ceiling (the
-//! objects the operator would create, applied by a plain client loop at the operator's
-//! concurrency, until every member pod is Ready), then the operator itself in a process of its
-//! own (time to every DV Available, writes against the minimum, API requests by verb, its peak
-//! RSS and CPU time, reconcile latency from its `/metrics`), then a full resync (a restarted
-//! operator) with nothing changed. Each run gets a fresh simulated cluster in this process.
+//! `dvt-bench scale`: N copies of an example DV, one namespace each. Two phases, each in a
+//! benchmark process of its own with a fresh simulated cluster: the ceiling (the objects the
+//! operator would create, applied by a plain client loop at the operator's concurrency, until
+//! every member pod is Ready), and the operator itself in a process of its own (time to every DV
+//! Available, writes against the minimum, API requests by verb, its peak RSS and CPU time,
+//! reconcile latency from its `/metrics`) followed by a full resync (a restarted operator) with
+//! nothing changed. `--runs` repeats both and prints the spread.
 
 mod load;
 mod measure;
@@ -38,8 +39,27 @@ pub struct Options {
     pub debounce: Duration,
     /// Skip the ceiling run (when profiling the operator alone).
     pub skip_ceiling: bool,
-    /// Run the ceiling again at the end (see `dvt-bench scale --help`).
-    pub ceiling_after: bool,
+    /// How many times both phases run (see [`scale`]).
+    pub runs: usize,
+    /// Run only this phase, in this process, and write its figures to `result`.
+    pub phase: Option<PhaseKind>,
+    pub result: Option<PathBuf>,
+}
+
+/// The two phases of a run, each measured in a process of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PhaseKind {
+    Ceiling,
+    Operator,
+}
+
+impl PhaseKind {
+    fn argument(self) -> &'static str {
+        match self {
+            PhaseKind::Ceiling => "ceiling",
+            PhaseKind::Operator => "operator",
+        }
+    }
 }
 
 const ZONES: usize = 4;
@@ -153,6 +173,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
     let objects = jobs.len();
     let mark = world.sim.store().timeline_len();
     take_pass_stats(&world);
+    let clock = world.sim.store().clock();
     let started = Instant::now();
     let pods = options.dvs * options.members;
     with_progress(
@@ -169,6 +190,10 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
     )
     .await?;
     let took = started.elapsed();
+    milestone_lines(
+        "ceiling",
+        &milestones(&world, mark, clock, options.dvs * options.members),
+    );
     pass_line(
         "ceiling",
         &take_pass_stats(&world),
@@ -177,13 +202,25 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
     Ok((took, objects))
 }
 
+/// `dvt-bench scale`: each phase in a process of its own (`--phase`), `--runs` times, the
+/// order of the two phases alternating from run to run; then the spread of the ratios.
+///
+/// A phase run second in one process ran on a heap that had held and freed a whole simulated
+/// cluster, and took up to half as long again (see e2e/BENCHMARKS.md, 2026-12-04): a ratio of
+/// two phases means something only when both start alike.
 pub async fn scale(options: Options) -> Result<(), String> {
-    let manifest = example(options.members)?;
-    let dir = std::env::temp_dir().join(format!("dvt-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-
+    if let Some(phase) = options.phase {
+        let result = match phase {
+            PhaseKind::Ceiling => ceiling_phase(&options).await?,
+            PhaseKind::Operator => operator_phase(&options).await?,
+        };
+        if let Some(path) = &options.result {
+            let text = serde_json::to_string(&result).map_err(|e| e.to_string())?;
+            std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        return Ok(());
+    }
     let (dvs, members) = (options.dvs, options.members);
-    let secs = |d: Duration| d.as_secs_f64();
     line("DVs x members", format!("{dvs} x {members}"));
     line(
         "simulated nodes / zones",
@@ -197,36 +234,204 @@ pub async fn scale(options: Options) -> Result<(), String> {
             options.debounce.as_millis()
         ),
     );
-
-    // 1. The ceiling, on a simulated cluster of its own; its figures as soon as it ends.
-    let (ceiling, ceiling_objects) = if options.skip_ceiling {
-        (Duration::ZERO, 0)
-    } else {
-        ceiling(&options, manifest).await?
+    let dir = std::env::temp_dir().join(format!("dvt-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut runs: Vec<(Option<PhaseResult>, PhaseResult)> = Vec::new();
+    for run in 1..=options.runs {
+        let order: &[PhaseKind] = if options.skip_ceiling {
+            &[PhaseKind::Operator]
+        } else if run % 2 == 1 {
+            &[PhaseKind::Ceiling, PhaseKind::Operator]
+        } else {
+            &[PhaseKind::Operator, PhaseKind::Ceiling]
+        };
+        let (mut ceiling, mut operator) = (None, None);
+        for &phase in order {
+            println!(
+                "--- run {run} of {}: {phase:?}, in a process of its own",
+                options.runs
+            );
+            let result = spawn_phase(
+                phase,
+                &options,
+                &dir.join(format!("run-{run}-{phase:?}.json")),
+            )?;
+            match phase {
+                PhaseKind::Ceiling => ceiling = Some(result),
+                PhaseKind::Operator => operator = Some(result),
+            }
+        }
+        let operator = operator.ok_or("every run has an operator phase")?;
+        if let Some(ceiling) = &ceiling {
+            line(
+                &format!("run {run}: convergence / ceiling"),
+                format!(
+                    "{:.2} ({:.2} s / {:.2} s)",
+                    operator.seconds / ceiling.seconds.max(1e-9),
+                    operator.seconds,
+                    ceiling.seconds
+                ),
+            );
+        }
+        runs.push((ceiling, operator));
+    }
+    println!("--- summary of {} run(s)", runs.len());
+    let spread = |values: Vec<f64>, unit: &str, digits: usize| {
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let listed: Vec<String> = values.iter().map(|v| format!("{v:.digits$}")).collect();
+        let median = match sorted.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => sorted[n / 2],
+            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        format!(
+            "median {median:.digits$}{unit}, min {:.digits$}, max {:.digits$} ({})",
+            sorted.first().copied().unwrap_or(f64::NAN),
+            sorted.last().copied().unwrap_or(f64::NAN),
+            listed.join(", ")
+        )
     };
-    line("ceiling: objects applied by a client loop", ceiling_objects);
+    let ceilings: Vec<f64> = runs
+        .iter()
+        .filter_map(|(c, _)| c.as_ref().map(|c| c.seconds))
+        .collect();
+    if !ceilings.is_empty() {
+        line(
+            "ceiling: until every member pod Ready",
+            spread(ceilings, " s", 2),
+        );
+        line(
+            "convergence / ceiling",
+            spread(
+                runs.iter()
+                    .filter_map(|(c, o)| Some(o.seconds / c.as_ref()?.seconds.max(1e-9)))
+                    .collect(),
+                "",
+                2,
+            ),
+        );
+    }
+    line(
+        "operator: until every DV Available",
+        spread(runs.iter().map(|(_, o)| o.seconds).collect(), " s", 2),
+    );
+    line(
+        "writes / minimum",
+        spread(
+            runs.iter()
+                .filter_map(|(_, o)| o.writes_over_minimum)
+                .collect(),
+            "",
+            3,
+        ),
+    );
+    line(
+        "operator peak RSS",
+        spread(
+            runs.iter()
+                .filter_map(|(_, o)| o.operator_peak_mib)
+                .collect(),
+            " MiB",
+            1,
+        ),
+    );
+    line(
+        "resync writes",
+        spread(
+            runs.iter().filter_map(|(_, o)| o.resync_writes).collect(),
+            "",
+            0,
+        ),
+    );
+    line(
+        "simulator + benchmark peak RSS, any phase",
+        format!(
+            "{:.1} MiB",
+            runs.iter()
+                .flat_map(|(c, o)| c.iter().chain([o]))
+                .map(|r| r.process_peak_mib)
+                .fold(0.0, f64::max)
+        ),
+    );
+    if std::env::var_os("DVT_BENCH_LOG").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        line("operator logs", dir.display());
+    }
+    Ok(())
+}
+
+/// Runs one phase as `dvt-bench scale --phase …` (its lines print as it goes) and reads its
+/// figures back.
+fn spawn_phase(phase: PhaseKind, options: &Options, result: &Path) -> Result<PhaseResult, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let status = std::process::Command::new(exe)
+        .arg("scale")
+        .args(["--phase", phase.argument()])
+        .arg("--result")
+        .arg(result)
+        .args(["--dvs", &options.dvs.to_string()])
+        .args(["--members", &options.members.to_string()])
+        .args(["--nodes", &options.nodes.to_string()])
+        .args(["--concurrency", &options.concurrency.to_string()])
+        .args(["--debounce-ms", &options.debounce.as_millis().to_string()])
+        .status()
+        .map_err(|e| format!("starting the {phase:?} phase: {e}"))?;
+    if !status.success() {
+        return Err(format!("the {phase:?} phase failed ({status})"));
+    }
+    let text = std::fs::read_to_string(result)
+        .map_err(|e| format!("reading {}: {e}", result.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", result.display()))
+}
+
+/// The ceiling phase: its figures as it ends.
+async fn ceiling_phase(options: &Options) -> Result<PhaseResult, String> {
+    let manifest = example(options.members)?;
+    let (took, objects) = ceiling(options, manifest).await?;
+    line("ceiling: objects applied by a client loop", objects);
     line(
         "ceiling: until every member pod Ready",
-        format!("{:.2} s", secs(ceiling)),
+        format!("{:.2} s", took.as_secs_f64()),
     );
+    let process_peak_mib = proc_status_kib(std::process::id(), "VmHWM") as f64 / 1024.0;
+    line(
+        "ceiling: simulator + benchmark process peak RSS",
+        format!("{process_peak_mib:.1} MiB"),
+    );
+    Ok(PhaseResult {
+        seconds: took.as_secs_f64(),
+        process_peak_mib,
+        ..PhaseResult::default()
+    })
+}
 
-    // 2. The operator, on a fresh one: the users' lock and Secrets exist before it starts.
-    let world = start_world(&options).await?;
+/// The operator phase: the operator in a process of its own on a fresh simulated cluster (the
+/// users' lock and Secrets exist before it starts), then a full resync.
+async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
+    let manifest = example(options.members)?;
+    let dir = std::env::temp_dir().join(format!("dvt-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (dvs, members) = (options.dvs, options.members);
+    let secs = |d: Duration| d.as_secs_f64();
+    let world = start_world(options).await?;
     let kubeconfig = dir.join("operator.kubeconfig");
     world
         .write_operator_kubeconfig(&kubeconfig)
         .map_err(|e| e.to_string())?;
-    create_namespaces(&world, "dv", &options).await?;
+    create_namespaces(&world, "dv", options).await?;
     let docs = documents(manifest)?;
     let jobs = |dv: bool| user_jobs(&docs, "dv", options.dvs, dv);
     apply_all(&world.client, jobs(false), options.concurrency).await?;
     let log = dir.join("operator.log");
-    let mut operator = OperatorProcess::spawn(&kubeconfig, &log, &options)?;
+    let mut operator = OperatorProcess::spawn(&kubeconfig, &log, options)?;
     operator.wait_ready(&log).await?;
     let requests_before = world.sim.requests();
     let mark = world.sim.store().timeline_len();
     let cpu_before = cpu_seconds(operator.pid());
     take_pass_stats(&world);
+    let clock = world.sim.store().clock();
     let started = Instant::now();
     let pods = options.dvs * options.members;
     with_progress(
@@ -238,11 +443,12 @@ pub async fn scale(options: Options) -> Result<(), String> {
         Some(operator.pid()),
         async {
             apply_all(&world.client, jobs(true), options.concurrency).await?;
-            wait_for_available(&world, options.dvs, phase_limit(&options)).await
+            wait_for_available(&world, options.dvs, phase_limit(options)).await
         },
     )
     .await?;
     let converged = started.elapsed();
+    milestone_lines("operator", &milestones(&world, mark, clock, pods));
     let passes = take_pass_stats(&world);
     let cpu = cpu_seconds(operator.pid()) - cpu_before;
     let peak_rss = proc_status_kib(operator.pid(), "VmHWM");
@@ -262,10 +468,6 @@ pub async fn scale(options: Options) -> Result<(), String> {
     line(
         "operator: until every DV Available",
         format!("{:.2} s", secs(converged)),
-    );
-    line(
-        "convergence / ceiling",
-        format!("{:.2}", secs(converged) / secs(ceiling).max(1e-9)),
     );
     for (resource, count) in &writes {
         line(&format!("operator writes: {resource}"), count);
@@ -336,14 +538,14 @@ pub async fn scale(options: Options) -> Result<(), String> {
     let resync_mark = world.sim.store().timeline_len();
     let resync_started = Instant::now();
     let resync_log = dir.join("operator-resync.log");
-    let mut operator = OperatorProcess::spawn(&kubeconfig, &resync_log, &options)?;
+    let mut operator = OperatorProcess::spawn(&kubeconfig, &resync_log, options)?;
     operator.wait_ready(&resync_log).await?;
-    let deadline = Instant::now() + phase_limit(&options) / 2;
+    let deadline = Instant::now() + phase_limit(options) / 2;
     while operator.reconciles().await? < options.dvs as u64 {
         if Instant::now() > deadline {
             return Err(format!(
                 "the restarted operator did not reconcile every DV in {} s",
-                (phase_limit(&options) / 2).as_secs()
+                (phase_limit(options) / 2).as_secs()
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -376,23 +578,30 @@ pub async fn scale(options: Options) -> Result<(), String> {
         line(&format!("resync: operator API requests: {verb}"), count);
     }
     drop(world);
-    if options.ceiling_after {
-        let (again, _) = self::ceiling(&options, manifest).await?;
-        line(
-            "ceiling again, after the operator: until every member pod Ready",
-            format!("{:.2} s", secs(again)),
-        );
-        line(
-            "convergence / ceiling again",
-            format!("{:.2}", secs(converged) / secs(again).max(1e-9)),
-        );
-    }
     if std::env::var_os("DVT_BENCH_LOG").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         line("operator logs", dir.display());
     }
-    Ok(())
+    Ok(PhaseResult {
+        seconds: secs(converged),
+        process_peak_mib: proc_status_kib(std::process::id(), "VmHWM") as f64 / 1024.0,
+        writes_over_minimum: Some(total as f64 / minimum as f64),
+        operator_peak_mib: Some(peak_rss as f64 / 1024.0),
+        resync_writes: Some(resync_writes.values().sum::<usize>() as f64),
+    })
+}
+
+/// What a phase's process reports back to the run that started it.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct PhaseResult {
+    /// Until every member pod Ready (ceiling) or every DV Available (operator).
+    seconds: f64,
+    /// The phase's process: simulator and benchmark.
+    process_peak_mib: f64,
+    writes_over_minimum: Option<f64>,
+    operator_peak_mib: Option<f64>,
+    resync_writes: Option<f64>,
 }
 
 /// `dvt-bench operator`: the controller `dvt-operator run` runs (no leader election), with
