@@ -259,7 +259,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Monitoring pages served by every simulated Charon of this process.
+static PAGES_SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// Monitoring pages served so far by the simulated Charons of this process (what a peer monitor
+/// costs the simulator).
+pub fn pages_served() -> u64 {
+    PAGES_SERVED.load(Ordering::Relaxed)
+}
+
 async fn serve_metrics(State(node): State<Arc<Node>>) -> String {
+    PAGES_SERVED.fetch_add(1, Ordering::Relaxed);
     node.metrics()
 }
 

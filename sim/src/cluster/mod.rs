@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::registry::StorageKey;
 use crate::store::{Store, Subresource};
 use access::{Access, Types};
 use faults::{Fault, Faults};
@@ -309,13 +310,50 @@ async fn run(inner: Arc<Inner>) {
         let rest = took.max(Duration::from_millis(5));
         let deadline = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
         tokio::select! {
-            _ = changes.recv() => {
+            () = change_the_passes_read(&mut changes) => {
                 // Let a burst of writes land before looking again.
                 tokio::time::sleep(rest).await;
                 drain(&mut changes);
             }
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Whether the simulated controllers read objects of this resource. A write to anything else
+/// (a custom resource such as a DV, an Event, a Lease) changes nothing they act on: a real
+/// controller's informers do not see it, and a pass it woke would read every object for
+/// nothing, delaying the pass that a kubelet's timer is waiting for.
+fn read_by_passes(key: &StorageKey) -> bool {
+    matches!(
+        (key.group.as_str(), key.plural.as_str()),
+        (
+            "",
+            "nodes"
+                | "pods"
+                | "persistentvolumeclaims"
+                | "services"
+                | "configmaps"
+                | "secrets"
+                | "namespaces"
+        ) | ("apps", "statefulsets" | "controllerrevisions")
+            | ("policy", "poddisruptionbudgets")
+            | ("storage.k8s.io", "storageclasses")
+    )
+}
+
+/// Resolves at the first change to something the passes read (or when changes were missed).
+async fn change_the_passes_read(
+    changes: &mut tokio::sync::broadcast::Receiver<Arc<crate::store::WatchEvent>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match changes.recv().await {
+            Ok(event) if !read_by_passes(&event.key) => {}
+            Ok(_) | Err(RecvError::Lagged(_)) => return,
+            // The store is gone: wait for the deadline or a wake-up instead.
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
         }
     }
 }
@@ -501,6 +539,50 @@ mod tests {
             }
         }
         by_actor
+    }
+
+    /// Writes to what no simulated controller reads (Events, DVs, Leases) start no pass; a
+    /// write to what they read does.
+    #[tokio::test]
+    async fn only_writes_the_controllers_read_start_a_pass() {
+        let store = Arc::new(Store::new(100_000));
+        let (cluster, task) = Cluster::start(store.clone(), ClusterOptions::fast());
+        let settle = || tokio::time::sleep(Duration::from_millis(400));
+        settle().await;
+        cluster.take_pass_stats();
+        let events = store.resolve("", "v1", "events").expect("events");
+        let configmaps = store.resolve("", "v1", "configmaps").expect("configmaps");
+        for i in 0..20 {
+            store
+                .create(
+                    &events,
+                    "default",
+                    json!({"metadata": {"name": format!("e{i}")}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "Test", "message": "m", "type": "Normal"}),
+                    &user(),
+                )
+                .expect("an Event");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        settle().await;
+        assert_eq!(
+            cluster.take_pass_stats().passes,
+            0,
+            "Events woke the passes"
+        );
+        store
+            .create(
+                &configmaps,
+                "default",
+                json!({"metadata": {"name": "lock"}, "data": {"k": "v"}}),
+                &user(),
+            )
+            .expect("a ConfigMap");
+        settle().await;
+        assert!(
+            cluster.take_pass_stats().passes >= 1,
+            "a ConfigMap (a lock a pod may be waiting for) wakes the passes"
+        );
+        task.abort();
     }
 
     #[tokio::test]

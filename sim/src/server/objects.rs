@@ -361,15 +361,13 @@ pub(super) async fn object_request(
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
             let patch_body: Value = if matches!(kind, PatchKind::Apply { .. }) {
-                serde_yaml::from_slice(body).map_err(|e| {
-                    ApiError::bad_request(format!("error decoding apply patch: {e}"))
-                })?
+                decode_apply_patch(body)?
             } else {
                 serde_json::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
             };
             let options = write_options(&params, headers);
-            let was_present = store.get(rt, &namespace, &name).is_ok();
+            let was_present = store.contains(rt, &namespace, &name);
             let updated = store.patch(rt, &namespace, &name, kind, &patch_body, sub, &options)?;
             let status = if was_present {
                 StatusCode::OK
@@ -414,6 +412,15 @@ pub(super) async fn object_request(
             uri.path()
         ))),
     }
+}
+
+/// An apply patch's body: YAML, of which JSON is a part. Clients (kube-rs, kubectl) send JSON,
+/// so it is read as JSON first and as YAML only when it is not: a YAML parse of a JSON body
+/// took a third of the simulator's request handling.
+pub(super) fn decode_apply_patch(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .or_else(|_| serde_yaml::from_slice(body))
+        .map_err(|e| ApiError::bad_request(format!("error decoding apply patch: {e}")))
 }
 
 /// The `201 Success` Status kube-apiserver answers to a binding or an eviction.

@@ -6,6 +6,9 @@ use super::*;
 /// How often an idle watch sends a bookmark when the client allows them.
 pub(super) const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The most bytes of waiting events sent as one chunk of a watch stream.
+const WATCH_CHUNK_BYTES: usize = 256 << 10;
+
 /// A watch line around an object already in JSON: the bytes `event_line` would make.
 pub(super) fn raw_event_line(event_type: &str, object: &[u8]) -> Bytes {
     let mut line = Vec::with_capacity(object.len() + 32);
@@ -163,9 +166,20 @@ pub(super) fn watch(
                 return;
             }
         }
+        // Timers made once per watch, not once per event: with thousands of changes a second,
+        // making two timers for each was much of a watch's cost.
+        let ends = tokio::time::sleep_until(
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+        );
+        tokio::pin!(ends);
+        let mut bookmark_ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + BOOKMARK_INTERVAL,
+            BOOKMARK_INTERVAL,
+        );
+        bookmark_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A bookmark goes out when a whole interval passed without an event sent.
+        let mut sent_since_tick = false;
         loop {
-            let sleep_until =
-                deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 received = receiver.recv() => match received {
                     Ok(event) => {
@@ -173,25 +187,44 @@ pub(super) fn watch(
                             continue;
                         }
                         last_rv = event.resource_version;
-                        if matches(&event) && selected(&event) && tx.send(render_event(&event)).await.is_err() {
-                            return;
+                        if matches(&event) && selected(&event) {
+                            if tx.send(render_event(&event)).await.is_err() {
+                                return;
+                            }
+                            sent_since_tick = true;
                         }
                     }
                     // A watcher that falls behind is closed, and resumes from its last resourceVersion.
                     Err(_) => return,
                 },
-                _ = tokio::time::sleep(BOOKMARK_INTERVAL), if bookmarks => {
-                    if tx.send(bookmark(last_rv, false)).await.is_err() {
+                _ = bookmark_ticks.tick(), if bookmarks => {
+                    if !std::mem::take(&mut sent_since_tick)
+                        && tx.send(bookmark(last_rv, false)).await.is_err()
+                    {
                         return;
                     }
                 }
-                _ = tokio::time::sleep_until(sleep_until) => return,
+                () = &mut ends => return,
                 _ = disconnects.changed() => return,
             }
         }
     });
+    // Events that are already waiting go out in one chunk: one write and one wake-up of the
+    // client for a burst, rather than one per event (as kube-apiserver's buffered watch
+    // encoder does).
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
+        let first = rx.recv().await?;
+        let Ok(second) = rx.try_recv() else {
+            return Some((Ok::<Bytes, Infallible>(first), rx));
+        };
+        let mut chunk = Vec::with_capacity(first.len() + second.len());
+        chunk.extend_from_slice(&first);
+        chunk.extend_from_slice(&second);
+        while chunk.len() < WATCH_CHUNK_BYTES {
+            let Ok(next) = rx.try_recv() else { break };
+            chunk.extend_from_slice(&next);
+        }
+        Some((Ok(Bytes::from(chunk)), rx))
     });
     Response::builder()
         .status(StatusCode::OK)

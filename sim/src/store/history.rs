@@ -103,6 +103,9 @@ impl State {
             }
         }
         // No receivers is normal (nobody watching).
+        if let Some(watchers) = self.watch_channels.get(&event.key) {
+            let _ = watchers.send(event.clone());
+        }
         let _ = self.tx.send(event);
     }
 

@@ -38,6 +38,15 @@ pub const DEFAULT_HISTORY: usize = 50_000;
 /// beyond it answers `410 Gone`, and clients list again.
 pub const DEFAULT_HISTORY_BYTES: usize = 256 << 20;
 
+/// Changes of all resources the cluster's passes may fall behind by (they then read the store
+/// afresh anyway).
+const CHANGES_CAPACITY: usize = 16_384;
+
+/// Changes of one resource a watcher may fall behind by before its stream is closed (it then
+/// resumes from its last resourceVersion, out of the history). Each slot keeps an event alive
+/// until it is overwritten, so this bounds memory too.
+const WATCH_CHANNEL_CAPACITY: usize = 4_096;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
     Added,
@@ -151,6 +160,10 @@ struct State {
     next_uid: u64,
     uid_seed: u64,
     tx: broadcast::Sender<Arc<WatchEvent>>,
+    /// Every committed change of one resource, for the API's watches of it: a watch of pods is
+    /// not woken by a write to an Event, as kube-apiserver's per-resource watch caches do not
+    /// (every watch woken by every change cost the simulator more than the writes themselves).
+    watch_channels: HashMap<StorageKey, broadcast::Sender<Arc<WatchEvent>>>,
     /// Who is making the current write, for the timeline.
     actor: String,
     /// The whole user agent of the current write's client.
@@ -186,7 +199,7 @@ impl Store {
     /// A store keeping at most `history_limit` past events and `history_byte_limit` bytes of
     /// them for watches to resume from.
     pub fn bounded(history_limit: usize, history_byte_limit: usize) -> Store {
-        let (tx, _) = broadcast::channel(16_384);
+        let (tx, _) = broadcast::channel(CHANGES_CAPACITY);
         let uid_seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -205,6 +218,7 @@ impl Store {
             next_uid: 0,
             uid_seed,
             tx,
+            watch_channels: HashMap::new(),
             actor: "dvt-sim".to_owned(),
             client: String::new(),
             started: std::time::Instant::now(),
@@ -325,6 +339,13 @@ impl Store {
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
         let state = self.lock_for("get", Some(rt));
         state.get(rt, namespace, name).map(|o| state.present(rt, o))
+    }
+
+    /// Whether the object exists, without copying it.
+    pub fn contains(&self, rt: &ResourceType, namespace: &str, name: &str) -> bool {
+        self.lock_for("get", Some(rt))
+            .get(rt, namespace, name)
+            .is_ok()
     }
 
     pub fn list(
@@ -559,7 +580,7 @@ impl Store {
     /// The events after `since` for one resource, and a receiver for those that follow.
     /// `410 Gone` when `since` is older than the retained history.
     pub fn watch_from(&self, key: &StorageKey, since: u64) -> Result<WatchStart, ApiError> {
-        let state = self.lock_for("watch", None);
+        let mut state = self.lock_for("watch", None);
         if since < state.compacted {
             return Err(ApiError::gone(format!(
                 "too old resource version: {since} ({})",
@@ -572,7 +593,12 @@ impl Store {
             .filter(|e| e.resource_version > since && &e.key == key)
             .cloned()
             .collect();
-        Ok((backlog, state.tx.subscribe()))
+        let receiver = state
+            .watch_channels
+            .entry(key.clone())
+            .or_insert_with(|| broadcast::channel(WATCH_CHANNEL_CAPACITY).0)
+            .subscribe();
+        Ok((backlog, receiver))
     }
 
     /// Drops watch history so that resourceVersions up to `up_to` answer `410 Gone`, as etcd

@@ -430,6 +430,7 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
     let requests_before = world.sim.requests();
     let mark = world.sim.store().timeline_len();
     let cpu_before = cpu_seconds(operator.pid());
+    let pages_before = dvt_sim::cluster::charon::pages_served();
     take_pass_stats(&world);
     let clock = world.sim.store().clock();
     let started = Instant::now();
@@ -448,6 +449,7 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
     )
     .await?;
     let converged = started.elapsed();
+    let charon_pages = dvt_sim::cluster::charon::pages_served() - pages_before;
     milestone_lines("operator", &milestones(&world, mark, clock, pods));
     let passes = take_pass_stats(&world);
     let cpu = cpu_seconds(operator.pid()) - cpu_before;
@@ -490,6 +492,10 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
         line(&format!("operator API requests: {verb}"), count);
     }
     line("reconciles", reconciles);
+    line(
+        "simulated Charon monitoring pages read (peer monitor)",
+        charon_pages,
+    );
     line(
         "reconcile duration median / p99",
         format!(
