@@ -94,14 +94,10 @@ pub type Violation = (String, String);
 
 /// Prunes, defaults and validates `object` (the whole custom resource) against `schema`, with
 /// `old` for transition rules. Returns the object as it would be stored.
-pub fn admit(
-    schema: &Schema,
-    object: &Value,
-    old: Option<&Value>,
-) -> Result<Value, Vec<Violation>> {
+pub fn admit(schema: &Schema, object: Value, old: Option<&Value>) -> Result<Value, Vec<Violation>> {
     let (rules, rules_under) = (&schema.rules, &schema.rules_under);
     let schema = &schema.openapi;
-    let mut pruned = object.clone();
+    let mut pruned = object;
     prune(schema, &mut pruned, true);
     let defaulted = apply_defaults(schema, &pruned);
     let mut violations = Vec::new();
@@ -397,14 +393,15 @@ mod tests {
         let relabelled =
             json!({"metadata": {"name": "x", "labels": {"a": "2"}}, "spec": {"size": 3}});
         assert!(
-            admit(&schema(), &relabelled, Some(&old)).is_ok(),
+            admit(&schema(), relabelled.clone(), Some(&old)).is_ok(),
             "errors on unchanged fields are ignored on update"
         );
-        let created = admit(&schema(), &relabelled, None).expect_err("a create is validated");
+        let created =
+            admit(&schema(), relabelled.clone(), None).expect_err("a create is validated");
         assert_eq!(created[0].1, "three is unlucky");
         let respecified = json!({"metadata": {"name": "x"}, "spec": {"size": 3, "name": "b"}});
-        let errors =
-            admit(&schema(), &respecified, Some(&old)).expect_err("a changed spec is validated");
+        let errors = admit(&schema(), respecified.clone(), Some(&old))
+            .expect_err("a changed spec is validated");
         assert_eq!(errors[0].1, "three is unlucky");
     }
 
@@ -423,7 +420,7 @@ mod tests {
     fn defaults_and_prunes() {
         let stored = admit(
             &schema(),
-            &json!({"metadata": {"name": "x"}, "spec": {"size": 1, "extra": true}}),
+            json!({"metadata": {"name": "x"}, "spec": {"size": 1, "extra": true}}),
             None,
         )
         .unwrap();
@@ -437,14 +434,14 @@ mod tests {
     fn reports_each_violation_with_its_path() {
         let bad =
             json!({"spec": {"size": 9, "mode": "c", "name": "ABC", "items": ["a", "b", "c"]}});
-        let violations = admit(&schema(), &bad, None).unwrap_err();
+        let violations = admit(&schema(), bad.clone(), None).unwrap_err();
         let paths: Vec<&str> = violations.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             paths,
             vec!["spec.items", "spec.mode", "spec.name", "spec.size"],
             "{violations:?}"
         );
-        let missing = admit(&schema(), &json!({"spec": {}}), None).unwrap_err();
+        let missing = admit(&schema(), json!({"spec": {}}), None).unwrap_err();
         assert_eq!(
             missing,
             vec![("spec.size".to_owned(), "Required value".to_owned())]
@@ -455,8 +452,8 @@ mod tests {
     fn a_pattern_compiled_once_still_judges_every_value() {
         let named = |name: &str| json!({"spec": {"size": 1, "name": name}});
         for _ in 0..2 {
-            assert!(admit(&schema(), &named("abc"), None).is_ok());
-            let refused = admit(&schema(), &named("ABC"), None).unwrap_err();
+            assert!(admit(&schema(), named("abc"), None).is_ok());
+            let refused = admit(&schema(), named("ABC"), None).unwrap_err();
             assert_eq!(
                 refused,
                 vec![(
@@ -468,14 +465,14 @@ mod tests {
         let broken = Schema::new(json!({"type": "object", "properties": {
             "spec": {"type": "string", "pattern": "(unclosed"}}}));
         for _ in 0..2 {
-            let refused = admit(&broken, &json!({"spec": "x"}), None).unwrap_err();
+            let refused = admit(&broken, json!({"spec": "x"}), None).unwrap_err();
             assert!(refused[0].1.contains("does not compile"), "{refused:?}");
         }
     }
 
     #[test]
     fn runs_cel_rules() {
-        let violations = admit(&schema(), &json!({"spec": {"size": 3}}), None).unwrap_err();
+        let violations = admit(&schema(), json!({"spec": {"size": 3}}), None).unwrap_err();
         assert_eq!(violations.len(), 1);
         assert_eq!(violations[0].1, "three is unlucky");
     }

@@ -122,7 +122,7 @@ impl State {
         let name = metadata_str(&object, "name").unwrap_or_default().to_owned();
         // Transition rules see the old object as a client would (with apiVersion and kind).
         let old_for_rules = old.map(|o| self.presented(rt, o));
-        schema::admit(schema_value, &object, old_for_rules.as_deref()).map_err(|violations| {
+        schema::admit(schema_value, object, old_for_rules.as_deref()).map_err(|violations| {
             ApiError::invalid(&format!("{}.{}", rt.kind, rt.group), &name, violations)
         })
     }

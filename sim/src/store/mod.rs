@@ -429,7 +429,9 @@ impl Store {
             "Update",
             options.dry_run,
         )?;
-        Ok(state.present(rt, &created))
+        // Presented after the lock is let go, and without another copy.
+        drop(state);
+        Ok(present_owned(rt, created))
     }
 
     pub fn replace(
@@ -445,7 +447,9 @@ impl Store {
         state.actor.clone_from(&options.field_manager);
         state.client.clone_from(&options.client);
         let updated = state.replace(rt, namespace, name, object, sub, options)?;
-        Ok(state.present(rt, &updated))
+        // Presented after the lock is let go, and without another copy.
+        drop(state);
+        Ok(present_owned(rt, updated))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -463,7 +467,9 @@ impl Store {
         state.actor.clone_from(&options.field_manager);
         state.client.clone_from(&options.client);
         let updated = state.patch(rt, namespace, name, kind, body, sub, options)?;
-        Ok(state.present(rt, &updated))
+        // Presented after the lock is let go, and without another copy.
+        drop(state);
+        Ok(present_owned(rt, updated))
     }
 
     pub fn delete(
@@ -477,7 +483,9 @@ impl Store {
         state.actor.clone_from(&options.actor);
         state.client.clone_from(&options.client);
         let result = state.delete(rt, namespace, name, options)?;
-        Ok(state.present(rt, &result))
+        // Presented after the lock is let go, and without another copy.
+        drop(state);
+        Ok(present_owned(rt, result))
     }
 
     /// `POST pods/{name}/eviction`: deletes the pod unless a PodDisruptionBudget forbids it.
@@ -638,6 +646,15 @@ impl Store {
     pub fn present(&self, rt: &ResourceType, object: &Value) -> Value {
         self.lock().present(rt, object)
     }
+}
+
+/// An object as a client sees it (with `apiVersion` and `kind`), made from one the caller owns.
+fn present_owned(rt: &ResourceType, mut object: Value) -> Value {
+    if let Some(map) = object.as_object_mut() {
+        map.insert("apiVersion".to_owned(), json!(rt.api_version()));
+        map.insert("kind".to_owned(), json!(rt.kind));
+    }
+    object
 }
 
 /// A pod counts as ready while its `Ready` condition is true and it is not being deleted (as
