@@ -839,7 +839,7 @@ impl LockTimesTaken {
                 })
             })
             .collect();
-        all.sort_by(|a, b| b.2.cmp(&a.2));
+        all.sort_by_key(|entry| std::cmp::Reverse(entry.2));
         all.truncate(count);
         all
     }
