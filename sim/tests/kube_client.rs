@@ -236,6 +236,59 @@ async fn watcher_sees_changes_in_order_and_recovers_from_gone() {
 }
 
 #[tokio::test]
+async fn a_quiet_resources_watch_is_bookmarked_at_the_clusters_resource_version() {
+    let (server, client) = start().await;
+    let quiet: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let busy: Api<PodDisruptionBudget> = Api::default_namespaced(client);
+    let start_at = server.store().current_resource_version().to_string();
+    let mut stream = quiet
+        .watch(&kube::api::WatchParams::default(), &start_at)
+        .await
+        .unwrap()
+        .boxed();
+    // Another resource changes; nothing this watch selects does.
+    for i in 0..5 {
+        let budget: PodDisruptionBudget = serde_json::from_value(
+            json!({"metadata": {"name": format!("b{i}")}, "spec": {"minAvailable": 1}}),
+        )
+        .unwrap();
+        busy.create(&PostParams::default(), &budget).await.unwrap();
+    }
+    let written = server.store().current_resource_version();
+    let bookmark = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stream.try_next().await.unwrap() {
+                Some(kube::api::WatchEvent::Bookmark(bookmark)) => return bookmark,
+                Some(other) => panic!("the quiet watch saw {other:?}"),
+                None => panic!("the watch ended"),
+            }
+        }
+    })
+    .await
+    .expect("a bookmark within two intervals");
+    let at: u64 = bookmark.metadata.resource_version.parse().unwrap();
+    assert!(
+        at >= written,
+        "the bookmark ({at}) follows the cluster ({written}), not the quiet resource"
+    );
+    // Resuming from it after compaction is a watch, not a 410 and a relist.
+    server.store().compact(at);
+    let mut resumed = quiet
+        .watch(&kube::api::WatchParams::default(), &at.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    quiet
+        .create(&PostParams::default(), &config_map("after", &[]))
+        .await
+        .unwrap();
+    match resumed.try_next().await.unwrap() {
+        Some(kube::api::WatchEvent::Added(added)) => assert_eq!(added.name_any(), "after"),
+        other => panic!("a resume from the bookmark must work: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_watch_from_a_compacted_resource_version_is_gone() {
     let (server, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
