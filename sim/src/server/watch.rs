@@ -79,13 +79,10 @@ pub(super) fn watch(
                 .map_err(|e| ApiError::internal(format!("cannot answer the watch: {e}")));
         }
     };
+    // The backlog and the channel hold this resource's changes only (`Store::watch_from`).
     let matches = {
-        let rt = rt.clone();
         let namespace = namespace.clone();
-        move |event: &WatchEvent| {
-            event.key == rt.storage_key()
-                && namespace.as_ref().is_none_or(|n| *n == event.namespace)
-        }
+        move |event: &WatchEvent| namespace.as_ref().is_none_or(|n| *n == event.namespace)
     };
     let render = {
         let store = store.clone();

@@ -22,12 +22,7 @@ impl State {
     }
 
     pub(super) fn present(&self, rt: &ResourceType, object: &Value) -> Value {
-        let mut copy = object.clone();
-        if let Some(map) = copy.as_object_mut() {
-            map.insert("apiVersion".to_owned(), json!(rt.api_version()));
-            map.insert("kind".to_owned(), json!(rt.kind));
-        }
-        copy
+        present_owned(rt, object.clone())
     }
 
     pub(super) fn get(

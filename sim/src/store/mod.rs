@@ -649,7 +649,7 @@ impl Store {
 }
 
 /// An object as a client sees it (with `apiVersion` and `kind`), made from one the caller owns.
-fn present_owned(rt: &ResourceType, mut object: Value) -> Value {
+pub(super) fn present_owned(rt: &ResourceType, mut object: Value) -> Value {
     if let Some(map) = object.as_object_mut() {
         map.insert("apiVersion".to_owned(), json!(rt.api_version()));
         map.insert("kind".to_owned(), json!(rt.kind));
