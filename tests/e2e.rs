@@ -96,6 +96,26 @@ async fn the_four_member_example_converges_reports_and_cleans_up_without_losing_
         ],
         "one Event for the whole pass"
     );
+    // Objects of one step go out together, but the steps keep their order: every Service, the
+    // budget and the policy exist before the first StatefulSet (a pod finds its peers' names
+    // and its budget in place).
+    let writes = writes_by_operator(&world, 0);
+    let first_set = writes
+        .iter()
+        .position(|w| w.starts_with("ADDED statefulsets.apps/"))
+        .expect("StatefulSets created");
+    for earlier in [
+        "ADDED services/stader-4-alpha",
+        "ADDED services/stader-4-delta",
+        "ADDED poddisruptionbudgets.policy/stader-4",
+        "ADDED networkpolicies.networking.k8s.io/stader-4",
+    ] {
+        let at = writes.iter().position(|w| w == earlier);
+        assert!(
+            at.is_some_and(|at| at < first_set),
+            "{earlier} before the first StatefulSet: {writes:?}"
+        );
+    }
 
     // Members are isolated by a NetworkPolicy of the DV's own.
     let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =

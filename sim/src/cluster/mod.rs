@@ -404,6 +404,16 @@ impl Budget {
         true
     }
 
+    /// Whether nothing is left for work that writes: a controller asks before working out what
+    /// to write, which costs more than the write when thousands of objects wait for a budget of
+    /// hundreds. Counts as running out: the next pass is due at once.
+    fn spent(&self) -> bool {
+        if self.left.get() == 0 {
+            self.ran_out.set(true);
+        }
+        self.left.get() == 0
+    }
+
     fn ran_out(&self) -> bool {
         self.ran_out.get()
     }
@@ -520,6 +530,13 @@ mod tests {
         assert!(!budget.spend(1));
         assert!(budget.ran_out());
         assert!(budget.spend(0));
+        let fresh = Budget::new(1);
+        assert!(!fresh.spent() && !fresh.ran_out());
+        assert!(fresh.spend(1));
+        assert!(
+            fresh.spent() && fresh.ran_out(),
+            "asking an empty budget runs it out"
+        );
     }
 
     fn user() -> WriteOptions {
