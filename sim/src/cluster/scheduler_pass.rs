@@ -123,9 +123,10 @@ impl Inner {
             });
             status.conditions = Some(conditions);
             let name = name_of(&pod.metadata);
-            // Binding, its condition and the volumes' zone; or a new reason it cannot be.
+            // The binding (which marks the pod scheduled) and the volumes' zone; or a new reason it
+            // cannot be.
             let writes = match &decision {
-                Ok(_) => 2 + pod_claims.len(),
+                Ok(_) => 1 + pod_claims.len(),
                 Err(_) => usize::from(!unchanged),
             };
             if !budget.spend(writes) {
@@ -137,25 +138,14 @@ impl Inner {
                     if let Some(spec) = bound.spec.as_mut() {
                         spec.node_name = Some(node.clone());
                     }
-                    // Binding (pods/binding) then the PodScheduled condition (status), as the
-                    // scheduler does.
+                    // The binding (pods/binding) alone: the API server marks the pod
+                    // PodScheduled in the same write, as kube-apiserver's BindingREST does.
                     match self
                         .access
                         .store
                         .bind(&namespace, &name, &node, SCHEDULER, SCHEDULER)
                     {
-                        Ok(stored) => {
-                            if let Ok(mut stored) = serde_json::from_value::<Pod>(stored) {
-                                stored.status = updated.status.clone();
-                                let _ = self.access.replace(
-                                    &self.types.pods,
-                                    &namespace,
-                                    &name,
-                                    &stored,
-                                    Subresource::Status,
-                                    SCHEDULER,
-                                );
-                            }
+                        Ok(_) => {
                             self.pin_volumes(nodes, &namespace, &pod_claims, &node);
                             placed_pods.add(Arc::new(bound), node);
                         }

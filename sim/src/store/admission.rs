@@ -197,6 +197,47 @@ impl State {
 }
 
 /// `stringData` is write-only: the API server merges it into `data` (base64) and drops it.
+/// A pod's QoS class from its containers' CPU and memory requests and limits, as
+/// `qos.GetPodQOS` decides it at creation: no request or limit anywhere is BestEffort; limits on
+/// both in every container, with any request equal to its limit, is Guaranteed; anything else
+/// Burstable.
+pub(super) fn pod_qos_class(spec: Option<&Value>) -> &'static str {
+    const COMPUTE: [&str; 2] = ["cpu", "memory"];
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|field| spec?.get(field)?.as_array())
+        .flatten()
+        .collect();
+    let amount = |container: &Value, kind: &str, resource: &str| {
+        container
+            .pointer(&format!("/resources/{kind}/{resource}"))
+            .and_then(|q| match q {
+                Value::String(s) => crate::validation::quantity_bytes(s),
+                Value::Number(n) => n.as_f64(),
+                _ => None,
+            })
+    };
+    let any_set = containers.iter().any(|c| {
+        COMPUTE.iter().any(|r| {
+            amount(c, "requests", r).is_some_and(|q| q != 0.0) || amount(c, "limits", r).is_some()
+        })
+    });
+    if !any_set {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        COMPUTE.iter().all(|r| match amount(c, "limits", r) {
+            Some(limit) => amount(c, "requests", r).is_none_or(|request| request == limit),
+            None => false,
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 pub(super) fn fold_string_data(secret: &mut Value) {
     use base64::Engine as _;
     let Some(map) = secret.as_object_mut() else {
@@ -241,6 +282,29 @@ mod tests {
             .create(&rt, "", json!({"metadata": {"name": "c"}}), &writer("t"))
             .unwrap_err();
         assert_eq!(error.code, 400);
+    }
+
+    #[test]
+    fn a_pods_qos_class_follows_its_requests_and_limits() {
+        let spec = |resources: Value| json!({"containers": [{"name": "c", "image": "i", "resources": resources}]});
+        assert_eq!(pod_qos_class(Some(&spec(json!({})))), "BestEffort");
+        assert_eq!(
+            pod_qos_class(Some(&spec(
+                json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1000m"}})
+            ))),
+            "Guaranteed",
+            "equal quantities in other units, and a missing request, still guarantee"
+        );
+        assert_eq!(
+            pod_qos_class(Some(&spec(
+                json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m"}})
+            ))),
+            "Burstable"
+        );
+        assert_eq!(
+            pod_qos_class(Some(&spec(json!({"requests": {"memory": "64Mi"}})))),
+            "Burstable"
+        );
     }
 
     #[test]

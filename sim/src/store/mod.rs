@@ -543,6 +543,9 @@ impl Store {
         if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
             spec.insert("nodeName".to_owned(), json!(node));
         }
+        // BindingREST.setPodHostAndAnnotations marks the pod scheduled in the same write
+        // (`podutil.UpdatePodCondition`): the scheduler writes no status after binding.
+        mark_scheduled(&mut new);
         let committed = state.commit(&rt, namespace, name, new, Some(&old));
         Ok(state.present(&rt, &committed))
     }
@@ -659,6 +662,40 @@ pub(super) fn present_owned(rt: &ResourceType, mut object: Value) -> Value {
 
 /// A pod counts as ready while its `Ready` condition is true and it is not being deleted (as
 /// endpoints and PodDisruptionBudgets count it).
+/// `podutil.UpdatePodCondition` with `PodScheduled=True`: the condition replaces any earlier
+/// one of its type (an `Unschedulable` reason and message go), keeping its transition time when
+/// its status stays.
+fn mark_scheduled(pod: &mut Value) {
+    let Some(pod) = pod.as_object_mut() else {
+        return;
+    };
+    let status = pod.entry("status").or_insert_with(|| json!({}));
+    let Some(status) = status.as_object_mut() else {
+        return;
+    };
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    let Some(conditions) = conditions.as_array_mut() else {
+        return;
+    };
+    let previous = conditions
+        .iter()
+        .position(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"));
+    let kept_time = previous
+        .map(|at| &conditions[at])
+        .filter(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+        .and_then(|c| c.get("lastTransitionTime").cloned());
+    let condition = json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": null,
+        "lastTransitionTime": kept_time.unwrap_or_else(|| json!(now())),
+    });
+    match previous {
+        Some(at) => conditions[at] = condition,
+        None => conditions.push(condition),
+    }
+}
+
 pub fn pod_ready(pod: &Value) -> bool {
     metadata_str(pod, "deletionTimestamp").is_none()
         && pod

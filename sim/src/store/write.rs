@@ -70,6 +70,17 @@ impl State {
                 map.remove("status");
             }
         }
+        if rt.group.is_empty() && rt.kind == "Pod" {
+            // podStrategy.PrepareForCreate: a new pod is Pending with its QoS class, whatever
+            // status the client sent.
+            let qos_class = super::admission::pod_qos_class(object.get("spec"));
+            if let Some(map) = object.as_object_mut() {
+                map.insert(
+                    "status".to_owned(),
+                    json!({"phase": "Pending", "qosClass": qos_class}),
+                );
+            }
+        }
         let mut object = self.admit(rt, object, None)?;
         patch::write_managed_fields(
             &mut object,

@@ -363,7 +363,8 @@ fn storage_request(pvc: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-/// A quantity in bytes, for the suffixes storage requests use.
+/// A quantity as a number (bytes for storage and memory, cores for CPU), for Kubernetes'
+/// decimal and binary suffixes and `m` (thousandths).
 pub fn quantity_bytes(quantity: &str) -> Option<f64> {
     let split = quantity
         .find(|c: char| c.is_ascii_alphabetic())
@@ -372,16 +373,19 @@ pub fn quantity_bytes(quantity: &str) -> Option<f64> {
     let number: f64 = number.parse().ok()?;
     let factor = match suffix {
         "" => 1.0,
+        "m" => 1e-3,
         "k" => 1e3,
         "M" => 1e6,
         "G" => 1e9,
         "T" => 1e12,
         "P" => 1e15,
+        "E" => 1e18,
         "Ki" => 1024.0,
         "Mi" => 1024f64.powi(2),
         "Gi" => 1024f64.powi(3),
         "Ti" => 1024f64.powi(4),
         "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
         _ => return None,
     };
     Some(number * factor)
