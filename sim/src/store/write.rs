@@ -420,6 +420,63 @@ mod tests {
     }
 
     #[test]
+    fn a_new_pod_is_pending_and_its_binding_marks_it_scheduled() {
+        let store = store();
+        let rt = resource(&store, "", "v1", "pods");
+        let created = store
+            .create(
+                &rt,
+                "default",
+                json!({"metadata": {"name": "p"},
+                       "spec": {"containers": [{"name": "c", "image": "i"}]},
+                       "status": {"phase": "Running", "podIP": "10.0.0.9",
+                                  "conditions": [{"type": "Ready", "status": "True"}]}}),
+                &writer("t"),
+            )
+            .unwrap();
+        assert_eq!(
+            created["status"],
+            json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            "a client's status is not kept on create"
+        );
+        // The scheduler found no node first: its reason goes with the binding.
+        store
+            .patch(
+                &rt,
+                "default",
+                "p",
+                PatchKind::Merge,
+                &json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False",
+                        "reason": "Unschedulable", "message": "0/3 nodes are available"}]}}),
+                Subresource::Status,
+                &writer("default-scheduler"),
+            )
+            .unwrap();
+        let mark = store.timeline_len();
+        let bound = store
+            .bind(
+                "default",
+                "p",
+                "node-1",
+                "default-scheduler",
+                "scheduler/1.0",
+            )
+            .unwrap();
+        assert_eq!(bound["spec"]["nodeName"], "node-1");
+        let conditions = bound["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 1, "{conditions:?}");
+        assert_eq!(conditions[0]["type"], "PodScheduled");
+        assert_eq!(conditions[0]["status"], "True");
+        assert!(conditions[0].get("reason").is_none(), "{conditions:?}");
+        assert!(conditions[0]["lastTransitionTime"].is_string());
+        assert_eq!(
+            store.timeline_len() - mark,
+            1,
+            "node and condition in one write"
+        );
+    }
+
+    #[test]
     fn generation_counts_spec_changes_and_not_status_or_label_changes() {
         let store = store();
         let rt = resource(&store, "", "v1", "services");
