@@ -408,10 +408,11 @@ impl Budget {
     /// to write, which costs more than the write when thousands of objects wait for a budget of
     /// hundreds. Counts as running out: the next pass is due at once.
     fn spent(&self) -> bool {
-        if self.left.get() == 0 {
+        let spent = self.left.get() == 0;
+        if spent {
             self.ran_out.set(true);
         }
-        self.left.get() == 0
+        spent
     }
 
     fn ran_out(&self) -> bool {

@@ -660,8 +660,6 @@ pub(super) fn present_owned(rt: &ResourceType, mut object: Value) -> Value {
     object
 }
 
-/// A pod counts as ready while its `Ready` condition is true and it is not being deleted (as
-/// endpoints and PodDisruptionBudgets count it).
 /// `podutil.UpdatePodCondition` with `PodScheduled=True`: the condition replaces any earlier
 /// one of its type (an `Unschedulable` reason and message go), keeping its transition time when
 /// its status stays.
@@ -696,6 +694,8 @@ fn mark_scheduled(pod: &mut Value) {
     }
 }
 
+/// A pod counts as ready while its `Ready` condition is true and it is not being deleted (as
+/// endpoints and PodDisruptionBudgets count it).
 pub fn pod_ready(pod: &Value) -> bool {
     metadata_str(pod, "deletionTimestamp").is_none()
         && pod
