@@ -54,7 +54,6 @@ impl Inner {
         nodes: &[Arc<Node>],
         failed: &BTreeSet<String>,
         now: Instant,
-        budget: &Budget,
     ) -> Option<Instant> {
         let pods: Vec<Arc<Pod>> = self.access.list(&self.types.pods);
         let host_ip: BTreeMap<String, String> = nodes
@@ -198,6 +197,9 @@ impl Inner {
         }
         let faults = lock(&self.faults).clone();
         let charons = lock(&self.charons);
+        // A status waits for its node's kubelet's client, not for other nodes' pods.
+        let mut clients = lock(&self.kubelet_clients);
+        clients.retain(|node, _| host_ip.contains_key(node));
         let mut up_charons: BTreeSet<String> = BTreeSet::new();
         for pod in on_healthy_nodes {
             let namespace = namespace_of(&pod.metadata);
@@ -264,7 +266,25 @@ impl Inner {
                 now,
                 &self.options,
             );
-            if pod.status.as_ref() != Some(&status) && budget.spend(1) {
+            let may_write = pod.status.as_ref() != Some(&status)
+                && match clients
+                    .entry(node)
+                    .or_insert_with(|| {
+                        rate_limit::TokenBucket::full(
+                            rate_limit::KUBELET_QPS,
+                            rate_limit::KUBELET_BURST,
+                            now,
+                        )
+                    })
+                    .take(now)
+                {
+                    Ok(()) => true,
+                    Err(due) => {
+                        wake(due);
+                        false
+                    }
+                };
+            if may_write {
                 let mut updated = pod.clone();
                 updated.status = Some(status);
                 if let Err(error) = self.access.replace(
@@ -288,6 +308,7 @@ impl Inner {
             }
         }
         drop(runtimes);
+        drop(clients);
         // A Charon whose pod is on a failed node (or not yet judged) answers no pings.
         for (uid, charon) in charons.iter() {
             if !up_charons.contains(uid) {

@@ -14,6 +14,7 @@ pub mod kubelet;
 mod kubelet_pass;
 mod load_balancers;
 mod node_lifecycle;
+mod rate_limit;
 pub mod scheduler;
 mod scheduler_pass;
 pub mod statefulset;
@@ -171,6 +172,8 @@ struct Inner {
     settled_sets: Mutex<HashMap<String, u64>>,
     /// By StatefulSet uid, its generation and its template's hash at that generation.
     template_hashes: Mutex<HashMap<String, (i64, String)>>,
+    /// Each node's kubelet's API client rate limit, by node name.
+    kubelet_clients: Mutex<HashMap<String, rate_limit::TokenBucket>>,
     next_ip: Mutex<u32>,
     wake: Notify,
     passes: Mutex<PassStats>,
@@ -373,7 +376,8 @@ fn drain(changes: &mut tokio::sync::broadcast::Receiver<Arc<crate::store::WatchE
 /// at a time, under client rate limits; a pass that made every pending create or bind at once
 /// (28,000 writes and 28 s in one pass at 1,000 DVs) held every pod's next step behind every
 /// other pod's, and spread a DV's members over passes tens of seconds apart. What is left waits
-/// for the next pass, which follows at once.
+/// for the next pass, which follows at once. (The kubelets are not under it: each node's kubelet
+/// has a client of its own, see [`rate_limit`].)
 const WRITES_PER_STEP: usize = 256;
 
 /// What one controller may still write in this pass.
@@ -451,6 +455,7 @@ impl Inner {
             terminating: Mutex::new(HashMap::new()),
             settled_sets: Mutex::new(HashMap::new()),
             template_hashes: Mutex::new(HashMap::new()),
+            kubelet_clients: Mutex::new(HashMap::new()),
             next_ip: Mutex::new(0),
             wake: Notify::new(),
             passes: Mutex::default(),
@@ -488,15 +493,15 @@ impl Inner {
         let mut mark = timed("node lifecycle", now);
         self.pod_gc(&nodes, &failed);
         mark = timed("pod gc", mark);
-        let budgets: [Budget; 4] = std::array::from_fn(|_| Budget::new(WRITES_PER_STEP));
-        let [statefulsets, scheduler, kubelets, disruption] = &budgets;
+        let budgets: [Budget; 3] = std::array::from_fn(|_| Budget::new(WRITES_PER_STEP));
+        let [statefulsets, scheduler, disruption] = &budgets;
         self.statefulsets(statefulsets);
         mark = timed("statefulsets", mark);
         self.expand_volumes();
         mark = timed("volumes", mark);
         self.schedule(&nodes, &node_ready, scheduler);
         mark = timed("scheduler", mark);
-        let mut next = self.kubelets(&nodes, &failed, now, kubelets);
+        let mut next = self.kubelets(&nodes, &failed, now);
         mark = timed("kubelets", mark);
         self.disruption_budgets(disruption);
         mark = timed("disruption", mark);
