@@ -64,16 +64,19 @@ pub(super) struct Context {
     pub(super) keystores: KeystoreCache,
     pub(super) lock_checks: LockChecks,
     pub(super) lock_reads: LockReads,
-    /// Each DV's last status write by this process: when (detail-only changes wait a while
-    /// after it), and what over which version (a repeat of it before the cache saw it is
-    /// skipped).
+    /// Each DV's last status write by this process: when, and what over which version (a
+    /// repeat of it before the cache saw it is skipped).
     pub(super) status_written: std::sync::Mutex<
         std::collections::HashMap<(String, String), super::update_status::StatusWritten>,
     >,
-    /// The member problems each DV's last pass reported as Events: a problem gets one Event
-    /// when it appears, not one per pass.
+    /// Since when a detail-only status change (see `update_status::STATUS_DETAILS_WITHIN`) has
+    /// been held back, for each DV that has one waiting.
+    pub(super) details_held:
+        std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
     /// What the peer monitor read of each DV's members' Charon.
     pub(super) peers: PeerViews,
+    /// The member problems each DV's last pass reported as Events: a problem gets one Event
+    /// when it appears, not one per pass.
     pub(super) reported: std::sync::Mutex<
         std::collections::HashMap<(String, String), std::collections::BTreeSet<ReportedProblem>>,
     >,

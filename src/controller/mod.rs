@@ -190,6 +190,9 @@ fn forget(ctx: &Context, key: &(String, String)) {
     if let Ok(mut written) = ctx.status_written.lock() {
         written.remove(key);
     }
+    if let Ok(mut held) = ctx.details_held.lock() {
+        held.remove(key);
+    }
     if let Ok(mut reported) = ctx.reported.lock() {
         reported.remove(key);
     }

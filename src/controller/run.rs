@@ -197,6 +197,7 @@ pub(super) async fn run_in(
         lock_checks: LockChecks::default(),
         lock_reads: LockReads::default(),
         status_written: Default::default(),
+        details_held: Default::default(),
         reported: Default::default(),
         peers: Default::default(),
         caches: caches.clone(),
@@ -257,6 +258,9 @@ pub(super) async fn forget_deleted(dvs: Store<DistributedValidator>, ctx: Arc<Co
         let forgotten = ctx.metrics.retain_dvs(|key| live.contains(key));
         if let Ok(mut written) = ctx.status_written.lock() {
             written.retain(|key, _| live.contains(key));
+        }
+        if let Ok(mut held) = ctx.details_held.lock() {
+            held.retain(|key, _| live.contains(key));
         }
         if let Ok(mut reported) = ctx.reported.lock() {
             reported.retain(|key, _| live.contains(key));
