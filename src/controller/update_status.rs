@@ -132,10 +132,8 @@ pub(super) async fn update_status(
 /// at once.
 pub(super) const STATUS_DETAILS_WITHIN: Duration = Duration::from_secs(30);
 
-/// How long a detail-only status change still waits, `held` this long already (`None`: first
-/// seen now).
-pub(super) fn details_wait(held: Option<Duration>) -> Option<Duration> {
-    let held = held.unwrap_or_default();
+/// How long a detail-only status change still waits, held back this long already.
+pub(super) fn details_wait(held: Duration) -> Option<Duration> {
     (held < STATUS_DETAILS_WITHIN).then(|| STATUS_DETAILS_WITHIN - held)
 }
 
@@ -208,12 +206,13 @@ pub(super) async fn write_status(
         .as_ref()
         .is_some_and(|previous| status::only_details_differ(previous, &status));
     if details_only {
+        // Without the map (a poisoned lock), the detail is written now rather than never.
         let held = ctx.details_held.lock().ok().map(|mut held| {
             held.entry(key.clone())
                 .or_insert_with(Instant::now)
                 .elapsed()
         });
-        if let Some(wait) = details_wait(held) {
+        if let Some(wait) = held.and_then(details_wait) {
             return Ok(Some(wait));
         }
     }
@@ -263,16 +262,13 @@ mod tests {
     fn details_wait_for_the_rest_of_their_window_and_no_longer() {
         let second = Duration::from_secs(1);
         assert_eq!(
-            details_wait(None),
+            details_wait(Duration::ZERO),
             Some(STATUS_DETAILS_WITHIN),
             "a detail first seen now waits the whole window, however long ago the last write was"
         );
-        assert_eq!(
-            details_wait(Some(second)),
-            Some(STATUS_DETAILS_WITHIN - second)
-        );
-        assert_eq!(details_wait(Some(STATUS_DETAILS_WITHIN)), None);
-        assert_eq!(details_wait(Some(STATUS_DETAILS_WITHIN * 2)), None);
+        assert_eq!(details_wait(second), Some(STATUS_DETAILS_WITHIN - second));
+        assert_eq!(details_wait(STATUS_DETAILS_WITHIN), None);
+        assert_eq!(details_wait(STATUS_DETAILS_WITHIN * 2), None);
     }
 
     #[test]
