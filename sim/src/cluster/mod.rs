@@ -608,6 +608,60 @@ mod tests {
         task.abort();
     }
 
+    /// Each node's kubelet writes under its own client limit: a pass starts 150 pods on each
+    /// of two nodes with a burst of 100 status writes per node, whatever the other node does.
+    #[tokio::test]
+    async fn each_nodes_kubelet_writes_under_its_own_rate_limit() {
+        let store = Arc::new(Store::new(100_000));
+        let inner = Inner::new(store.clone(), ClusterOptions::fast());
+        let namespaces = store.resolve("", "v1", "namespaces").expect("namespaces");
+        store
+            .create(
+                &namespaces,
+                "",
+                json!({"metadata": {"name": "busy"}}),
+                &user(),
+            )
+            .expect("a namespace");
+        let nodes: Vec<String> = inner
+            .access
+            .list(&inner.types.nodes)
+            .iter()
+            .take(2)
+            .map(|n: &Arc<Node>| name_of(&n.metadata))
+            .collect();
+        for node in &nodes {
+            for i in 0..150 {
+                let pod = json!({
+                    "metadata": {"name": format!("{node}-{i}")},
+                    "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox"}]},
+                });
+                store
+                    .create(&inner.types.pods, "busy", pod, &user())
+                    .expect("a pod");
+            }
+        }
+        let mark = store.timeline_len();
+        let next = inner.kubelets(
+            &inner.access.list(&inner.types.nodes),
+            &BTreeSet::new(),
+            Instant::now(),
+        );
+        let written = writes_since(&store, mark)
+            .get(KUBELET)
+            .copied()
+            .unwrap_or(0);
+        // A shared budget of 256 would write 256; tokens earned during the pass add a few.
+        assert!(
+            (200..=210).contains(&written),
+            "{written} kubelet writes for two nodes with a burst of 100 each"
+        );
+        assert!(
+            next.is_some_and(|at| at <= Instant::now() + Duration::from_millis(40)),
+            "the next token is due within 1/50 s: {next:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_burst_of_statefulsets_is_worked_through_in_bounded_passes() {
         let store = Arc::new(Store::new(100_000));
