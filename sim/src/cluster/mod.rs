@@ -193,6 +193,11 @@ pub struct PassStats {
     pub most_changes: u64,
     /// Time spent in each controller's step of the passes.
     pub steps: BTreeMap<&'static str, Duration>,
+    /// Of `busy`, what the pass thread ran on a core, and what it waited in the kernel's run
+    /// queue for one (`/proc/thread-self/schedstat`; zero where that file is missing). The rest
+    /// is waiting for the store's lock.
+    pub on_core: Duration,
+    pub waited_for_core: Duration,
     /// The store's lock over the same stretch: what the passes waited for it, and what API
     /// requests held it.
     pub store_lock: crate::store::LockTimesTaken,
@@ -281,18 +286,21 @@ async fn run(inner: Arc<Inner>) {
         // A pass is plain CPU work: on a thread of its own it never holds up the API server's
         // tasks, which share the runtime's workers.
         let worker = inner.clone();
-        let next = match tokio::task::spawn_blocking(move || {
-            crate::store::in_pass(|| worker.pass())
+        let (next, scheduled) = match tokio::task::spawn_blocking(move || {
+            let before = ThreadSchedule::now();
+            let next = crate::store::in_pass(|| worker.pass());
+            (next, ThreadSchedule::now().since(before))
         })
         .await
         {
-            Ok(next) => next,
+            Ok(done) => done,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => return,
         };
         let took = started.elapsed();
         inner.record_pass(
             took,
+            scheduled,
             inner
                 .access
                 .store
@@ -320,6 +328,39 @@ async fn run(inner: Arc<Inner>) {
             }
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// The calling thread's time on a core and waiting in the run queue for one, from
+/// `/proc/thread-self/schedstat` (nanoseconds: run time, run-queue wait, timeslices). Where the
+/// file cannot be read (another OS, a kernel without schedstats), both are zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct ThreadSchedule {
+    on_core: Duration,
+    waited_for_core: Duration,
+}
+
+impl ThreadSchedule {
+    fn now() -> Self {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|text| Self::parse(&text))
+            .unwrap_or_default()
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut fields = text.split_whitespace().map(str::parse::<u64>);
+        Some(Self {
+            on_core: Duration::from_nanos(fields.next()?.ok()?),
+            waited_for_core: Duration::from_nanos(fields.next()?.ok()?),
+        })
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            on_core: self.on_core.saturating_sub(earlier.on_core),
+            waited_for_core: self.waited_for_core.saturating_sub(earlier.waited_for_core),
         }
     }
 }
@@ -464,10 +505,12 @@ impl Inner {
         inner
     }
 
-    fn record_pass(&self, took: Duration, changes: usize) {
+    fn record_pass(&self, took: Duration, scheduled: ThreadSchedule, changes: usize) {
         let mut stats = lock(&self.passes);
         stats.passes += 1;
         stats.busy += took;
+        stats.on_core += scheduled.on_core;
+        stats.waited_for_core += scheduled.waited_for_core;
         stats.longest = stats.longest.max(took);
         stats.changes += changes as u64;
         stats.most_changes = stats.most_changes.max(changes as u64);
@@ -543,6 +586,31 @@ mod tests {
             fresh.spent() && fresh.ran_out(),
             "asking an empty budget runs it out"
         );
+    }
+
+    #[test]
+    fn a_threads_schedule_is_read_from_schedstat_and_differences_never_go_negative() {
+        let read = ThreadSchedule::parse("2500000000 40000000 17\n").unwrap();
+        assert_eq!(read.on_core, Duration::from_millis(2500));
+        assert_eq!(read.waited_for_core, Duration::from_millis(40));
+        assert_eq!(
+            ThreadSchedule::parse("12"),
+            None,
+            "a short line is no reading"
+        );
+        assert_eq!(ThreadSchedule::parse("x 1 2"), None);
+        let later = ThreadSchedule::parse("3000000000 30000000 20").unwrap();
+        let between = later.since(read);
+        assert_eq!(between.on_core, Duration::from_millis(500));
+        assert_eq!(between.waited_for_core, Duration::ZERO);
+        if std::path::Path::new("/proc/thread-self/schedstat").exists() {
+            let before = ThreadSchedule::now();
+            let spin = Instant::now();
+            while spin.elapsed() < Duration::from_millis(30) {
+                std::hint::spin_loop();
+            }
+            assert!(ThreadSchedule::now().since(before).on_core >= Duration::from_millis(10));
+        }
     }
 
     fn user() -> WriteOptions {

@@ -245,7 +245,14 @@ pub(super) fn take_pass_stats(world: &World) -> dvt_sim::PassStats {
         .unwrap_or_default()
 }
 
-pub(super) fn pass_line(phase: &str, stats: &dvt_sim::PassStats, writes: &BTreeMap<String, usize>) {
+/// `process_cpu`: the CPU seconds of the simulator's (and benchmark's) process over the phase;
+/// what its passes did not use went to its API server and the benchmark's own client.
+pub(super) fn pass_line(
+    phase: &str,
+    stats: &dvt_sim::PassStats,
+    process_cpu: f64,
+    writes: &BTreeMap<String, usize>,
+) {
     let writes: Vec<String> = writes
         .iter()
         .map(|(actor, count)| format!("{actor} {count}"))
@@ -258,6 +265,21 @@ pub(super) fn pass_line(phase: &str, stats: &dvt_sim::PassStats, writes: &BTreeM
             stats.passes,
             stats.busy.as_secs_f64(),
             stats.longest.as_secs_f64()
+        ),
+    );
+    line(
+        &format!("{phase}: simulator passes on a core / waited for one"),
+        format!(
+            "{:.2} s / {:.2} s",
+            stats.on_core.as_secs_f64(),
+            stats.waited_for_core.as_secs_f64()
+        ),
+    );
+    line(
+        &format!("{phase}: simulator process CPU outside the passes"),
+        format!(
+            "{:.2} s",
+            (process_cpu - stats.on_core.as_secs_f64()).max(0.0)
         ),
     );
     line(

@@ -173,6 +173,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
     let objects = jobs.len();
     let mark = world.sim.store().timeline_len();
     take_pass_stats(&world);
+    let process_cpu_before = cpu_seconds(std::process::id());
     let clock = world.sim.store().clock();
     let started = Instant::now();
     let pods = options.dvs * options.members;
@@ -197,6 +198,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
     pass_line(
         "ceiling",
         &take_pass_stats(&world),
+        cpu_seconds(std::process::id()) - process_cpu_before,
         &writes_by_actor(&world, mark),
     );
     Ok((took, objects))
@@ -432,6 +434,7 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
     let cpu_before = cpu_seconds(operator.pid());
     let pages_before = dvt_sim::cluster::charon::pages_served();
     take_pass_stats(&world);
+    let process_cpu_before = cpu_seconds(std::process::id());
     let clock = world.sim.store().clock();
     let started = Instant::now();
     let pods = options.dvs * options.members;
@@ -452,6 +455,7 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
     let charon_pages = dvt_sim::cluster::charon::pages_served() - pages_before;
     milestone_lines("operator", &milestones(&world, mark, clock, pods));
     let passes = take_pass_stats(&world);
+    let process_cpu = cpu_seconds(std::process::id()) - process_cpu_before;
     let cpu = cpu_seconds(operator.pid()) - cpu_before;
     let peak_rss = proc_status_kib(operator.pid(), "VmHWM");
     let (_, exposition) = operator.get("/metrics").await?;
@@ -524,7 +528,12 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
             proc_status_kib(std::process::id(), "VmHWM") as f64 / 1024.0
         ),
     );
-    pass_line("operator", &passes, &writes_by_actor(&world, mark));
+    pass_line(
+        "operator",
+        &passes,
+        process_cpu,
+        &writes_by_actor(&world, mark),
+    );
     let (history_events, history_bytes) = world.sim.store().history_size();
     line(
         "simulator watch history kept (events / MiB)",
