@@ -11,14 +11,7 @@ impl State {
         rt: &ResourceType,
         object: &'a Value,
     ) -> std::borrow::Cow<'a, Value> {
-        let named = object.get("apiVersion").and_then(Value::as_str)
-            == Some(rt.api_version().as_str())
-            && object.get("kind").and_then(Value::as_str) == Some(rt.kind.as_str());
-        if named {
-            std::borrow::Cow::Borrowed(object)
-        } else {
-            std::borrow::Cow::Owned(self.present(rt, object))
-        }
+        presented(rt, object)
     }
 
     pub(super) fn present(&self, rt: &ResourceType, object: &Value) -> Value {
@@ -114,12 +107,7 @@ impl State {
             }
             return Ok(object);
         };
-        let name = metadata_str(&object, "name").unwrap_or_default().to_owned();
-        // Transition rules see the old object as a client would (with apiVersion and kind).
-        let old_for_rules = old.map(|o| self.presented(rt, o));
-        schema::admit(schema_value, object, old_for_rules.as_deref()).map_err(|violations| {
-            ApiError::invalid(&format!("{}.{}", rt.kind, rt.group), &name, violations)
-        })
+        admit_by_schema(rt, schema_value, object, old)
     }
 
     pub(super) fn storage_class(&self, name: &str) -> Option<&Value> {
@@ -257,6 +245,33 @@ pub(super) fn fold_string_data(secret: &mut Value) {
             }
         }
     }
+}
+
+/// The object as a client sees it (see `State::presented`).
+pub(super) fn presented<'a>(rt: &ResourceType, object: &'a Value) -> std::borrow::Cow<'a, Value> {
+    let named = object.get("apiVersion").and_then(Value::as_str) == Some(rt.api_version().as_str())
+        && object.get("kind").and_then(Value::as_str) == Some(rt.kind.as_str());
+    if named {
+        std::borrow::Cow::Borrowed(object)
+    } else {
+        std::borrow::Cow::Owned(present_owned(rt, object.clone()))
+    }
+}
+
+/// A custom object validated and defaulted by its CRD's schema (and transition rules against
+/// `old`): all that admits a write of a custom resource, and needs nothing else of the store.
+pub(super) fn admit_by_schema(
+    rt: &ResourceType,
+    schema_value: &crate::schema::Schema,
+    object: Value,
+    old: Option<&Value>,
+) -> Result<Value, ApiError> {
+    let name = metadata_str(&object, "name").unwrap_or_default().to_owned();
+    // Transition rules see the old object as a client would (with apiVersion and kind).
+    let old_for_rules = old.map(|o| presented(rt, o));
+    schema::admit(schema_value, object, old_for_rules.as_deref()).map_err(|violations| {
+        ApiError::invalid(&format!("{}.{}", rt.kind, rt.group), &name, violations)
+    })
 }
 
 #[cfg(test)]

@@ -122,3 +122,184 @@ fn the_lock_held_by_requests_is_accounted_by_operation_and_resource() {
         "taken once"
     );
 }
+
+/// A served custom resource with a status subresource and a schema that constrains its status.
+fn gadgets(store: &Store) -> Arc<ResourceType> {
+    let crds = support::resource(
+        store,
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+    );
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {"size": {"type": "integer", "default": 1}}},
+        "status": {"type": "object", "properties": {
+            "phase": {"type": "string", "enum": ["A", "B"]}}}}}});
+    store
+        .create(
+            &crds,
+            "",
+            json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "gadgets.example.com"},
+                "spec": {"group": "example.com", "scope": "Namespaced",
+                    "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "subresources": {"status": {}}, "schema": schema}]}
+            }),
+            &support::writer("t"),
+        )
+        .expect("the CRD is valid");
+    support::resource(store, "example.com", "v1", "gadgets")
+}
+
+/// A custom resource's patch is worked out before the store's lock is taken and stored only if
+/// the object did not move meanwhile (kube-apiserver's `GuaranteedUpdate`): a write in between
+/// is never overwritten, and the patch then applies to the newer object.
+#[test]
+fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move() {
+    let store = support::store();
+    let rt = gadgets(&store);
+    let writer = support::writer("operator");
+    let created = store
+        .create(
+            &rt,
+            "default",
+            json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"},
+                   "spec": {}}),
+            &writer,
+        )
+        .unwrap();
+    assert_eq!(created["spec"]["size"], 1, "defaulted by the schema");
+    let stored = |store: &Store| store.lock().get(&rt, "default", "g").unwrap().clone();
+    let old = stored(&store);
+    let status_a = json!({"status": {"phase": "A"}});
+    let new = write::patched(&rt, "g", &old, PatchKind::Merge, &status_a).unwrap();
+    let Some(schema) = &rt.schema else {
+        panic!("a CRD's resource has its schema")
+    };
+    let write::Update::Write(new) =
+        write::prepare_update(&rt, &old, new, Subresource::Status, None, &writer, |o| {
+            admission::admit_by_schema(&rt, schema, o, Some(&old))
+        })
+        .unwrap()
+    else {
+        panic!("a new status is a change")
+    };
+    // Someone else writes first.
+    store
+        .patch(
+            &rt,
+            "default",
+            "g",
+            PatchKind::Merge,
+            &json!({"status": {"phase": "B"}}),
+            Subresource::Status,
+            &support::writer("other"),
+        )
+        .unwrap();
+    let moved = stored(&store);
+    assert_eq!(
+        store
+            .commit_unless_moved(&rt, "default", "g", &old, new, &writer)
+            .unwrap(),
+        None,
+        "the object moved: nothing is stored"
+    );
+    assert_eq!(stored(&store), moved, "the other write stands");
+
+    let mark = store.timeline_len();
+    let updated = store
+        .patch(
+            &rt,
+            "default",
+            "g",
+            PatchKind::Merge,
+            &status_a,
+            Subresource::Status,
+            &writer,
+        )
+        .unwrap();
+    assert_eq!(updated["status"]["phase"], "A");
+    assert_eq!(updated["kind"], "Gadget");
+    assert_eq!(updated["metadata"]["generation"], 1, "a status write");
+    assert!(
+        updated["metadata"]["managedFields"]
+            .as_array()
+            .is_some_and(|entries| entries
+                .iter()
+                .any(|e| e["manager"] == "operator" && e["subresource"] == "status")),
+        "{updated}"
+    );
+    assert_eq!(store.timeline_len(), mark + 1, "one write");
+
+    let same = store
+        .patch(
+            &rt,
+            "default",
+            "g",
+            PatchKind::Merge,
+            &status_a,
+            Subresource::Status,
+            &writer,
+        )
+        .unwrap();
+    assert_eq!(
+        same["metadata"]["resourceVersion"],
+        updated["metadata"]["resourceVersion"]
+    );
+    assert_eq!(
+        store.timeline_len(),
+        mark + 1,
+        "a patch changing nothing is not written"
+    );
+
+    let invalid = store
+        .patch(
+            &rt,
+            "default",
+            "g",
+            PatchKind::Merge,
+            &json!({"status": {"phase": "C"}}),
+            Subresource::Status,
+            &writer,
+        )
+        .unwrap_err();
+    assert_eq!(
+        (invalid.code, invalid.reason),
+        (422, "Invalid"),
+        "{}",
+        invalid.message
+    );
+    let stale = store
+        .patch(
+            &rt,
+            "default",
+            "g",
+            PatchKind::Merge,
+            &json!({"metadata": {"resourceVersion": old["metadata"]["resourceVersion"]},
+                    "status": {"phase": "B"}}),
+            Subresource::Status,
+            &writer,
+        )
+        .unwrap_err();
+    assert_eq!((stale.code, stale.reason), (409, "Conflict"));
+    let missing = store
+        .patch(
+            &rt,
+            "default",
+            "nothing",
+            PatchKind::Merge,
+            &status_a,
+            Subresource::Status,
+            &writer,
+        )
+        .unwrap_err();
+    assert_eq!(missing.code, 404);
+    assert_eq!(
+        store.timeline_len(),
+        mark + 1,
+        "refused patches write nothing"
+    );
+    assert_eq!(stored(&store)["status"]["phase"], "A");
+}

@@ -112,92 +112,17 @@ impl State {
         namespace: &str,
         name: &str,
         old: &Value,
-        mut new: Value,
+        new: Value,
         sub: Subresource,
         managed: Option<Vec<patch::ManagedEntry>>,
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        ensure_metadata(&mut new)?;
-        if rt.status_subresource {
-            let status = match sub {
-                Subresource::Main => old.get("status").cloned(),
-                Subresource::Status => new.get("status").cloned(),
-            };
-            if sub == Subresource::Status {
-                let mut only_status = old.clone();
-                if let Some(map) = only_status.as_object_mut() {
-                    map.remove("status");
-                    if let Some(s) = status {
-                        map.insert("status".to_owned(), s);
-                    }
-                }
-                new = only_status;
-            } else if let Some(map) = new.as_object_mut() {
-                map.remove("status");
-                if let Some(s) = status {
-                    map.insert("status".to_owned(), s);
-                }
-            }
-        }
-        let old_metadata = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
-        let metadata = ensure_metadata(&mut new)?;
-        for field in [
-            "uid",
-            "creationTimestamp",
-            "namespace",
-            "name",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-        ] {
-            match old_metadata.get(field) {
-                Some(value) => {
-                    metadata.insert(field.to_owned(), value.clone());
-                }
-                None => {
-                    metadata.remove(field);
-                }
-            }
-        }
-        let mut new = self.admit_write(rt, new, Some(old), sub)?;
-        if !same_spec_part(&new, old) {
-            let generation = old
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1)
-                + 1;
-            if let Some(metadata) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                metadata.insert("generation".to_owned(), json!(generation));
-            }
-        }
-        let entries = match managed {
-            Some(entries) => entries,
-            None => {
-                let mut entries = patch::read_managed_fields(old);
-                // resourceVersion and managedFields are untracked: not among the changes.
-                let changed: BTreeSet<FieldPath> = patch::changed_fields(old, &new);
-                patch::record_update(
-                    &mut entries,
-                    &options.field_manager,
-                    &rt.api_version(),
-                    sub.name(),
-                    &now(),
-                    &changed,
-                );
-                entries
-            }
-        };
-        patch::write_managed_fields(&mut new, &entries);
-        if same_but_bookkeeping(&new, old)
-            && patch::read_managed_fields(&new)
-                .iter()
-                .map(|e| (&e.manager, &e.fields))
-                .eq(patch::read_managed_fields(old)
-                    .iter()
-                    .map(|e| (&e.manager, &e.fields)))
-        {
+        let update = prepare_update(rt, old, new, sub, managed, options, |object| {
+            self.admit_write(rt, object, Some(old), sub)
+        })?;
+        let Update::Write(mut new) = update else {
             return Ok(old.clone());
-        }
+        };
         if rt.kind == "CustomResourceDefinition" {
             self.prepare_crd(&mut new)?;
         }
@@ -279,25 +204,7 @@ impl State {
             );
         }
         let old = existing?;
-        let mut new = old.clone();
-        match kind {
-            PatchKind::Merge => patch::merge_patch(&mut new, body),
-            PatchKind::Strategic => patch::strategic_merge_patch(&mut new, body),
-            PatchKind::Json => patch::json_patch(&mut new, body)?,
-            PatchKind::Apply { .. } => unreachable!("handled above"),
-        }
-        uid_unchanged(rt, name, &old, &new)?;
-        if let Some(rv) = body
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            && Some(rv) != metadata_str(&old, "resourceVersion")
-        {
-            return Err(ApiError::conflict(
-                &rt.qualified_plural(),
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
+        let new = patched(rt, name, &old, kind, body)?;
         self.finish_update(rt, namespace, name, &old, new, sub, None, options)
     }
 
@@ -388,6 +295,147 @@ impl State {
             options,
         )
     }
+}
+
+/// What an update of `old` to `new` comes to.
+pub(super) enum Update {
+    /// Nothing but bookkeeping would change: nothing is written.
+    Unchanged,
+    /// The object to store.
+    Write(Value),
+}
+
+/// An update's work that needs nothing but the old object (and `admit`, which validates and
+/// defaults): keeps what clients may not change, honours the status subresource, bumps
+/// generation and records field ownership. Pure, so that a write can do it before taking the
+/// store's lock (see `Store::patch`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn prepare_update(
+    rt: &ResourceType,
+    old: &Value,
+    mut new: Value,
+    sub: Subresource,
+    managed: Option<Vec<patch::ManagedEntry>>,
+    options: &WriteOptions,
+    admit: impl FnOnce(Value) -> Result<Value, ApiError>,
+) -> Result<Update, ApiError> {
+    ensure_metadata(&mut new)?;
+    if rt.status_subresource {
+        let status = match sub {
+            Subresource::Main => old.get("status").cloned(),
+            Subresource::Status => new.get("status").cloned(),
+        };
+        if sub == Subresource::Status {
+            let mut only_status = old.clone();
+            if let Some(map) = only_status.as_object_mut() {
+                map.remove("status");
+                if let Some(s) = status {
+                    map.insert("status".to_owned(), s);
+                }
+            }
+            new = only_status;
+        } else if let Some(map) = new.as_object_mut() {
+            map.remove("status");
+            if let Some(s) = status {
+                map.insert("status".to_owned(), s);
+            }
+        }
+    }
+    let old_metadata = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let metadata = ensure_metadata(&mut new)?;
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "namespace",
+        "name",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old_metadata.get(field) {
+            Some(value) => {
+                metadata.insert(field.to_owned(), value.clone());
+            }
+            None => {
+                metadata.remove(field);
+            }
+        }
+    }
+    let mut new = admit(new)?;
+    if !same_spec_part(&new, old) {
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            + 1;
+        if let Some(metadata) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.insert("generation".to_owned(), json!(generation));
+        }
+    }
+    let entries = match managed {
+        Some(entries) => entries,
+        None => {
+            let mut entries = patch::read_managed_fields(old);
+            // resourceVersion and managedFields are untracked: not among the changes.
+            let changed: BTreeSet<FieldPath> = patch::changed_fields(old, &new);
+            patch::record_update(
+                &mut entries,
+                &options.field_manager,
+                &rt.api_version(),
+                sub.name(),
+                &now(),
+                &changed,
+            );
+            entries
+        }
+    };
+    patch::write_managed_fields(&mut new, &entries);
+    if same_but_bookkeeping(&new, old)
+        && patch::read_managed_fields(&new)
+            .iter()
+            .map(|e| (&e.manager, &e.fields))
+            .eq(patch::read_managed_fields(old)
+                .iter()
+                .map(|e| (&e.manager, &e.fields)))
+    {
+        return Ok(Update::Unchanged);
+    }
+    Ok(Update::Write(new))
+}
+
+/// A merge, strategic or JSON patch applied to a copy of `old`, with the checks that need
+/// nothing but `old`: the uid stays, and a resourceVersion in the body must be `old`'s.
+pub(super) fn patched(
+    rt: &ResourceType,
+    name: &str,
+    old: &Value,
+    kind: PatchKind,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let mut new = old.clone();
+    match kind {
+        PatchKind::Merge => patch::merge_patch(&mut new, body),
+        PatchKind::Strategic => patch::strategic_merge_patch(&mut new, body),
+        PatchKind::Json => patch::json_patch(&mut new, body)?,
+        PatchKind::Apply { .. } => {
+            return Err(ApiError::internal(
+                "an apply patch is merged by server-side apply, not here",
+            ));
+        }
+    }
+    uid_unchanged(rt, name, old, &new)?;
+    if let Some(rv) = body
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        && Some(rv) != metadata_str(old, "resourceVersion")
+    {
+        return Err(ApiError::conflict(
+            &rt.qualified_plural(),
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    Ok(new)
 }
 
 #[cfg(test)]
