@@ -381,7 +381,8 @@ mod tests {
         });
         written.metadata.resource_version = Some("42".to_owned());
         assert_eq!(what_reconciles_read(&written), before, "a status write");
-        let changes: [(&str, fn(&mut DistributedValidator)); 5] = [
+        type Change = fn(&mut DistributedValidator);
+        let changes: [(&str, Change); 5] = [
             ("a spec change", |dv| dv.metadata.generation = Some(2)),
             ("a label", |dv| {
                 dv.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
