@@ -381,8 +381,7 @@ mod tests {
         });
         written.metadata.resource_version = Some("42".to_owned());
         assert_eq!(what_reconciles_read(&written), before, "a status write");
-        type Change = fn(&mut DistributedValidator);
-        let changes: [(&str, Change); 5] = [
+        let changes: [(&str, fn(&mut DistributedValidator)); 5] = [
             ("a spec change", |dv| dv.metadata.generation = Some(2)),
             ("a label", |dv| {
                 dv.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
