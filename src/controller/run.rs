@@ -92,13 +92,7 @@ pub(super) async fn run_in(
         .modify(trim::distributed_validator),
     )
     .default_backoff()
-    .touched_objects()
-    // A DV's own status write (two per DV on the way to Available) changes nothing a reconcile
-    // decides from; reconciling on it cost one reconcile per write for nothing.
-    .predicate_filter(
-        what_reconciles_read,
-        kube::runtime::PredicateConfig::default(),
-    );
+    .touched_objects();
     let controller = Controller::for_stream(dv_changes, dvs.clone()).with_config(
         kube::runtime::controller::Config::default()
             .concurrency(settings.concurrency)
@@ -239,23 +233,6 @@ pub(super) async fn run_in(
     }
 }
 
-/// A hash of what a reconcile decides from in a DV itself: its generation (every spec change),
-/// labels, annotations (a restart request), finalizers and whether it is being deleted. Not its
-/// status, which the operator writes and then reads only to compare with what it would write
-/// next; a status edited by someone else is corrected at the next reconcile (any change of a
-/// member, or the periodic resync).
-pub(super) fn what_reconciles_read(dv: &DistributedValidator) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let meta = dv.meta();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    meta.generation.hash(&mut hasher);
-    meta.labels.hash(&mut hasher);
-    meta.annotations.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
-    meta.deletion_timestamp.is_some().hash(&mut hasher);
-    Some(hasher.finish())
-}
-
 /// How often what deleted DVs left behind is forgotten.
 pub(super) const FORGET_EVERY: Duration = Duration::from_secs(2);
 
@@ -360,49 +337,4 @@ pub(super) fn error_policy(
         });
     }
     Action::requeue(retry.after)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Reconciles follow changes of a DV's spec, labels, annotations, finalizers and deletion,
-    /// not the operator's own status writes.
-    #[test]
-    fn a_status_write_is_no_reason_to_reconcile_and_everything_else_is() {
-        let mut dv = DistributedValidator::fixture_four("dv");
-        dv.metadata.generation = Some(1);
-        let before = what_reconciles_read(&dv);
-        assert!(before.is_some());
-        let mut written = dv.clone();
-        written.status = Some(crate::api::DistributedValidatorStatus {
-            observed_generation: Some(1),
-            ..Default::default()
-        });
-        written.metadata.resource_version = Some("42".to_owned());
-        assert_eq!(what_reconciles_read(&written), before, "a status write");
-        let changes: [(&str, fn(&mut DistributedValidator)); 5] = [
-            ("a spec change", |dv| dv.metadata.generation = Some(2)),
-            ("a label", |dv| {
-                dv.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
-            }),
-            ("an annotation", |dv| {
-                dv.metadata.annotations =
-                    Some([(names::ANNOTATION_RESTARTED_AT.to_owned(), "now".to_owned())].into());
-            }),
-            ("a finalizer", |dv| {
-                dv.metadata.finalizers = Some(vec!["example.com/keep".to_owned()]);
-            }),
-            ("a deletion", |dv| {
-                dv.metadata.deletion_timestamp = Some(Time(
-                    k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap(),
-                ));
-            }),
-        ];
-        for (what, change) in changes {
-            let mut changed = written.clone();
-            change(&mut changed);
-            assert_ne!(what_reconciles_read(&changed), before, "{what}");
-        }
-    }
 }
