@@ -465,9 +465,16 @@ impl Store {
     ) -> Result<Value, ApiError> {
         if optimistic(rt, kind) {
             for _ in 0..OPTIMISTIC_ATTEMPTS {
-                if let Some(updated) =
-                    self.patch_optimistically(rt, namespace, name, kind, body, sub, options)?
-                {
+                let request = PatchRequest {
+                    rt,
+                    namespace,
+                    name,
+                    kind,
+                    body,
+                    sub,
+                    options,
+                };
+                if let Some(updated) = self.patch_optimistically(&request)? {
                     return Ok(present_owned(rt, updated));
                 }
             }
@@ -487,17 +494,13 @@ impl Store {
     /// validation and defaulting and the managed fields of a custom resource's write are most of
     /// its cost; done under the store's lock they held up the controllers' passes and every other
     /// request for each DV status write.
-    #[allow(clippy::too_many_arguments)]
-    fn patch_optimistically(
-        &self,
-        rt: &ResourceType,
-        namespace: &str,
-        name: &str,
-        kind: PatchKind,
-        body: &Value,
-        sub: Subresource,
-        options: &WriteOptions,
-    ) -> Result<Option<Value>, ApiError> {
+    fn patch_optimistically(&self, request: &PatchRequest) -> Result<Option<Value>, ApiError> {
+        let PatchRequest {
+            rt,
+            namespace,
+            name,
+            ..
+        } = *request;
         let Some(schema) = &rt.schema else {
             return Err(ApiError::internal(format!(
                 "{} has no schema to admit a write by",
@@ -509,17 +512,23 @@ impl Store {
             state.check_scope(rt, namespace)?;
             state.get(rt, namespace, name)?.clone()
         };
-        let new = write::patched(rt, name, &old, kind, body)?;
-        let update = write::prepare_update(rt, &old, new, sub, None, options, |object| {
-            admission::admit_by_schema(rt, schema, object, Some(&old))
-        })?;
+        let new = write::patched(rt, name, &old, request.kind, request.body)?;
+        let update = write::prepare_update(
+            rt,
+            &old,
+            new,
+            request.sub,
+            None,
+            request.options,
+            |object| admission::admit_by_schema(rt, schema, object, Some(&old)),
+        )?;
         let write::Update::Write(new) = update else {
             return Ok(Some(old));
         };
-        if options.dry_run {
+        if request.options.dry_run {
             return Ok(Some(new));
         }
-        self.commit_unless_moved(rt, namespace, name, &old, new, options)
+        self.commit_unless_moved(rt, namespace, name, &old, new, request.options)
     }
 
     /// Stores `new` in place of `old` if the stored object is still `old` (same
@@ -722,6 +731,18 @@ impl Store {
     pub fn present(&self, rt: &ResourceType, object: &Value) -> Value {
         self.lock().present(rt, object)
     }
+}
+
+/// One patch request, as `Store::patch` was asked it.
+#[derive(Clone, Copy)]
+struct PatchRequest<'a> {
+    rt: &'a ResourceType,
+    namespace: &'a str,
+    name: &'a str,
+    kind: PatchKind,
+    body: &'a Value,
+    sub: Subresource,
+    options: &'a WriteOptions,
 }
 
 /// How often a patch worked out outside the lock is tried before the patch is made under it.

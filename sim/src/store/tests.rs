@@ -161,6 +161,17 @@ fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move
     let store = support::store();
     let rt = gadgets(&store);
     let writer = support::writer("operator");
+    let patch_status = |name: &str, body: &Value, writer: &WriteOptions| {
+        store.patch(
+            &rt,
+            "default",
+            name,
+            PatchKind::Merge,
+            body,
+            Subresource::Status,
+            writer,
+        )
+    };
     let created = store
         .create(
             &rt,
@@ -187,17 +198,12 @@ fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move
         panic!("a new status is a change")
     };
     // Someone else writes first.
-    store
-        .patch(
-            &rt,
-            "default",
-            "g",
-            PatchKind::Merge,
-            &json!({"status": {"phase": "B"}}),
-            Subresource::Status,
-            &support::writer("other"),
-        )
-        .unwrap();
+    patch_status(
+        "g",
+        &json!({"status": {"phase": "B"}}),
+        &support::writer("other"),
+    )
+    .unwrap();
     let moved = stored(&store);
     assert_eq!(
         store
@@ -209,17 +215,7 @@ fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move
     assert_eq!(stored(&store), moved, "the other write stands");
 
     let mark = store.timeline_len();
-    let updated = store
-        .patch(
-            &rt,
-            "default",
-            "g",
-            PatchKind::Merge,
-            &status_a,
-            Subresource::Status,
-            &writer,
-        )
-        .unwrap();
+    let updated = patch_status("g", &status_a, &writer).unwrap();
     assert_eq!(updated["status"]["phase"], "A");
     assert_eq!(updated["kind"], "Gadget");
     assert_eq!(updated["metadata"]["generation"], 1, "a status write");
@@ -233,17 +229,7 @@ fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move
     );
     assert_eq!(store.timeline_len(), mark + 1, "one write");
 
-    let same = store
-        .patch(
-            &rt,
-            "default",
-            "g",
-            PatchKind::Merge,
-            &status_a,
-            Subresource::Status,
-            &writer,
-        )
-        .unwrap();
+    let same = patch_status("g", &status_a, &writer).unwrap();
     assert_eq!(
         same["metadata"]["resourceVersion"],
         updated["metadata"]["resourceVersion"]
@@ -254,47 +240,22 @@ fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move
         "a patch changing nothing is not written"
     );
 
-    let invalid = store
-        .patch(
-            &rt,
-            "default",
-            "g",
-            PatchKind::Merge,
-            &json!({"status": {"phase": "C"}}),
-            Subresource::Status,
-            &writer,
-        )
-        .unwrap_err();
+    let invalid = patch_status("g", &json!({"status": {"phase": "C"}}), &writer).unwrap_err();
     assert_eq!(
         (invalid.code, invalid.reason),
         (422, "Invalid"),
         "{}",
         invalid.message
     );
-    let stale = store
-        .patch(
-            &rt,
-            "default",
-            "g",
-            PatchKind::Merge,
-            &json!({"metadata": {"resourceVersion": old["metadata"]["resourceVersion"]},
+    let stale = patch_status(
+        "g",
+        &json!({"metadata": {"resourceVersion": old["metadata"]["resourceVersion"]},
                     "status": {"phase": "B"}}),
-            Subresource::Status,
-            &writer,
-        )
-        .unwrap_err();
+        &writer,
+    )
+    .unwrap_err();
     assert_eq!((stale.code, stale.reason), (409, "Conflict"));
-    let missing = store
-        .patch(
-            &rt,
-            "default",
-            "nothing",
-            PatchKind::Merge,
-            &status_a,
-            Subresource::Status,
-            &writer,
-        )
-        .unwrap_err();
+    let missing = patch_status("nothing", &status_a, &writer).unwrap_err();
     assert_eq!(missing.code, 404);
     assert_eq!(
         store.timeline_len(),
