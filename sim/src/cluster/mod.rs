@@ -676,10 +676,8 @@ mod tests {
         task.abort();
     }
 
-    /// Each node's kubelet writes under its own client limit: a pass starts 150 pods on each
-    /// of two nodes with a burst of 100 status writes per node, whatever the other node does.
-    #[tokio::test]
-    async fn each_nodes_kubelet_writes_under_its_own_rate_limit() {
+    /// A store and its controllers (not running), with namespace `namespace`.
+    fn cluster_with_namespace(namespace: &str) -> (Arc<Store>, Arc<Inner>) {
         let store = Arc::new(Store::new(100_000));
         let inner = Inner::new(store.clone(), ClusterOptions::fast());
         let namespaces = store.resolve("", "v1", "namespaces").expect("namespaces");
@@ -687,10 +685,18 @@ mod tests {
             .create(
                 &namespaces,
                 "",
-                json!({"metadata": {"name": "busy"}}),
+                json!({"metadata": {"name": namespace}}),
                 &user(),
             )
             .expect("a namespace");
+        (store, inner)
+    }
+
+    /// Each node's kubelet writes under its own client limit: a pass starts 150 pods on each
+    /// of two nodes with a burst of 100 status writes per node, whatever the other node does.
+    #[tokio::test]
+    async fn each_nodes_kubelet_writes_under_its_own_rate_limit() {
+        let (store, inner) = cluster_with_namespace("busy");
         let nodes: Vec<String> = inner
             .access
             .list(&inner.types.nodes)
@@ -732,17 +738,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_of_statefulsets_is_worked_through_in_bounded_passes() {
-        let store = Arc::new(Store::new(100_000));
-        let inner = Inner::new(store.clone(), ClusterOptions::fast());
-        let namespaces = store.resolve("", "v1", "namespaces").expect("namespaces");
-        store
-            .create(
-                &namespaces,
-                "",
-                json!({"metadata": {"name": "burst"}}),
-                &user(),
-            )
-            .expect("a namespace");
+        let (store, inner) = cluster_with_namespace("burst");
         // A revision, a claim and its status, a pod and the set's status each: 500 writes.
         let sets = 100;
         for i in 0..sets {
