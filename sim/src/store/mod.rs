@@ -463,18 +463,18 @@ impl Store {
         sub: Subresource,
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        if optimistic(rt, kind) {
+        if let Some(schema) = optimistic(rt, kind) {
+            let request = PatchRequest {
+                rt,
+                namespace,
+                name,
+                kind,
+                body,
+                sub,
+                options,
+            };
             for _ in 0..OPTIMISTIC_ATTEMPTS {
-                let request = PatchRequest {
-                    rt,
-                    namespace,
-                    name,
-                    kind,
-                    body,
-                    sub,
-                    options,
-                };
-                if let Some(updated) = self.patch_optimistically(&request)? {
+                if let Some(updated) = self.patch_optimistically(&request, schema)? {
                     return Ok(present_owned(rt, updated));
                 }
             }
@@ -494,19 +494,17 @@ impl Store {
     /// validation and defaulting and the managed fields of a custom resource's write are most of
     /// its cost; done under the store's lock they held up the controllers' passes and every other
     /// request for each DV status write.
-    fn patch_optimistically(&self, request: &PatchRequest) -> Result<Option<Value>, ApiError> {
+    fn patch_optimistically(
+        &self,
+        request: &PatchRequest,
+        schema: &schema::Schema,
+    ) -> Result<Option<Value>, ApiError> {
         let PatchRequest {
             rt,
             namespace,
             name,
             ..
         } = *request;
-        let Some(schema) = &rt.schema else {
-            return Err(ApiError::internal(format!(
-                "{} has no schema to admit a write by",
-                rt.qualified_plural()
-            )));
-        };
         let old = {
             let state = self.lock_for("patch (read)", Some(rt));
             state.check_scope(rt, namespace)?;
@@ -748,14 +746,15 @@ struct PatchRequest<'a> {
 /// How often a patch worked out outside the lock is tried before the patch is made under it.
 const OPTIMISTIC_ATTEMPTS: usize = 3;
 
-/// Whether a patch can be worked out outside the store's lock: a merge, strategic or JSON patch
-/// of a custom resource, which its schema alone admits. Server-side apply, built-in resources
-/// (a claim's admission reads StorageClasses) and CRDs (registered as they are stored) take the
-/// lock for the whole write.
-fn optimistic(rt: &ResourceType, kind: PatchKind) -> bool {
-    rt.schema.is_some()
-        && rt.kind != "CustomResourceDefinition"
-        && !matches!(kind, PatchKind::Apply { .. })
+/// The schema that alone admits a patch worked out outside the store's lock: that of a custom
+/// resource, for a merge, strategic or JSON patch. `None` for server-side apply, built-in
+/// resources (a claim's admission reads StorageClasses) and CRDs (registered as they are
+/// stored), which take the lock for the whole write.
+fn optimistic(rt: &ResourceType, kind: PatchKind) -> Option<&schema::Schema> {
+    if rt.kind == "CustomResourceDefinition" || matches!(kind, PatchKind::Apply { .. }) {
+        return None;
+    }
+    rt.schema.as_ref()
 }
 
 /// An object as a client sees it (with `apiVersion` and `kind`), made from one the caller owns.

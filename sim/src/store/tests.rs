@@ -215,6 +215,7 @@ fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move
     assert_eq!(stored(&store), moved, "the other write stands");
 
     let mark = store.timeline_len();
+    store.take_lock_times();
     let updated = patch_status("g", &status_a, &writer).unwrap();
     assert_eq!(updated["status"]["phase"], "A");
     assert_eq!(updated["kind"], "Gadget");
@@ -228,6 +229,16 @@ fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move
         "{updated}"
     );
     assert_eq!(store.timeline_len(), mark + 1, "one write");
+    let held: Vec<String> = store
+        .take_lock_times()
+        .longest_held(20)
+        .into_iter()
+        .map(|(operation, _, _)| operation)
+        .collect();
+    assert!(
+        held.iter().any(|o| o == "patch (read) gadgets"),
+        "the patch read the object under the lock and worked it out without it: {held:?}"
+    );
 
     let same = patch_status("g", &status_a, &writer).unwrap();
     assert_eq!(
