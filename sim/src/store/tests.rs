@@ -213,6 +213,21 @@ fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move
         "the object moved: nothing is stored"
     );
     assert_eq!(stored(&store), moved, "the other write stands");
+    // Deleted between the read and the commit: not found, and nothing comes back.
+    let twin = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+                      "metadata": {"name": "twin"}, "spec": {}});
+    store.create(&rt, "default", twin, &writer).unwrap();
+    let read = store.lock().get(&rt, "default", "twin").unwrap().clone();
+    let mut changed = read.clone();
+    changed["status"] = json!({"phase": "A"});
+    store
+        .delete(&rt, "default", "twin", &support::deleter(None))
+        .unwrap();
+    let gone = store
+        .commit_unless_moved(&rt, "default", "twin", &read, changed, &writer)
+        .unwrap_err();
+    assert_eq!(gone.code, 404);
+    assert!(store.lock().get(&rt, "default", "twin").is_err());
 
     let mark = store.timeline_len();
     store.take_lock_times();
