@@ -540,7 +540,8 @@ impl Store {
         new: Value,
         options: &WriteOptions,
     ) -> Result<Option<Value>, ApiError> {
-        let mut state = self.lock_for("patch", Some(rt));
+        // Its own label: what the lock is held for by a patch worked out outside it.
+        let mut state = self.lock_for("patch (commit)", Some(rt));
         let current = state.get(rt, namespace, name)?;
         if metadata_str(current, "resourceVersion") != metadata_str(old, "resourceVersion") {
             return Ok(None);

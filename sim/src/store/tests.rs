@@ -251,8 +251,11 @@ fn a_patch_worked_out_outside_the_lock_is_stored_only_if_the_object_did_not_move
         .map(|(operation, _, _)| operation)
         .collect();
     assert!(
-        held.iter().any(|o| o == "patch (read) gadgets"),
-        "the patch read the object under the lock and worked it out without it: {held:?}"
+        held.iter().any(|o| o == "patch (read) gadgets")
+            && held.iter().any(|o| o == "patch (commit) gadgets")
+            && !held.iter().any(|o| o == "patch gadgets"),
+        "the patch read the object under the lock, worked it out without it and took it again \
+         only to commit: {held:?}"
     );
 
     let same = patch_status("g", &status_a, &writer).unwrap();

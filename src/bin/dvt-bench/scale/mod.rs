@@ -41,6 +41,9 @@ pub struct Options {
     pub skip_ceiling: bool,
     /// How many times both phases run (see [`scale`]).
     pub runs: usize,
+    /// The operator process's niceness: 19 gives the simulated controllers the CPU first (on a
+    /// real cluster they run on machines of their own), 0 shares it equally.
+    pub operator_nice: u8,
     /// Run only this phase, in this process, and write its figures to `result`.
     pub phase: Option<PhaseKind>,
     pub result: Option<PathBuf>,
@@ -236,6 +239,13 @@ pub async fn scale(options: Options) -> Result<(), String> {
             options.debounce.as_millis()
         ),
     );
+    line(
+        "operator process niceness",
+        match options.operator_nice {
+            0 => "0 (the cores shared equally with the simulated cluster)".to_owned(),
+            nice => format!("{nice} (the simulated controllers get the CPU first)"),
+        },
+    );
     let dir = std::env::temp_dir().join(format!("dvt-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut runs: Vec<(Option<PhaseResult>, PhaseResult)> = Vec::new();
@@ -378,6 +388,7 @@ fn spawn_phase(phase: PhaseKind, options: &Options, result: &Path) -> Result<Pha
         .args(["--nodes", &options.nodes.to_string()])
         .args(["--concurrency", &options.concurrency.to_string()])
         .args(["--debounce-ms", &options.debounce.as_millis().to_string()])
+        .args(["--operator-nice", &options.operator_nice.to_string()])
         .status()
         .map_err(|e| format!("starting the {phase:?} phase: {e}"))?;
     if !status.success() {
@@ -429,6 +440,12 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
     let log = dir.join("operator.log");
     let mut operator = OperatorProcess::spawn(&kubeconfig, &log, options)?;
     operator.wait_ready(&log).await?;
+    line(
+        "operator process niceness (read from /proc)",
+        operator
+            .niceness()
+            .map_or_else(|| "unknown".to_owned(), |nice| nice.to_string()),
+    );
     let requests_before = world.sim.requests();
     let mark = world.sim.store().timeline_len();
     let cpu_before = cpu_seconds(operator.pid());

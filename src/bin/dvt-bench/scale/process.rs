@@ -27,14 +27,10 @@ impl OperatorProcess {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
-        let mut command = match prefix.split_first() {
-            Some((tool, args)) => {
-                let mut command = std::process::Command::new(tool);
-                command.args(args).arg(exe);
-                command
-            }
-            None => std::process::Command::new(exe),
-        };
+        let (program, args) =
+            operator_command(exe.into_os_string(), &prefix, options.operator_nice);
+        let mut command = std::process::Command::new(program);
+        command.args(args);
         // A profiler preloaded into this process (heaptrack) must not follow into the child.
         command
             .env_remove("LD_PRELOAD")
@@ -58,6 +54,11 @@ impl OperatorProcess {
 
     pub(super) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The operator process's niceness as the kernel has it (not as it was asked for).
+    pub(super) fn niceness(&self) -> Option<i64> {
+        niceness(&std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?)
     }
 
     pub(super) async fn get(&self, path: &str) -> Result<(u16, String), String> {
@@ -113,6 +114,36 @@ impl Drop for OperatorProcess {
     }
 }
 
+/// The program and arguments that start the operator: `exe`, under the words of `prefix` (a
+/// tool) if any, under `nice -n N` when `nice` is above 0. `nice` (coreutils) and the tools
+/// exec the next program in their own process, so the child's pid is the operator's.
+pub(super) fn operator_command(
+    exe: std::ffi::OsString,
+    prefix: &[String],
+    nice: u8,
+) -> (std::ffi::OsString, Vec<std::ffi::OsString>) {
+    let mut words: Vec<std::ffi::OsString> = Vec::new();
+    if nice > 0 {
+        words.extend(["nice".into(), "-n".into(), nice.to_string().into()]);
+    }
+    words.extend(prefix.iter().map(Into::into));
+    words.push(exe);
+    let program = words.remove(0);
+    (program, words)
+}
+
+/// The niceness in the text of `/proc/<pid>/stat` (its 19th field; the second, the command's
+/// name in parentheses, may hold spaces and parentheses, so fields are counted after the last
+/// `)`).
+pub(super) fn niceness(stat: &str) -> Option<i64> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(16)?
+        .parse()
+        .ok()
+}
+
 /// A plain HTTP/1.1 GET on loopback: (status, body).
 pub(super) async fn http_get(
     address: std::net::SocketAddr,
@@ -165,4 +196,87 @@ pub(super) fn cpu_seconds(pid: u32) -> f64 {
             Some(ticks / 100.0)
         })
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(program: std::ffi::OsString, args: Vec<std::ffi::OsString>) -> Vec<String> {
+        std::iter::once(program)
+            .chain(args)
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_operator_runs_under_nice_and_then_the_tool_when_asked() {
+        let exe = || std::ffi::OsString::from("/bin/dvt-bench");
+        let (program, args) = operator_command(exe(), &[], 0);
+        assert_eq!(words(program, args), ["/bin/dvt-bench"]);
+        let (program, args) = operator_command(exe(), &[], 19);
+        assert_eq!(words(program, args), ["nice", "-n", "19", "/bin/dvt-bench"]);
+        let tool = [
+            "heaptrack".to_owned(),
+            "-o".to_owned(),
+            "/tmp/op".to_owned(),
+        ];
+        let (program, args) = operator_command(exe(), &tool, 10);
+        assert_eq!(
+            words(program, args),
+            [
+                "nice",
+                "-n",
+                "10",
+                "heaptrack",
+                "-o",
+                "/tmp/op",
+                "/bin/dvt-bench"
+            ]
+        );
+    }
+
+    #[test]
+    fn niceness_is_read_after_the_command_name_whatever_it_holds() {
+        // A real line of /proc/<pid>/stat, with a command name holding a space and a `)`.
+        let stat = "4242 (dvt bench) x) S 1 4242 4242 0 -1 4194560 1500 0 0 0 12 3 0 0 39 19 \
+                    9 0 123456 1000000 2000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 \
+                    0 0 0 0 0";
+        assert_eq!(niceness(stat), Some(19));
+        assert_eq!(
+            niceness("1 (init) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 -5 1"),
+            Some(-5)
+        );
+        assert_eq!(niceness("no parenthesis"), None);
+        assert_eq!(niceness("1 (short) S 0"), None);
+    }
+
+    #[test]
+    fn a_child_started_under_nice_has_that_niceness() {
+        // What the benchmark relies on: `nice` execs in place, so the child's pid carries it.
+        let (program, args) = operator_command("sleep".into(), &[], 7);
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .arg("5")
+            .spawn()
+            .expect("starting sleep under nice");
+        // `nice` sets the niceness before it execs `sleep`; wait for the exec.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = None;
+        while Instant::now() < deadline {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()));
+            if let Ok(stat) = stat
+                && stat.contains("(sleep)")
+            {
+                seen = niceness(&stat);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let own = niceness(&std::fs::read_to_string("/proc/self/stat").expect("own stat"))
+            .expect("own niceness");
+        assert_eq!(seen, Some((own + 7).min(19)));
+    }
 }
