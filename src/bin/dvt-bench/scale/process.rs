@@ -115,8 +115,10 @@ impl Drop for OperatorProcess {
 }
 
 /// The program and arguments that start the operator: `exe`, under the words of `prefix` (a
-/// tool) if any, under `nice -n N` when `nice` is above 0. `nice` (coreutils) and the tools
-/// exec the next program in their own process, so the child's pid is the operator's.
+/// tool) if any, under `nice -n N` when `nice` is above 0. `nice` (coreutils) execs the next
+/// program in its own process, so without a tool the child's pid is the operator's (a tool such
+/// as heaptrack may start it as a child of its own: see the `Drop` below); the niceness is
+/// inherited either way.
 pub(super) fn operator_command(
     exe: std::ffi::OsString,
     prefix: &[String],
