@@ -371,7 +371,7 @@ where
     let cached = cache.get(&ObjectRef::new(&name).within(namespace));
     let unchanged = cached
         .as_ref()
-        .is_some_and(|c| c.annotations().get(ANNOTATION_SPEC_HASH) == want.as_ref());
+        .is_some_and(|c| super::trim::cached_spec_hash(c.meta()) == want.as_deref());
     // The caches keep only other writers' managed fields: an object nobody else wrote is
     // decided by its hash alone, without encoding it (the common case on every reconcile).
     let others = cached
