@@ -66,15 +66,10 @@ fn keep_spec_hash_apart(meta: &mut ObjectMeta) {
         .and_then(|annotations| annotations.remove(super::names::ANNOTATION_SPEC_HASH));
 }
 
-/// A cached child's spec hash: where trimming keeps it ([`keep_spec_hash_apart`]), or the
-/// annotation of a copy that was not trimmed.
+/// A cached child's spec hash, where trimming keeps it ([`keep_spec_hash_apart`]); every cache
+/// of children is trimmed as it is filled (`caches::owned_cache`).
 pub fn cached_spec_hash(meta: &ObjectMeta) -> Option<&str> {
-    meta.self_link.as_deref().or_else(|| {
-        meta.annotations
-            .as_ref()?
-            .get(super::names::ANNOTATION_SPEC_HASH)
-            .map(String::as_str)
-    })
+    meta.self_link.as_deref()
 }
 
 /// A DistributedValidator: everything but its managed fields (spec and status are read).
@@ -333,11 +328,6 @@ mod tests {
             assert_eq!(
                 cached_spec_hash(&set.metadata),
                 whole_hash.map(String::as_str)
-            );
-            assert_eq!(
-                cached_spec_hash(&whole_set.metadata),
-                whole_hash.map(String::as_str),
-                "an untrimmed copy is read by its annotation"
             );
             assert!(
                 whole_set.metadata.labels.as_ref().unwrap().len()
