@@ -381,17 +381,20 @@ where
     if unchanged && others.is_none() {
         return Ok(());
     }
-    let mut value = serde_json::to_value(&object).map_err(|source| Error::Encode {
-        kind,
-        name: name.clone(),
-        source,
-    })?;
-    value["apiVersion"] = serde_json::json!(K::api_version(&()));
-    value["kind"] = serde_json::json!(K::kind(&()));
-    // Fields we set that someone else wrote since: put back now, whatever the hash says.
-    let drifted = others
-        .map(|entries| drift::drifted_fields(&value, entries, FIELD_MANAGER))
-        .unwrap_or_default();
+    // Fields we set that someone else wrote since: put back now, whatever the hash says. Only
+    // then is the object encoded as a JSON tree (to walk it); the apply itself sends the typed
+    // object, whose encoding carries its apiVersion and kind.
+    let drifted = match others {
+        Some(entries) => {
+            let value = serde_json::to_value(&object).map_err(|source| Error::Encode {
+                kind,
+                name: name.clone(),
+                source,
+            })?;
+            drift::drifted_fields(&value, entries, FIELD_MANAGER)
+        }
+        None => Vec::new(),
+    };
     if unchanged && drifted.is_empty() {
         return Ok(());
     }
@@ -400,7 +403,7 @@ where
     if !ctx.fence.holds() {
         return Err(Error::Fenced);
     }
-    match waiting_on(api.patch(&name, &params, &Patch::Apply(&value))).await {
+    match waiting_on(api.patch(&name, &params, &Patch::Apply(&object))).await {
         Ok(_) => {
             let reason = if cached.is_some() {
                 crate::api::reasons::UPDATED

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use serde_json::Value;
 
 /// A field the operator sets that another manager wrote.
@@ -129,25 +129,34 @@ pub fn foreign_entries(
     let kept: Vec<ManagedFieldsEntry> = managed
         .into_iter()
         .flatten()
-        .filter(|entry| {
-            entry.manager.as_deref().is_some_and(|m| m != ours)
-                && entry.subresource.as_deref() != Some("status")
-                && entry.fields_v1.is_some()
-        })
-        .map(|entry| ManagedFieldsEntry {
-            manager: entry.manager,
-            subresource: entry.subresource,
-            fields_v1: entry.fields_v1,
-            ..ManagedFieldsEntry::default()
-        })
+        .filter_map(|entry| kept_entry(entry.manager, entry.subresource, entry.fields_v1, ours))
         .collect();
     (!kept.is_empty()).then_some(kept)
+}
+
+/// A managed-fields entry as a cache keeps it, if it keeps it: another writer's (not `ours`)
+/// of the main resource (not `status`), with the fields it owns; of it only who wrote which
+/// fields where.
+pub fn kept_entry(
+    manager: Option<String>,
+    subresource: Option<String>,
+    fields_v1: Option<FieldsV1>,
+    ours: &str,
+) -> Option<ManagedFieldsEntry> {
+    let foreign = manager.as_deref().is_some_and(|m| m != ours)
+        && subresource.as_deref() != Some("status")
+        && fields_v1.is_some();
+    foreign.then(|| ManagedFieldsEntry {
+        manager,
+        subresource,
+        fields_v1,
+        ..ManagedFieldsEntry::default()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
     use serde_json::json;
 
     fn entry(manager: &str, subresource: Option<&str>, fields: Value) -> ManagedFieldsEntry {

@@ -313,16 +313,55 @@ impl Invalid {
 }
 
 /// FNV-1a, hex: stable across processes and versions (unlike `DefaultHasher`), for hashes
-/// stored on objects.
+/// stored on objects. Each part is followed by a zero byte.
 pub fn stable_hash(parts: &[&str]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = Fnv1a::new();
     for part in parts {
-        for byte in part.bytes().chain([0u8]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        hash.feed(part.as_bytes());
+        hash.feed(&[0]);
+    }
+    hash.hex()
+}
+
+/// [`stable_hash`] of a value's JSON text, fed to the hash as it is encoded rather than built
+/// as a string first: every reconcile stamps every child it builds, and a member's
+/// StatefulSet encodes to several kilobytes.
+pub fn stable_hash_of<T: serde::Serialize>(value: &T) -> Result<String, serde_json::Error> {
+    let mut hash = Fnv1a::new();
+    serde_json::to_writer(&mut hash, value)?;
+    hash.feed(&[0]);
+    Ok(hash.hex())
+}
+
+/// The 64-bit FNV-1a state.
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!("{hash:016x}")
+
+    fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.feed(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Clients for members that do not pin one: each goes to the allowed client with the fewest

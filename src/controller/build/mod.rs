@@ -36,7 +36,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::model::{Cluster, LockVolume, Member, stable_hash};
+use super::model::{Cluster, LockVolume, Member, stable_hash, stable_hash_of};
 use super::names::*;
 
 /// Everything one DV needs. The applier destructures it without `..`, so a new kind of object
@@ -107,8 +107,9 @@ fn child_metadata(cluster: &Cluster, name: String, labels: BTreeMap<String, Stri
 /// Stamps an object with the hash of its own desired form, so that an unchanged object is
 /// recognised in the cache and not written again.
 fn stamp<T: serde::Serialize>(object: &mut T, meta: impl Fn(&mut T) -> &mut ObjectMeta) {
-    let text = serde_json::to_string(&*object).unwrap_or_default();
-    let hash = stable_hash(&[&text]);
+    // Encoding a k8s-openapi object cannot fail (no map with non-string keys, no failing
+    // `Serialize`); were it to, the hash of nothing still names a form to apply.
+    let hash = stable_hash_of(&*object).unwrap_or_else(|_| stable_hash(&[""]));
     meta(object)
         .annotations
         .get_or_insert_with(BTreeMap::new)

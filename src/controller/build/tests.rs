@@ -275,6 +275,59 @@ fn building_twice_gives_the_same_hashes_and_a_changed_image_changes_them() {
     assert_eq!(a.pdb, c.pdb);
 }
 
+/// The stamp hashes the encoded object as it is encoded; the hash must stay the one of its
+/// text (the hashes on live objects were made so, and a changed hash re-applies every child),
+/// and FNV-1a must stay FNV-1a (the published test vector for "a", plus the part's zero byte).
+#[test]
+fn a_stamp_is_the_hash_of_the_objects_text() {
+    use crate::controller::model::{stable_hash, stable_hash_of};
+    assert_eq!(stable_hash(&[]), "cbf29ce484222325");
+    assert_eq!(stable_hash(&["a"]), {
+        let fnv_of_a: u64 = 0xaf63_dc4c_8601_ec8c;
+        format!("{:016x}", (fnv_of_a ^ 0).wrapping_mul(0x0100_0000_01b3))
+    });
+    let (dv, facts) = example("stader-4.yaml");
+    let desired = build(&validate(&dv, &facts).unwrap());
+    let mut set = desired.statefulsets[0].clone();
+    let stamped = set
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove(ANNOTATION_SPEC_HASH)
+        .unwrap();
+    // Stamped as built: with the annotations it had then (none but the hash's, if so).
+    if set
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(BTreeMap::is_empty)
+    {
+        set.metadata.annotations = None;
+    }
+    let text = serde_json::to_string(&set).unwrap();
+    assert!(text.len() > 4_000, "a whole member StatefulSet");
+    assert_eq!(stamped, stable_hash(&[&text]));
+    assert_eq!(stable_hash_of(&set).unwrap(), stamped);
+}
+
+/// The apply sends each child as its typed encoding (`apply_one`): server-side apply refuses a
+/// body without apiVersion and kind, so every kind built must encode both.
+#[test]
+fn every_child_encodes_its_api_version_and_kind() {
+    fn typed<K: k8s_openapi::Resource + serde::Serialize>(object: &K) {
+        let value = serde_json::to_value(object).unwrap();
+        assert_eq!(value["apiVersion"], K::API_VERSION, "{}", K::KIND);
+        assert_eq!(value["kind"], K::KIND);
+    }
+    let (dv, facts) = example("stader-4.yaml");
+    let desired = build(&validate(&dv, &facts).unwrap());
+    desired.services.iter().for_each(typed);
+    desired.statefulsets.iter().for_each(typed);
+    typed(&desired.pdb);
+    typed(desired.network_policy.as_ref().unwrap());
+}
+
 #[test]
 fn the_network_policy_admits_p2p_from_the_same_dv_and_metrics_from_listed_namespaces() {
     let (mut dv, facts) = example("stader-4.yaml");
