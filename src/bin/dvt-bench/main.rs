@@ -11,7 +11,11 @@
 //! against a plain client loop's ceiling, writes against the minimum, API requests, the
 //! operator's peak RSS, CPU time and reconcile latency, and the writes of a full resync.
 
+mod allocator;
 mod scale;
+
+#[global_allocator]
+static ALLOCATOR: allocator::BenchAllocator = allocator::BenchAllocator::new();
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -246,6 +246,13 @@ pub async fn scale(options: Options) -> Result<(), String> {
             nice => format!("{nice} (the simulated controllers get the CPU first)"),
         },
     );
+    line(
+        "memory allocator, simulated cluster / operator",
+        format!(
+            "{} / system (glibc malloc), as dvt-operator",
+            crate::ALLOCATOR.name()
+        ),
+    );
     let dir = std::env::temp_dir().join(format!("dvt-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut runs: Vec<(Option<PhaseResult>, PhaseResult)> = Vec::new();

@@ -35,6 +35,8 @@ impl OperatorProcess {
         command
             .env_remove("LD_PRELOAD")
             .env_remove("DUMP_HEAPTRACK_OUTPUT");
+        // The operator allocates as the `dvt-operator` binary does (`crate::allocator`).
+        command.env(crate::allocator::SYSTEM_ALLOCATOR_ENV, "1");
         let child = command
             .arg("operator")
             .arg("--kubeconfig")
