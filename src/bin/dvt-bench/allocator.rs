@@ -24,6 +24,21 @@ pub const SYSTEM_ALLOCATOR_ENV: &str = "DVT_BENCH_SYSTEM_ALLOCATOR";
 /// [`SYSTEM_ALLOCATOR_ENV`] as C reads it, for `getenv` (which does not allocate).
 const SYSTEM_ALLOCATOR_ENV_C: &std::ffi::CStr = c"DVT_BENCH_SYSTEM_ALLOCATOR";
 
+/// The names the benchmark prints.
+const SYSTEM_NAME: &str = "system (glibc malloc)";
+const MIMALLOC_NAME: &str = "mimalloc";
+
+/// The allocator a process of this binary uses, from its environment as `/proc/<pid>/environ`
+/// holds it (`NAME=value` entries, each ended by a NUL byte).
+pub fn allocator_of_environment(environ: &[u8]) -> &'static str {
+    let set = environ.split(|byte| *byte == 0).any(|entry| {
+        entry
+            .strip_prefix(SYSTEM_ALLOCATOR_ENV.as_bytes())
+            .is_some_and(|rest| rest.first() == Some(&b'='))
+    });
+    if set { SYSTEM_NAME } else { MIMALLOC_NAME }
+}
+
 const UNDECIDED: u8 = 0;
 const SYSTEM: u8 = 1;
 const MIMALLOC: u8 = 2;
@@ -67,9 +82,9 @@ impl BenchAllocator {
     /// The allocator's name, for the benchmark's header.
     pub fn name(&self) -> &'static str {
         if self.choice() == SYSTEM {
-            "system (glibc malloc)"
+            SYSTEM_NAME
         } else {
-            "mimalloc"
+            MIMALLOC_NAME
         }
     }
 }
@@ -143,6 +158,30 @@ mod tests {
         };
         assert!(run(true).contains("allocator: system (glibc malloc)"));
         assert!(run(false).contains("allocator: mimalloc"));
+    }
+
+    #[test]
+    fn the_allocator_is_read_from_a_process_environment() {
+        let environ = |entries: &[&str]| entries.join("\0").into_bytes();
+        assert_eq!(
+            allocator_of_environment(&environ(&["PATH=/bin", "DVT_BENCH_SYSTEM_ALLOCATOR=1", ""])),
+            SYSTEM_NAME
+        );
+        // Set to nothing is set.
+        assert_eq!(
+            allocator_of_environment(&environ(&["DVT_BENCH_SYSTEM_ALLOCATOR=", ""])),
+            SYSTEM_NAME
+        );
+        // A longer name, or the name as a value, is not the variable.
+        assert_eq!(
+            allocator_of_environment(&environ(&[
+                "DVT_BENCH_SYSTEM_ALLOCATOR_OLD=1",
+                "X=DVT_BENCH_SYSTEM_ALLOCATOR=1",
+                ""
+            ])),
+            MIMALLOC_NAME
+        );
+        assert_eq!(allocator_of_environment(b""), MIMALLOC_NAME);
     }
 
     /// Prints the allocator of the process it runs in: a helper the test above runs in a child

@@ -453,6 +453,10 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
             .niceness()
             .map_or_else(|| "unknown".to_owned(), |nice| nice.to_string()),
     );
+    line(
+        "operator memory allocator (read from /proc)",
+        operator.allocator().unwrap_or("unknown"),
+    );
     let requests_before = world.sim.requests();
     let mark = world.sim.store().timeline_len();
     let cpu_before = cpu_seconds(operator.pid());

@@ -63,6 +63,12 @@ impl OperatorProcess {
         niceness(&std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?)
     }
 
+    /// The operator process's allocator, from the environment the kernel shows it started with.
+    pub(super) fn allocator(&self) -> Option<&'static str> {
+        let environ = std::fs::read(format!("/proc/{}/environ", self.pid())).ok()?;
+        Some(crate::allocator::allocator_of_environment(&environ))
+    }
+
     pub(super) async fn get(&self, path: &str) -> Result<(u16, String), String> {
         http_get(self.metrics, path).await
     }
