@@ -1,7 +1,8 @@
 //! Children edited by someone else are put back at the next reconcile, triggered by the watch:
 //! a member scaled to two replicas (a second signer with the same key share) returns to one and
 //! the extra pod goes; an edited image is restored; each correction is a Warning Event naming
-//! the object and the field; an untouched DV still writes nothing.
+//! the object and the field; an untouched DV still writes nothing; children deleted by someone
+//! else are created again, although nothing about the DV changed.
 
 use std::path::Path;
 
@@ -9,8 +10,9 @@ mod common;
 
 use common::*;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 
 async fn drift_events(world: &World) -> Vec<String> {
@@ -120,4 +122,41 @@ async fn a_member_scaled_to_two_replicas_returns_to_one_and_an_edited_image_is_r
         .filter(|w| !w.contains("events"))
         .collect();
     assert_eq!(writes, Vec::<String>::new());
+}
+
+/// A reconcile whose DV did not change skips building its children only while the caches show
+/// every one of them as applied: a child someone deleted is missing there, and is built and
+/// created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_deleted_by_someone_else_are_created_again() {
+    let world = world().await;
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
+        .await
+        .unwrap();
+    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    // Quiet first, so that the deletions below come after the DV's last build.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let services: Api<Service> = Api::default_namespaced(world.client.clone());
+    let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(world.client.clone());
+    let old_service = services.get("stader-4-charlie").await.unwrap().metadata.uid;
+    let old_pdb = pdbs.get("stader-4").await.unwrap().metadata.uid;
+    kubectl(&world, &["delete", "service", "stader-4-charlie"]);
+    kubectl(&world, &["delete", "poddisruptionbudget", "stader-4"]);
+    wait_for(
+        "Service stader-4-charlie and PodDisruptionBudget stader-4 created again",
+        || {
+            let (services, pdbs) = (services.clone(), pdbs.clone());
+            let (old_service, old_pdb) = (old_service.clone(), old_pdb.clone());
+            async move {
+                let service = services.get_opt("stader-4-charlie").await.ok()??;
+                let pdb = pdbs.get_opt("stader-4").await.ok()??;
+                (service.metadata.uid != old_service && pdb.metadata.uid != old_pdb).then_some(())
+            }
+        },
+    )
+    .await;
+    let described = kubectl(&world, &["get", "pdb", "stader-4", "-o", "yaml"]);
+    assert!(described.contains("dvt.io/spec-hash"), "{described}");
+    dv_where(&world, "stader-4", "stader-4 Available", available).await;
 }

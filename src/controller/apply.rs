@@ -190,12 +190,32 @@ async fn tie_pod_to_dv(
 /// grow keeps its StatefulSet out of this apply (kube-apiserver would refuse the new claim
 /// templates): its PVCs are expanded, then the StatefulSet is deleted with its pod orphaned and
 /// is created again, with the new templates, by the next pass.
+///
+/// The build is skipped when the DV's last complete build was made from the same inputs and the
+/// caches show each of its children as applied: it would build the same objects, and the applier
+/// would write none of them. Children no longer wanted are still looked for and removed.
 pub(super) async fn apply_cluster(
     dv: &DistributedValidator,
     ctx: &Context,
     cluster: &model::Cluster,
 ) -> Result<std::collections::BTreeSet<String>, Error> {
+    let namespace = dv.namespace().unwrap_or_default();
+    let key = (namespace.clone(), dv.name_any());
+    let inputs = build::inputs_fingerprint(cluster);
+    if cluster.storage_growth.is_empty()
+        && let Some(children) = ctx.built.built_from(&key, inputs)
+        && children
+            .iter()
+            .all(|child| cached_as_applied(&ctx.caches, &namespace, child))
+    {
+        remove_unwanted(dv, ctx, &namespace, &children).await?;
+        return Ok(std::collections::BTreeSet::new());
+    }
+    // Until this build is applied in full, nothing is remembered: a failed or partial apply
+    // builds again next time.
+    ctx.built.forget(&key);
     let mut desired = build::build(cluster);
+    let children = desired.children();
     for (member, claims) in &cluster.storage_growth {
         let set_name = member_object_name(&dv.name_any(), member);
         desired
@@ -204,11 +224,34 @@ pub(super) async fn apply_cluster(
         grow_storage(dv, ctx, &set_name, claims).await?;
     }
     let written = apply(dv, ctx, desired).await?;
+    if cluster.storage_growth.is_empty() {
+        ctx.built.remember(key, inputs, children);
+    }
     Ok(written
         .into_iter()
         .filter(|(_, kind, _)| *kind == "StatefulSet")
         .map(|(_, _, name)| name)
         .collect())
+}
+
+/// Whether the caches show `child` as applied with its hash (see [`super::built::as_applied`]).
+fn cached_as_applied(caches: &Caches, namespace: &str, child: &build::BuiltChild) -> bool {
+    use build::ChildKind;
+    fn applied<K: Resource<DynamicType = ()> + Clone + 'static>(
+        cache: &Store<K>,
+        namespace: &str,
+        child: &build::BuiltChild,
+    ) -> bool {
+        cache
+            .get(&ObjectRef::new(&child.name).within(namespace))
+            .is_some_and(|cached| super::built::as_applied(cached.meta(), &child.hash))
+    }
+    match child.kind {
+        ChildKind::Service => applied(&caches.services, namespace, child),
+        ChildKind::PodDisruptionBudget => applied(&caches.pdbs, namespace, child),
+        ChildKind::NetworkPolicy => applied(&caches.network_policies, namespace, child),
+        ChildKind::StatefulSet => applied(&caches.statefulsets, namespace, child),
+    }
 }
 
 /// What one apply pass wrote: (Created or Updated, kind, name), in the order written.
@@ -272,18 +315,14 @@ pub(super) async fn apply_all(
     desired: Desired,
     written: &mut Written,
 ) -> Result<(), Error> {
+    let namespace = dv.namespace().unwrap_or_default();
+    remove_unwanted(dv, ctx, &namespace, &desired.children()).await?;
     let Desired {
         services,
         statefulsets,
         pdb,
         network_policy,
     } = desired;
-    let namespace = dv.namespace().unwrap_or_default();
-    let wanted: std::collections::BTreeSet<String> = services
-        .iter()
-        .filter_map(|s| s.metadata.name.clone())
-        .collect();
-    remove_unwanted_p2p_services(dv, ctx, &namespace, &wanted).await?;
     for service in services {
         apply_one(
             dv,
@@ -306,32 +345,17 @@ pub(super) async fn apply_all(
         written,
     )
     .await?;
-    match network_policy {
-        Some(policy) => {
-            apply_one(
-                dv,
-                ctx,
-                &ctx.caches.network_policies,
-                &namespace,
-                policy,
-                "NetworkPolicy",
-                written,
-            )
-            .await?;
-        }
-        None => {
-            // Opted out: remove the policy this operator made (it is ours, and holds no data).
-            delete_ours::<NetworkPolicy>(
-                dv,
-                ctx,
-                &ctx.caches.network_policies,
-                &namespace,
-                &dv.name_any(),
-                "NetworkPolicy",
-                "spec.networkPolicy.enabled is false",
-            )
-            .await?;
-        }
+    if let Some(policy) = network_policy {
+        apply_one(
+            dv,
+            ctx,
+            &ctx.caches.network_policies,
+            &namespace,
+            policy,
+            "NetworkPolicy",
+            written,
+        )
+        .await?;
     }
     for set in statefulsets {
         apply_one(
@@ -369,18 +393,20 @@ where
     let name = object.name_any();
     let want = object.annotations().get(ANNOTATION_SPEC_HASH).cloned();
     let cached = cache.get(&ObjectRef::new(&name).within(namespace));
+    // The caches keep only other writers' managed fields: an object nobody else wrote is
+    // decided by its hash alone, without encoding it (the common case on every reconcile).
+    if let (Some(cached), Some(want)) = (&cached, &want)
+        && super::built::as_applied(cached.meta(), want)
+    {
+        return Ok(());
+    }
     let unchanged = cached
         .as_ref()
         .is_some_and(|c| super::trim::cached_spec_hash(c.meta()) == want.as_deref());
-    // The caches keep only other writers' managed fields: an object nobody else wrote is
-    // decided by its hash alone, without encoding it (the common case on every reconcile).
     let others = cached
         .as_ref()
         .and_then(|c| c.meta().managed_fields.as_deref())
         .filter(|entries| !entries.is_empty());
-    if unchanged && others.is_none() {
-        return Ok(());
-    }
     // Fields we set that someone else wrote since: put back now, whatever the hash says. Only
     // then is the object encoded as a JSON tree (to walk it); the apply itself sends the typed
     // object, whose encoding carries its apiVersion and kind.
@@ -459,18 +485,36 @@ where
     }
 }
 
-/// Removes the p2p Services of ours that are no longer wanted (`spec.p2p` removed, or a member
-/// gone or remote now): a published port nobody uses is an open door, and a LoadBalancer costs.
-async fn remove_unwanted_p2p_services(
+/// Removes the children of ours that `children` (what the DV needs) no longer has: p2p Services
+/// (`spec.p2p` removed, or a member gone or remote now: a published port nobody uses is an open
+/// door, and a LoadBalancer costs) and the NetworkPolicy of a DV that opted out. Neither holds
+/// data.
+async fn remove_unwanted(
     dv: &DistributedValidator,
     ctx: &Context,
     namespace: &str,
-    wanted: &std::collections::BTreeSet<String>,
+    children: &[build::BuiltChild],
 ) -> Result<(), Error> {
+    let wanted = |kind: build::ChildKind, name: &str| {
+        children.iter().any(|c| c.kind == kind && c.name == name)
+    };
     let dv_name = dv.name_any();
+    if !wanted(build::ChildKind::NetworkPolicy, &dv_name) {
+        // Opted out: remove the policy this operator made (it is ours, and holds no data).
+        delete_ours::<NetworkPolicy>(
+            dv,
+            ctx,
+            &ctx.caches.network_policies,
+            namespace,
+            &dv_name,
+            "NetworkPolicy",
+            "spec.networkPolicy.enabled is false",
+        )
+        .await?;
+    }
     for member in &dv.spec.members {
         let name = member_p2p_service_name(&dv_name, &member.name);
-        if !wanted.contains(&name) {
+        if !wanted(build::ChildKind::Service, &name) {
             let why = format!("member {} is no longer exposed by spec.p2p", member.name);
             delete_ours::<Service>(
                 dv,

@@ -73,6 +73,9 @@ pub(super) struct Context {
     /// been held back, for each DV that has one waiting.
     pub(super) details_held:
         std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
+    /// Each DV's last complete build of its children (names and hashes): a reconcile with the
+    /// same inputs whose children are applied does not build them again.
+    pub(super) built: super::built::BuiltChildren,
     /// What the peer monitor read of each DV's members' Charon.
     pub(super) peers: PeerViews,
     /// The member problems each DV's last pass reported as Events: a problem gets one Event

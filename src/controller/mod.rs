@@ -7,6 +7,7 @@
 
 mod apply;
 pub mod build;
+mod built;
 pub mod cached;
 mod caches;
 mod context;
@@ -196,6 +197,7 @@ fn forget(ctx: &Context, key: &(String, String)) {
     if let Ok(mut reported) = ctx.reported.lock() {
         reported.remove(key);
     }
+    ctx.built.forget(key);
 }
 
 /// A reference to a member's pod (with its uid: each pod instance is its own Event series).

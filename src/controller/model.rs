@@ -333,6 +333,21 @@ pub fn stable_hash_of<T: serde::Serialize>(value: &T) -> Result<String, serde_js
     Ok(hash.hex())
 }
 
+/// A 64-bit FNV-1a fingerprint of values' `Debug` forms, each followed by a zero byte (which
+/// `Debug` escapes inside strings, so the parts cannot run into each other). For values kept
+/// only in this process's memory, never on objects: `Debug` is complete for derived impls but
+/// may change between Rust versions.
+pub fn debug_fingerprint(parts: &[&dyn std::fmt::Debug]) -> u64 {
+    use std::fmt::Write as _;
+    let mut hash = Fnv1a::new();
+    for part in parts {
+        // Writing into the hash cannot fail; a `Debug` impl that fails only shortens the input.
+        let _ = write!(hash, "{part:?}");
+        hash.feed(&[0]);
+    }
+    hash.0
+}
+
 /// The 64-bit FNV-1a state.
 struct Fnv1a(u64);
 
@@ -350,6 +365,13 @@ impl Fnv1a {
 
     fn hex(&self) -> String {
         format!("{:016x}", self.0)
+    }
+}
+
+impl std::fmt::Write for Fnv1a {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.feed(text.as_bytes());
+        Ok(())
     }
 }
 

@@ -197,6 +197,7 @@ pub(super) async fn run_in(
         lock_checks: LockChecks::default(),
         lock_reads: LockReads::default(),
         status_written: Default::default(),
+        built: Default::default(),
         details_held: Default::default(),
         reported: Default::default(),
         peers: Default::default(),
@@ -268,6 +269,7 @@ pub(super) async fn forget_deleted(dvs: Store<DistributedValidator>, ctx: Arc<Co
         if let Ok(mut failures) = ctx.failures.lock() {
             failures.retain(|key, _| live.contains(key));
         }
+        ctx.built.retain(|key| live.contains(key));
         if let Ok(mut keystores) = ctx.keystores.lock() {
             keystores.retain(|(namespace, secret), _| {
                 ctx.caches

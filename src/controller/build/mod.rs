@@ -146,6 +146,126 @@ pub fn build(cluster: &Cluster) -> Desired {
     }
 }
 
+/// A fingerprint of everything [`build`] reads from `cluster`: equal fingerprints build equal
+/// children (up to a 64-bit collision, as for the spec hashes stamped on them). A reconcile
+/// whose fingerprint matches its DV's last build, and whose children the caches show as
+/// applied, needs no build (see `controller::built`).
+pub fn inputs_fingerprint(cluster: &Cluster) -> u64 {
+    // No `..`: a new field of `Cluster` does not compile until it is either fingerprinted or
+    // listed as unread (a test changes each unread field and compares what is built).
+    let Cluster {
+        name,
+        namespace,
+        uid,
+        quorum,
+        network,
+        lock,
+        lock_summary,
+        beacon_endpoints,
+        relays,
+        builder_api,
+        log_level,
+        charon_extra_args,
+        charon_extra_env,
+        client_extra_args,
+        client_extra_env,
+        storage,
+        zone_label,
+        network_policy,
+        members,
+        rollout,
+        p2p,
+        zones: _,
+        blocked: _,
+        share_mismatches: _,
+        storage_growth: _,
+        client_changes_held: _,
+        roster: _,
+        peers: _,
+        remote_up: _,
+    } = cluster;
+    super::model::debug_fingerprint(&[
+        name,
+        namespace,
+        uid,
+        quorum,
+        network,
+        lock,
+        lock_summary,
+        beacon_endpoints,
+        relays,
+        builder_api,
+        log_level,
+        charon_extra_args,
+        charon_extra_env,
+        client_extra_args,
+        client_extra_env,
+        storage,
+        zone_label,
+        network_policy,
+        members,
+        rollout,
+        p2p,
+    ])
+}
+
+/// One built child as the applier checks it against the caches: kind, name and the spec hash
+/// stamped on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltChild {
+    pub kind: ChildKind,
+    pub name: String,
+    pub hash: String,
+}
+
+/// The kinds of child a DV has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildKind {
+    Service,
+    PodDisruptionBudget,
+    NetworkPolicy,
+    StatefulSet,
+}
+
+impl Desired {
+    /// Every child with its name and stamped hash, in the order they are applied.
+    pub fn children(&self) -> Vec<BuiltChild> {
+        fn child(kind: ChildKind, meta: &ObjectMeta) -> BuiltChild {
+            BuiltChild {
+                kind,
+                name: meta.name.clone().unwrap_or_default(),
+                hash: meta
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_SPEC_HASH))
+                    .cloned()
+                    .unwrap_or_default(),
+            }
+        }
+        let Desired {
+            services,
+            statefulsets,
+            pdb,
+            network_policy,
+        } = self;
+        services
+            .iter()
+            .map(|s| child(ChildKind::Service, &s.metadata))
+            .chain([child(ChildKind::PodDisruptionBudget, &pdb.metadata)])
+            .chain(
+                network_policy
+                    .iter()
+                    .map(|p| child(ChildKind::NetworkPolicy, &p.metadata)),
+            )
+            .chain(
+                statefulsets
+                    .iter()
+                    .map(|s| child(ChildKind::StatefulSet, &s.metadata)),
+            )
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

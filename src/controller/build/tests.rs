@@ -509,3 +509,159 @@ fn the_budget_over_local_pods_counts_the_remote_members_up() {
     facts.peers.up = [0, 1, 2, 3].into();
     assert_eq!(min_available(&facts), Some(IntOrString::Int(1)));
 }
+
+/// The fields `inputs_fingerprint` leaves out are not read by the builders: changing each one
+/// builds the same children and keeps the fingerprint. Were a builder to start reading one of
+/// them without the fingerprint taking it in, a skipped build would leave children stale.
+#[test]
+fn what_the_fingerprint_leaves_out_changes_nothing_built() {
+    use crate::controller::model::{ClientChangeHeld, MemberProblem, ProblemKind, RosterEntry};
+    use crate::domain::client_moves::HoldReason;
+    use crate::domain::peers::NotReady;
+    type Change = fn(&mut crate::controller::model::Cluster);
+    let changes: [(&str, Change); 8] = [
+        ("zones", |c| {
+            c.zones.insert("zone-z".into(), 9);
+        }),
+        ("blocked", |c| {
+            c.blocked.push(MemberProblem {
+                member: "echo".into(),
+                kind: ProblemKind::SecretsMissing(vec!["echo-keys".into()]),
+                why: "missing".into(),
+            });
+        }),
+        ("share_mismatches", |c| {
+            c.share_mismatches.push(MemberProblem {
+                member: "echo".into(),
+                kind: ProblemKind::ShareMismatch,
+                why: "another share".into(),
+            });
+        }),
+        ("storage_growth", |c| {
+            c.storage_growth
+                .insert("alpha".into(), vec![("data".into(), "2Gi".into())]);
+        }),
+        ("client_changes_held", |c| {
+            c.client_changes_held.push(ClientChangeHeld {
+                member: "alpha".into(),
+                running: ValidatorClient::Teku,
+                wanted: ValidatorClient::Nimbus,
+                why: HoldReason::AnotherMoves("bravo".into()),
+            });
+        }),
+        ("roster", |c| {
+            c.roster.push(RosterEntry {
+                name: "echo".into(),
+                index: 9,
+                operator_name: "elsewhere".into(),
+                operator_class: crate::api::OperatorClass::Permissionless,
+                client: None,
+                remote: true,
+            });
+        }),
+        ("peers", |c| {
+            c.peers.up.insert(0);
+            c.peers.observed = true;
+            c.peers
+                .last_seen
+                .insert(0, k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
+            c.peers.not_ready.insert(1, NotReady::BeaconNodeSyncing);
+        }),
+        ("remote_up", |c| c.remote_up += 2),
+    ];
+    for file in ["stader-4.yaml", "stader-7.yaml"] {
+        let (cluster, built) = desired(file);
+        for (field, change) in changes {
+            let mut changed = cluster.clone();
+            change(&mut changed);
+            assert_ne!(changed, cluster, "{field}: the change changes the cluster");
+            assert_eq!(
+                build(&changed),
+                built,
+                "{file}: {field} changes what is built"
+            );
+            assert_eq!(
+                inputs_fingerprint(&changed),
+                inputs_fingerprint(&cluster),
+                "{file}: {field}"
+            );
+        }
+    }
+}
+
+/// Whatever the builders read changes the fingerprint, down to one member's image or the
+/// threshold the budget keeps.
+#[test]
+fn what_the_builders_read_changes_the_fingerprint() {
+    type Change = fn(&mut crate::controller::model::Cluster);
+    let changes: [(&str, Change); 10] = [
+        ("uid", |c| c.uid.push('x')),
+        ("a member's client image", |c| {
+            c.members[2].client_image.push_str("-rc1");
+        }),
+        ("a member's inputs hash", |c| {
+            c.members[0].inputs_hash.push('0')
+        }),
+        ("a restart request", |c| {
+            c.members[1].restart_requested_at = Some("2026-12-05T10:00:00Z".into());
+        }),
+        ("the rollout threshold", |c| c.rollout.threshold -= 1),
+        ("relays", |c| c.relays.push("https://relay.example".into())),
+        ("the network policy", |c| {
+            c.network_policy.enabled = !c.network_policy.enabled;
+        }),
+        ("charon's environment", |c| {
+            c.charon_extra_env.push(("A".into(), "b".into()));
+        }),
+        ("the log level", |c| {
+            c.log_level = if c.log_level == crate::api::LogLevel::Debug {
+                crate::api::LogLevel::Info
+            } else {
+                crate::api::LogLevel::Debug
+            };
+        }),
+        ("the lock's public keys", |c| {
+            c.lock_summary.public_keys[0].public_shares.swap(0, 1);
+        }),
+    ];
+    let (cluster, built) = desired("stader-4.yaml");
+    let fingerprint = inputs_fingerprint(&cluster);
+    assert_eq!(inputs_fingerprint(&cluster.clone()), fingerprint);
+    for (what, change) in changes {
+        let mut changed = cluster.clone();
+        change(&mut changed);
+        assert_ne!(inputs_fingerprint(&changed), fingerprint, "{what}");
+        // And each of them is a change of what is built, or the fingerprint would take in more
+        // than it needs (a skipped build missed for nothing).
+        assert_ne!(build(&changed), built, "{what}");
+    }
+}
+
+#[test]
+fn the_children_list_names_and_hashes_in_the_order_applied() {
+    let (_, built) = desired("stader-4.yaml");
+    let children = built.children();
+    let kinds: Vec<ChildKind> = children.iter().map(|c| c.kind).collect();
+    let mut expected = vec![ChildKind::Service; built.services.len()];
+    expected.push(ChildKind::PodDisruptionBudget);
+    expected.extend(
+        built
+            .network_policy
+            .iter()
+            .map(|_| ChildKind::NetworkPolicy),
+    );
+    expected.extend(vec![ChildKind::StatefulSet; built.statefulsets.len()]);
+    assert_eq!(kinds, expected);
+    let set = built.statefulsets.last().unwrap();
+    let last = children.last().unwrap();
+    assert_eq!(Some(&last.name), set.metadata.name.as_ref());
+    assert_eq!(
+        Some(&last.hash),
+        set.metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .get(ANNOTATION_SPEC_HASH)
+    );
+    assert!(children.iter().all(|c| c.hash.len() == 16), "{children:?}");
+}
