@@ -3,7 +3,8 @@
 //! decision in pure modules (`validate`, `build`, `status`, the domain's planner) and only
 //! `dereference`, `apply`, `rollout`'s executor and the status write touching the API.
 //! Around it: `run` (the kube-rs controller, its watches and triggers), `context` (what a
-//! reconcile shares), `caches`, `events` and `error`.
+//! reconcile shares), `caches`, `built` (each DV's last build, so that an unchanged DV is not
+//! built again), `events` and `error`.
 
 mod apply;
 pub mod build;
