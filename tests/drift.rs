@@ -4,8 +4,6 @@
 //! the object and the field; an untouched DV still writes nothing; children deleted by someone
 //! else are created again, although nothing about the DV changed.
 
-use std::path::Path;
-
 mod common;
 
 use common::*;
@@ -46,11 +44,7 @@ async fn drift_event_naming(world: &World, object: &str, field: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_scaled_to_two_replicas_returns_to_one_and_an_edited_image_is_restored() {
     let world = world().await;
-    world
-        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
-        .await
-        .unwrap();
-    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    stader_4_available(&world).await;
     let sets: Api<StatefulSet> = Api::default_namespaced(world.client.clone());
     let pods: Api<Pod> = Api::default_namespaced(world.client.clone());
 
@@ -130,11 +124,7 @@ async fn a_member_scaled_to_two_replicas_returns_to_one_and_an_edited_image_is_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_deleted_by_someone_else_are_created_again() {
     let world = world().await;
-    world
-        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
-        .await
-        .unwrap();
-    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    stader_4_available(&world).await;
     // Quiet first, so that the deletions below come after the DV's last build.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let services: Api<Service> = Api::default_namespaced(world.client.clone());

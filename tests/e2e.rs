@@ -426,11 +426,7 @@ async fn a_lock_in_a_secret_is_read_and_read_again_when_edited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_image_marks_members_outdated_while_paused() {
     let world = world().await;
-    world
-        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
-        .await
-        .unwrap();
-    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    stader_4_available(&world).await;
     // Paused, so that the outdated members are only reported (the rollout is tests/quorum.rs').
     let pause = serde_json::json!({"spec": {"rollout": {"paused": true}}});
     Api::<DistributedValidator>::default_namespaced(world.client.clone())

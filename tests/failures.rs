@@ -100,11 +100,7 @@ async fn a_dv_deleted_mid_rollout_is_not_recreated_and_keeps_its_data() {
     use kube::api::{DeleteParams, Patch, PatchParams};
 
     let world = world().await;
-    world
-        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
-        .await
-        .unwrap();
-    dv_where(&world, "stader-4", "stader-4 Available", available).await;
+    stader_4_available(&world).await;
     let dvs: Api<DistributedValidator> = Api::default_namespaced(world.client.clone());
     // A rollout starts (every member outdated), and the DV is deleted while it runs.
     let patch = serde_json::json!({"spec": {"charon": {"image": "obolnetwork/charon:v1.7.0"}}});

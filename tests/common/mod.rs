@@ -222,6 +222,15 @@ pub fn write_temporary(file: &str, contents: &str) -> std::path::PathBuf {
 /// Quick rollout settings so that a test sees restarts within seconds.
 pub const FAST_ROLLOUT: &str = "  rollout: {minReadySeconds: 1, restartDelaySeconds: 1, restartBackoffSeconds: 1, maxRestartBackoffSeconds: 4}\n";
 
+/// Applies `examples/stader-4.yaml` as it is and waits until its DV is Available.
+pub async fn stader_4_available(world: &World) -> DistributedValidator {
+    world
+        .apply_file(&Path::new(REPO).join("examples/stader-4.yaml"), "default")
+        .await
+        .unwrap();
+    dv_where(world, "stader-4", "stader-4 Available", available).await
+}
+
 /// Applies an example with [`FAST_ROLLOUT`] and waits until its DV is Available.
 pub async fn converged(world: &World, file: &str, name: &str) -> DistributedValidator {
     world

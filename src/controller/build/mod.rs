@@ -151,62 +151,23 @@ pub fn build(cluster: &Cluster) -> Desired {
 /// whose fingerprint matches its DV's last build, and whose children the caches show as
 /// applied, needs no build (see `controller::built`).
 pub fn inputs_fingerprint(cluster: &Cluster) -> u64 {
-    // No `..`: a new field of `Cluster` does not compile until it is either fingerprinted or
-    // listed as unread (a test changes each unread field and compares what is built).
-    let Cluster {
-        name,
-        namespace,
-        uid,
-        quorum,
-        network,
-        lock,
-        lock_summary,
-        beacon_endpoints,
-        relays,
-        builder_api,
-        log_level,
-        charon_extra_args,
-        charon_extra_env,
-        client_extra_args,
-        client_extra_env,
-        storage,
-        zone_label,
-        network_policy,
-        members,
-        rollout,
-        p2p,
-        zones: _,
-        blocked: _,
-        share_mismatches: _,
-        storage_growth: _,
-        client_changes_held: _,
-        roster: _,
-        peers: _,
-        remote_up: _,
-    } = cluster;
-    super::model::debug_fingerprint(&[
-        name,
-        namespace,
-        uid,
-        quorum,
-        network,
-        lock,
-        lock_summary,
-        beacon_endpoints,
-        relays,
-        builder_api,
-        log_level,
-        charon_extra_args,
-        charon_extra_env,
-        client_extra_args,
-        client_extra_env,
-        storage,
-        zone_label,
-        network_policy,
-        members,
-        rollout,
-        p2p,
-    ])
+    // A destructuring without `..`: a new field of `Cluster` does not compile until it is
+    // either fingerprinted or listed as unread (a test changes each unread field and compares
+    // what is built).
+    macro_rules! fingerprint {
+        (read: $($read:ident),*; unread: $($unread:ident),*) => {{
+            let Cluster { $($read,)* $($unread: _,)* } = cluster;
+            super::model::debug_fingerprint(&[$($read),*])
+        }};
+    }
+    fingerprint!(
+        read: name, namespace, uid, quorum, network, lock, lock_summary, beacon_endpoints,
+            relays, builder_api, log_level, charon_extra_args, charon_extra_env,
+            client_extra_args, client_extra_env, storage, zone_label, network_policy, members,
+            rollout, p2p;
+        unread: zones, blocked, share_mismatches, storage_growth, client_changes_held, roster,
+            peers, remote_up
+    )
 }
 
 /// One built child as the applier checks it against the caches: kind, name and the spec hash
