@@ -223,7 +223,7 @@ pub(super) async fn apply_cluster(
             .retain(|set| set.metadata.name.as_deref() != Some(set_name.as_str()));
         grow_storage(dv, ctx, &set_name, claims).await?;
     }
-    let written = apply(dv, ctx, desired).await?;
+    let written = apply(dv, ctx, desired, &children).await?;
     if cluster.storage_growth.is_empty() {
         ctx.built.remember(key, inputs, children);
     }
@@ -258,15 +258,17 @@ fn cached_as_applied(caches: &Caches, namespace: &str, child: &build::BuiltChild
 pub(super) type Written = Vec<(&'static str, &'static str, String)>;
 
 /// Server-side applies every desired object whose cached copy does not already carry its hash;
-/// StatefulSets last, after the Services and the budget. One Event per pass says what was
+/// StatefulSets last, after the Services and the budget; first, children of ours missing from
+/// `children` (the built list of `desired`) are removed. One Event per pass says what was
 /// created or updated (an Event per object would be ten writes per new DV).
 pub(super) async fn apply(
     dv: &DistributedValidator,
     ctx: &Context,
     desired: Desired,
+    children: &[build::BuiltChild],
 ) -> Result<Written, Error> {
     let mut written = Written::new();
-    let result = apply_all(dv, ctx, desired, &mut written).await;
+    let result = apply_all(dv, ctx, desired, children, &mut written).await;
     for reason in [crate::api::reasons::CREATED, crate::api::reasons::UPDATED] {
         let objects: Vec<String> = written
             .iter()
@@ -313,10 +315,11 @@ pub(super) async fn apply_all(
     dv: &DistributedValidator,
     ctx: &Context,
     desired: Desired,
+    children: &[build::BuiltChild],
     written: &mut Written,
 ) -> Result<(), Error> {
     let namespace = dv.namespace().unwrap_or_default();
-    remove_unwanted(dv, ctx, &namespace, &desired.children()).await?;
+    remove_unwanted(dv, ctx, &namespace, children).await?;
     let Desired {
         services,
         statefulsets,
