@@ -104,6 +104,107 @@ pub(super) async fn apply_all(
         .map(drop)
 }
 
+/// What a timed client loop of the benchmark (the ceiling's objects, the users' DVs) cost its
+/// thread, and the niceness the kernel gave that thread.
+pub(super) struct ClientLoop {
+    pub(super) cpu_seconds: f64,
+    pub(super) niceness: Option<i64>,
+}
+
+/// Applies every job, `concurrency` at a time, from a thread of its own at niceness `nice`
+/// with a client (and connections) of its own. The timed loops are clients of the simulated
+/// control plane as the operator is: at the operator's niceness, neither gets the cores before
+/// the simulated controllers (a real cluster runs those on machines of their own), so the
+/// ceiling's loop is not favoured over the operator it is compared with.
+pub(super) async fn apply_all_as_client(
+    config: kube::Config,
+    jobs: Vec<Job>,
+    concurrency: u16,
+    nice: u8,
+) -> Result<ClientLoop, String> {
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-client".to_owned())
+        .spawn(move || {
+            let run = || -> Result<ClientLoop, String> {
+                let niceness = set_thread_niceness(nice)?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("the client thread's runtime: {e}"))?;
+                runtime.block_on(async {
+                    let client = kube::Client::try_from(config)
+                        .map_err(|e| format!("the client thread's client: {e}"))?;
+                    apply_all(&client, jobs, concurrency).await
+                })?;
+                Ok(ClientLoop {
+                    cpu_seconds: thread_cpu_seconds(),
+                    niceness,
+                })
+            };
+            let _ = done.send(run());
+        })
+        .map_err(|e| format!("starting the client thread: {e}"))?;
+    outcome
+        .await
+        .map_err(|_| "the client thread ended without a result".to_owned())?
+}
+
+/// The configuration of the user's client (the cluster's admin), for a client loop's own client.
+pub(super) fn user_config(world: &World) -> Result<kube::Config, String> {
+    let mut config = world.sim.client_config().map_err(|e| e.to_string())?;
+    // As the world's own client: no retries of refused requests hiding a failure.
+    config.default_retry = false;
+    Ok(config)
+}
+
+/// Prints what a client loop cost and at which niceness it ran.
+pub(super) fn client_loop_line(label: &str, client_loop: &ClientLoop) {
+    line(
+        &format!("{label}: CPU / niceness"),
+        format!(
+            "{:.2} s / {}",
+            client_loop.cpu_seconds,
+            client_loop
+                .niceness
+                .map_or_else(|| "unknown".to_owned(), |nice| nice.to_string())
+        ),
+    );
+}
+
+/// Sets the calling thread's niceness (Linux keeps one per thread: `setpriority` with
+/// `PRIO_PROCESS` and a thread id, see setpriority(2) "BUGS") and returns it as
+/// `/proc/self/task/<tid>/stat` shows it.
+pub(super) fn set_thread_niceness(nice: u8) -> Result<Option<i64>, String> {
+    // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
+    let tid = unsafe { libc::gettid() };
+    let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, i32::from(nice)) };
+    if set != 0 {
+        return Err(format!(
+            "setting the client thread's niceness to {nice}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+            .ok()
+            .and_then(|stat| niceness(&stat)),
+    )
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu_seconds() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return f64::NAN;
+    }
+    now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
+}
+
 pub(super) async fn start_world(options: &Options) -> Result<World, String> {
     let world = World::start(WorldOptions {
         nodes: options.nodes,

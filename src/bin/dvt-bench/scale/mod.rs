@@ -41,8 +41,9 @@ pub struct Options {
     pub skip_ceiling: bool,
     /// How many times both phases run (see [`scale`]).
     pub runs: usize,
-    /// The operator process's niceness: 19 gives the simulated controllers the CPU first (on a
-    /// real cluster they run on machines of their own), 0 shares it equally.
+    /// The operator process's niceness, and that of the timed client loops (the ceiling's, the
+    /// user's DVs): 19 gives the simulated controllers the CPU first (on a real cluster they run
+    /// on machines of their own), 0 shares it equally.
     pub operator_nice: u8,
     /// Run only this phase, in this process, and write its figures to `result`.
     pub phase: Option<PhaseKind>,
@@ -174,13 +175,14 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
         job.3["apiVersion"] = serde_json::json!(version);
     }
     let objects = jobs.len();
+    let config = user_config(&world)?;
     let mark = world.sim.store().timeline_len();
     take_pass_stats(&world);
     let process_cpu_before = cpu_seconds(std::process::id());
     let clock = world.sim.store().clock();
     let started = Instant::now();
     let pods = options.dvs * options.members;
-    with_progress(
+    let client_loop = with_progress(
         "ceiling",
         "objects",
         &world,
@@ -188,12 +190,16 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
         (objects, pods, 0),
         None,
         async {
-            apply_all(&world.client, jobs, options.concurrency).await?;
-            wait_for_ready_pods(&world, mark, pods, phase_limit(options)).await
+            let client_loop =
+                apply_all_as_client(config, jobs, options.concurrency, options.operator_nice)
+                    .await?;
+            wait_for_ready_pods(&world, mark, pods, phase_limit(options)).await?;
+            Ok::<_, String>(client_loop)
         },
     )
     .await?;
     let took = started.elapsed();
+    client_loop_line("ceiling: client loop", &client_loop);
     milestone_lines(
         "ceiling",
         &milestones(&world, mark, clock, options.dvs * options.members),
@@ -240,7 +246,7 @@ pub async fn scale(options: Options) -> Result<(), String> {
         ),
     );
     line(
-        "operator process niceness",
+        "niceness of the operator and the benchmark's timed loops",
         match options.operator_nice {
             0 => "0 (the cores shared equally with the simulated cluster)".to_owned(),
             nice => format!("{nice} (the simulated controllers get the CPU first)"),
@@ -457,6 +463,7 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
         "operator memory allocator (read from /proc)",
         operator.allocator().unwrap_or("unknown"),
     );
+    let config = user_config(&world)?;
     let requests_before = world.sim.requests();
     let mark = world.sim.store().timeline_len();
     let cpu_before = cpu_seconds(operator.pid());
@@ -466,7 +473,7 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
     let clock = world.sim.store().clock();
     let started = Instant::now();
     let pods = options.dvs * options.members;
-    with_progress(
+    let user = with_progress(
         "operator",
         "DVs",
         &world,
@@ -474,12 +481,20 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
         (options.dvs, pods, options.dvs),
         Some(operator.pid()),
         async {
-            apply_all(&world.client, jobs(true), options.concurrency).await?;
-            wait_for_available(&world, options.dvs, phase_limit(options)).await
+            let user = apply_all_as_client(
+                config,
+                jobs(true),
+                options.concurrency,
+                options.operator_nice,
+            )
+            .await?;
+            wait_for_available(&world, options.dvs, phase_limit(options)).await?;
+            Ok::<_, String>(user)
         },
     )
     .await?;
     let converged = started.elapsed();
+    client_loop_line("operator: the user's loop applying DVs", &user);
     let charon_pages = dvt_sim::cluster::charon::pages_served() - pages_before;
     milestone_lines("operator", &milestones(&world, mark, clock, pods));
     let passes = take_pass_stats(&world);

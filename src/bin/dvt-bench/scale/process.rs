@@ -289,4 +289,18 @@ mod tests {
             .expect("own niceness");
         assert_eq!(seen, Some((own + 7).min(19)));
     }
+
+    #[test]
+    fn a_client_thread_runs_at_its_niceness_and_the_process_keeps_its_own() {
+        let stat = || std::fs::read_to_string("/proc/self/stat").expect("own stat");
+        let own = niceness(&stat()).expect("own niceness");
+        // Raising a niceness needs no privilege; lowering it would.
+        let asked = u8::try_from((own + 7).min(19)).expect("a niceness in 0..=19");
+        let seen = std::thread::spawn(move || super::super::load::set_thread_niceness(asked))
+            .join()
+            .expect("the thread ends")
+            .expect("the niceness is set");
+        assert_eq!(seen, Some(i64::from(asked)));
+        assert_eq!(niceness(&stat()), Some(own));
+    }
 }
