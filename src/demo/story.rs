@@ -152,6 +152,8 @@ struct Narrator<'w> {
     shown_table: String,
     shown_progress: String,
     seen_events: BTreeSet<String>,
+    /// The reasons of the Events shown so far.
+    shown_reasons: BTreeSet<String>,
 }
 
 impl<'w> Narrator<'w> {
@@ -165,6 +167,7 @@ impl<'w> Narrator<'w> {
             shown_table: String::new(),
             shown_progress: String::new(),
             seen_events: BTreeSet::new(),
+            shown_reasons: BTreeSet::new(),
         }
     }
 
@@ -188,6 +191,8 @@ impl<'w> Narrator<'w> {
         fresh.sort_by_key(|e| e.metadata.resource_version.clone().unwrap_or_default());
         for event in fresh {
             self.seen_events.insert(event.name_any());
+            self.shown_reasons
+                .insert(event.reason.clone().unwrap_or_default());
             let warning = if event.type_.as_deref() == Some("Warning") {
                 "Warning "
             } else {
@@ -244,6 +249,23 @@ impl<'w> Narrator<'w> {
             tokio::time::sleep(self.poll).await;
         }
         None
+    }
+
+    /// Shows the operator's Events until one with `reason` has been shown, or `limit` passes.
+    /// The operator publishes an Event after the status write it explains, so a story that
+    /// waits on status can see the status first.
+    async fn show_events_until(&mut self, reason: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            self.show_events().await;
+            if self.shown_reasons.contains(reason) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(self.poll).await;
+        }
     }
 
     /// Shows changes for `period`, whatever they are.
@@ -613,7 +635,15 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
     let client_moves = moved.status.as_ref().map_or(0, |s| {
         s.members.iter().filter(|m| m.client_move.is_some()).count()
     });
-    narrator.show_events().await;
+    if !narrator
+        .show_events_until(reasons::CLIENT_MOVE_DONE, pace.limit)
+        .await
+    {
+        return Err(format!(
+            "member {MOVING} moved to teku, but no {} Event followed",
+            reasons::CLIENT_MOVE_DONE
+        ));
+    }
 
     let timeline = narrator.timeline();
     let summary = DemoSummary {

@@ -173,7 +173,7 @@ pub(super) fn client_loop_line(label: &str, client_loop: &ClientLoop) {
 }
 
 /// Sets the calling thread's niceness (Linux keeps one per thread: `setpriority` with
-/// `PRIO_PROCESS` and a thread id, see setpriority(2) "BUGS") and returns it as
+/// `PRIO_PROCESS` and a thread id, see getpriority(2), BUGS) and returns it as
 /// `/proc/self/task/<tid>/stat` shows it.
 pub(super) fn set_thread_niceness(nice: u8) -> Result<Option<i64>, String> {
     // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
