@@ -140,9 +140,8 @@ impl World {
             ..SimOptions::default()
         })
         .await?;
-        let mut config = sim.client_config()?;
-        config.default_retry = false;
-        let client = Client::try_from(config).map_err(api_error("building a client"))?;
+        let client =
+            Client::try_from(user_config(&sim)?).map_err(api_error("building a client"))?;
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         let crd = DistributedValidator::crd();
         crds.patch(
@@ -259,6 +258,12 @@ impl World {
         Ok(applied)
     }
 
+    /// The configuration of [`World::client`], for a client of its own (e.g. on another
+    /// runtime).
+    pub fn user_config(&self) -> Result<kube::Config, DemoError> {
+        Ok(user_config(&self.sim)?)
+    }
+
     /// Writes the kubeconfig so a person can use kubectl against the world (as its admin).
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), DemoError> {
         Ok(self.sim.write_kubeconfig(path)?)
@@ -273,6 +278,14 @@ impl World {
             OPERATOR_SERVICE_ACCOUNT,
         )?)
     }
+}
+
+/// The cluster admin's client configuration, without kube-rs' retries: a refused request (a
+/// `429` from a budget, say) must show, not be retried for minutes.
+fn user_config(sim: &SimServer) -> Result<kube::Config, dvt_sim::SimError> {
+    let mut config = sim.client_config()?;
+    config.default_retry = false;
+    Ok(config)
 }
 
 /// Applies the bundle's namespace, ServiceAccount and RBAC objects (server-side apply, as

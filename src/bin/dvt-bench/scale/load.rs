@@ -150,14 +150,6 @@ pub(super) async fn apply_all_as_client(
         .map_err(|_| "the client thread ended without a result".to_owned())?
 }
 
-/// The configuration of the user's client (the cluster's admin), for a client loop's own client.
-pub(super) fn user_config(world: &World) -> Result<kube::Config, String> {
-    let mut config = world.sim.client_config().map_err(|e| e.to_string())?;
-    // As the world's own client: no retries of refused requests hiding a failure.
-    config.default_retry = false;
-    Ok(config)
-}
-
 /// Prints what a client loop cost and at which niceness it ran.
 pub(super) fn client_loop_line(label: &str, client_loop: &ClientLoop) {
     line(

@@ -175,7 +175,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
         job.3["apiVersion"] = serde_json::json!(version);
     }
     let objects = jobs.len();
-    let config = user_config(&world)?;
+    let config = world.user_config().map_err(|e| e.to_string())?;
     let mark = world.sim.store().timeline_len();
     take_pass_stats(&world);
     let process_cpu_before = cpu_seconds(std::process::id());
@@ -463,7 +463,7 @@ async fn operator_phase(options: &Options) -> Result<PhaseResult, String> {
         "operator memory allocator (read from /proc)",
         operator.allocator().unwrap_or("unknown"),
     );
-    let config = user_config(&world)?;
+    let config = world.user_config().map_err(|e| e.to_string())?;
     let requests_before = world.sim.requests();
     let mark = world.sim.store().timeline_len();
     let cpu_before = cpu_seconds(operator.pid());
