@@ -1,0 +1,3 @@
+module dvt-operator/cluster/standin
+
+go 1.26
