@@ -13,4 +13,5 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /dvt-operator /dvt-operator
 USER 65532:65532
 EXPOSE 8080
-ENTRYPOINT ["/dvt-operator", "run"]
+# The chart passes the subcommand (`run` and its flags) as args.
+ENTRYPOINT ["/dvt-operator"]

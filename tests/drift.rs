@@ -93,7 +93,7 @@ async fn a_member_scaled_to_two_replicas_returns_to_one_and_an_edited_image_is_r
         async move {
             let set = sets.get("stader-4-bravo").await.ok()?;
             let image = set.spec?.template.spec?.containers[0].image.clone()?;
-            (image == "obolnetwork/charon:v1.7.1").then_some(())
+            (image == "obolnetwork/charon:v1.10.3").then_some(())
         }
     })
     .await;

@@ -6,7 +6,8 @@
 #   dvt.local/busybox:1.35                     Debian's static busybox (local-path helper pods)
 #   registry.k8s.io/coredns/coredns:v1.15.0    real, from the Go module proxy
 #   rancher/local-path-provisioner:v0.0.30     real, from the Go module proxy
-#   obolnetwork/charon:v1.10.3                 real, from the Go module proxy
+#   obolnetwork/charon:v1.10.3                 real, from the Go module proxy; also tagged
+#     dvt.local/charon:v1.10.3-second-tag (an image change for the rollout scenario)
 #   ghcr.io/dvt-operator/dvt-operator:local    this checkout's release binary (helm: --set image.tag=local)
 #   the five validator clients' pinned images: STAND-INS (scripts/cluster/standin), not the real
 #     clients: no registry reachable here ships them. Each checks its command line against the
@@ -43,14 +44,14 @@ mkimage "$out/local-path.tar" --ref rancher/local-path-provisioner:v0.0.30 --ent
 # (elf: brings it). Busybox stands in for Debian's /bin/sh, which the operator's
 # remove-old-enr-key-copy init step runs in the Charon image.
 bin=$("$here/build.sh" charon v1.10.3)
-mkimage "$out/charon-v1.10.3.tar" --ref obolnetwork/charon:v1.10.3 --entrypoint /usr/local/bin/charon --user 1000 \
+mkimage "$out/charon-v1.10.3.tar" --ref obolnetwork/charon:v1.10.3 --ref dvt.local/charon:v1.10.3-second-tag --entrypoint /usr/local/bin/charon --user 1000 \
   "elf:$bin/charon:/usr/local/bin/charon" dir:/opt/charon:1777 busybox:/bin
 
 # The operator: the chart's image name, from the release binary without the simulator (as the
 # Dockerfile builds it), dynamically linked here (no musl target on these machines).
 (cd "$root" && cargo build --release --locked --no-default-features --bin dvt-operator >&2)
 mkimage "$out/dvt-operator.tar" --ref ghcr.io/dvt-operator/dvt-operator:local --entrypoint /dvt-operator \
-  --entrypoint run --user 65532 "elf:$root/target/release/dvt-operator:/dvt-operator"
+  --user 65532 "elf:$root/target/release/dvt-operator:/dvt-operator"
 
 # Stand-ins for the validator clients, at each client's executable path, with the catalogues
 # the operator's flag-set test reads (src/controller/build/clients/flags) and busybox for the

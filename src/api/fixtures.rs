@@ -52,6 +52,7 @@ impl DistributedValidator {
                 endpoints: vec!["http://beacon.example:5052".to_owned()],
                 headers_secret: None,
             },
+            test_network: None,
             charon: Default::default(),
             validator_clients: Default::default(),
             members,

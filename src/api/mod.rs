@@ -42,7 +42,7 @@ pub const DEFAULT_LOCK_KEY: &str = "cluster-lock.json";
 pub const DEFAULT_ENR_KEY: &str = "charon-enr-private-key";
 
 /// Charon image used when the spec does not name one.
-pub const DEFAULT_CHARON_IMAGE: &str = "obolnetwork/charon:v1.7.1";
+pub const DEFAULT_CHARON_IMAGE: &str = "obolnetwork/charon:v1.10.3";
 
 /// Obol's public relays, used when the spec does not list its own.
 pub const DEFAULT_RELAYS: [&str; 2] = ["https://0.relay.obol.tech", "https://1.relay.obol.tech"];
@@ -121,8 +121,17 @@ pub struct DistributedValidatorSpec {
     #[schemars(range(min = 2, max = 32))]
     pub threshold: Option<u32>,
 
-    /// Beacon node endpoints every member's Charon talks to.
+    /// Beacon node endpoints every member's Charon talks to. Required unless `testNetwork` is
+    /// set (a test network's beacon node is Charon's own mock).
+    #[serde(default)]
     pub beacon_nodes: BeaconNodes,
+
+    /// Test-network mode, for trying the operator on kind or a local cluster without a beacon
+    /// node: every member's Charon runs its mock beacon node (`--simnet-beacon-mock`) and its
+    /// validator mock (`--simnet-validator-mock`), which signs with that member's own key
+    /// shares. Refused for mainnet (the DV's network or the lock's fork version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_network: Option<TestNetworkSpec>,
 
     /// Settings of the Charon middleware container.
     #[serde(default)]
@@ -166,8 +175,7 @@ pub struct DistributedValidatorSpec {
     pub p2p: Option<P2pExposure>,
 }
 
-/// A per-member Service that publishes Charon's p2p port (TCP; Charon v1.7.1's QUIC is an alpha
-/// feature, off by default) for peers in other organisations.
+/// A per-member Service that publishes Charon's p2p port (TCP) for peers in other organisations.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct P2pExposure {
@@ -287,8 +295,23 @@ fn default_lock_key() -> String {
     DEFAULT_LOCK_KEY.to_owned()
 }
 
+/// Test-network mode: Charon's own mocks stand in for the beacon node and the validator client.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestNetworkSpec {
+    /// Slot duration of the mock beacon node, in seconds (`--simnet-slot-duration`; Charon's
+    /// default is 1). Ethereum's is 12.
+    #[serde(default = "default_slot_seconds")]
+    #[schemars(range(min = 1, max = 12))]
+    pub slot_seconds: u32,
+}
+
+fn default_slot_seconds() -> u32 {
+    1
+}
+
 /// Beacon node endpoints, in order of preference.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BeaconNodes {
     /// HTTP(S) endpoints of beacon nodes. The first is the primary; the rest are fallbacks used

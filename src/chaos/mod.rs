@@ -175,7 +175,7 @@ enum Undo {
 
 const DVS: [(&str, usize, usize); 2] = [("stader-4", 4, 3), ("stader-7", 7, 5)];
 
-const CHARON_IMAGES: [&str; 2] = ["obolnetwork/charon:v1.7.1", "obolnetwork/charon:v1.7.0"];
+const CHARON_IMAGES: [&str; 2] = ["obolnetwork/charon:v1.10.3", "obolnetwork/charon:v1.9.0"];
 
 fn converged(dv: &DistributedValidator, members: usize) -> bool {
     dv.status.as_ref().is_some_and(|s| {

@@ -176,7 +176,7 @@ mod tests {
             "metadata": {"name": "x", "labels": {"dvt.io/member": "alpha"}, "annotations": {"dvt.io/spec-hash": "h"}},
             "spec": {
                 "replicas": 1,
-                "template": {"spec": {"containers": [{"name": "charon", "image": "obolnetwork/charon:v1.7.1"}]}}
+                "template": {"spec": {"containers": [{"name": "charon", "image": "obolnetwork/charon:v1.10.3"}]}}
             }
         })
     }

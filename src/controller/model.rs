@@ -257,6 +257,8 @@ pub struct Cluster {
     pub lock: LockVolume,
     pub lock_summary: LockSummary,
     pub beacon_endpoints: Vec<String>,
+    /// Test-network mode: Charon's mock beacon node and validator mock, with this slot length.
+    pub test_network: Option<crate::api::TestNetworkSpec>,
     pub relays: Vec<String>,
     pub builder_api: bool,
     pub log_level: LogLevel,

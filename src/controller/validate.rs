@@ -113,6 +113,12 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
             quorum.threshold()
         ));
     }
+    if spec.test_network.is_some() && summary.is_mainnet() {
+        mismatches.push(format!(
+            "the lock in {lock_name} is for mainnet (fork version {}): test-network mode is refused for mainnet",
+            crate::crypto::lock::MAINNET_FORK_VERSION
+        ));
+    }
     if !mismatches.is_empty() {
         return Err(Invalid {
             reason: reasons::LOCK_MISMATCH,
@@ -518,6 +524,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         lock: lock_volume,
         lock_summary: summary.clone(),
         beacon_endpoints: spec.beacon_nodes.endpoints.clone(),
+        test_network: spec.test_network.clone(),
         relays,
         builder_api: spec.charon.builder_api,
         log_level: spec.charon.log_level,

@@ -35,6 +35,8 @@ struct RawDefinition {
     version: Option<String>,
     threshold: u32,
     operators: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    fork_version: Option<String>,
     /// Per validator since lock v1.3 (`validators[].fee_recipient_address`).
     #[serde(default)]
     validators: Vec<RawValidatorAddresses>,
@@ -63,6 +65,20 @@ pub struct LockSummary {
     pub public_keys: Vec<ValidatorKeys>,
     /// Per validator (in the order of `public_keys`), the fee recipient the lock names, if any.
     pub fee_recipients: Vec<Option<String>>,
+    /// `cluster_definition.fork_version`: the network's genesis fork version (hex).
+    pub fork_version: Option<String>,
+}
+
+/// Mainnet's genesis fork version (charon v1.10.3 eth2util/network.go:44).
+pub const MAINNET_FORK_VERSION: &str = "0x00000000";
+
+impl LockSummary {
+    /// Whether the lock was made for mainnet.
+    pub fn is_mainnet(&self) -> bool {
+        self.fork_version
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case(MAINNET_FORK_VERSION))
+    }
 }
 
 /// One distributed validator's public keys.
@@ -203,6 +219,7 @@ pub fn summarize(text: &str) -> Result<LockSummary, LockError> {
     Ok(LockSummary {
         fee_recipients,
         name: raw.cluster_definition.name,
+        fork_version: raw.cluster_definition.fork_version,
         version: raw.cluster_definition.version,
         threshold: raw.cluster_definition.threshold,
         operators: raw.cluster_definition.operators.len(),

@@ -2,10 +2,10 @@
 //! up from it. Pure: the text of a Charon `/metrics` page in, a [`CharonReport`] out; reports
 //! gathered over time into a [`PeerView`]; a view and the time in, the members up.
 //!
-//! The series are Charon v1.7.1's (read from its source): `app_monitoring_readyz` (app/metrics.go
-//! `readyz*`: 1 ready, 2 beacon node down, 3 beacon node syncing, 4 quorum peers not connected,
-//! 5 validator client not connected, 6 validator client missing validators, 7 beacon node has
-//! zero peers, 8 beacon node far behind), `app_peerinfo_index{peer}` (app/peerinfo/peerinfo.go:
+//! The series are Charon v1.10.3's (read from its source): `app_monitoring_readyz` (app/metrics.go
+//! lines 14-34, `readyz*`: 1 ready, 2 beacon node down, 3 beacon node syncing, 4 quorum peers not
+//! connected, 5 validator client not connected, 7 beacon node has zero peers, 8 beacon node far
+//! behind; 6, "validator client missing validators", was removed as flaky and is no longer set), `app_peerinfo_index{peer}` (app/peerinfo/peerinfo.go:
 //! each peer of the lock, by its peer name, with its index in the cluster definition) and
 //! `p2p_ping_success{peer}` (p2p/metrics.go: 1 when the last ping of the peer succeeded).
 
@@ -22,7 +22,6 @@ pub enum NotReady {
     BeaconNodeSyncing,
     InsufficientPeers,
     ValidatorClientNotConnected,
-    ValidatorClientMissingValidators,
     BeaconNodeZeroPeers,
     BeaconNodeFarBehind,
     /// A value this version does not know.
@@ -38,7 +37,6 @@ impl NotReady {
             3 => NotReady::BeaconNodeSyncing,
             4 => NotReady::InsufficientPeers,
             5 => NotReady::ValidatorClientNotConnected,
-            6 => NotReady::ValidatorClientMissingValidators,
             7 => NotReady::BeaconNodeZeroPeers,
             8 => NotReady::BeaconNodeFarBehind,
             other => NotReady::Other(other),
@@ -53,9 +51,6 @@ impl fmt::Display for NotReady {
             NotReady::BeaconNodeSyncing => f.write_str("beacon node syncing"),
             NotReady::InsufficientPeers => f.write_str("quorum peers not connected"),
             NotReady::ValidatorClientNotConnected => f.write_str("validator client not connected"),
-            NotReady::ValidatorClientMissingValidators => {
-                f.write_str("validator client missing validators")
-            }
             NotReady::BeaconNodeZeroPeers => f.write_str("beacon node has zero peers"),
             NotReady::BeaconNodeFarBehind => f.write_str("beacon node far behind"),
             NotReady::Other(value) => write!(f, "app_monitoring_readyz {value}"),

@@ -1,8 +1,8 @@
 //! Charon as the simulated kubelet runs it: a pod with a Charon container gets an address on the
 //! loopback range and serves Charon's monitoring `/metrics` on it (port 3620), with the series
-//! an operator reads of a real Charon v1.7.1: `app_monitoring_readyz` (app/metrics.go: 1 ready,
+//! an operator reads of a real Charon v1.10.3: `app_monitoring_readyz` (app/metrics.go: 1 ready,
 //! 2 beacon node down, 3 syncing, 4 quorum peers not connected, 5 validator client not
-//! connected, 6 validator client missing validators, 7 beacon node zero peers, 8 far behind),
+//! connected, 7 beacon node zero peers, 8 far behind; charon v1.10 no longer sets 6),
 //! `app_peerinfo_index{peer}` (app/peerinfo/peerinfo.go: every peer of the lock with its index)
 //! and `p2p_ping_success{peer}` (p2p/metrics.go: whether the last ping of a peer succeeded).
 //!

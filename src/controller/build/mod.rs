@@ -162,7 +162,7 @@ pub fn inputs_fingerprint(cluster: &Cluster) -> u64 {
     }
     fingerprint!(
         read: name, namespace, uid, quorum, network, lock, lock_summary, beacon_endpoints,
-            relays, builder_api, log_level, charon_extra_args, charon_extra_env,
+            test_network, relays, builder_api, log_level, charon_extra_args, charon_extra_env,
             client_extra_args, client_extra_env, storage, zone_label, network_policy, members,
             rollout, p2p;
         unread: zones, blocked, share_mismatches, storage_growth, client_changes_held, roster,

@@ -73,15 +73,10 @@ pub(super) fn charon_container(cluster: &Cluster, member: &Member) -> Container 
             container_port("p2p-tcp", member.p2p_port),
             container_port("monitoring", PORT_MONITORING),
         ]),
-        // Charon writes nothing of its own here (charon v1.7.1 has no data dir); the volume stays
-        // because a StatefulSet's volumeClaimTemplates cannot change on a live cluster. The ENR
-        // key is read from its Secret, read-only: no copy outlives the Secret.
-        volume_mounts: Some(vec![
-            mount(VOLUME_CHARON_DATA, MOUNT_CHARON_DATA, false),
-            mount(VOLUME_LOCK, MOUNT_LOCK, true),
-            mount(VOLUME_ENR_KEY, MOUNT_ENR_KEY, true),
-            mount(VOLUME_TMP, MOUNT_TMP, false),
-        ]),
+        // Charon writes nothing of its own here (charon v1.10.3's `run` has no data dir); the
+        // volume stays because a StatefulSet's volumeClaimTemplates cannot change on a live
+        // cluster. The ENR key is read from its Secret, read-only: no copy outlives the Secret.
+        volume_mounts: Some(charon_mounts(cluster)),
         // /livez says whether Charon itself works; /readyz also needs quorum peers, so a
         // member without peers is not ready but must not be restarted for it.
         liveness_probe: Some(http_probe("/livez", 10, 6)),
@@ -91,6 +86,21 @@ pub(super) fn charon_container(cluster: &Cluster, member: &Member) -> Container 
         security_context: Some(restricted()),
         ..Container::default()
     }
+}
+
+/// Charon's mounts; in test-network mode its validator mock also reads the member's own key
+/// shares (read-only, from their Secret).
+fn charon_mounts(cluster: &Cluster) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        mount(VOLUME_CHARON_DATA, MOUNT_CHARON_DATA, false),
+        mount(VOLUME_LOCK, MOUNT_LOCK, true),
+        mount(VOLUME_ENR_KEY, MOUNT_ENR_KEY, true),
+    ];
+    if cluster.test_network.is_some() {
+        mounts.push(mount(VOLUME_KEY_SHARE, MOUNT_KEY_SHARE, true));
+    }
+    mounts.push(mount(VOLUME_TMP, MOUNT_TMP, false));
+    mounts
 }
 
 pub(super) fn container_port(name: &str, number: i32) -> ContainerPort {
@@ -177,7 +187,7 @@ pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Containe
 /// Removes the copy of the ENR private key that operator versions before 0.2 left on the
 /// member's retained Charon volume (Charon now reads the key from its Secret): a private key must
 /// not outlive its Secret. Idempotent; touches nothing else on the volume. Runs `/bin/sh` in the
-/// Charon image, whose final stage is debian:bookworm-slim (charon v1.7.1 Dockerfile).
+/// Charon image, whose final stage is debian:trixie-slim (charon v1.10.3 Dockerfile).
 pub(super) fn remove_old_enr_key_copy(member: &Member) -> Container {
     Container {
         name: INIT_REMOVE_OLD_ENR_KEY_COPY.to_owned(),

@@ -262,10 +262,16 @@ fn is_url(value: &str, allow_path: bool) -> bool {
 }
 
 fn check_endpoints(spec: &DistributedValidatorSpec, report: &mut Report) {
-    if spec.beacon_nodes.endpoints.is_empty() {
+    if spec.beacon_nodes.endpoints.is_empty() && spec.test_network.is_none() {
         report.error(
             "spec.beaconNodes.endpoints",
-            "at least one beacon node is required",
+            "at least one beacon node is required (or spec.testNetwork, for a test network)",
+        );
+    }
+    if spec.test_network.is_some() && spec.network == crate::api::Network::Mainnet {
+        report.error(
+            "spec.testNetwork",
+            "test-network mode runs Charon's mock beacon node and validator mock; it is refused for mainnet (set spec.network to a test network)",
         );
     }
     let mut seen = BTreeSet::new();

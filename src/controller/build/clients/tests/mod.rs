@@ -108,7 +108,7 @@ fn every_flag_is_defined_by_the_pinned_client() {
                 }
             }
             let charon = charon::run(&cluster, &cluster.members[0]);
-            undefined.extend(undefined_flags(&charon, &["charon-v1.7.1"]));
+            undefined.extend(undefined_flags(&charon, &["charon-v1.10.3"]));
         }
         // A client change: the old client's export, the new client's import.
         for to in ValidatorClient::ALL.into_iter().filter(|to| *to != client) {
@@ -426,7 +426,7 @@ fn an_exposed_members_charon_flags_are_defined_by_charon_v171() {
     let mut undefined = Vec::new();
     for member in &cluster.members[..2] {
         let charon = charon::run(&cluster, member);
-        undefined.extend(undefined_flags(&charon, &["charon-v1.7.1"]));
+        undefined.extend(undefined_flags(&charon, &["charon-v1.10.3"]));
     }
     assert_eq!(undefined, Vec::<String>::new());
     let bravo = charon::run(&cluster, &cluster.members[1]).flags;

@@ -1,0 +1,668 @@
+//! The operator on a real cluster: installed by `helm install` as its ServiceAccount, running a
+//! test-network DV of real Charon (examples/simnet). Judged by what a user sees (`kubectl`, pod
+//! readiness from the kubelet's probe on Charon's `/readyz`) and by what the DV signs: Charon's
+//! own `core_tracker_success_duties_total`, read from every member over the pod network.
+//!
+//! Runs against whatever `DVT_REAL_CLUSTER_KUBECONFIG` names: the local cluster that
+//! `scripts/cluster.sh up` starts (scripts/test does, and sets `DVT_REQUIRE_REAL_CLUSTER`, so
+//! there it cannot be skipped), kind, or any cluster with the images loaded. The node-failure
+//! stage stops a kubelet, which only the local cluster can do: it runs when
+//! `DVT_LOCAL_CLUSTER_SCRIPT` names `scripts/cluster.sh`.
+//!
+//! One test, stages in order (each prints what it saw): the scenarios share one operator and
+//! one DV, as a user's cluster does, and two cores run one DV's Charons at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Client, Config};
+
+use dvt_operator::api::{DistributedValidator, Phase};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const NAMESPACE: &str = "e2e-simnet";
+const OPERATOR_NAMESPACE: &str = "dvt-system";
+const DV: &str = "simnet-4";
+const THRESHOLD: usize = 3;
+const MEMBERS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
+const DV_LABEL: &str = "dvt.io/distributed-validator";
+const MEMBER_LABEL: &str = "dvt.io/member";
+/// The same Charon v1.10.3 build under a second tag (scripts/cluster/images.sh): an image
+/// change the operator must roll out one member at a time.
+const SECOND_CHARON_IMAGE: &str = "dvt.local/charon:v1.10.3-second-tag";
+
+struct Cluster {
+    kubeconfig: PathBuf,
+    client: Client,
+    cluster_script: Option<PathBuf>,
+}
+
+fn tool(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([Path::new(REPO).join(".tools/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is installed (scripts/install-tools.sh)"))
+}
+
+impl Cluster {
+    /// Runs a command-line tool against the cluster as a user would; panics with its stderr.
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let output = Command::new(tool(program))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .current_dir(REPO)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.run("kubectl", args)
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    async fn dv(&self) -> Option<DistributedValidator> {
+        self.api::<DistributedValidator>().get_opt(DV).await.ok()?
+    }
+
+    /// `core_tracker_success_duties_total` of one member's Charon, summed over duty types, read
+    /// through the apiserver's proxy to the pod's monitoring port (what Prometheus scrapes).
+    async fn duties(&self, member: &str) -> Option<Duties> {
+        let path =
+            format!("/api/v1/namespaces/{NAMESPACE}/pods/{DV}-{member}-0:3620/proxy/metrics");
+        let request = http::Request::get(path).body(Vec::new()).ok()?;
+        let text = self.client.request_text(request).await.ok()?;
+        Some(Duties::parse(&text))
+    }
+}
+
+/// What one member's Charon says it signed.
+#[derive(Debug, Default, Clone)]
+struct Duties {
+    success: f64,
+    failed: f64,
+    /// `core_tracker_failed_duty_reasons_total` by `duty/reason`.
+    failed_reasons: BTreeMap<String, f64>,
+}
+
+impl Duties {
+    fn parse(text: &str) -> Duties {
+        let mut duties = Duties::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let label = |name: &str| {
+                series
+                    .split_once(&format!("{name}=\""))
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(v, _)| v.to_owned())
+                    .unwrap_or_default()
+            };
+            if series.starts_with("core_tracker_success_duties_total") {
+                duties.success += value;
+            } else if series.starts_with("core_tracker_failed_duties_total") {
+                duties.failed += value;
+            } else if series.starts_with("core_tracker_failed_duty_reasons_total") && value > 0.0 {
+                *duties
+                    .failed_reasons
+                    .entry(format!("{}/{}", label("duty"), label("reason")))
+                    .or_default() += value;
+            }
+        }
+        duties
+    }
+}
+
+async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            eprintln!("  {what}: after {:.0} s", start.elapsed().as_secs_f64());
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn phase_is(dv: &DistributedValidator, phase: Phase) -> bool {
+    dv.status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation == dv.metadata.generation && s.phase == Some(phase))
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The member pods as a watch sees them, every event in order: the lowest count of members
+/// with a Ready pod since `arm`, and the most pods one member ever had at once.
+#[derive(Default)]
+struct PodTimeline {
+    pods: BTreeMap<String, Pod>,
+    armed: bool,
+    min_ready_members: Option<usize>,
+    max_pods_per_member: usize,
+    events: usize,
+}
+
+impl PodTimeline {
+    fn ready_members(&self) -> usize {
+        self.pods
+            .values()
+            .filter(|p| pod_ready(p))
+            .filter_map(|p| p.metadata.labels.as_ref()?.get(MEMBER_LABEL).cloned())
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    fn record(&mut self) {
+        self.events += 1;
+        let mut per_member: BTreeMap<String, usize> = BTreeMap::new();
+        for pod in self.pods.values() {
+            if let Some(member) = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MEMBER_LABEL))
+            {
+                *per_member.entry(member.clone()).or_default() += 1;
+            }
+        }
+        self.max_pods_per_member = self
+            .max_pods_per_member
+            .max(per_member.values().copied().max().unwrap_or(0));
+        if self.armed {
+            let ready = self.ready_members();
+            self.min_ready_members = Some(self.min_ready_members.map_or(ready, |m| m.min(ready)));
+        }
+    }
+
+    fn arm(&mut self) {
+        self.armed = true;
+        self.min_ready_members = Some(self.ready_members());
+        self.max_pods_per_member = 0;
+        self.record();
+    }
+}
+
+fn watch_pods(cluster: &Cluster) -> Arc<Mutex<PodTimeline>> {
+    let timeline = Arc::new(Mutex::new(PodTimeline::default()));
+    let pods: Api<Pod> = cluster.api();
+    let config = watcher::Config::default().labels(&format!("{DV_LABEL}={DV}"));
+    let shared = timeline.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(pods, config).boxed();
+        let mut initial = BTreeMap::new();
+        while let Some(event) = stream.next().await {
+            let Ok(event) = event else { continue };
+            let mut t = shared.lock().unwrap();
+            match event {
+                watcher::Event::Init => initial.clear(),
+                watcher::Event::InitApply(pod) => {
+                    initial.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
+                }
+                watcher::Event::InitDone => {
+                    t.pods = std::mem::take(&mut initial);
+                    t.record();
+                }
+                watcher::Event::Apply(pod) => {
+                    t.pods
+                        .insert(pod.metadata.name.clone().unwrap_or_default(), pod);
+                    t.record();
+                }
+                watcher::Event::Delete(pod) => {
+                    t.pods
+                        .remove(&pod.metadata.name.clone().unwrap_or_default());
+                    t.record();
+                }
+            }
+        }
+    });
+    timeline
+}
+
+async fn connect() -> Option<Cluster> {
+    let required = std::env::var_os("DVT_REQUIRE_REAL_CLUSTER").is_some();
+    let Some(kubeconfig) = std::env::var_os("DVT_REAL_CLUSTER_KUBECONFIG").map(PathBuf::from)
+    else {
+        assert!(
+            !required,
+            "DVT_REQUIRE_REAL_CLUSTER is set but DVT_REAL_CLUSTER_KUBECONFIG is not"
+        );
+        eprintln!(
+            "skipped: no real cluster (scripts/test starts one; or set DVT_REAL_CLUSTER_KUBECONFIG)"
+        );
+        return None;
+    };
+    let kubeconfig_file = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig_file, &Default::default())
+        .await
+        .expect("kubeconfig is usable");
+    let client = Client::try_from(config).expect("client");
+    let cluster_script = std::env::var_os("DVT_LOCAL_CLUSTER_SCRIPT").map(PathBuf::from);
+    Some(Cluster {
+        kubeconfig,
+        client,
+        cluster_script,
+    })
+}
+
+async fn all_members_signing(cluster: &Cluster, what: &str) -> BTreeMap<String, Duties> {
+    let before = wait_until(
+        &format!("{what}: every member serves its duty counters"),
+        Duration::from_secs(120),
+        || async {
+            let mut all = BTreeMap::new();
+            for member in MEMBERS {
+                all.insert(member.to_owned(), cluster.duties(member).await?);
+            }
+            Some(all)
+        },
+    )
+    .await;
+    let after = wait_until(
+        &format!("{what}: every member signed more duties"),
+        Duration::from_secs(180),
+        || async {
+            let mut all = BTreeMap::new();
+            for member in MEMBERS {
+                let now = cluster.duties(member).await?;
+                (now.success > before[member].success).then_some(())?;
+                all.insert(member.to_owned(), now);
+            }
+            Some(all)
+        },
+    )
+    .await;
+    for (member, duties) in &after {
+        eprintln!(
+            "  {member}: {} duties signed, {} failed {:?}",
+            duties.success, duties.failed, duties.failed_reasons
+        );
+    }
+    after
+}
+
+async fn install_operator(cluster: &Cluster) {
+    eprintln!("stage: helm install the chart with the local operator image");
+    cluster.run(
+        "helm",
+        &[
+            "upgrade",
+            "--install",
+            "dvt-operator",
+            "charts/dvt-operator",
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            "image.tag=local",
+            "--set",
+            "image.pullPolicy=Never",
+            "--wait",
+            "--timeout",
+            "300s",
+        ],
+    );
+}
+
+async fn dv_available(cluster: &Cluster, what: &str) -> DistributedValidator {
+    wait_until(what, Duration::from_secs(420), || async {
+        cluster
+            .dv()
+            .await
+            .filter(|dv| phase_is(dv, Phase::Available))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_cluster() {
+    let Some(cluster) = connect().await else {
+        return;
+    };
+    install_operator(&cluster).await;
+
+    eprintln!("stage: apply examples/simnet (relay and a 4-member DV) in {NAMESPACE}");
+    let _ = Command::new(tool("kubectl"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .args([
+            "delete",
+            "namespace",
+            NAMESPACE,
+            "--wait=true",
+            "--timeout=180s",
+        ])
+        .output();
+    cluster.kubectl(&["create", "namespace", NAMESPACE]);
+    cluster.kubectl(&["apply", "-n", NAMESPACE, "-f", "examples/simnet/relay.yaml"]);
+    cluster.kubectl(&[
+        "apply",
+        "-n",
+        NAMESPACE,
+        "-f",
+        "examples/simnet/simnet-4.yaml",
+    ]);
+    let timeline = watch_pods(&cluster);
+    dv_available(&cluster, "the DV turns Available").await;
+
+    eprintln!("stage: each member Ready by the kubelet's probe on Charon's /readyz");
+    let pods: Api<Pod> = cluster.api();
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed.len(), MEMBERS.len(), "one pod per member");
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let mut zones = BTreeSet::new();
+    for pod in &listed {
+        assert!(pod_ready(pod), "{:?} is Ready", pod.metadata.name);
+        let spec = pod.spec.as_ref().unwrap();
+        let charon = spec.containers.iter().find(|c| c.name == "charon").unwrap();
+        let probe = charon
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref());
+        assert_eq!(probe.and_then(|g| g.path.as_deref()), Some("/readyz"));
+        let node = nodes.get(spec.node_name.as_deref().unwrap()).await.unwrap();
+        let zone = node.metadata.labels.unwrap_or_default()["topology.kubernetes.io/zone"].clone();
+        zones.insert(zone);
+    }
+    assert_eq!(zones.len(), MEMBERS.len(), "one member per zone: {zones:?}");
+
+    eprintln!("stage: duties signed by every member (Charon's core_tracker)");
+    all_members_signing(&cluster, "start").await;
+
+    eprintln!("stage: the PodDisruptionBudget keeps t members");
+    let pdbs: Api<PodDisruptionBudget> = cluster.api();
+    let pdb = pdbs
+        .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pdb.len(), 1);
+    assert_eq!(
+        pdb[0].spec.as_ref().and_then(|s| s.min_available.clone()),
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(THRESHOLD as i32))
+    );
+
+    eprintln!("stage: a member scaled to 0 by hand is put back");
+    let sets: Api<StatefulSet> = cluster.api();
+    cluster.kubectl(&[
+        "scale",
+        "-n",
+        NAMESPACE,
+        "statefulset",
+        &format!("{DV}-alpha"),
+        "--replicas=0",
+    ]);
+    wait_until(
+        "replicas put back to 1",
+        Duration::from_secs(60),
+        || async {
+            let set = sets.get(&format!("{DV}-alpha")).await.ok()?;
+            (set.spec?.replicas == Some(1)).then_some(())
+        },
+    )
+    .await;
+    dv_available(&cluster, "the DV is Available again").await;
+
+    eprintln!("stage: an image set by hand on a child is put back");
+    cluster.kubectl(&[
+        "set",
+        "image",
+        "-n",
+        NAMESPACE,
+        &format!("statefulset/{DV}-bravo"),
+        "charon=busybox:edited",
+    ]);
+    wait_until(
+        "the Charon image put back",
+        Duration::from_secs(60),
+        || async {
+            let set = sets.get(&format!("{DV}-bravo")).await.ok()?;
+            let image = set
+                .spec?
+                .template
+                .spec?
+                .containers
+                .iter()
+                .find(|c| c.name == "charon")?
+                .image
+                .clone()?;
+            (image == dvt_operator::api::DEFAULT_CHARON_IMAGE).then_some(())
+        },
+    )
+    .await;
+
+    eprintln!("stage: a Charon image change rolls out never below t Ready members (a watch)");
+    dv_available(&cluster, "Available before the rollout").await;
+    timeline.lock().unwrap().arm();
+    let dvs: Api<DistributedValidator> = cluster.api();
+    dvs.patch(
+        DV,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"charon": {"image": SECOND_CHARON_IMAGE}}})),
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "every member runs the new image, Ready",
+        Duration::from_secs(600),
+        || async {
+            let dv = cluster.dv().await?;
+            phase_is(&dv, Phase::Available).then_some(())?;
+            let listed = pods
+                .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
+                .await
+                .ok()?
+                .items;
+            (listed.len() == MEMBERS.len()
+                && listed.iter().all(|p| {
+                    pod_ready(p)
+                        && p.spec.as_ref().is_some_and(|s| {
+                            s.containers
+                                .iter()
+                                .any(|c| c.image.as_deref() == Some(SECOND_CHARON_IMAGE))
+                        })
+                }))
+            .then_some(())
+        },
+    )
+    .await;
+    {
+        let t = timeline.lock().unwrap();
+        eprintln!(
+            "  rollout: {} pod events watched, lowest ready members {:?}, most pods per member {}",
+            t.events, t.min_ready_members, t.max_pods_per_member
+        );
+        assert!(
+            t.min_ready_members.unwrap_or(0) >= THRESHOLD,
+            "the rollout took the DV below t = {THRESHOLD}: {:?}",
+            t.min_ready_members
+        );
+        assert!(t.max_pods_per_member <= 1, "two pods for one member");
+    }
+    all_members_signing(&cluster, "after the rollout").await;
+
+    eprintln!("stage: a deleted member pod comes back");
+    let charlie = pods.get(&format!("{DV}-charlie-0")).await.unwrap();
+    cluster.kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        NAMESPACE,
+        &format!("{DV}-charlie-0"),
+        "--wait=false",
+    ]);
+    wait_until(
+        "charlie's new pod Ready",
+        Duration::from_secs(240),
+        || async {
+            let pod = pods.get(&format!("{DV}-charlie-0")).await.ok()?;
+            (pod.metadata.uid != charlie.metadata.uid && pod_ready(&pod)).then_some(())
+        },
+    )
+    .await;
+    dv_available(&cluster, "Available after the pod came back").await;
+
+    if let Some(script) = &cluster.cluster_script {
+        node_down(&cluster, script, &timeline).await;
+    } else {
+        eprintln!("stage skipped: a node down needs the local cluster's script");
+    }
+
+    eprintln!("stage: deleting the DV keeps its PVCs and Secrets");
+    let claims_before = cluster
+        .api::<PersistentVolumeClaim>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert!(
+        claims_before >= MEMBERS.len(),
+        "each member has its claims ({claims_before})"
+    );
+    cluster.kubectl(&[
+        "delete",
+        "distributedvalidator",
+        "-n",
+        NAMESPACE,
+        DV,
+        "--wait=true",
+    ]);
+    wait_until(
+        "the members' StatefulSets are gone",
+        Duration::from_secs(120),
+        || async {
+            let left = sets
+                .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
+                .await
+                .ok()?
+                .items;
+            left.is_empty().then_some(())
+        },
+    )
+    .await;
+    let claims_after = cluster
+        .api::<PersistentVolumeClaim>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(claims_after, claims_before, "no PVC deleted");
+    let secrets: Api<Secret> = cluster.api();
+    for member in MEMBERS {
+        for suffix in ["keystore", "enr"] {
+            let name = format!("{DV}-{member}-{suffix}");
+            assert!(
+                secrets.get_opt(&name).await.unwrap().is_some(),
+                "{name} kept"
+            );
+        }
+    }
+}
+
+/// A node whose kubelet stops (its containers keep running, as on a partitioned node): the
+/// real node-lifecycle controller marks it NotReady; the member on it must never get a second
+/// pod while the first may still run (DESIGN §5), and comes back when the kubelet does.
+async fn node_down(cluster: &Cluster, script: &Path, timeline: &Arc<Mutex<PodTimeline>>) {
+    eprintln!("stage: a node's kubelet stops");
+    let pods: Api<Pod> = cluster.api();
+    let delta = pods.get(&format!("{DV}-delta-0")).await.unwrap();
+    let node = delta
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap();
+    timeline.lock().unwrap().arm();
+    let stop = Command::new(script)
+        .args(["kubelet", "stop", &node])
+        .status()
+        .unwrap();
+    assert!(stop.success(), "cluster.sh kubelet stop {node}");
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    wait_until(
+        &format!("{node} NotReady"),
+        Duration::from_secs(120),
+        || async {
+            let n = nodes.get(&node).await.ok()?;
+            let ready = n
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (ready.status != "True").then_some(())
+        },
+    )
+    .await;
+    // The other three members keep signing while delta's node is unreachable.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let dv = cluster.dv().await.unwrap();
+    eprintln!(
+        "  with {node} down: phase {:?}, ready {:?}",
+        dv.status.as_ref().and_then(|s| s.phase),
+        dv.status.as_ref().map(|s| s.ready_members)
+    );
+    let start = Command::new(script)
+        .args(["kubelet", "start", &node])
+        .status()
+        .unwrap();
+    assert!(start.success(), "cluster.sh kubelet start {node}");
+    dv_available(
+        cluster,
+        &format!("Available again after {node}'s kubelet is back"),
+    )
+    .await;
+    let t = timeline.lock().unwrap();
+    eprintln!(
+        "  node down: lowest ready members {:?}, most pods per member {}",
+        t.min_ready_members, t.max_pods_per_member
+    );
+    assert!(
+        t.max_pods_per_member <= 1,
+        "two pods for one member while its node was down"
+    );
+    assert!(
+        t.min_ready_members.unwrap_or(0) >= THRESHOLD,
+        "one node down cost quorum"
+    );
+}
