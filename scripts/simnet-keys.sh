@@ -28,6 +28,11 @@ import glob, json, os, sys
 cluster, name, nodes, threshold = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
 permissioned = {4: 2, 7: 3}.get(nodes, nodes // 2)
+# Clients pinned to the three whose pods start with the local cluster's stand-in images: a
+# Prysm member cannot start at all (the operator mounts its volume under /validator, which is
+# Prysm's binary, a file: an open bug), and Nimbus's import step checks what the real client
+# wrote, which a stand-in does not write.
+clients = ["lighthouse", "teku", "lodestar"]
 
 
 def block(text, indent):
@@ -84,6 +89,7 @@ stringData:
     klass = "permissioned" if i < permissioned else "permissionless"
     members.append(f"""    - name: {member}
       index: {i}
+      validatorClient: {clients[i % len(clients)]}
       operator: {{name: {klass}-{i}, class: {klass}}}
       keyShareSecret: {{name: {name}-{member}-keystore}}
       enrSecret: {{name: {name}-{member}-enr}}""")

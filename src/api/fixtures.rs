@@ -48,10 +48,10 @@ impl DistributedValidator {
                 secret: None,
             },
             threshold: None,
-            beacon_nodes: BeaconNodes {
+            beacon_nodes: Some(BeaconNodes {
                 endpoints: vec!["http://beacon.example:5052".to_owned()],
                 headers_secret: None,
-            },
+            }),
             test_network: None,
             charon: Default::default(),
             validator_clients: Default::default(),

@@ -123,8 +123,10 @@ pub struct DistributedValidatorSpec {
 
     /// Beacon node endpoints every member's Charon talks to. Required unless `testNetwork` is
     /// set (a test network's beacon node is Charon's own mock).
-    #[serde(default)]
-    pub beacon_nodes: BeaconNodes,
+    // An Option, not a defaulted struct: a CRD's default must pass its own schema, and an empty
+    // endpoint list does not (the real apiserver refuses such a CRD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beacon_nodes: Option<BeaconNodes>,
 
     /// Test-network mode, for trying the operator on kind or a local cluster without a beacon
     /// node: every member's Charon runs its mock beacon node (`--simnet-beacon-mock`) and its
@@ -311,7 +313,7 @@ fn default_slot_seconds() -> u32 {
 }
 
 /// Beacon node endpoints, in order of preference.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BeaconNodes {
     /// HTTP(S) endpoints of beacon nodes. The first is the primary; the rest are fallbacks used
@@ -499,6 +501,14 @@ impl std::fmt::Display for ValidatorClient {
 }
 
 impl DistributedValidatorSpec {
+    /// The beacon node endpoints, primary first; none when the spec names none.
+    pub fn beacon_endpoints(&self) -> &[String] {
+        self.beacon_nodes
+            .as_ref()
+            .map(|b| b.endpoints.as_slice())
+            .unwrap_or_default()
+    }
+
     /// Number of members (`n`).
     pub fn member_count(&self) -> u32 {
         u32::try_from(self.members.len()).unwrap_or(u32::MAX)

@@ -523,7 +523,7 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         network: spec.network,
         lock: lock_volume,
         lock_summary: summary.clone(),
-        beacon_endpoints: spec.beacon_nodes.endpoints.clone(),
+        beacon_endpoints: spec.beacon_endpoints().to_vec(),
         test_network: spec.test_network.clone(),
         relays,
         builder_api: spec.charon.builder_api,

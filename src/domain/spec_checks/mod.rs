@@ -262,7 +262,7 @@ fn is_url(value: &str, allow_path: bool) -> bool {
 }
 
 fn check_endpoints(spec: &DistributedValidatorSpec, report: &mut Report) {
-    if spec.beacon_nodes.endpoints.is_empty() && spec.test_network.is_none() {
+    if spec.beacon_endpoints().is_empty() && spec.test_network.is_none() {
         report.error(
             "spec.beaconNodes.endpoints",
             "at least one beacon node is required (or spec.testNetwork, for a test network)",
@@ -275,7 +275,7 @@ fn check_endpoints(spec: &DistributedValidatorSpec, report: &mut Report) {
         );
     }
     let mut seen = BTreeSet::new();
-    for (i, endpoint) in spec.beacon_nodes.endpoints.iter().enumerate() {
+    for (i, endpoint) in spec.beacon_endpoints().iter().enumerate() {
         let path = format!("spec.beaconNodes.endpoints[{i}]");
         if !is_url(endpoint, false) {
             report.error(

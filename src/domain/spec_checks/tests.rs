@@ -314,14 +314,18 @@ fn ssv_is_reserved() {
 #[test]
 fn beacon_endpoints_must_be_urls() {
     let mut spec = four();
-    spec.beacon_nodes.endpoints.push("beacon:5052".into());
+    spec.beacon_nodes
+        .as_mut()
+        .unwrap()
+        .endpoints
+        .push("beacon:5052".into());
     assert_single_error(
         &spec,
         "spec.beaconNodes.endpoints[1]",
         "is not an http:// or https:// URL",
     );
     let mut spec = four();
-    spec.beacon_nodes.endpoints.clear();
+    spec.beacon_nodes = None;
     assert_single_error(
         &spec,
         "spec.beaconNodes.endpoints",
