@@ -17,7 +17,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-# shellcheck source=cluster/lib.sh
+export root
+# shellcheck source=scripts/cluster/lib.sh
 source "$here/cluster/lib.sh"
 
 usage() { sed -n '9,14p' "$0" >&2; exit 2; }

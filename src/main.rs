@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use dvt_operator::cli;
 use dvt_operator::crypto::eip2335::Kdf;
-use dvt_operator::runtime::process::{self, LogFormat, RunArgs};
+use dvt_operator::runtime::process::{self, RunArgs};
 
 /// Runs Distributed Validator (DVT) clusters on Kubernetes.
 ///
@@ -228,7 +228,7 @@ fn keys(command: KeysCommand) -> ExitCode {
 #[cfg(feature = "demo")]
 fn demo(serve: Option<PathBuf>, fast: bool) -> ExitCode {
     // The operator's own logs would drown the story; warnings still show.
-    process::init_logging(LogFormat::Text, "warn");
+    process::init_logging(process::LogFormat::Text, "warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -1,11 +1,13 @@
 # The real cluster's steps, sourced by scripts/cluster.sh. Each function does one step and says
 # what failed; the layout (addresses, names) is defined once at the top.
 # shellcheck shell=bash
+# here (scripts/) and root (the checkout) are set by scripts/cluster.sh, which sources this file.
+# shellcheck disable=SC2154
 
+# The Kubernetes release `up` builds and starts; `--k8s` picks another with a wrapper module in
+# modules/ (gen-k8s-module.sh makes one).
+# shellcheck disable=SC2034
 DEFAULT_K8S_VERSION=v1.37.2
-CHARON_VERSION=v1.10.3
-COREDNS_VERSION=v1.15.0
-LOCAL_PATH_VERSION=v0.0.30
 
 cache=${DVT_CACHE:-$root/.cache}
 dir=${DVT_CLUSTER_DIR:-/var/lib/dvt-cluster}

@@ -52,6 +52,27 @@ fn desired(file: &str) -> (crate::controller::model::Cluster, Desired) {
     (cluster, desired)
 }
 
+/// In test-network mode Charon's validator mock signs with the member's own key shares: Charon
+/// mounts them, read-only; otherwise only the validator client does.
+#[test]
+fn only_a_test_network_members_charon_mounts_its_key_shares_read_only() {
+    for (file, test_network) in [("stader-4.yaml", false), ("simnet/simnet-4.yaml", true)] {
+        let (_, desired) = desired(file);
+        for set in &desired.statefulsets {
+            let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let charon = pod.containers.iter().find(|c| c.name == CONTAINER_CHARON).unwrap();
+            let shares: Vec<_> = charon
+                .volume_mounts
+                .iter()
+                .flatten()
+                .filter(|m| m.name == VOLUME_KEY_SHARE)
+                .collect();
+            assert_eq!(shares.len(), usize::from(test_network), "{file}");
+            assert!(shares.iter().all(|m| m.read_only == Some(true)));
+        }
+    }
+}
+
 #[test]
 fn snapshots_of_both_examples() {
     for file in ["stader-4", "stader-7"] {
@@ -91,7 +112,12 @@ fn pod_secrets(set: &StatefulSet) -> BTreeSet<String> {
 
 #[test]
 fn each_member_pod_mounts_its_own_secrets_and_no_other_members() {
-    for file in ["stader-4.yaml", "stader-7.yaml"] {
+    for file in [
+        "stader-4.yaml",
+        "stader-7.yaml",
+        "simnet/simnet-4.yaml",
+        "simnet/simnet-7.yaml",
+    ] {
         let (dv, _) = example(file);
         let (_, desired) = desired(file);
         assert_eq!(desired.statefulsets.len(), dv.spec.members.len());

@@ -372,3 +372,48 @@ fn remote_members_need_no_secrets_are_not_built_and_stay_on_the_roster() {
     let cluster = validate(&dv, &facts).unwrap();
     assert_eq!(cluster.roster[3].client, None);
 }
+
+#[test]
+fn the_simnet_examples_run_in_test_network_mode_without_beacon_nodes() {
+    for file in ["simnet/simnet-4.yaml", "simnet/simnet-7.yaml"] {
+        let (dv, facts) = example(file);
+        let cluster = validate(&dv, &facts).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+        assert_eq!(cluster.members.len(), dv.spec.members.len(), "{file}");
+        assert!(cluster.blocked.is_empty() && cluster.share_mismatches.is_empty());
+        assert!(cluster.beacon_endpoints.is_empty());
+        assert_eq!(cluster.test_network.map(|t| t.slot_seconds), Some(2));
+    }
+}
+
+#[test]
+fn a_mainnet_lock_is_refused_in_test_network_mode() {
+    let (dv, mut facts) = example("simnet/simnet-4.yaml");
+    let mut lock = facts.lock.as_ref().unwrap().as_ref().clone();
+    let mut summary = lock.summary.clone().unwrap();
+    summary.fork_version = Some("0x00000000".into());
+    lock.summary = Ok(summary);
+    facts.lock = Ok(std::sync::Arc::new(lock));
+    let invalid = validate(&dv, &facts).unwrap_err();
+    assert_eq!(invalid.reason, reasons::LOCK_MISMATCH);
+    assert!(
+        invalid
+            .message()
+            .contains("is for mainnet (fork version 0x00000000): test-network mode is refused"),
+        "{}",
+        invalid.message()
+    );
+}
+
+#[test]
+fn a_mainnet_dv_is_refused_in_test_network_mode() {
+    let (mut dv, facts) = example("simnet/simnet-4.yaml");
+    dv.spec.network = crate::api::Network::Mainnet;
+    let invalid = validate(&dv, &facts).unwrap_err();
+    assert_eq!(invalid.reason, reasons::INVALID_SPEC);
+    assert!(
+        invalid.message().contains("spec.testNetwork")
+            && invalid.message().contains("refused for mainnet"),
+        "{}",
+        invalid.message()
+    );
+}

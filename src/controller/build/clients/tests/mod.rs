@@ -435,3 +435,29 @@ fn an_exposed_members_charon_flags_are_defined_by_charon_v171() {
     let alpha = charon::run(&cluster, &cluster.members[0]).flags;
     assert!(alpha.contains(&"--p2p-external-ip=203.0.113.7".to_owned()));
 }
+
+/// Test-network mode: Charon's mock beacon node and validator mock (signing with the member's
+/// own key shares) instead of beacon node endpoints, every flag defined by Charon v1.10.3.
+#[test]
+fn a_test_network_members_charon_runs_its_mocks_with_its_own_shares() {
+    let (dv, facts) = example("simnet/simnet-4.yaml");
+    let cluster = validate(&dv, &facts).expect("valid");
+    let charon = charon::run(&cluster, &cluster.members[0]);
+    assert_eq!(
+        undefined_flags(&charon, &["charon-v1.10.3"]),
+        Vec::<String>::new()
+    );
+    for flag in [
+        "--simnet-beacon-mock",
+        "--simnet-validator-mock",
+        "--simnet-validator-keys-dir=/charon/validator_keys",
+        "--simnet-slot-duration=2s",
+    ] {
+        assert!(charon.flags.contains(&flag.to_owned()), "{flag}: {:?}", charon.flags);
+    }
+    assert!(
+        !charon.flags.iter().any(|f| f.contains("beacon-node-endpoints")),
+        "{:?}",
+        charon.flags
+    );
+}

@@ -1,0 +1,31 @@
+//! The real cluster's own tools, tested where they are written: the image maker
+//! (scripts/cluster/mkimage.py) and the validator-client stand-in (scripts/cluster/standin).
+
+use std::process::Command;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+fn passes(program: &str, args: &[&str], dir: &str) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(format!("{REPO}/{dir}"))
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_image_maker_writes_importable_deterministic_images() {
+    passes("python3", &["test_mkimage.py"], "scripts/cluster");
+}
+
+#[test]
+fn the_stand_in_refuses_what_the_real_client_refuses() {
+    passes("go", &["vet", "./..."], "scripts/cluster/standin");
+    passes("go", &["test", "./..."], "scripts/cluster/standin");
+}
