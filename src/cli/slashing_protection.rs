@@ -20,7 +20,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::api::{DistributedValidator, ValidatorClient};
 use crate::controller::build::clients::StepImage;
 use crate::controller::build::clients::migration::{export_script, interchange_dir, step_image};
-use crate::controller::names::{MOUNT_TMP, MOUNT_VC_DATA, VOLUME_VC_DATA};
+#[cfg(test)]
+use crate::controller::names::MOUNT_VC_DATA;
+use crate::controller::names::{MOUNT_TMP, VOLUME_VC_DATA, vc_data_mount};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportJobError {
@@ -77,7 +79,11 @@ pub fn export_job(
         StepImage::Client => client_image,
         StepImage::Other(image) => image,
     };
-    let file = format!("{}/{}-export.json", interchange_dir(), client.as_str());
+    let file = format!(
+        "{}/{}-export.json",
+        interchange_dir(client),
+        client.as_str()
+    );
     let (_, script) = export_script(dv.spec.network, client, &file, false);
     let set = crate::controller::names::member_object_name(&dv_name, member);
     let labels = std::collections::BTreeMap::from([
@@ -130,7 +136,7 @@ pub fn export_job(
                             ),
                         ]),
                         volume_mounts: Some(vec![
-                            mount(VOLUME_VC_DATA, MOUNT_VC_DATA),
+                            mount(VOLUME_VC_DATA, vc_data_mount(client)),
                             mount("tmp", MOUNT_TMP),
                         ]),
                         security_context: Some(

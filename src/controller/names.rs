@@ -57,7 +57,24 @@ pub const VOLUME_KEY_SHARE: &str = "key-share";
 pub const VOLUME_TMP: &str = "tmp";
 
 pub const MOUNT_CHARON_DATA: &str = "/charon/data";
+/// Where a validator client's volume is mounted, in every client's image but Prysm's.
 pub const MOUNT_VC_DATA: &str = "/validator/data";
+/// Where it is mounted in Prysm's image, which holds Prysm's binary at the *file* `/validator`
+/// (prysm v6.1.2 tools/prysm_image.bzl: `pkg_tar(srcs = [binary])` at the image root;
+/// cmd/validator/BUILD.bazel: entrypoint `/validator`): nothing can be mounted below it. Found
+/// on the real cluster, where runc refused the mount ("not a directory") and the member never
+/// started; the simulated cluster mounts nothing and could not see it.
+pub const MOUNT_VC_DATA_PRYSM: &str = "/validator-data";
+
+/// Where `client`'s image sees the validator-client volume. Each client keeps its data in a
+/// directory of its own name on the volume, so the paths inside the volume are the same in
+/// every image.
+pub fn vc_data_mount(client: crate::api::ValidatorClient) -> &'static str {
+    match client {
+        crate::api::ValidatorClient::Prysm => MOUNT_VC_DATA_PRYSM,
+        _ => MOUNT_VC_DATA,
+    }
+}
 pub const MOUNT_LOCK: &str = "/charon/lock";
 pub const MOUNT_ENR_KEY: &str = "/charon/enr";
 pub const MOUNT_KEY_SHARE: &str = "/charon/validator_keys";

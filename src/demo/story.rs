@@ -601,7 +601,11 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
     println!("   runs no container: it is told what the real steps print.)");
     simulate_history_moves(
         &world,
-        &interchange_file(ValidatorClient::Lighthouse, ValidatorClient::Teku),
+        &interchange_file(
+            ValidatorClient::Lighthouse,
+            ValidatorClient::Teku,
+            ValidatorClient::Teku,
+        ),
         DEMO_HISTORY_SHA256,
         1,
     )

@@ -112,9 +112,11 @@ pub(super) fn container_port(name: &str, number: i32) -> ContainerPort {
     }
 }
 
-pub(super) fn client_mounts() -> Vec<VolumeMount> {
+/// The validator-client volume where the image the container runs sees it
+/// ([`vc_data_mount`]), the member's key shares and scratch space.
+pub(super) fn client_mounts(data_mount: &str) -> Vec<VolumeMount> {
     vec![
-        mount(VOLUME_VC_DATA, MOUNT_VC_DATA, false),
+        mount(VOLUME_VC_DATA, data_mount, false),
         mount(VOLUME_KEY_SHARE, MOUNT_KEY_SHARE, true),
         mount(VOLUME_TMP, MOUNT_TMP, false),
     ]
@@ -134,7 +136,7 @@ pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Containe
         args: Some(run.main.args()),
         env: (!env_vars.is_empty()).then_some(env_vars),
         ports: Some(vec![container_port("vc-metrics", PORT_VC_METRICS)]),
-        volume_mounts: Some(client_mounts()),
+        volume_mounts: Some(client_mounts(vc_data_mount(member.client))),
         resources: member.client_resources.clone(),
         security_context: Some(restricted()),
         ..Container::default()
@@ -175,7 +177,7 @@ pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Containe
                     .map(|(name, value)| env(&name, value))
                     .collect()
             }),
-            volume_mounts: Some(client_mounts()),
+            volume_mounts: Some(client_mounts(step.data_mount)),
             security_context: Some(restricted()),
             termination_message_policy: reports.then(|| "FallbackToLogsOnError".to_owned()),
             ..Container::default()

@@ -52,6 +52,42 @@ fn desired(file: &str) -> (crate::controller::model::Cluster, Desired) {
     (cluster, desired)
 }
 
+/// Prysm's image holds its binary at the file `/validator`: a mount below it fails at container
+/// start (runc: "not a directory"), so no container in Prysm's image mounts anything there.
+#[test]
+fn no_container_in_prysms_image_mounts_below_its_binary() {
+    let (mut dv, facts) = example("stader-4.yaml");
+    for member in &mut dv.spec.members {
+        member.validator_client = Some(ValidatorClient::Prysm);
+    }
+    dv.spec.client_diversity.policy = crate::api::Policy::Preferred;
+    let cluster = validate(&dv, &facts).expect("valid");
+    let desired = build(&cluster);
+    let mut checked = 0;
+    for set in &desired.statefulsets {
+        let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let containers = pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten());
+        for container in
+            containers.filter(|c| c.image.as_deref().is_some_and(|i| i.contains("prysm")))
+        {
+            checked += 1;
+            for mount in container.volume_mounts.iter().flatten() {
+                assert!(
+                    !mount.mount_path.starts_with("/validator/"),
+                    "{}: {} at {}",
+                    container.name,
+                    mount.name,
+                    mount.mount_path
+                );
+            }
+        }
+    }
+    assert!(checked >= 8, "{checked} Prysm containers");
+}
+
 /// In test-network mode Charon's validator mock signs with the member's own key shares: Charon
 /// mounts them, read-only; otherwise only the validator client does.
 #[test]
@@ -60,7 +96,11 @@ fn only_a_test_network_members_charon_mounts_its_key_shares_read_only() {
         let (_, desired) = desired(file);
         for set in &desired.statefulsets {
             let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-            let charon = pod.containers.iter().find(|c| c.name == CONTAINER_CHARON).unwrap();
+            let charon = pod
+                .containers
+                .iter()
+                .find(|c| c.name == CONTAINER_CHARON)
+                .unwrap();
             let shares: Vec<_> = charon
                 .volume_mounts
                 .iter()

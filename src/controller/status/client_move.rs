@@ -70,7 +70,7 @@ pub fn observe(
             to: migration.to,
             from_image: migration.from_image.clone(),
             phase: ClientMovePhase::Moving,
-            file: interchange_file(migration.from, migration.to),
+            file: interchange_file(migration.from, migration.to, migration.to),
             sha256: None,
             validators: None,
             message: None,
@@ -354,7 +354,7 @@ mod tests {
         let member = member(Some(moving()));
         let started = observe(&member, None, None, &now()).unwrap();
         assert_eq!(started.phase, ClientMovePhase::Moving);
-        assert_eq!(started.file, interchange_file(Lighthouse, Teku));
+        assert_eq!(started.file, interchange_file(Lighthouse, Teku, Teku));
         assert_eq!(started.started_at, Some(now()));
         let exported = format!(
             "exported /validator/data/slashing-protection/lighthouse-to-teku.json sha256={SHA} validators=2\n"

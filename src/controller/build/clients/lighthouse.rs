@@ -51,6 +51,7 @@ pub(super) fn run(cluster: &Cluster) -> ClientRun {
             script,
             invocations: vec![import],
             env: Vec::new(),
+            data_mount: MOUNT_VC_DATA,
         }],
     }
 }

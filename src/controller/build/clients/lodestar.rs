@@ -61,6 +61,7 @@ pub(super) fn run(cluster: &Cluster) -> ClientRun {
             script,
             invocations: Vec::new(),
             env: Vec::new(),
+            data_mount: MOUNT_VC_DATA,
         }],
     }
 }

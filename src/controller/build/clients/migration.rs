@@ -37,21 +37,26 @@ use crate::api::ValidatorClient;
 use crate::controller::model::{Cluster, Migration};
 use crate::controller::names::{
     INIT_CHECK_SLASHING_PROTECTION, INIT_EXPORT_SLASHING_PROTECTION,
-    INIT_IMPORT_SLASHING_PROTECTION, MOUNT_VC_DATA, TERMINATION_LOG,
+    INIT_IMPORT_SLASHING_PROTECTION, TERMINATION_LOG, vc_data_mount,
 };
 
 /// The directory on the member's client volume that keeps interchange files: beside, not in,
-/// each client's own data directory, and never cleaned by the operator.
-pub fn interchange_dir() -> String {
-    format!("{MOUNT_VC_DATA}/slashing-protection")
+/// each client's own data directory, and never cleaned by the operator. As `seen_by`'s image
+/// sees it (Prysm's mounts the volume elsewhere).
+pub fn interchange_dir(seen_by: ValidatorClient) -> String {
+    format!("{}/slashing-protection", vc_data_mount(seen_by))
 }
 
 /// The interchange file of one move, named by both clients so that a later move back and
-/// forth keeps every file.
-pub fn interchange_file(from: ValidatorClient, to: ValidatorClient) -> String {
+/// forth keeps every file; as `seen_by`'s image sees it.
+pub fn interchange_file(
+    from: ValidatorClient,
+    to: ValidatorClient,
+    seen_by: ValidatorClient,
+) -> String {
     format!(
         "{}/{}-to-{}.json",
-        interchange_dir(),
+        interchange_dir(seen_by),
         from.as_str(),
         to.as_str()
     )
@@ -95,6 +100,7 @@ fn export_command(
     out: &str,
 ) -> (Vec<Invocation>, String) {
     let network = network.as_str();
+    let data = vc_data_mount(client);
     match client {
         ValidatorClient::Lighthouse => {
             let export = Invocation::new(
@@ -108,7 +114,7 @@ fn export_command(
                 "account validator slashing-protection export",
                 vec![
                     format!("--network={network}"),
-                    format!("--datadir={MOUNT_VC_DATA}/lighthouse"),
+                    format!("--datadir={data}/lighthouse"),
                     format!("\"{out}\""),
                 ],
             );
@@ -120,7 +126,7 @@ fn export_command(
                 &["/opt/teku/bin/teku", "slashing-protection", "export"],
                 "slashing-protection export",
                 vec![
-                    format!("--data-path={MOUNT_VC_DATA}/teku"),
+                    format!("--data-path={data}/teku"),
                     format!("--to=\"{out}\""),
                 ],
             );
@@ -134,7 +140,7 @@ fn export_command(
                 vec![
                     format!("--{network}"),
                     "--accept-terms-of-use".to_owned(),
-                    format!("--datadir={MOUNT_VC_DATA}/prysm"),
+                    format!("--datadir={data}/prysm"),
                     format!("--slashing-protection-export-dir=\"{out}.d\""),
                 ],
             );
@@ -148,10 +154,7 @@ fn export_command(
             let export = Invocation::new(
                 &["/home/user/nimbus_beacon_node", "slashingdb", "export"],
                 "nimbus_beacon_node slashingdb export",
-                vec![
-                    format!("--data-dir={MOUNT_VC_DATA}/nimbus"),
-                    format!("\"{out}\""),
-                ],
+                vec![format!("--data-dir={data}/nimbus"), format!("\"{out}\"")],
             );
             let line = export.shell();
             (vec![export], line)
@@ -168,7 +171,7 @@ fn export_command(
                 "validator slashing-protection export",
                 vec![
                     format!("--network={network}"),
-                    format!("--dataDir={MOUNT_VC_DATA}/lodestar"),
+                    format!("--dataDir={data}/lodestar"),
                     format!("--file=\"{out}\""),
                 ],
             );
@@ -180,6 +183,7 @@ fn export_command(
 
 fn import_command(cluster: &Cluster, client: ValidatorClient, file: &str) -> Invocation {
     let network = cluster.network.as_str();
+    let data = vc_data_mount(client);
     match client {
         ValidatorClient::Lighthouse => Invocation::new(
             &[
@@ -192,7 +196,7 @@ fn import_command(cluster: &Cluster, client: ValidatorClient, file: &str) -> Inv
             "account validator slashing-protection import",
             vec![
                 format!("--network={network}"),
-                format!("--datadir={MOUNT_VC_DATA}/lighthouse"),
+                format!("--datadir={data}/lighthouse"),
                 format!("\"{file}\""),
             ],
         ),
@@ -200,7 +204,7 @@ fn import_command(cluster: &Cluster, client: ValidatorClient, file: &str) -> Inv
             &["/opt/teku/bin/teku", "slashing-protection", "import"],
             "slashing-protection import",
             vec![
-                format!("--data-path={MOUNT_VC_DATA}/teku"),
+                format!("--data-path={data}/teku"),
                 format!("--from=\"{file}\""),
             ],
         ),
@@ -210,17 +214,14 @@ fn import_command(cluster: &Cluster, client: ValidatorClient, file: &str) -> Inv
             vec![
                 format!("--{network}"),
                 "--accept-terms-of-use".to_owned(),
-                format!("--datadir={MOUNT_VC_DATA}/prysm"),
+                format!("--datadir={data}/prysm"),
                 format!("--slashing-protection-json-file=\"{file}\""),
             ],
         ),
         ValidatorClient::Nimbus => Invocation::new(
             &["/home/user/nimbus_beacon_node", "slashingdb", "import"],
             "nimbus_beacon_node slashingdb import",
-            vec![
-                format!("--data-dir={MOUNT_VC_DATA}/nimbus"),
-                format!("\"{file}\""),
-            ],
+            vec![format!("--data-dir={data}/nimbus"), format!("\"{file}\"")],
         ),
         ValidatorClient::Lodestar => Invocation::new(
             &[
@@ -233,7 +234,7 @@ fn import_command(cluster: &Cluster, client: ValidatorClient, file: &str) -> Inv
             "validator slashing-protection import",
             vec![
                 format!("--network={network}"),
-                format!("--dataDir={MOUNT_VC_DATA}/lodestar"),
+                format!("--dataDir={data}/lodestar"),
                 format!("--file=\"{file}\""),
             ],
         ),
@@ -310,7 +311,7 @@ pub fn export_script(
 /// The export step of a client change: in the old client's image, with the old client stopped
 /// (a pod's init containers run before its containers).
 pub fn export_step(cluster: &Cluster, migration: &Migration) -> InitStep {
-    let file = interchange_file(migration.from, migration.to);
+    let file = interchange_file(migration.from, migration.to, migration.from);
     let (invocations, script) = export_script(cluster.network, migration.from, &file, true);
     InitStep {
         name: INIT_EXPORT_SLASHING_PROTECTION,
@@ -318,13 +319,14 @@ pub fn export_step(cluster: &Cluster, migration: &Migration) -> InitStep {
         script,
         invocations,
         env: Vec::new(),
+        data_mount: vc_data_mount(migration.from),
     }
 }
 
 /// The import step: in the new client's image, after its keys are in place and before it
 /// starts. A file already imported is not imported again.
 pub fn import_step(cluster: &Cluster, migration: &Migration, to_image: &str) -> InitStep {
-    let file = interchange_file(migration.from, migration.to);
+    let file = interchange_file(migration.from, migration.to, migration.to);
     let import = import_command(cluster, migration.to, "$file");
     let script = format!(
         "set -eu\n\
@@ -345,6 +347,7 @@ pub fn import_step(cluster: &Cluster, migration: &Migration, to_image: &str) -> 
         script,
         invocations: vec![import],
         env: Vec::new(),
+        data_mount: vc_data_mount(migration.to),
     }
 }
 
@@ -376,7 +379,7 @@ pub fn check_step(client: ValidatorClient, moved_by_hand: bool) -> InitStep {
         "set -eu\n\
          [ \"${{{ENV_MOVED_BY_HAND}:-}}\" = {me} ] && exit 0\n\
          for other in {others}; do\n\
-         \x20 [ -d {MOUNT_VC_DATA}/$other ] || continue\n\
+         \x20 [ -d {data}/$other ] || continue\n\
          \x20 for marker in {dir}/*-to-{me}.json.imported; do\n\
          \x20   [ -e \"$marker\" ] && exit 0\n\
          \x20 done\n\
@@ -384,7 +387,8 @@ pub fn check_step(client: ValidatorClient, moved_by_hand: bool) -> InitStep {
          \x20 exit 1\n\
          done\n",
         others = others.join(" "),
-        dir = interchange_dir(),
+        data = vc_data_mount(client),
+        dir = interchange_dir(client),
     );
     InitStep {
         name: INIT_CHECK_SLASHING_PROTECTION,
@@ -396,5 +400,6 @@ pub fn check_step(client: ValidatorClient, moved_by_hand: bool) -> InitStep {
         } else {
             Vec::new()
         },
+        data_mount: vc_data_mount(client),
     }
 }

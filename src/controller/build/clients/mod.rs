@@ -97,6 +97,8 @@ pub struct InitStep {
     pub invocations: Vec<Invocation>,
     /// Environment the script reads (never a secret: values land in the pod spec).
     pub env: Vec<(String, String)>,
+    /// Where the image the step runs in sees the validator-client volume.
+    pub data_mount: &'static str,
 }
 
 /// What the client's containers run.

@@ -81,6 +81,7 @@ pub(super) fn run(cluster: &Cluster, member: &Member) -> ClientRun {
             script,
             invocations: vec![import],
             env: Vec::new(),
+            data_mount: MOUNT_VC_DATA,
         }],
     }
 }

@@ -9,21 +9,21 @@
 
 use super::{ClientRun, InitStep, Invocation, StepImage, charon_api, script_end, script_prelude};
 use crate::controller::model::Cluster;
-use crate::controller::names::{INIT_IMPORT_KEYS, MOUNT_VC_DATA, PORT_VC_METRICS};
+use crate::controller::names::{INIT_IMPORT_KEYS, MOUNT_VC_DATA_PRYSM, PORT_VC_METRICS};
 
 const VALIDATOR: &str = "/validator";
 
 pub(super) fn run(cluster: &Cluster) -> ClientRun {
     let network = format!("--{}", cluster.network.as_str());
-    let wallet = format!("--wallet-dir={MOUNT_VC_DATA}/prysm/wallet");
+    let wallet = format!("--wallet-dir={MOUNT_VC_DATA_PRYSM}/prysm/wallet");
     let wallet_password =
-        format!("--wallet-password-file={MOUNT_VC_DATA}/prysm/wallet-password.txt");
+        format!("--wallet-password-file={MOUNT_VC_DATA_PRYSM}/prysm/wallet-password.txt");
     let mut flags = vec![
         // config/features/flags.go: --mainnet, --hoodi, --sepolia, --holesky.
         network.clone(),
         // cmd/flags.go: --accept-terms-of-use, --datadir, --monitoring-host.
         "--accept-terms-of-use".to_owned(),
-        format!("--datadir={MOUNT_VC_DATA}/prysm"),
+        format!("--datadir={MOUNT_VC_DATA_PRYSM}/prysm"),
         // cmd/validator/flags/flags.go.
         wallet.clone(),
         wallet_password.clone(),
@@ -80,11 +80,11 @@ pub(super) fn run(cluster: &Cluster) -> ClientRun {
     // where an imported wallet lives: validator/keymanager/types.go, Local.String()).
     let script = format!(
         "set -eu\n\
-         mkdir -p {MOUNT_VC_DATA}/prysm\n\
-         if [ ! -s {MOUNT_VC_DATA}/prysm/wallet-password.txt ]; then\n\
-         \x20 (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {MOUNT_VC_DATA}/prysm/wallet-password.txt)\n\
+         mkdir -p {MOUNT_VC_DATA_PRYSM}/prysm\n\
+         if [ ! -s {MOUNT_VC_DATA_PRYSM}/prysm/wallet-password.txt ]; then\n\
+         \x20 (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {MOUNT_VC_DATA_PRYSM}/prysm/wallet-password.txt)\n\
          fi\n\
-         if [ ! -d {MOUNT_VC_DATA}/prysm/wallet/direct ]; then\n\
+         if [ ! -d {MOUNT_VC_DATA_PRYSM}/prysm/wallet/direct ]; then\n\
          \x20 {create}\n\
          fi\n\
          {prelude}\
@@ -109,6 +109,7 @@ pub(super) fn run(cluster: &Cluster) -> ClientRun {
             script,
             invocations: vec![create, list, import],
             env: Vec::new(),
+            data_mount: MOUNT_VC_DATA_PRYSM,
         }],
     }
 }

@@ -102,6 +102,7 @@ pub(super) fn run(cluster: &Cluster, member: &Member) -> ClientRun {
                 ),
                 invocations: Vec::new(),
                 env: vec![(ENV_PROPOSER_CONFIG.to_owned(), config)],
+                data_mount: MOUNT_VC_DATA,
             });
         }
         None => {}

@@ -181,7 +181,11 @@ fn lodestar_import_reruns_as_a_non_root_user_with_read_only_keys() {
     let script = step
         .script
         .replace(MOUNT_KEY_SHARE, &dirs.path("keys").display().to_string())
-        .replace(MOUNT_VC_DATA, &dirs.path("data").display().to_string());
+        .replace(MOUNT_VC_DATA, &dirs.path("data").display().to_string())
+        .replace(
+            MOUNT_VC_DATA_PRYSM,
+            &dirs.path("data").display().to_string(),
+        );
     let run = || {
         let mut command = if root {
             let mut c = Command::new("setpriv");

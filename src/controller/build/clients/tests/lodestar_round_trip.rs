@@ -129,7 +129,7 @@ fn the_real_lodestar_cli_moves_a_history_through_the_operators_steps() {
     let summary = parse_summary("exported", &message).unwrap_or_else(|| panic!("{message}"));
     assert_eq!(summary.validators, 1);
     let file = PathBuf::from(
-        interchange_file(migration.from, migration.to)
+        interchange_file(migration.from, migration.to, migration.to)
             .replace(MOUNT_VC_DATA, &dirs.path("data").display().to_string()),
     );
     assert_eq!(

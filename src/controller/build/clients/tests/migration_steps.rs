@@ -69,7 +69,11 @@ fn run_step(dirs: &PodDirs, script: &str) -> (bool, String) {
 }
 
 fn mapped(dirs: &PodDirs, path: &str) -> PathBuf {
-    PathBuf::from(path.replace(MOUNT_VC_DATA, &dirs.path("data").display().to_string()))
+    let data = dirs.path("data").display().to_string();
+    PathBuf::from(
+        path.replace(MOUNT_VC_DATA, &data)
+            .replace(MOUNT_VC_DATA_PRYSM, &data),
+    )
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -93,7 +97,7 @@ fn every_export_keeps_the_file_and_reports_its_digest() {
         fake_export(&dirs, &format!("printf '%s' '{INTERCHANGE}' > \"$out\""));
         let (ok, stderr) = run_step(&dirs, &step.script);
         assert!(ok, "{from}: {stderr}");
-        let file = interchange_file(from, to);
+        let file = interchange_file(from, to, to);
         assert_eq!(
             std::fs::read_to_string(mapped(&dirs, &file)).unwrap(),
             INTERCHANGE,
@@ -123,7 +127,11 @@ fn a_failed_export_fails_the_step_and_writes_no_file() {
     let (ok, stderr) = run_step(&dirs, &step.script);
     assert!(!ok);
     assert!(stderr.contains("Unable to open database"), "{stderr}");
-    let file = interchange_file(ValidatorClient::Lighthouse, ValidatorClient::Teku);
+    let file = interchange_file(
+        ValidatorClient::Lighthouse,
+        ValidatorClient::Teku,
+        ValidatorClient::Teku,
+    );
     assert!(!mapped(&dirs, &file).exists());
     assert_eq!(std::fs::read_to_string(&database).unwrap(), "sqlite");
     // Something that is not an interchange file is refused as well, and not kept as one.
@@ -159,7 +167,7 @@ fn every_import_runs_once_and_only_with_a_file() {
         let (ok, stderr) = run_step(&dirs, &step.script);
         assert!(!ok, "{to}");
         assert!(stderr.contains("no interchange file"), "{to}: {stderr}");
-        let file = mapped(&dirs, &interchange_file(from, to));
+        let file = mapped(&dirs, &interchange_file(from, to, to));
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, INTERCHANGE).unwrap();
         // A failing import leaves no marker, so the next start tries again.
@@ -201,7 +209,11 @@ fn once_imported_the_export_only_reports_the_file() {
     let dirs = PodDirs::new("export-after-import");
     let file = mapped(
         &dirs,
-        &interchange_file(ValidatorClient::Lighthouse, ValidatorClient::Teku),
+        &interchange_file(
+            ValidatorClient::Lighthouse,
+            ValidatorClient::Teku,
+            ValidatorClient::Teku,
+        ),
     );
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, INTERCHANGE).unwrap();

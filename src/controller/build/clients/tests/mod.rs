@@ -9,7 +9,7 @@ mod lodestar_round_trip;
 mod migration_steps;
 
 use super::*;
-use crate::controller::names::MOUNT_VC_DATA;
+use crate::controller::names::{MOUNT_VC_DATA, MOUNT_VC_DATA_PRYSM};
 use crate::controller::testing::example;
 use crate::controller::validate::validate;
 
@@ -390,7 +390,11 @@ impl PodDirs {
     ) -> (bool, String) {
         let mut text = script
             .replace(MOUNT_KEY_SHARE, &self.path("keys").display().to_string())
-            .replace(MOUNT_VC_DATA, &self.path("data").display().to_string());
+            .replace(MOUNT_VC_DATA, &self.path("data").display().to_string())
+            .replace(
+                MOUNT_VC_DATA_PRYSM,
+                &self.path("data").display().to_string(),
+            );
         for (program, fake) in programs {
             text = text.replace(program, &fake.display().to_string());
         }
@@ -453,10 +457,17 @@ fn a_test_network_members_charon_runs_its_mocks_with_its_own_shares() {
         "--simnet-validator-keys-dir=/charon/validator_keys",
         "--simnet-slot-duration=2s",
     ] {
-        assert!(charon.flags.contains(&flag.to_owned()), "{flag}: {:?}", charon.flags);
+        assert!(
+            charon.flags.contains(&flag.to_owned()),
+            "{flag}: {:?}",
+            charon.flags
+        );
     }
     assert!(
-        !charon.flags.iter().any(|f| f.contains("beacon-node-endpoints")),
+        !charon
+            .flags
+            .iter()
+            .any(|f| f.contains("beacon-node-endpoints")),
         "{:?}",
         charon.flags
     );
