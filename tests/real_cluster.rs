@@ -339,6 +339,25 @@ async fn install_operator(cluster: &Cluster) {
             "300s",
         ],
     );
+    // The image under the tag `local` may have been rebuilt since the Deployment last started
+    // (a reused cluster): start its pods again so that they run this checkout's operator.
+    cluster.kubectl(&[
+        "rollout",
+        "restart",
+        "deployment",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "dvt-operator",
+    ]);
+    cluster.kubectl(&[
+        "rollout",
+        "status",
+        "deployment",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "dvt-operator",
+        "--timeout=180s",
+    ]);
 }
 
 async fn dv_available(cluster: &Cluster, what: &str) -> DistributedValidator {

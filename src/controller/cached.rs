@@ -78,11 +78,13 @@ pub struct StatefulSet {
     pub status: Option<StatefulSetStatus>,
 }
 
-/// Of a StatefulSet's spec: its claim templates, which cannot change.
+/// Of a StatefulSet's spec: its claim templates, which cannot change, and its replicas (read
+/// once, when trimmed: see [`crate::controller::trim::statefulset`]).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StatefulSetSpec {
     pub volume_claim_templates: Option<Vec<PersistentVolumeClaim>>,
+    pub replicas: Option<i32>,
 }
 
 /// An object's metadata as the API sends it, every field of [`ObjectMeta`] but its managed

@@ -91,6 +91,14 @@ pub const PORT_VC_METRICS: i32 = 5064;
 /// User and group every container runs as (restricted Pod Security Standard: non-root).
 pub const RUN_AS_USER: i64 = 1000;
 
+/// Replicas of every member StatefulSet: one pod per key share, never two signers.
+pub const MEMBER_REPLICAS: i32 = 1;
+
+/// The manager named when a member StatefulSet's replicas changed and nobody owns the field:
+/// kube-apiserver (v1.37.2) records no owner at all for `kubectl scale --replicas=0` (the scale
+/// subresource's field set is empty when replicas is 0), and takes the field from its applier.
+pub const UNKNOWN_SCALER: &str = "the scale subresource";
+
 /// `<dv>-<member>`: the member's StatefulSet and headless Service.
 pub fn member_object_name(dv: &str, member: &str) -> String {
     format!("{dv}-{member}")

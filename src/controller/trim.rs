@@ -87,6 +87,10 @@ pub fn statefulset(set: &mut cached::StatefulSet) {
     child_metadata(&mut set.metadata);
     keep_only(&mut set.metadata.labels, &STATEFULSET_LABELS);
     keep_spec_hash_apart(&mut set.metadata);
+    let replicas = set.spec.as_ref().and_then(|spec| spec.replicas);
+    if replicas.is_some_and(|r| r != super::names::MEMBER_REPLICAS) {
+        note_replicas_drift(&mut set.metadata);
+    }
     if let Some(spec) = set.spec.take() {
         let claims = crate::controller::storage::live_claims_of_spec(&spec);
         set.metadata
@@ -98,6 +102,32 @@ pub fn statefulset(set: &mut cached::StatefulSet) {
             );
     }
     keep_only(&mut set.metadata.annotations, &STATEFULSET_ANNOTATIONS);
+}
+
+/// A member StatefulSet whose replicas are not the operator's: drift even when no other manager
+/// owns the field, as after `kubectl scale --replicas=0` on a real apiserver (it takes the
+/// field from its applier and gives it to nobody). Noted as another writer's ownership of
+/// `spec.replicas` so that the applier's one drift rule puts it back.
+fn note_replicas_drift(meta: &mut ObjectMeta) {
+    let entries = meta.managed_fields.get_or_insert_with(Vec::new);
+    let owned = |entry: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+        entry
+            .fields_v1
+            .as_ref()
+            .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+    };
+    if !entries.iter().any(owned) {
+        entries.push(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some(super::names::UNKNOWN_SCALER.to_owned()),
+                subresource: Some("scale".to_owned()),
+                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                    serde_json::json!({"f:spec": {"f:replicas": {}}}),
+                )),
+                ..Default::default()
+            },
+        );
+    }
 }
 
 /// The cache-only annotation holding a trimmed StatefulSet's claim templates (never written to
@@ -266,6 +296,43 @@ mod tests {
         );
         set.metadata.managed_fields = Some(vec![Default::default()]);
         set
+    }
+
+    /// A real kube-apiserver (v1.37.2) after `kubectl scale sts --replicas=0`: replicas 0, and
+    /// no manager owns `spec.replicas` (the operator's apply entry lost it, `kubectl` got no
+    /// entry). Measured on the real cluster; the simulated one had given `kubectl` an entry.
+    #[test]
+    fn replicas_scaled_away_with_no_owner_are_drift() {
+        let (dv, facts) = testing::example("stader-4.yaml");
+        let cluster = validate::validate(&dv, &facts).unwrap();
+        let desired = build::build(&cluster);
+        let ours = k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+            manager: Some(crate::controller::names::FIELD_MANAGER.to_owned()),
+            operation: Some("Apply".to_owned()),
+            fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                json!({"f:spec": {"f:serviceName": {}}}),
+            )),
+            ..Default::default()
+        };
+        for (replicas, drift) in [(0, true), (2, true), (1, false)] {
+            let mut api_set = full_set(&desired.statefulsets[0]);
+            api_set.spec.as_mut().unwrap().replicas = Some(replicas);
+            api_set.metadata.managed_fields = Some(vec![ours.clone()]);
+            let mut set = cached::from_api::<_, cached::StatefulSet>(&api_set).unwrap();
+            statefulset(&mut set);
+            let wanted = serde_json::to_value(&desired.statefulsets[0]).unwrap();
+            let drifted = crate::controller::drift::drifted_fields(
+                &wanted,
+                set.metadata.managed_fields.as_deref().unwrap_or_default(),
+                crate::controller::names::FIELD_MANAGER,
+            );
+            let fields: Vec<String> = drifted.iter().map(|d| d.field.clone()).collect();
+            assert_eq!(
+                fields == ["spec.replicas"],
+                drift,
+                "replicas {replicas}: {drifted:?}"
+            );
+        }
     }
 
     #[test]

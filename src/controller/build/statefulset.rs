@@ -58,7 +58,7 @@ pub(super) fn statefulset(cluster: &Cluster, member: &Member) -> StatefulSet {
     let mut set = StatefulSet {
         metadata: child_metadata(cluster, name.clone(), labels.clone()),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            replicas: Some(MEMBER_REPLICAS),
             service_name: Some(name),
             selector: LabelSelector {
                 match_labels: Some(member_selector(cluster, member)),
