@@ -1,5 +1,6 @@
 //! The real cluster's own tools, tested where they are written: the image maker
-//! (scripts/cluster/mkimage.py) and the validator-client stand-in (scripts/cluster/standin).
+//! (scripts/cluster/mkimage.py), the volume resizer (scripts/cluster/resizer.py) and the
+//! validator-client stand-in (scripts/cluster/standin).
 
 use std::process::Command;
 
@@ -22,6 +23,11 @@ fn passes(program: &str, args: &[&str], dir: &str) {
 #[test]
 fn the_image_maker_writes_importable_deterministic_images() {
     passes("python3", &["test_mkimage.py"], "scripts/cluster");
+}
+
+#[test]
+fn the_resizer_grows_only_claims_that_ask_for_more_and_says_so_in_status() {
+    passes("python3", &["test_resizer.py"], "scripts/cluster");
 }
 
 #[test]

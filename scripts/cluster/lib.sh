@@ -64,6 +64,13 @@ stop_proc() { # NAME [TIMEOUT_S]: SIGTERM, then SIGKILL after the timeout (an ap
   rm -f "$pid_file"
 }
 
+start_host() { # NAME COMMAND...: runs COMMAND in the root namespace (it reaches only loopback)
+  local name=$1; shift
+  mkdir -p "$dir/pids" "$dir/logs"
+  setsid "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pids/$name.pid"
+}
+
 running() { local pid_file="$dir/pids/$1.pid"; [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
 
 wait_for() { # DESCRIPTION SECONDS COMMAND...: polls COMMAND each second
@@ -341,6 +348,7 @@ addons_up() { # NODES
   done
   sed -e "s|@DNS_SERVICE_IP@|$DNS_SERVICE_IP|" "$here/cluster/addons/coredns.yaml" | kubectl_admin apply -f - >/dev/null
   sed -e "s|@NODE_PATHS@|$paths|" "$here/cluster/addons/local-path.yaml" | kubectl_admin apply -f - >/dev/null
+  start_host resizer python3 "$here/cluster/resizer.py" "$dir/admin.kubeconfig"
   kubectl_admin -n kube-system rollout status deployment/coredns --timeout=180s >&2 \
     || die "CoreDNS not ready (kubectl -n kube-system describe pods)"
   kubectl_admin -n local-path-storage rollout status deployment/local-path-provisioner --timeout=180s >&2 \
@@ -400,6 +408,7 @@ cluster_down() {
     kill -9 "$shim" 2>/dev/null || true
   done
   for i in $(seq "$nodes"); do stop_proc "containerd-$(node_name "$i")"; done
+  stop_proc resizer 2
   stop_proc kube-scheduler; stop_proc kube-controller-manager; stop_proc kube-apiserver 15
   stop_proc etcd; stop_proc apiserver-forwarder 2
   # Whatever still runs inside our namespaces (a process a step above missed).
