@@ -653,8 +653,19 @@ async fn node_down(cluster: &Cluster, script: &Path, timeline: &Arc<Mutex<PodTim
         },
     )
     .await;
-    // The other three members keep signing while delta's node is unreachable.
+    // The other three members keep signing while delta's node is unreachable; past the
+    // pods' 30 s toleration (scripts/cluster/lib.sh) the taint manager evicts delta's pod, which
+    // stays Terminating on the silent node: no second pod may start for delta meanwhile.
     tokio::time::sleep(Duration::from_secs(60)).await;
+    let stranded = pods.get(&format!("{DV}-delta-0")).await.unwrap();
+    assert_eq!(
+        stranded.metadata.uid, delta.metadata.uid,
+        "delta's pod is the one on {node}"
+    );
+    assert!(
+        stranded.metadata.deletion_timestamp.is_some(),
+        "the taint manager evicted delta's pod from the unreachable node"
+    );
     let dv = cluster.dv().await.unwrap();
     eprintln!(
         "  with {node} down: phase {:?}, ready {:?}",

@@ -187,7 +187,9 @@ control_plane_up() { # BIN
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381
   wait_for etcd 30 in_ns "$CP_NS" bash -c 'exec 3<>/dev/tcp/127.0.0.1/2379'
-  # The admission plugins a kubeadm cluster enables: the defaults plus NodeRestriction.
+  # The admission plugins a kubeadm cluster enables: the defaults plus NodeRestriction. Pods
+  # tolerate an unreachable node for 30 s instead of 300 s, so that a test sees the taint
+  # manager evict the pods of a node whose kubelet stopped within a minute.
   start_bg kube-apiserver "$CP_NS" "$bin/kube-apiserver" \
     --etcd-servers=http://127.0.0.1:2379 --bind-address=0.0.0.0 --secure-port=6443 \
     --advertise-address="$CP_IP" --service-cluster-ip-range="$SERVICE_CIDR" \
@@ -199,7 +201,8 @@ control_plane_up() { # BIN
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-    --allow-privileged=true --profiling=false
+    --allow-privileged=true --profiling=false \
+    --default-not-ready-toleration-seconds=30 --default-unreachable-toleration-seconds=30
   # The root namespace reaches the apiserver only through loopback: each connection to
   # 127.0.0.1:6443 is relayed into the control plane's namespace.
   setsid socat TCP-LISTEN:6443,bind=127.0.0.1,fork,reuseaddr \
