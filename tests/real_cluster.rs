@@ -36,9 +36,11 @@ const THRESHOLD: usize = 3;
 const MEMBERS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
 const DV_LABEL: &str = "dvt.io/distributed-validator";
 const MEMBER_LABEL: &str = "dvt.io/member";
-/// The same Charon v1.10.3 build under a second tag (scripts/cluster/images.sh): an image
-/// change the operator must roll out one member at a time.
-const SECOND_CHARON_IMAGE: &str = "dvt.local/charon:v1.10.3-second-tag";
+/// The DV starts on the Charon release before the pinned one (every flag the operator
+/// generates is one v1.9.0 has) and is upgraded to the pinned one: a real upgrade, rolled out
+/// one member at a time.
+const OLD_CHARON_IMAGE: &str = "obolnetwork/charon:v1.9.0";
+const NEW_CHARON_IMAGE: &str = dvt_operator::api::DEFAULT_CHARON_IMAGE;
 
 struct Cluster {
     kubeconfig: PathBuf,
@@ -485,19 +487,21 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
                 .find(|c| c.name == "charon")?
                 .image
                 .clone()?;
-            (image == dvt_operator::api::DEFAULT_CHARON_IMAGE).then_some(())
+            (image == OLD_CHARON_IMAGE).then_some(())
         },
     )
     .await;
 
-    eprintln!("stage: a Charon image change rolls out never below t Ready members (a watch)");
+    eprintln!(
+        "stage: the Charon upgrade {OLD_CHARON_IMAGE} -> {NEW_CHARON_IMAGE} rolls out never below t Ready members (a watch)"
+    );
     dv_available(&cluster, "Available before the rollout").await;
     timeline.lock().unwrap().arm();
     let dvs: Api<DistributedValidator> = cluster.api();
     dvs.patch(
         DV,
         &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"charon": {"image": SECOND_CHARON_IMAGE}}})),
+        &Patch::Merge(serde_json::json!({"spec": {"charon": {"image": NEW_CHARON_IMAGE}}})),
     )
     .await
     .unwrap();
@@ -518,7 +522,7 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
                         && p.spec.as_ref().is_some_and(|s| {
                             s.containers
                                 .iter()
-                                .any(|c| c.image.as_deref() == Some(SECOND_CHARON_IMAGE))
+                                .any(|c| c.image.as_deref() == Some(NEW_CHARON_IMAGE))
                         })
                 }))
             .then_some(())

@@ -6,8 +6,9 @@
 #   dvt.local/busybox:1.35                     Debian's static busybox (local-path helper pods)
 #   registry.k8s.io/coredns/coredns:v1.15.0    real, from the Go module proxy
 #   rancher/local-path-provisioner:v0.0.30     real, from the Go module proxy
-#   obolnetwork/charon:v1.10.3                 real, from the Go module proxy; also tagged
-#     dvt.local/charon:v1.10.3-second-tag (an image change for the rollout scenario)
+#   obolnetwork/charon:v1.10.3                 real, from the Go module proxy
+#   obolnetwork/charon:v1.9.0                  real, the release before: the upgrade scenario
+#     (every flag the operator generates for v1.10.3 is one v1.9.0 has, cmd/run.go at both tags)
 #   ghcr.io/dvt-operator/dvt-operator:local    this checkout's release binary (helm: --set image.tag=local)
 #   the five validator clients' pinned images: STAND-INS (scripts/cluster/standin), not the real
 #     clients: no registry reachable here ships them. Each checks its command line against the
@@ -43,9 +44,11 @@ mkimage "$out/local-path.tar" --ref rancher/local-path-provisioner:v0.0.30 --ent
 # /usr/local/bin/charon, the user charon and the working directory /opt/charon; cgo links libc
 # (elf: brings it). Busybox stands in for Debian's /bin/sh, which the operator's
 # remove-old-enr-key-copy init step runs in the Charon image.
-bin=$("$here/build.sh" charon v1.10.3)
-mkimage "$out/charon-v1.10.3.tar" --ref obolnetwork/charon:v1.10.3 --ref dvt.local/charon:v1.10.3-second-tag --entrypoint /usr/local/bin/charon --user 1000 \
-  "elf:$bin/charon:/usr/local/bin/charon" dir:/opt/charon:1777 busybox:/bin
+for charon in v1.10.3 v1.9.0; do
+  bin=$("$here/build.sh" charon "$charon")
+  mkimage "$out/charon-$charon.tar" --ref "obolnetwork/charon:$charon" --entrypoint /usr/local/bin/charon --user 1000 \
+    "elf:$bin/charon:/usr/local/bin/charon" dir:/opt/charon:1777 busybox:/bin
+done
 
 # The operator: the chart's image name, from the release binary without the simulator (as the
 # Dockerfile builds it), dynamically linked here (no musl target on these machines).

@@ -23,8 +23,10 @@ use dvt_sim::{ClusterOptions, Fault};
 
 const DV: &str = "stader-4";
 const NAMESPACE: &str = "default";
-/// Charon releases after the pinned v1.7.1 (tags of ObolNetwork/charon); the simulated cluster
-/// pulls nothing, but the demo names real images.
+/// Two other real Charon releases (tags of ObolNetwork/charon) the demo rolls out over the
+/// pinned v1.10.3: an image change is what a rollout is about, whichever way it goes. The
+/// simulated cluster pulls nothing; the real-cluster scenario rolls out a real upgrade
+/// (tests/real_cluster.rs: v1.9.0 to v1.10.3).
 const FIRST_UPGRADE: &str = "obolnetwork/charon:v1.7.2";
 const SECOND_UPGRADE: &str = "obolnetwork/charon:v1.7.3";
 /// The member put into CrashLoopBackOff, and the one whose zone fails.
