@@ -86,6 +86,23 @@ impl Cluster {
         Api::namespaced(self.client.clone(), NAMESPACE)
     }
 
+    /// The DV's objects of one kind (by the label the operator puts on every child); `None`
+    /// when the list fails.
+    async fn dv_children<K>(&self) -> Option<Vec<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        self.api::<K>()
+            .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
+            .await
+            .ok()
+            .map(|list| list.items)
+    }
+
     async fn dv(&self) -> Option<DistributedValidator> {
         self.api::<DistributedValidator>().get_opt(DV).await.ok()?
     }
@@ -392,23 +409,26 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
         .output();
     cluster.kubectl(&["create", "namespace", NAMESPACE]);
     cluster.kubectl(&["apply", "-n", NAMESPACE, "-f", "examples/simnet/relay.yaml"]);
-    cluster.kubectl(&[
-        "apply",
-        "-n",
-        NAMESPACE,
-        "-f",
-        "examples/simnet/simnet-4.yaml",
-    ]);
+    // examples/simnet/simnet-4.yaml on the previous Charon release.
+    let example = std::fs::read_to_string(Path::new(REPO).join("examples/simnet/simnet-4.yaml"))
+        .expect("the example");
+    let on_old_charon = example.replace(
+        "  charon:\n    relays:",
+        &format!("  charon:\n    image: {OLD_CHARON_IMAGE}\n    relays:"),
+    );
+    assert_ne!(
+        on_old_charon, example,
+        "the example's charon settings moved"
+    );
+    let file = std::env::temp_dir().join(format!("dvt-real-cluster-{}.yaml", std::process::id()));
+    std::fs::write(&file, on_old_charon).unwrap();
+    cluster.kubectl(&["apply", "-n", NAMESPACE, "-f", file.to_str().unwrap()]);
     let timeline = watch_pods(&cluster);
     dv_available(&cluster, "the DV turns Available").await;
 
     eprintln!("stage: each member Ready by the kubelet's probe on Charon's /readyz");
     let pods: Api<Pod> = cluster.api();
-    let listed = pods
-        .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
-        .await
-        .unwrap()
-        .items;
+    let listed: Vec<Pod> = cluster.dv_children().await.expect("pods listed");
     assert_eq!(listed.len(), MEMBERS.len(), "one pod per member");
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     let mut zones = BTreeSet::new();
@@ -431,12 +451,7 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
     all_members_signing(&cluster, "start").await;
 
     eprintln!("stage: the PodDisruptionBudget keeps t members");
-    let pdbs: Api<PodDisruptionBudget> = cluster.api();
-    let pdb = pdbs
-        .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
-        .await
-        .unwrap()
-        .items;
+    let pdb: Vec<PodDisruptionBudget> = cluster.dv_children().await.expect("budgets listed");
     assert_eq!(pdb.len(), 1);
     assert_eq!(
         pdb[0].spec.as_ref().and_then(|s| s.min_available.clone()),
@@ -511,11 +526,7 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
         || async {
             let dv = cluster.dv().await?;
             phase_is(&dv, Phase::Available).then_some(())?;
-            let listed = pods
-                .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
-                .await
-                .ok()?
-                .items;
+            let listed: Vec<Pod> = cluster.dv_children().await?;
             (listed.len() == MEMBERS.len()
                 && listed.iter().all(|p| {
                     pod_ready(p)
@@ -595,11 +606,7 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
         "the members' StatefulSets are gone",
         Duration::from_secs(120),
         || async {
-            let left = sets
-                .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
-                .await
-                .ok()?
-                .items;
+            let left: Vec<StatefulSet> = cluster.dv_children().await?;
             left.is_empty().then_some(())
         },
     )

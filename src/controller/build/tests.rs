@@ -45,6 +45,15 @@ fn snapshot(name: &str, desired: &Desired) {
     );
 }
 
+/// The Charon container of a member's pod template.
+fn charon_of(set: &StatefulSet) -> &Container {
+    let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    pod.containers
+        .iter()
+        .find(|c| c.name == CONTAINER_CHARON)
+        .unwrap()
+}
+
 fn desired(file: &str) -> (crate::controller::model::Cluster, Desired) {
     let (dv, facts) = example(file);
     let cluster = validate(&dv, &facts).expect("examples are valid");
@@ -95,13 +104,7 @@ fn only_a_test_network_members_charon_mounts_its_key_shares_read_only() {
     for (file, test_network) in [("stader-4.yaml", false), ("simnet/simnet-4.yaml", true)] {
         let (_, desired) = desired(file);
         for set in &desired.statefulsets {
-            let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-            let charon = pod
-                .containers
-                .iter()
-                .find(|c| c.name == CONTAINER_CHARON)
-                .unwrap();
-            let shares: Vec<_> = charon
+            let shares: Vec<_> = charon_of(set)
                 .volume_mounts
                 .iter()
                 .flatten()
@@ -263,11 +266,7 @@ fn charon_advertises_the_members_stable_dns_name_and_talks_to_the_local_client()
     let (_, desired) = desired("stader-4.yaml");
     let set = &desired.statefulsets[0];
     let pod = set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let charon = pod
-        .containers
-        .iter()
-        .find(|c| c.name == CONTAINER_CHARON)
-        .unwrap();
+    let charon = charon_of(set);
     let args = charon.args.as_ref().unwrap();
     assert!(
         args.contains(
