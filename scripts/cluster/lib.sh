@@ -51,25 +51,26 @@ start_bg() { # NAME NS COMMAND...: runs COMMAND in network namespace NS, logs to
   echo $! > "$dir/pids/$name.pid"
 }
 
-stop_proc() { # NAME [TIMEOUT_S]: SIGTERM, then SIGKILL after the timeout (an apiserver whose
-  # etcd is gone ignored SIGTERM for over 30 s)
-  local name=$1 timeout=${2:-10} pid_file="$dir/pids/$1.pid" pid
-  [ -f "$pid_file" ] || return 0
-  pid=$(cat "$pid_file")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq $((timeout * 5))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pid_file"
+stop_procs() { # TIMEOUT_S NAME...: SIGTERM to all at once, then SIGKILL to those left after the
+  # timeout (an apiserver whose etcd is gone ignored SIGTERM for over 30 s)
+  local timeout=$1 name pid pids=()
+  shift
+  for name in "$@"; do
+    [ -f "$dir/pids/$name.pid" ] || continue
+    pid=$(cat "$dir/pids/$name.pid")
+    kill "$pid" 2>/dev/null && pids+=("$pid")
+    rm -f "$dir/pids/$name.pid"
+  done
+  for _ in $(seq $((timeout * 10))); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
 }
 
-start_host() { # NAME COMMAND...: runs COMMAND in the root namespace (it reaches only loopback)
-  local name=$1; shift
-  mkdir -p "$dir/pids" "$dir/logs"
-  setsid "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null &
-  echo $! > "$dir/pids/$name.pid"
-}
+stop_proc() { stop_procs "${2:-10}" "$1"; } # NAME [TIMEOUT_S]
 
 running() { local pid_file="$dir/pids/$1.pid"; [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
 
@@ -398,22 +399,21 @@ cluster_up() { # VERSION NODES
 }
 
 cluster_down() {
-  local nodes=0 i name
+  local nodes=0 i names=()
   [ -f "$dir/nodes-count" ] && nodes=$(nodes_count)
-  for i in $(seq "$nodes"); do
-    name=$(node_name "$i")
-    stop_proc "kubelet-$name"; stop_proc "kube-proxy-$name"
-  done
+  for i in $(seq "$nodes"); do names+=("kubelet-$(node_name "$i")" "kube-proxy-$(node_name "$i")"); done
+  stop_procs 10 "${names[@]}"
   # Containers: every shim of a node's containerd, and what runs under it.
   local shim child
   for shim in $(pgrep -f "containerd-shim.*-address $dir/" || true); do
     for child in $(pgrep -P "$shim" || true); do kill -9 "$child" 2>/dev/null || true; done
     kill -9 "$shim" 2>/dev/null || true
   done
-  for i in $(seq "$nodes"); do stop_proc "containerd-$(node_name "$i")"; done
-  stop_proc resizer 2
-  stop_proc kube-scheduler; stop_proc kube-controller-manager; stop_proc kube-apiserver 15
-  stop_proc etcd; stop_proc apiserver-forwarder 2
+  names=()
+  for i in $(seq "$nodes"); do names+=("containerd-$(node_name "$i")"); done
+  stop_procs 10 "${names[@]}" resizer kube-scheduler kube-controller-manager
+  stop_procs 15 kube-apiserver
+  stop_procs 10 etcd apiserver-forwarder
   # Whatever still runs inside our namespaces (a process a step above missed).
   local ns
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^($NET_NS|$CP_NS|dvt-n[0-9]+)$" || true); do
@@ -426,8 +426,19 @@ cluster_down() {
   ip netns delete "$NET_NS" 2>/dev/null || true
   # Secret tmpfs, shm and overlay mounts under the state directory, deepest first.
   awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  local left
+  left=$(leftovers)
+  [ -z "$left" ] || die "down left behind: $left"
   rm -rf "$dir"
   log "down: no process, mount or namespace left"
+}
+
+leftovers() { # what of the cluster still exists: processes, network namespaces, mounts
+  local found=()
+  pgrep -f "$dir/" >/dev/null && found+=("processes: $(pgrep -af "$dir/" | head -3 | tr '\n' ';')")
+  ip netns list 2>/dev/null | grep -qE "^($NET_NS|$CP_NS|dvt-n[0-9]+|cni-)" && found+=("network namespaces: $(ip netns list | tr '\n' ' ')")
+  awk -v d="$dir/" 'index($2, d) == 1' /proc/mounts | grep -q . && found+=("mounts under $dir")
+  echo "${found[*]:-}"
 }
 
 cluster_status() {
