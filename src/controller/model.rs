@@ -257,6 +257,9 @@ pub struct Cluster {
     pub lock: LockVolume,
     pub lock_summary: LockSummary,
     pub beacon_endpoints: Vec<String>,
+    /// The Secret key whose value is Charon's `--beacon-node-headers` (passed by reference: the
+    /// operator never reads it).
+    pub beacon_headers_secret: Option<crate::api::SecretKeyRef>,
     /// Test-network mode: Charon's mock beacon node and validator mock, with this slot length.
     pub test_network: Option<crate::api::TestNetworkSpec>,
     pub relays: Vec<String>,

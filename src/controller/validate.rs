@@ -524,6 +524,10 @@ pub fn validate(dv: &DistributedValidator, facts: &Facts) -> Result<Cluster, Inv
         lock: lock_volume,
         lock_summary: summary.clone(),
         beacon_endpoints: spec.beacon_endpoints().to_vec(),
+        beacon_headers_secret: spec
+            .beacon_nodes
+            .as_ref()
+            .and_then(|b| b.headers_secret.clone()),
         test_network: spec.test_network.clone(),
         relays,
         builder_api: spec.charon.builder_api,

@@ -55,13 +55,32 @@ pub(super) fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// Charon reads every flag from a `CHARON_` variable too (cmd/cmd.go v1.10.3: viper with the
+/// env prefix `charon` and `-` as `_`): the beacon node headers (an API token, say) reach it from
+/// their Secret by reference, so that the value is in no object the operator writes.
+const ENV_BEACON_NODE_HEADERS: &str = "CHARON_BEACON_NODE_HEADERS";
+
 pub(super) fn charon_container(cluster: &Cluster, member: &Member) -> Container {
     let run = clients::charon::run(cluster, member);
-    let env_vars: Vec<EnvVar> = cluster
+    let mut env_vars: Vec<EnvVar> = cluster
         .charon_extra_env
         .iter()
         .map(|(k, v)| env(k, v.clone()))
         .collect();
+    if let Some(headers) = &cluster.beacon_headers_secret {
+        env_vars.push(EnvVar {
+            name: ENV_BEACON_NODE_HEADERS.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: headers.name.clone(),
+                    key: headers.key.clone(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+    }
     Container {
         name: CONTAINER_CHARON.to_owned(),
         image: Some(member.charon_image.clone()),

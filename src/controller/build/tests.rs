@@ -730,3 +730,34 @@ fn the_children_list_names_and_hashes_in_the_order_applied() {
     );
     assert!(children.iter().all(|c| c.hash.len() == 16), "{children:?}");
 }
+
+/// `beaconNodes.headersSecret` reaches Charon as `CHARON_BEACON_NODE_HEADERS` from the Secret by
+/// reference: no value in the StatefulSet.
+#[test]
+fn beacon_node_headers_reach_charon_from_their_secret_by_reference() {
+    let (mut dv, facts) = example("stader-4.yaml");
+    dv.spec.beacon_nodes.as_mut().unwrap().headers_secret = Some(crate::api::SecretKeyRef {
+        name: "beacon-token".into(),
+        key: "headers".into(),
+    });
+    let desired = build(&validate(&dv, &facts).expect("valid"));
+    for set in &desired.statefulsets {
+        let env = charon_of(set).env.as_ref().expect("env");
+        let headers = env
+            .iter()
+            .find(|e| e.name == "CHARON_BEACON_NODE_HEADERS")
+            .expect("the headers variable");
+        assert_eq!(headers.value, None);
+        let reference = headers
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("a Secret reference");
+        assert_eq!(
+            (reference.name.as_str(), reference.key.as_str()),
+            ("beacon-token", "headers")
+        );
+    }
+    let (_, plain) = self::desired("stader-4.yaml");
+    assert!(charon_of(&plain.statefulsets[0]).env.is_none());
+}
