@@ -51,6 +51,13 @@ start_bg() { # NAME NS COMMAND...: runs COMMAND in network namespace NS, logs to
   echo $! > "$dir/pids/$name.pid"
 }
 
+start_host() { # NAME COMMAND...: runs COMMAND in the root namespace (it reaches only loopback)
+  local name=$1; shift
+  mkdir -p "$dir/pids" "$dir/logs"
+  setsid "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pids/$name.pid"
+}
+
 stop_procs() { # TIMEOUT_S NAME...: SIGTERM to all at once, then SIGKILL to those left after the
   # timeout (an apiserver whose etcd is gone ignored SIGTERM for over 30 s)
   local timeout=$1 name pid pids=()
