@@ -504,8 +504,8 @@ fn the_demo_shows_a_rollout_a_repair_a_refused_disruption_a_client_change_and_a_
         position("\n3. A disruption refused."),
         position("progressing RolloutHeldByBudget: members running an older revision"),
         position("\n4. A client change."),
-        position("event ClientMoving: member alpha: lighthouse to teku"),
-        position("event ClientMoveDone: member alpha: lighthouse to teku"),
+        position("event ClientMoving: member alpha: lighthouse to nimbus"),
+        position("event ClientMoveDone: member alpha: lighthouse to nimbus"),
         position("\n5. Summary: "),
     ];
     assert!(
@@ -514,7 +514,7 @@ fn the_demo_shows_a_rollout_a_repair_a_refused_disruption_a_client_change_and_a_
     );
     // The status saying "Moved" and the ClientMoveDone Event come from one reconcile; the demo
     // polls both, so within one poll either may be shown first.
-    let moved = position("Moved lighthouse to teku: history of 1 validator(s), sha256");
+    let moved = position("Moved lighthouse to nimbus: history of 1 validator(s), sha256");
     assert!(
         parts[7] < moved && moved < parts[9],
         "the move is shown done between its start and the summary:\n{stdout}"
@@ -555,6 +555,28 @@ fn the_demo_shows_a_rollout_a_repair_a_refused_disruption_a_client_change_and_a_
             "{expected:?} missing: {summary}"
         );
     }
+    // The last word: the layout's verdicts. No two members share a client after the move, and
+    // nothing is False for a DV the operator built as it should (issue: what a newcomer reads).
+    let verdicts = &stdout[position("$ kubectl dv status stader-4")..];
+    for expected in [
+        "ClientDiversity: True ClientsSpread:",
+        "OperatorDiversity: True OperatorsSpread:",
+        "PlacementSatisfied: True",
+        "KeySharesVerified: True",
+    ] {
+        assert!(
+            verdicts.contains(expected),
+            "{expected:?} missing: {verdicts}"
+        );
+    }
+    assert!(
+        verdicts.contains("clients: lodestar 1, nimbus 1, prysm 1, teku 1;"),
+        "{verdicts}"
+    );
+    assert!(
+        !verdicts.contains(": False "),
+        "a False verdict: {verdicts}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -592,31 +592,31 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
     narrator.watch_for(pace.pause).await;
 
     println!(
-        "\n4. A client change. Member {MOVING} moves from lighthouse to teku. Teku would start with an empty slashing-protection"
+        "\n4. A client change. Member {MOVING} moves from lighthouse to nimbus, a client no other member runs. Nimbus would start with an empty slashing-protection"
     );
     println!(
         "   database, free to sign what lighthouse already signed; so lighthouse exports its history (EIP-3076) in an init"
     );
     println!(
-        "   step, teku imports it before its first start, within the budget like any rollout step. (The simulated cluster"
+        "   step, nimbus imports it before its first start, within the budget like any rollout step. (The simulated cluster"
     );
     println!("   runs no container: it is told what the real steps print.)");
     simulate_history_moves(
         &world,
         &interchange_file(
             ValidatorClient::Lighthouse,
-            ValidatorClient::Teku,
-            ValidatorClient::Teku,
+            ValidatorClient::Nimbus,
+            ValidatorClient::Nimbus,
         ),
         DEMO_HISTORY_SHA256,
         1,
     )
     .map_err(|e| e.to_string())?;
     println!(
-        "$ kubectl patch dv {DV} --type json -p '[{{\"op\":\"replace\",\"path\":\"/spec/members/0/validatorClient\",\"value\":\"teku\"}}]'"
+        "$ kubectl patch dv {DV} --type json -p '[{{\"op\":\"replace\",\"path\":\"/spec/members/0/validatorClient\",\"value\":\"nimbus\"}}]'"
     );
     let patch = serde_json::from_value(serde_json::json!([
-        {"op": "replace", "path": "/spec/members/0/validatorClient", "value": "teku"}
+        {"op": "replace", "path": "/spec/members/0/validatorClient", "value": "nimbus"}
     ]))
     .map_err(|e| e.to_string())?;
     narrator
@@ -637,7 +637,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
                 })
         })
         .await
-        .ok_or_else(|| format!("member {MOVING} did not move to teku"))?;
+        .ok_or_else(|| format!("member {MOVING} did not move to nimbus"))?;
     let client_moves = moved.status.as_ref().map_or(0, |s| {
         s.members.iter().filter(|m| m.client_move.is_some()).count()
     });
@@ -646,9 +646,25 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoSummary, String> {
         .await
     {
         return Err(format!(
-            "member {MOVING} moved to teku, but no {} Event followed",
+            "member {MOVING} moved to nimbus, but no {} Event followed",
             reasons::CLIENT_MOVE_DONE
         ));
+    }
+
+    // What a newcomer reads last: the layout's verdicts as `kubectl dv status` shows them. After
+    // the move no two members share a client, and a DV built as it should be shows no False.
+    let final_dv = narrator
+        .dvs
+        .get(DV)
+        .await
+        .map_err(|e| format!("reading {DV}: {e}"))?;
+    println!("\n$ kubectl dv status {DV}   # the layout's verdicts");
+    for verdict in crate::plugin::view(&final_dv, &[], k8s_openapi::jiff::Timestamp::now()).verdicts
+    {
+        println!(
+            "{}: {} {}: {}",
+            verdict.condition, verdict.status, verdict.reason, verdict.message
+        );
     }
 
     let timeline = narrator.timeline();

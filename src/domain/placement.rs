@@ -219,6 +219,23 @@ pub struct Spread {
     pub live: bool,
 }
 
+/// What a diversity condition concludes of one kind of domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Diversity {
+    /// No domain can sign alone, and no domain's loss stops signing that a better spread would
+    /// avoid.
+    Sound,
+    /// `domain` holds `members` ≥ t shares: it could sign alone (a client bug, one operator).
+    CouldSignAlone { domain: String, members: usize },
+    /// Losing `domain` (`members` shares, more than n − t) stops signing, while the available
+    /// domains allow at most `even` members in each.
+    AvoidableOutage {
+        domain: String,
+        members: usize,
+        even: usize,
+    },
+}
+
 /// The spread of `domains` (one entry per member) for a DV of `n` members and threshold `t`.
 pub fn spread<I: IntoIterator<Item = String>>(domains: I, n: u32, t: u32) -> Spread {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -249,6 +266,42 @@ pub fn spread<I: IntoIterator<Item = String>>(domains: I, n: u32, t: u32) -> Spr
 
 impl Spread {
     /// `zone-a 1, zone-b 2`.
+    /// The largest domain and its members (the first by name among equals).
+    pub fn largest(&self) -> Option<(&str, usize)> {
+        self.counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(domain, members)| (domain.as_str(), *members))
+    }
+
+    /// What a diversity condition says of this spread over `available` domains (allowed
+    /// clients, named operators, operator classes): False only for a risk the user can fix.
+    /// A domain holding `t` shares could sign alone (safety). A domain whose loss stops signing
+    /// (more than `n - t` shares) is a risk only where a spread over the available domains would
+    /// put fewer in each; otherwise it is the DV's shape (2 + 2 classes at t = 3: losing a class
+    /// stops signing whatever the spread), reported as a fact.
+    pub fn verdict(&self, n: u32, t: u32, available: usize) -> Diversity {
+        let Some((domain, members)) = self.largest() else {
+            return Diversity::Sound;
+        };
+        let domains = available.max(self.counts.len()).max(1);
+        let even = (n as usize).div_ceil(domains);
+        if members >= t as usize {
+            Diversity::CouldSignAlone {
+                domain: domain.to_owned(),
+                members,
+            }
+        } else if !self.live && members > even {
+            Diversity::AvoidableOutage {
+                domain: domain.to_owned(),
+                members,
+                even,
+            }
+        } else {
+            Diversity::Sound
+        }
+    }
+
     pub fn describe(&self) -> String {
         self.counts
             .iter()
@@ -261,6 +314,60 @@ impl Spread {
 #[cfg(test)]
 mod spread_tests {
     use super::*;
+
+    fn verdict(domains: &[&str], n: u32, t: u32, available: usize) -> Diversity {
+        spread(domains.iter().map(|d| (*d).to_owned()), n, t).verdict(n, t, available)
+    }
+
+    #[test]
+    fn stader_classes_are_sound_though_losing_one_stops_signing() {
+        // 2 + 2 at t = 3 and 3 + 4 at t = 5: no class signs alone; losing a class stops signing
+        // whatever the spread over two classes, so it is the shape, not a fixable risk.
+        let four = [
+            "permissioned",
+            "permissioned",
+            "permissionless",
+            "permissionless",
+        ];
+        assert_eq!(verdict(&four, 4, 3, 2), Diversity::Sound);
+        let seven = ["a", "a", "a", "b", "b", "b", "b"];
+        assert_eq!(verdict(&seven, 7, 5, 2), Diversity::Sound);
+        let s = spread(four.map(String::from), 4, 3);
+        assert!(s.safe && !s.live && s.survives == 0);
+    }
+
+    #[test]
+    fn a_class_holding_t_shares_could_sign_alone() {
+        let three_one = [
+            "permissioned",
+            "permissioned",
+            "permissioned",
+            "permissionless",
+        ];
+        assert_eq!(
+            verdict(&three_one, 4, 3, 2),
+            Diversity::CouldSignAlone {
+                domain: "permissioned".into(),
+                members: 3
+            }
+        );
+    }
+
+    #[test]
+    fn two_members_on_one_client_of_five_is_an_avoidable_outage() {
+        let clients = ["teku", "teku", "prysm", "lodestar"];
+        assert_eq!(
+            verdict(&clients, 4, 3, 5),
+            Diversity::AvoidableOutage {
+                domain: "teku".into(),
+                members: 2,
+                even: 1
+            }
+        );
+        // With only three clients allowed, two on one client is as even as it gets.
+        assert_eq!(verdict(&clients, 4, 3, 3), Diversity::Sound);
+        assert_eq!(verdict(&["a", "b", "c", "d"], 4, 3, 5), Diversity::Sound);
+    }
 
     #[test]
     fn four_members_in_four_domains_survive_one_failure() {

@@ -3,6 +3,7 @@
 //! diversity conditions, each with the reason that explains it.
 
 use super::*;
+use crate::domain::placement::{Diversity, Spread};
 
 /// The planner's reasons for holding back, appended to the Progressing message: what a user
 /// needs to see why a rollout or a repair has not happened yet.
@@ -126,56 +127,45 @@ pub(super) fn placement_condition(
     }
 }
 
-/// Client and operator diversity: safe when no client, operator or class holds `t` members
-/// (it could sign alone), live when none holds more than `n - t` (its failure stops signing).
+/// Client and operator diversity (rule in README "Status"): False only for a risk the user can
+/// fix ([`Spread::verdict`]): one client, operator or class holding `t` shares (it could sign
+/// alone), or one whose loss stops signing where the available ones allow a better spread. How
+/// many failures of each kind the DV survives is reported in the message either way.
 pub(super) fn diversity_conditions(
     cluster: &Cluster,
+    allowed_clients: usize,
     previous: &[Condition],
     generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
     let n = cluster.quorum.members();
     let t = cluster.quorum.threshold();
-    let clients = crate::domain::placement::spread(
+    let spread_of = |domains: Vec<String>| crate::domain::placement::spread(domains, n, t);
+    let clients = spread_of(
         cluster
             .roster
             .iter()
-            .filter_map(|m| Some(m.client?.as_str().to_owned())),
-        n,
-        t,
+            .filter_map(|m| Some(m.client?.as_str().to_owned()))
+            .collect(),
     );
-    let names = crate::domain::placement::spread(
-        cluster.roster.iter().map(|m| m.operator_name.clone()),
-        n,
-        t,
-    );
-    let classes = crate::domain::placement::spread(
+    let names = spread_of(
         cluster
             .roster
             .iter()
-            .map(|m| m.operator_class.as_str().to_owned()),
-        n,
-        t,
+            .map(|m| m.operator_name.clone())
+            .collect(),
     );
-    let verdict = |s: &crate::domain::placement::Spread, what: &str| -> (bool, String) {
-        let text = format!(
-            "{what}: {} (survives {} failing {what}{})",
-            s.describe(),
-            s.survives,
-            if s.safe {
-                String::new()
-            } else {
-                format!(
-                    "; one {what} holds {} ≥ t={t} members and could sign alone",
-                    s.worst
-                )
-            }
-        );
-        (s.safe && s.live, text)
-    };
-    let (clients_ok, clients_text) = verdict(&clients, "clients");
-    let (names_ok, names_text) = verdict(&names, "operators");
-    let (classes_ok, classes_text) = verdict(&classes, "operator classes");
+    let classes = spread_of(
+        cluster
+            .roster
+            .iter()
+            .map(|m| m.operator_class.as_str().to_owned())
+            .collect(),
+    );
+    let (clients_ok, clients_text) = judged(&clients, n, t, allowed_clients, "clients");
+    let (names_ok, names_text) = judged(&names, n, t, names.counts.len(), "operators");
+    let (classes_ok, classes_text) =
+        judged(&classes, n, t, classes.counts.len(), "operator classes");
     vec![
         condition(
             previous,
@@ -204,6 +194,51 @@ pub(super) fn diversity_conditions(
             now,
         ),
     ]
+}
+
+/// One kind of domain's verdict and message: the spread, then either what to change or the
+/// facts (none can sign alone; what losing the largest costs; how many failures it survives).
+fn judged(s: &Spread, n: u32, t: u32, available: usize, what: &str) -> (bool, String) {
+    let spread = s.describe();
+    match s.verdict(n, t, available) {
+        Diversity::CouldSignAlone { domain, members } => (
+            false,
+            format!(
+                "{what}: {spread}; {domain} holds {members} ≥ t={t} shares and could sign alone: move members to other {what}"
+            ),
+        ),
+        Diversity::AvoidableOutage {
+            domain,
+            members,
+            even,
+        } => (
+            false,
+            format!(
+                "{what}: {spread}; losing {domain} ({members} members) stops signing, which at most {even} per one of the {available} available {what} would avoid: move members to other {what}"
+            ),
+        ),
+        Diversity::Sound => {
+            let (largest, most) = s.largest().unwrap_or(("none", 0));
+            let loss = if s.live {
+                format!(
+                    "losing {largest} ({most}) leaves {} to sign",
+                    n as usize - most
+                )
+            } else {
+                format!(
+                    "losing {largest} ({most}) stops signing, as with any spread over {} {what}",
+                    s.counts.len()
+                )
+            };
+            (
+                true,
+                format!(
+                    "{what}: {spread}; none can sign alone (at most {most} < t={t}); {loss}; survives {} failing {what}",
+                    s.survives
+                ),
+            )
+        }
+    }
 }
 
 /// `PeersConnected`, for a DV with remote members: whether every member answered a member here

@@ -254,6 +254,18 @@ pub fn changes(
 }
 
 /// Status of a built DV from what runs.
+/// Clients the DV may run: those the spec allows for assignment and any a member pins.
+fn allowed_clients(dv: &DistributedValidator) -> usize {
+    dv.spec
+        .client_diversity
+        .clients
+        .iter()
+        .copied()
+        .chain(dv.spec.members.iter().filter_map(|m| m.validator_client))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
 pub fn compute(
     dv: &DistributedValidator,
     cluster: &Cluster,
@@ -573,6 +585,7 @@ pub fn compute(
     ));
     conditions.extend(diversity_conditions(
         cluster,
+        allowed_clients(dv),
         &previous.conditions,
         generation,
         now,

@@ -202,3 +202,51 @@ fn a_member_shows_outdated_until_its_new_template_has_an_update_revision() {
     seen.pod = None;
     assert!(!shows_outdated(&seen));
 }
+
+/// The seed's 2 + 2 shape is sound (no class signs alone; losing a class stops signing with
+/// any spread over two classes, said as a fact); one class holding t shares is False and says
+/// what to change; two members on one client while five are allowed is False too.
+#[test]
+fn diversity_is_false_only_for_a_risk_the_user_can_fix() {
+    let (dv, facts) = example("stader-4.yaml");
+    let cluster = validate(&dv, &facts).unwrap();
+    let judged = |cluster: &Cluster, allowed: usize| {
+        let conditions = diversity_conditions(cluster, allowed, &[], None, &now());
+        let find = |type_: &str| {
+            let c = conditions.iter().find(|c| c.type_ == type_).unwrap();
+            (c.status.clone(), c.message.clone())
+        };
+        (
+            find(types::CLIENT_DIVERSITY),
+            find(types::OPERATOR_DIVERSITY),
+        )
+    };
+    let (clients, operators) = judged(&cluster, 5);
+    assert_eq!(clients.0, "True", "{}", clients.1);
+    assert_eq!(operators.0, "True", "{}", operators.1);
+    assert!(
+        operators.1.contains("operator classes: permissioned 2, permissionless 2; none can sign alone (at most 2 < t=3); losing permissioned (2) stops signing, as with any spread over 2 operator classes; survives 0 failing operator classes"),
+        "{}",
+        operators.1
+    );
+
+    let mut one_class = cluster.clone();
+    one_class.roster[2].operator_class = crate::api::OperatorClass::Permissioned;
+    let (_, operators) = judged(&one_class, 5);
+    assert_eq!(operators.0, "False");
+    assert!(
+        operators.1.contains("permissioned holds 3 ≥ t=3 shares and could sign alone: move members to other operator classes"),
+        "{}",
+        operators.1
+    );
+
+    let mut shared_client = cluster.clone();
+    shared_client.roster[0].client = Some(crate::api::ValidatorClient::Teku);
+    let (clients, _) = judged(&shared_client, 5);
+    assert_eq!(clients.0, "False");
+    assert!(
+        clients.1.contains("losing teku (2 members) stops signing, which at most 1 per one of the 5 available clients would avoid: move members to other clients"),
+        "{}",
+        clients.1
+    );
+}
