@@ -144,13 +144,13 @@ network_up() { # NODES
 
 cert() { # FILE CN ORG SAN: a client/server certificate signed by the cluster CA
   local file=$1 cn=$2 org=$3 san=$4 subject="/CN=$2"
-  [ -n "$org" ] && subject="$subject/O=$org"
+  [ -n "$cn" ] || die "certificate $file without a name"
+  if [ -n "$org" ]; then subject="$subject/O=$org"; fi
   openssl req -newkey rsa:2048 -nodes -keyout "$pki/$file.key" -out "$pki/$file.csr" -subj "$subject" 2>/dev/null
   printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" > "$pki/$file.ext"
   openssl x509 -req -in "$pki/$file.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
     -out "$pki/$file.crt" -days 30 -extfile "$pki/$file.ext" 2>/dev/null
   rm -f "$pki/$file.csr" "$pki/$file.ext"
-  [ -n "$cn" ] || die "certificate $file without a name ($cn)"
 }
 
 kubeconfig() { # FILE SERVER CERT

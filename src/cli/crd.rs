@@ -31,19 +31,6 @@ fn without_unsigned_formats(yaml: &str) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_crd_names_no_format_kubernetes_does_not_know() {
-        let yaml = crd_yaml().unwrap();
-        assert!(!yaml.contains("format: uint"), "an unsigned format is left");
-        // The bounds that format implied stay.
-        assert!(yaml.contains("minimum: 0.0"));
-    }
-}
-
 /// `dvt-operator crd`: prints the CRD as YAML.
 pub fn command() -> std::process::ExitCode {
     match crd_yaml() {
@@ -55,5 +42,18 @@ pub fn command() -> std::process::ExitCode {
             eprintln!("error: cannot render the CRD: {error}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crd_names_no_format_kubernetes_does_not_know() {
+        let yaml = crd_yaml().unwrap();
+        assert!(!yaml.contains("format: uint"), "an unsigned format is left");
+        // The bounds that format implied stay.
+        assert!(yaml.contains("minimum: 0.0"));
     }
 }
