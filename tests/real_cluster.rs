@@ -59,19 +59,52 @@ fn tool(name: &str) -> PathBuf {
 impl Cluster {
     /// Runs a command-line tool against the cluster as a user would; panics with its stderr.
     fn run(&self, program: &str, args: &[&str]) -> String {
+        self.try_run(program, args)
+            .unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// Runs a command-line tool against the cluster; its output, or what it printed on failing.
+    fn try_run(&self, program: &str, args: &[&str]) -> Result<String, String> {
         let output = Command::new(tool(program))
             .env("KUBECONFIG", &self.kubeconfig)
             .current_dir(REPO)
             .args(args)
             .output()
-            .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
-        assert!(
-            output.status.success(),
-            "{program} {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+            .map_err(|e| format!("{program} {args:?}: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{program} {args:?}: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// What a user would look at when something in `namespace` does not come up: its pods,
+    /// their description, Events and logs, and the nodes; printed to the test's output.
+    fn explain(&self, namespace: &str) {
+        let looks: [&[&str]; 5] = [
+            &["get", "nodes", "-o", "wide"],
+            &["-n", namespace, "get", "pods", "-o", "wide"],
+            &["-n", namespace, "describe", "pods"],
+            &["-n", namespace, "get", "events", "--sort-by=.lastTimestamp"],
+            &[
+                "-n",
+                namespace,
+                "logs",
+                "--all-containers",
+                "--prefix",
+                "--tail=40",
+                "-l",
+                "app.kubernetes.io/name",
+            ],
+        ];
+        for args in looks {
+            match self.try_run("kubectl", args) {
+                Ok(out) | Err(out) => eprintln!("--- kubectl {}\n{out}", args.join(" ")),
+            }
+        }
     }
 
     fn kubectl(&self, args: &[&str]) -> String {
@@ -339,7 +372,7 @@ async fn all_members_signing(cluster: &Cluster, what: &str) -> BTreeMap<String, 
 
 async fn install_operator(cluster: &Cluster) {
     eprintln!("stage: helm install the chart with the local operator image");
-    cluster.run(
+    let installed = cluster.try_run(
         "helm",
         &[
             "upgrade",
@@ -358,6 +391,10 @@ async fn install_operator(cluster: &Cluster) {
             "300s",
         ],
     );
+    if let Err(failure) = installed {
+        cluster.explain(OPERATOR_NAMESPACE);
+        panic!("{failure}");
+    }
     // The image under the tag `local` may have been rebuilt since the Deployment last started
     // (a reused cluster): start its pods again so that they run this checkout's operator.
     cluster.kubectl(&[

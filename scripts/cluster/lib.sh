@@ -289,6 +289,17 @@ resolvConf: $nd/resolv.conf
 podLogsDir: $nd/pod-logs
 healthzBindAddress: 127.0.0.1
 serializeImagePulls: false
+# Eviction by absolute free space, not the defaults' share of the disk (nodefs 10 %, imagefs
+# 15 %): the nodes share this machine's disk with the builds, and on 2026-12-07 a 252 GiB disk
+# with 39 GiB free (15.4 %) tainted every node node.kubernetes.io/disk-pressure, so that nothing
+# scheduled. Every threshold is named: a partial evictionHard leaves the others unset.
+evictionHard: {memory.available: "100Mi", nodefs.available: "2Gi", nodefs.inodesFree: "5%", imagefs.available: "2Gi", imagefs.inodesFree: "5%"}
+# No image garbage collection: every image here was loaded from a local file (no registry can
+# give one back), and at the default 85 % of the shared disk the kubelet removed the pause image
+# of kn-8 mid-test (2026-12-07), after which no pod could start there ("failed to pull
+# registry.k8s.io/pause:3.10").
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 EOF
   cat > "$nd/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
