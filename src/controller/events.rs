@@ -185,7 +185,7 @@ pub(super) async fn report_invalid(
             ctx,
             dv,
             EventType::Warning,
-            invalid.reason,
+            invalid.reason(),
             "Validate",
             invalid.message(),
         )
