@@ -1,9 +1,9 @@
 //! Tests of the computed status: phases, conditions, members and what is held back.
 
 use super::*;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use crate::controller::testing::example;
 use crate::controller::validate::validate;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::json;
 
 fn now() -> Time {
