@@ -203,7 +203,10 @@ pub(super) async fn apply_cluster(
     let key = (namespace.clone(), dv.name_any());
     let inputs = build::inputs_fingerprint(cluster);
     if cluster.storage_growth.is_empty()
-        && let Some(children) = ctx.built.built_from(&key, inputs)
+        && let Some(children) = ctx
+            .memory
+            .read(&key, |m| m.built.as_ref()?.children_from(inputs))
+            .flatten()
         && children
             .iter()
             .all(|child| cached_as_applied(&ctx.caches, &namespace, child))
@@ -213,7 +216,7 @@ pub(super) async fn apply_cluster(
     }
     // Until this build is applied in full, nothing is remembered: a failed or partial apply
     // builds again next time.
-    ctx.built.forget(&key);
+    ctx.memory.update(&key, |m| m.built = None);
     let mut desired = build::build(cluster);
     let children = desired.children();
     for (member, claims) in &cluster.storage_growth {
@@ -225,7 +228,9 @@ pub(super) async fn apply_cluster(
     }
     let written = apply(dv, ctx, desired, &children).await?;
     if cluster.storage_growth.is_empty() {
-        ctx.built.remember(key, inputs, children);
+        ctx.memory.update(&key, |m| {
+            m.built = Some(super::built::Built::new(inputs, children))
+        });
     }
     Ok(written
         .into_iter()

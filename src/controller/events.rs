@@ -107,18 +107,17 @@ pub(super) async fn report_member_problems(
     let key = (dv.namespace().unwrap_or_default(), dv.name_any());
     let now = member_problems(cluster);
     let fresh: Vec<ReportedProblem> = {
-        let Ok(mut reported) = ctx.reported.lock() else {
+        let remembered = ctx.memory.update(&key, |m| {
+            let fresh = newly_reported(Some(&m.reported), &now)
+                .into_iter()
+                .cloned()
+                .collect();
+            m.reported = now;
+            fresh
+        });
+        let Some(fresh) = remembered else {
             return;
         };
-        let fresh = newly_reported(reported.get(&key), &now)
-            .into_iter()
-            .cloned()
-            .collect();
-        if now.is_empty() {
-            reported.remove(&key);
-        } else {
-            reported.insert(key, now);
-        }
         fresh
     };
     for problem in fresh {

@@ -17,6 +17,7 @@ pub mod drift;
 mod error;
 mod events;
 pub mod health;
+mod memory;
 pub mod model;
 pub mod names;
 mod peers;
@@ -103,9 +104,9 @@ async fn reconcile(dv: Arc<DistributedValidator>, ctx: Arc<Context>) -> Result<A
     match &result {
         Err(error) => metrics.observe_error(error.category()),
         Ok(_) => {
-            if let Ok(mut failures) = context.failures.lock() {
-                failures.remove(&key);
-            }
+            context
+                .memory
+                .update(&key, |m| m.failures = Default::default());
         }
     }
     result
@@ -185,20 +186,11 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// The shortest requeue: a wake time already past is looked at soon, not in a busy loop.
 const SOONEST_LOOK: Duration = Duration::from_millis(200);
 
-/// Forgets what this process kept about a DV (its `/metrics` series, status-write time, reported
-/// problems and failures); `key` is (namespace, name).
+/// Forgets what this process kept about a DV (its `/metrics` series and its memory); `key` is
+/// (namespace, name).
 fn forget(ctx: &Context, key: &(String, String)) {
     ctx.metrics.forget(&key.0, &key.1);
-    if let Ok(mut written) = ctx.status_written.lock() {
-        written.remove(key);
-    }
-    if let Ok(mut held) = ctx.details_held.lock() {
-        held.remove(key);
-    }
-    if let Ok(mut reported) = ctx.reported.lock() {
-        reported.remove(key);
-    }
-    ctx.built.forget(key);
+    ctx.memory.forget(key);
 }
 
 /// A reference to a member's pod (with its uid: each pod instance is its own Event series).

@@ -190,17 +190,12 @@ pub(super) async fn run_in(
     let context = Arc::new(Context {
         metrics: metrics.clone(),
         fence: settings.fence.clone(),
-        failures: Default::default(),
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         keystores: KeystoreCache::default(),
         lock_checks: LockChecks::default(),
         lock_reads: LockReads::default(),
-        status_written: Default::default(),
-        built: Default::default(),
-        details_held: Default::default(),
-        reported: Default::default(),
-        peers: Default::default(),
+        memory: Default::default(),
         caches: caches.clone(),
     });
     tasks.push(tokio::spawn(forget_deleted(dvs.clone(), context.clone())));
@@ -257,19 +252,7 @@ pub(super) async fn forget_deleted(dvs: Store<DistributedValidator>, ctx: Arc<Co
             .map(|dv| (dv.namespace().unwrap_or_default(), dv.name_any()))
             .collect();
         let forgotten = ctx.metrics.retain_dvs(|key| live.contains(key));
-        if let Ok(mut written) = ctx.status_written.lock() {
-            written.retain(|key, _| live.contains(key));
-        }
-        if let Ok(mut held) = ctx.details_held.lock() {
-            held.retain(|key, _| live.contains(key));
-        }
-        if let Ok(mut reported) = ctx.reported.lock() {
-            reported.retain(|key, _| live.contains(key));
-        }
-        if let Ok(mut failures) = ctx.failures.lock() {
-            failures.retain(|key, _| live.contains(key));
-        }
-        ctx.built.retain(|key| live.contains(key));
+        ctx.memory.retain(|key| live.contains(key));
         if let Ok(mut keystores) = ctx.keystores.lock() {
             keystores.retain(|(namespace, secret), _| {
                 ctx.caches
@@ -320,16 +303,13 @@ pub(super) fn error_policy(
 ) -> Action {
     let key = (dv.namespace().unwrap_or_default(), dv.name_any());
     let category = error.category();
-    let retry = match ctx.failures.lock() {
-        Ok(mut failures) => failures
-            .entry(key)
-            .or_default()
-            .failed(category, Instant::now()),
-        Err(_) => retry::Retry {
+    let retry = ctx
+        .memory
+        .update(&key, |m| m.failures.failed(category, Instant::now()))
+        .unwrap_or(retry::Retry {
             after: retry::LONGEST_RETRY,
             publish: false,
-        },
-    };
+        });
     warn!(name = %dv.name_any(), namespace = ?dv.namespace(), category, %error, retry_in = ?retry.after, "reconcile failed; retrying");
     let published_already = matches!(error, Error::Apply { .. } | Error::Fenced);
     if retry.publish && !published_already {

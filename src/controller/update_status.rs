@@ -191,10 +191,9 @@ pub(super) async fn write_status(
         return Ok(None);
     }
     let last = ctx
-        .status_written
-        .lock()
-        .ok()
-        .and_then(|written| written.get(&key).cloned());
+        .memory
+        .read(&key, |m| m.status_written.clone())
+        .flatten();
     let digest = status_digest(&status);
     let version = dv.metadata.resource_version.clone();
     if let Some(wait) = repeats_last_write(last.as_ref(), version.as_deref(), digest) {
@@ -207,10 +206,8 @@ pub(super) async fn write_status(
         .is_some_and(|previous| status::only_details_differ(previous, &status));
     if details_only {
         // Without the map (a poisoned lock), the detail is written now rather than never.
-        let held = ctx.details_held.lock().ok().map(|mut held| {
-            held.entry(key.clone())
-                .or_insert_with(Instant::now)
-                .elapsed()
+        let held = ctx.memory.update(&key, |m| {
+            m.details_held.get_or_insert_with(Instant::now).elapsed()
         });
         if let Some(wait) = held.and_then(details_wait) {
             return Ok(Some(wait));
@@ -234,24 +231,19 @@ pub(super) async fn write_status(
         .await
         .map_err(|source| Error::WriteStatus { name, source })?;
     release_details(ctx, &key);
-    if let Ok(mut written) = ctx.status_written.lock() {
-        written.insert(
-            key,
-            StatusWritten {
-                at: Instant::now(),
-                over: version,
-                digest,
-            },
-        );
-    }
+    ctx.memory.update(&key, |m| {
+        m.status_written = Some(StatusWritten {
+            at: Instant::now(),
+            over: version,
+            digest,
+        })
+    });
     Ok(None)
 }
 
 /// Forgets the detail-only change held back for a DV: it was written, or is no longer a change.
 fn release_details(ctx: &Context, key: &(String, String)) {
-    if let Ok(mut held) = ctx.details_held.lock() {
-        held.remove(key);
-    }
+    ctx.memory.update(key, |m| m.details_held = None);
 }
 
 #[cfg(test)]
