@@ -48,7 +48,7 @@ impl Observations {
     pub(super) fn observed(
         &self,
         dv: &DistributedValidator,
-        written: &std::collections::BTreeSet<String>,
+        written: &super::apply::Applied,
     ) -> BTreeMap<String, status::Observed<'_>> {
         let dv_name = dv.name_any();
         dv.spec
@@ -61,7 +61,7 @@ impl Observations {
                         statefulset: self.sets.get(&m.name).map(Arc::as_ref),
                         pod: self.pods.get(&m.name).map(Arc::as_ref),
                         zone: self.zones.get(&m.name).cloned(),
-                        template_written: written.contains(&member_object_name(&dv_name, &m.name)),
+                        template_written: written.template_written(&member_object_name(&dv_name, &m.name)),
                     },
                 )
             })

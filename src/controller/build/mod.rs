@@ -188,6 +188,18 @@ pub enum ChildKind {
     StatefulSet,
 }
 
+impl ChildKind {
+    /// The Kubernetes kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::Service => "Service",
+            ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+            ChildKind::NetworkPolicy => "NetworkPolicy",
+            ChildKind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
 impl Desired {
     /// Every child with its name and stamped hash, in the order they are applied.
     pub fn children(&self) -> Vec<BuiltChild> {
