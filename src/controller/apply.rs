@@ -2,7 +2,6 @@
 //! children whose cached copy does not carry their hash (StatefulSets last), with drift
 //! correction. Storage growth is in `grow_storage`, the removal of unwanted children in `prune`.
 
-
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -160,7 +159,15 @@ pub(super) async fn apply(
             continue;
         }
         let note = event_note(change.reason(), &objects);
-        publish(ctx, dv, EventType::Normal, change.reason(), change.action(), note).await;
+        publish(
+            ctx,
+            dv,
+            EventType::Normal,
+            change.reason(),
+            change.action(),
+            note,
+        )
+        .await;
     }
     result.map(|()| written)
 }
@@ -305,15 +312,19 @@ where
 /// Whether `object` must be written over its `cached` copy: `None` when the copy carries its
 /// hash and nobody else wrote a field we set; else the fields someone else wrote (empty when
 /// only the hash differs, or there is no copy).
-fn to_write<K: Serialize>(
+fn to_write<K>(
     object: &K,
     cached: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
     kind: ChildKind,
 ) -> Result<Option<Vec<String>>, Error>
 where
-    K: Resource,
+    K: Resource + Serialize,
 {
-    let want = object.meta().annotations.as_ref().and_then(|a| a.get(ANNOTATION_SPEC_HASH));
+    let want = object
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_SPEC_HASH));
     // The caches keep only other writers' managed fields: an object nobody else wrote is
     // decided by its hash alone, without encoding it (the common case on every reconcile).
     if let (Some(cached), Some(want)) = (cached, want)
@@ -361,4 +372,3 @@ where
         ..ObjectReference::default()
     }
 }
-

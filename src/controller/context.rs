@@ -1,7 +1,18 @@
 //! What every reconcile shares: settings, the client, the caches, what this process remembers
 //! per DV, and the identity the operator's client presents to the API server.
 
-use super::*;
+use super::caches::Caches;
+use super::dereference::LockChecks;
+use super::dereference::LockReads;
+use super::names::FIELD_MANAGER;
+use kube::Client;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::events::Recorder;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where the controller watches and how many DVs it reconciles at once.
 #[derive(Clone, Debug)]

@@ -3,7 +3,16 @@
 
 use std::collections::BTreeSet;
 
-use super::*;
+use super::context::Context;
+use super::model;
+use super::waiting_on;
+use crate::api::DistributedValidator;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::runtime::events::Event;
+use kube::runtime::events::EventType;
+use tracing::warn;
 
 pub(super) async fn publish(
     ctx: &Context,

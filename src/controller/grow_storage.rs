@@ -36,7 +36,15 @@ pub(super) async fn grow_storage(
     }
     if !expanded.is_empty() {
         let note = format!("Expanding PersistentVolumeClaim {}", expanded.join(", "));
-        publish(ctx, dv, EventType::Normal, reasons::VOLUME_EXPANDING, "Expand", note).await;
+        publish(
+            ctx,
+            dv,
+            EventType::Normal,
+            reasons::VOLUME_EXPANDING,
+            "Expand",
+            note,
+        )
+        .await;
     }
     orphan_statefulset(dv, ctx, &namespace, set_name).await
 }
@@ -196,4 +204,3 @@ async fn tie_pod_to_dv(
         source,
     })
 }
-

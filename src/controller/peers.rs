@@ -9,13 +9,27 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use futures::stream::{self, StreamExt as _};
+use futures::stream;
 use k8s_openapi::jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::caches::Caches;
+use super::context::Context;
 use super::memory::{DvKey, DvMemory};
-use super::*;
+use super::names::LABEL_DV;
+use super::names::PORT_MONITORING;
+use super::names::member_pod_name;
+use super::run::Triggers;
+use super::status;
+use crate::api::DistributedValidator;
 use crate::domain::peers::{PeerHealth, parse_metrics};
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Charon's monitoring port (its `--monitoring-address`, as the builder sets it).
 pub(super) const CHARON_MONITORING_PORT: u16 = PORT_MONITORING as u16;

@@ -20,10 +20,12 @@ use crate::api::{DistributedValidator, reasons};
 /// p2p Services (`spec.p2p` removed, or a member gone or remote now: a published port nobody
 /// uses is an open door, and a LoadBalancer costs) and the NetworkPolicy of a DV that opted out.
 /// Pure.
-pub(super) fn unwanted(dv: &DistributedValidator, children: &[BuiltChild]) -> Vec<(ChildKind, String, String)> {
-    let wanted = |kind: ChildKind, name: &str| {
-        children.iter().any(|c| c.kind == kind && c.name == name)
-    };
+pub(super) fn unwanted(
+    dv: &DistributedValidator,
+    children: &[BuiltChild],
+) -> Vec<(ChildKind, String, String)> {
+    let wanted =
+        |kind: ChildKind, name: &str| children.iter().any(|c| c.kind == kind && c.name == name);
     let dv_name = dv.name_any();
     let mut unwanted = Vec::new();
     if !wanted(ChildKind::NetworkPolicy, &dv_name) {

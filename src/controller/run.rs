@@ -1,7 +1,53 @@
 //! Running the controller: kube-rs' Controller over the DVs, the watches that trigger their
 //! reconciles, leader-elected terms, forgetting deleted DVs, and the retry policy.
 
-use super::*;
+use super::cached;
+use super::caches::CACHE_NAMES;
+use super::caches::Caches;
+use super::caches::Listing;
+use super::caches::follow_cache_listing;
+use super::caches::owned_cache;
+use super::caches::spawn_cache;
+use super::context::Context;
+use super::context::KeystoreCache;
+use super::context::Settings;
+use super::context::api;
+use super::dereference::LockChecks;
+use super::dereference::LockReads;
+use super::dereference::lock_source_version;
+use super::error::Error;
+use super::events::publish;
+use super::names::CONTROLLER_NAME;
+use super::names::FIELD_MANAGER;
+use super::names::LABEL_DV;
+use super::names::LABEL_MANAGED_BY;
+use super::peers::watch_peers;
+use super::reconcile;
+use super::retry;
+use super::trim;
+use crate::api::DistributedValidator;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::api::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::Action;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::EventType;
+use kube::runtime::events::Recorder;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+use tracing::warn;
 
 /// Runs the controller until `shutdown` resolves (e.g. SIGTERM), for each namespace in scope.
 pub async fn run_with_metrics(

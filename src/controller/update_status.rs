@@ -1,6 +1,31 @@
 //! The status write: only when what a user would see changed, and only by the leader.
 
-use super::*;
+use super::cached;
+use super::caches::Caches;
+use super::caches::member_statefulsets;
+use super::context::Context;
+use super::error::Error;
+use super::events::publish_about;
+use super::model;
+use super::names;
+use super::names::FIELD_MANAGER;
+use super::names::LABEL_DV;
+use super::names::member_object_name;
+use super::names::member_pod_name;
+use super::status;
+use super::waiting_on;
+use crate::api::DistributedValidator;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::api::Patch;
+use kube::api::PatchParams;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
 
 /// What the caches hold of a DV's members: each one's StatefulSet, pod and the zone of its node.
 /// Each member's StatefulSet and pod have known names: they are looked up, not scanned for (a
@@ -61,7 +86,8 @@ impl Observations {
                         statefulset: self.sets.get(&m.name).map(Arc::as_ref),
                         pod: self.pods.get(&m.name).map(Arc::as_ref),
                         zone: self.zones.get(&m.name).cloned(),
-                        template_written: written.template_written(&member_object_name(&dv_name, &m.name)),
+                        template_written: written
+                            .template_written(&member_object_name(&dv_name, &m.name)),
                     },
                 )
             })

@@ -76,7 +76,10 @@ pub enum Choice {
 /// What the first pass makes of one member: decided (and whether it moves now), or a candidate
 /// for a move that the second pass decides against the others.
 enum FirstPass {
-    Decided { choice: Choice, moves_now: bool },
+    Decided {
+        choice: Choice,
+        moves_now: bool,
+    },
     Candidate {
         running: ValidatorClient,
         wanted: ValidatorClient,
@@ -91,7 +94,15 @@ pub fn choose(members: &[MemberClients], threshold: u32, required: bool) -> Vec<
     let mut moving: Option<String> = members
         .iter()
         .zip(&first)
-        .find(|(_, pass)| matches!(pass, FirstPass::Decided { moves_now: true, .. }))
+        .find(|(_, pass)| {
+            matches!(
+                pass,
+                FirstPass::Decided {
+                    moves_now: true,
+                    ..
+                }
+            )
+        })
         .map(|(member, _)| member.name.clone());
     let mut choices: Vec<Option<Choice>> = first
         .iter()
@@ -209,9 +220,7 @@ fn crowded_after(
             *counts.entry(client).or_default() += 1;
         }
     }
-    counts
-        .into_iter()
-        .find(|(_, count)| *count >= threshold)
+    counts.into_iter().find(|(_, count)| *count >= threshold)
 }
 
 #[cfg(test)]

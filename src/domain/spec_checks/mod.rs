@@ -9,8 +9,8 @@ use std::fmt;
 
 use crate::api::{DistributedValidatorSpec, Middleware, Policy, ValidatorClient};
 use crate::domain::quorum::Quorum;
-use p2p::*;
-use secrets::*;
+use p2p::check_p2p;
+use secrets::check_secrets;
 
 /// Longest StatefulSet name whose pods still get valid labels: the StatefulSet controller labels
 /// each pod `controller-revision-hash: <statefulset>-<10-character hash>`, a 63-character label
