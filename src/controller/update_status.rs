@@ -153,9 +153,8 @@ pub(super) async fn update_status(
 /// "Available" out of "placed" and "Available" (a member becomes Ready within seconds to a
 /// minute of being placed), the same for a rollout's member-by-member pod moves. Counting from
 /// the DV's last status write instead (its first status, when the DV was created) wrote the
-/// placement by itself for every DV that waited more than this for its members to be placed:
-/// at 3,000 DVs, 2,157 writes (e2e/BENCHMARKS.md). `kubectl get pods -o wide` shows the node
-/// at once.
+/// placement by itself for every DV that waited more than this for its members to be placed
+/// (most of them, in a large rollout). `kubectl get pods -o wide` shows the node at once.
 pub(super) const STATUS_DETAILS_WITHIN: Duration = Duration::from_secs(30);
 
 /// How long a detail-only status change still waits, held back this long already.
