@@ -218,6 +218,12 @@ impl Plan {
     fn wake(&mut self, at: Timestamp) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
+
+    /// Something waits until `until`, for the reason `why`.
+    fn wait(&mut self, until: Timestamp, why: String) {
+        self.wake(until);
+        self.waiting.push(why);
+    }
 }
 
 /// The next actions for the members of one DV, in order: pods whose node is gone, repairs of
@@ -269,26 +275,22 @@ fn plan_repair(plan: &mut Plan, member: &Member, settings: &Settings, now: Times
     if member.ready || member.terminating || member.node != NodeHealth::Ready || !member.has_pod {
         return;
     }
-    let down_since = member.unready_since.unwrap_or(now);
-    let delay_over = after(down_since, settings.restart_delay);
-    if now < delay_over {
-        plan.wake(delay_over);
-        plan.waiting.push(format!(
-            "{} is broken ({broken}); restart delay not over",
-            member.name
-        ));
+    // Down for the restart delay first, then past its backoff since the last repair.
+    let name = &member.name;
+    let delay_over = after(member.unready_since.unwrap_or(now), settings.restart_delay);
+    let backoff_over = member
+        .last_restart
+        .map(|last| after(last, restart_backoff(member.consecutive_restarts, settings)));
+    let waits = if now < delay_over {
+        Some((delay_over, "restart delay not over".to_owned()))
+    } else {
+        backoff_over
+            .filter(|over| now < *over)
+            .map(|over| (over, format!("backing off until {over}")))
+    };
+    if let Some((until, why)) = waits {
+        plan.wait(until, format!("{name} is broken ({broken}); {why}"));
         return;
-    }
-    if let Some(last) = member.last_restart {
-        let next = after(last, restart_backoff(member.consecutive_restarts, settings));
-        if now < next {
-            plan.wake(next);
-            plan.waiting.push(format!(
-                "{} is broken ({broken}); backing off until {next}",
-                member.name
-            ));
-            return;
-        }
     }
     plan.actions.push(Action::Restart {
         member: member.name.clone(),
@@ -355,12 +357,12 @@ fn restarts_settled(
             (true, Some(since)) => {
                 let settled = after(since, settings.min_ready);
                 if now < settled {
-                    plan.wake(settled);
-                    plan.waiting.push(format!(
-                        "rollout waits: {} must be ready for {}s",
-                        member.name,
-                        settings.min_ready.as_secs()
-                    ));
+                    let seconds = settings.min_ready.as_secs();
+                    let why = format!(
+                        "rollout waits: {} must be ready for {seconds}s",
+                        member.name
+                    );
+                    plan.wait(settled, why);
                     return false;
                 }
             }
