@@ -6,61 +6,26 @@
 //! fingerprint matches, and whose children the caches show as applied (see [`as_applied`]),
 //! skips the build; anything else builds and applies as before.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::build::BuiltChild;
 
-/// The last complete build per DV, by (namespace, name). About a kilobyte per DV (names and
-/// hashes, never the objects).
-#[derive(Default)]
-pub(super) struct BuiltChildren(Mutex<HashMap<(String, String), Built>>);
-
-struct Built {
+/// A DV's last complete build: the fingerprint of the cluster it was built from and its
+/// children. About a kilobyte per DV (names and hashes, never the objects).
+pub(super) struct Built {
     inputs: u64,
     children: Vec<BuiltChild>,
 }
 
-impl BuiltChildren {
-    /// The children of the DV's last complete build, if it was built from `inputs`.
-    pub(super) fn built_from(
-        &self,
-        key: &(String, String),
-        inputs: u64,
-    ) -> Option<Vec<BuiltChild>> {
-        let built = self.0.lock().ok()?;
-        built
-            .get(key)
-            .filter(|b| b.inputs == inputs)
-            .map(|b| b.children.clone())
+impl Built {
+    /// A build whose every child was applied (or found applied).
+    pub(super) fn new(inputs: u64, children: Vec<BuiltChild>) -> Built {
+        Built { inputs, children }
     }
 
-    /// Records a build whose every child was applied (or found applied).
-    pub(super) fn remember(&self, key: (String, String), inputs: u64, children: Vec<BuiltChild>) {
-        if let Ok(mut built) = self.0.lock() {
-            built.insert(key, Built { inputs, children });
-        }
-    }
-
-    /// Forgets a DV's build: it is deleted, or its last apply did not complete.
-    pub(super) fn forget(&self, key: &(String, String)) {
-        if let Ok(mut built) = self.0.lock() {
-            built.remove(key);
-        }
-    }
-
-    /// Keeps the builds of the DVs `live` says exist.
-    pub(super) fn retain(&self, live: impl Fn(&(String, String)) -> bool) {
-        if let Ok(mut built) = self.0.lock() {
-            built.retain(|key, _| live(key));
-        }
-    }
-
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.0.lock().map(|b| b.len()).unwrap_or(0)
+    /// Its children, if it was built from `inputs`.
+    pub(super) fn children_from(&self, inputs: u64) -> Option<Vec<BuiltChild>> {
+        (self.inputs == inputs).then(|| self.children.clone())
     }
 }
 
@@ -88,27 +53,10 @@ mod tests {
     }
 
     #[test]
-    fn a_build_is_given_back_only_for_the_inputs_it_was_made_from_and_until_forgotten() {
-        let built = BuiltChildren::default();
-        let key = ("default".to_owned(), "stader-4".to_owned());
-        assert_eq!(built.built_from(&key, 7), None);
-        built.remember(key.clone(), 7, vec![child("stader-4-alpha")]);
-        assert_eq!(
-            built.built_from(&key, 7),
-            Some(vec![child("stader-4-alpha")])
-        );
-        assert_eq!(built.built_from(&key, 8), None, "other inputs build again");
-        let elsewhere = ("other".to_owned(), "stader-4".to_owned());
-        assert_eq!(built.built_from(&elsewhere, 7), None);
-        built.remember(key.clone(), 8, vec![child("stader-4-bravo")]);
-        assert_eq!(
-            built.built_from(&key, 7),
-            None,
-            "a new build replaces the old"
-        );
-        built.forget(&key);
-        assert_eq!(built.built_from(&key, 8), None);
-        assert_eq!(built.len(), 0);
+    fn a_build_is_given_back_only_for_the_inputs_it_was_made_from() {
+        let built = Built::new(7, vec![child("stader-4-alpha")]);
+        assert_eq!(built.children_from(7), Some(vec![child("stader-4-alpha")]));
+        assert_eq!(built.children_from(8), None, "other inputs build again");
     }
 
     #[test]

@@ -1,7 +1,37 @@
 //! The reflector caches a reconcile reads from (children, pods, inputs, nodes), how they are
 //! fed, and when they count as listed.
 
-use super::*;
+use super::cached;
+use super::context::api;
+use super::error::Error;
+use super::names::FIELD_MANAGER;
+use super::names::LABEL_DV;
+use super::names::LABEL_MANAGED_BY;
+use super::names::member_object_name;
+use super::run::Triggers;
+use crate::api::DistributedValidator;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Client;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::api::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
 
 /// The caches a reconcile reads from.
 #[derive(Clone)]

@@ -1,7 +1,18 @@
 //! What every reconcile shares: settings, the client, the caches, what this process remembers
 //! per DV, and the identity the operator's client presents to the API server.
 
-use super::*;
+use super::caches::Caches;
+use super::dereference::LockChecks;
+use super::dereference::LockReads;
+use super::names::FIELD_MANAGER;
+use kube::Client;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::events::Recorder;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where the controller watches and how many DVs it reconciles at once.
 #[derive(Clone, Debug)]
@@ -55,34 +66,15 @@ pub(super) struct Context {
     pub(super) metrics: Arc<crate::runtime::metrics::Metrics>,
     /// Checked right before every write: a replica that lost the lease writes nothing more.
     pub(super) fence: crate::runtime::leader::Fence,
-    /// Each failing DV's failures since its last good reconcile (backoff and Event limits).
-    pub(super) failures:
-        std::sync::Mutex<std::collections::HashMap<(String, String), retry::Failures>>,
     pub(super) client: Client,
     pub(super) recorder: Recorder,
     pub(super) caches: Caches,
     pub(super) keystores: KeystoreCache,
     pub(super) lock_checks: LockChecks,
     pub(super) lock_reads: LockReads,
-    /// Each DV's last status write by this process: when, and what over which version (a
-    /// repeat of it before the cache saw it is skipped).
-    pub(super) status_written: std::sync::Mutex<
-        std::collections::HashMap<(String, String), super::update_status::StatusWritten>,
-    >,
-    /// Since when a detail-only status change (see `update_status::STATUS_DETAILS_WITHIN`) has
-    /// been held back, for each DV that has one waiting.
-    pub(super) details_held:
-        std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
-    /// Each DV's last complete build of its children (names and hashes): a reconcile with the
-    /// same inputs whose children are applied does not build them again.
-    pub(super) built: super::built::BuiltChildren,
-    /// What the peer monitor read of each DV's members' Charon.
-    pub(super) peers: PeerViews,
-    /// The member problems each DV's last pass reported as Events: a problem gets one Event
-    /// when it appears, not one per pass.
-    pub(super) reported: std::sync::Mutex<
-        std::collections::HashMap<(String, String), std::collections::BTreeSet<ReportedProblem>>,
-    >,
+    /// What this process remembers of each DV (failures, status writes, reported problems,
+    /// builds, peer reads).
+    pub(super) memory: super::memory::Memories,
 }
 
 pub(super) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>

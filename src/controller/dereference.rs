@@ -2,7 +2,25 @@
 //! Secrets exist, the keystores' public keys, zones, the members' live claim templates), as
 //! [`Facts`] for the pure validation. Never a Secret's private material.
 
-use super::*;
+use super::caches::Caches;
+use super::caches::member_statefulsets;
+use super::context::Context;
+use super::error::Error;
+use super::model::Facts;
+use super::model::ReadLock;
+use super::model::SecretFacts;
+use super::names::member_p2p_service_name;
+use super::peers::peer_health;
+use super::storage;
+use super::waiting_on;
+use crate::api::DistributedValidator;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Reads what validation needs: the lock and which Secrets exist (metadata only).
 pub(super) async fn dereference(dv: &DistributedValidator, ctx: &Context) -> Result<Facts, Error> {

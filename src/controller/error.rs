@@ -1,6 +1,6 @@
 //! Why a reconcile failed, and what kind of failure it is (the Event reason and metric label).
 
-use super::*;
+use std::time::Duration;
 
 /// Why a reconcile failed; the variant names the action, and its category is the Event reason.
 #[derive(Debug, thiserror::Error)]

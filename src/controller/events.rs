@@ -3,7 +3,16 @@
 
 use std::collections::BTreeSet;
 
-use super::*;
+use super::context::Context;
+use super::model;
+use super::waiting_on;
+use crate::api::DistributedValidator;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::runtime::events::Event;
+use kube::runtime::events::EventType;
+use tracing::warn;
 
 pub(super) async fn publish(
     ctx: &Context,
@@ -107,18 +116,17 @@ pub(super) async fn report_member_problems(
     let key = (dv.namespace().unwrap_or_default(), dv.name_any());
     let now = member_problems(cluster);
     let fresh: Vec<ReportedProblem> = {
-        let Ok(mut reported) = ctx.reported.lock() else {
+        let remembered = ctx.memory.update(&key, |m| {
+            let fresh = newly_reported(Some(&m.reported), &now)
+                .into_iter()
+                .cloned()
+                .collect();
+            m.reported = now;
+            fresh
+        });
+        let Some(fresh) = remembered else {
             return;
         };
-        let fresh = newly_reported(reported.get(&key), &now)
-            .into_iter()
-            .cloned()
-            .collect();
-        if now.is_empty() {
-            reported.remove(&key);
-        } else {
-            reported.insert(key, now);
-        }
         fresh
     };
     for problem in fresh {
@@ -185,7 +193,7 @@ pub(super) async fn report_invalid(
             ctx,
             dv,
             EventType::Warning,
-            invalid.reason,
+            invalid.reason(),
             "Validate",
             invalid.message(),
         )

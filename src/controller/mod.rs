@@ -16,10 +16,13 @@ mod dereference;
 pub mod drift;
 mod error;
 mod events;
+mod grow_storage;
 pub mod health;
+mod memory;
 pub mod model;
 pub mod names;
 mod peers;
+mod prune;
 pub mod retry;
 mod rollout;
 mod run;
@@ -31,47 +34,30 @@ pub mod trim;
 mod update_status;
 pub mod validate;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tracing::{Instrument, info, info_span, warn};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use tracing::{Instrument, info_span};
 
 use crate::api::DistributedValidator;
-use build::Desired;
-use model::{Facts, ReadLock, SecretFacts};
-use names::*;
 
-use apply::*;
-use caches::*;
-use dereference::*;
-use events::*;
-use peers::*;
-use rollout::*;
+use apply::apply_cluster;
+use dereference::dereference;
+use events::{report_invalid, report_member_problems};
+use rollout::keep_quorum;
 pub use rollout::{ANNOTATION_PAUSED, is_paused};
-use update_status::*;
+use update_status::{Observations, update_status, write_status};
 
-use context::*;
+use context::Context;
 pub use context::{
     DEFAULT_CONCURRENCY, DEFAULT_DEBOUNCE, DEFAULT_PEER_READ_EVERY, DEFAULT_PEER_SEEN_WITHIN,
     Settings, identify,
 };
 pub use error::Error;
-use run::*;
 pub use run::{run, run_elected, run_with_metrics};
 
 tokio::task_local! {
@@ -103,9 +89,9 @@ async fn reconcile(dv: Arc<DistributedValidator>, ctx: Arc<Context>) -> Result<A
     match &result {
         Err(error) => metrics.observe_error(error.category()),
         Ok(_) => {
-            if let Ok(mut failures) = context.failures.lock() {
-                failures.remove(&key);
-            }
+            context
+                .memory
+                .update(&key, |m| m.failures = Default::default());
         }
     }
     result
@@ -185,20 +171,11 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// The shortest requeue: a wake time already past is looked at soon, not in a busy loop.
 const SOONEST_LOOK: Duration = Duration::from_millis(200);
 
-/// Forgets what this process kept about a DV (its `/metrics` series, status-write time, reported
-/// problems and failures); `key` is (namespace, name).
+/// Forgets what this process kept about a DV (its `/metrics` series and its memory); `key` is
+/// (namespace, name).
 fn forget(ctx: &Context, key: &(String, String)) {
     ctx.metrics.forget(&key.0, &key.1);
-    if let Ok(mut written) = ctx.status_written.lock() {
-        written.remove(key);
-    }
-    if let Ok(mut held) = ctx.details_held.lock() {
-        held.remove(key);
-    }
-    if let Ok(mut reported) = ctx.reported.lock() {
-        reported.remove(key);
-    }
-    ctx.built.forget(key);
+    ctx.memory.forget(key);
 }
 
 /// A reference to a member's pod (with its uid: each pod instance is its own Event series).
@@ -216,6 +193,18 @@ fn pod_reference(pod: &cached::Pod) -> ObjectReference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::apply::event_note;
+    use crate::controller::caches::CACHE_NAMES;
+    use crate::controller::caches::Caches;
+    use crate::controller::caches::Listing;
+    use crate::controller::caches::follow_cache_listing;
+    use crate::controller::dereference::LockChecks;
+    use crate::controller::dereference::LockKeptIn;
+    use crate::controller::dereference::LockRead;
+    use crate::controller::dereference::LockReads;
+    use crate::controller::dereference::LockSource;
+    use kube::runtime::reflector::{self, Store};
+    use kube::runtime::watcher;
 
     #[test]
     fn the_next_look_is_the_wake_time_within_bounds_or_a_held_back_status() {

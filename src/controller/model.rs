@@ -305,15 +305,61 @@ pub struct Cluster {
 /// Why a DV as a whole cannot be built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
-    /// Condition reason.
-    pub reason: &'static str,
+    pub refusal: Refusal,
     /// Every problem, sorted, one line each.
     pub problems: Vec<String>,
 }
 
 impl Invalid {
+    pub fn new(refusal: Refusal, problems: Vec<String>) -> Invalid {
+        Invalid { refusal, problems }
+    }
+
+    /// One problem of one kind.
+    pub fn one(refusal: Refusal, problem: impl Into<String>) -> Invalid {
+        Invalid::new(refusal, vec![problem.into()])
+    }
+
+    /// The Ready condition's reason and the Event's.
+    pub fn reason(&self) -> &'static str {
+        self.refusal.reason()
+    }
+
     pub fn message(&self) -> String {
         self.problems.join("; ")
+    }
+}
+
+/// The kinds of problem that stop a whole DV, one condition reason each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The spec breaks a rule of its own (or a restart annotation does).
+    InvalidSpec,
+    InvalidRestartRequest,
+    /// `spec.storage` asks for what a live claim cannot become (a smaller size, another class).
+    StorageChangeRefused,
+    /// The lock cannot be read or parsed.
+    LockUnavailable,
+    /// The lock disagrees with the spec (operators, threshold, network mode).
+    LockMismatch,
+    /// The lock is not sound: shares that do not belong to its keys, a fee recipient missing.
+    LockInvalid,
+    /// Under the Required placement policy, the zones cannot keep quorum through an outage.
+    PlacementUnsatisfiable,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        use crate::api::reasons;
+        match self {
+            Refusal::InvalidSpec => reasons::INVALID_SPEC,
+            Refusal::InvalidRestartRequest => reasons::INVALID_RESTART_REQUEST,
+            Refusal::StorageChangeRefused => reasons::STORAGE_CHANGE_REFUSED,
+            Refusal::LockUnavailable => reasons::LOCK_UNAVAILABLE,
+            Refusal::LockMismatch => reasons::LOCK_MISMATCH,
+            Refusal::LockInvalid => reasons::LOCK_INVALID,
+            Refusal::PlacementUnsatisfiable => reasons::PLACEMENT_UNSATISFIABLE,
+        }
     }
 }
 

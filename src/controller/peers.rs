@@ -9,12 +9,27 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use futures::stream::{self, StreamExt as _};
+use futures::stream;
 use k8s_openapi::jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::*;
-use crate::domain::peers::{PeerHealth, PeerView, parse_metrics};
+use super::caches::Caches;
+use super::context::Context;
+use super::memory::{DvKey, DvMemory};
+use super::names::LABEL_DV;
+use super::names::PORT_MONITORING;
+use super::names::member_pod_name;
+use super::run::Triggers;
+use super::status;
+use crate::api::DistributedValidator;
+use crate::domain::peers::{PeerHealth, parse_metrics};
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Charon's monitoring port (its `--monitoring-address`, as the builder sets it).
 pub(super) const CHARON_MONITORING_PORT: u16 = PORT_MONITORING as u16;
@@ -25,16 +40,12 @@ const READS_AT_ONCE: usize = 32;
 /// A page larger than this is not Charon's.
 const MAX_PAGE: usize = 1 << 20;
 
-/// What the monitor keeps of each DV, by (namespace, name).
-pub(super) type PeerViews = std::sync::Mutex<HashMap<(String, String), (PeerView, PeerHealth)>>;
-
 /// What the peer monitor knows of a DV now (empty when it has read nothing yet).
 pub(super) fn peer_health(ctx: &Context, dv: &DistributedValidator) -> PeerHealth {
     let key = (dv.namespace().unwrap_or_default(), dv.name_any());
-    ctx.peers
-        .lock()
-        .ok()
-        .and_then(|views| views.get(&key).map(|(_, health)| health.clone()))
+    ctx.memory
+        .read(&key, |m| m.peers.as_ref().map(|(_, health)| health.clone()))
+        .flatten()
         .unwrap_or_default()
 }
 
@@ -61,14 +72,6 @@ pub(super) async fn watch_peers(
             .collect::<Vec<_>>()
             .await;
         let now = Timestamp::now();
-        let Ok(mut views) = ctx.peers.lock() else {
-            continue;
-        };
-        for (key, index, page) in reads {
-            let Ok(page) = page else { continue };
-            let (view, _) = views.entry(key).or_default();
-            view.record(index, &parse_metrics(&page), now);
-        }
         // Live DVs, and whether each has remote members.
         let live: BTreeMap<(String, String), bool> = dvs
             .state()
@@ -80,17 +83,47 @@ pub(super) async fn watch_peers(
                 )
             })
             .collect();
-        views.retain(|key, _| live.contains_key(key));
-        for (key, (view, health)) in views.iter_mut() {
-            let fresh = PeerHealth::of(view, now, within);
-            let has_remote = live.get(key).copied().unwrap_or(false);
-            if fresh.differs_from(health, has_remote) {
-                let (namespace, name) = key;
-                let _ = triggers.unbounded_send(ObjectRef::new(name).within(namespace));
-            }
-            *health = fresh;
+        let changed = ctx
+            .memory
+            .update_all(|all| conclude_round(all, reads, &live, now, within))
+            .unwrap_or_default();
+        for (namespace, name) in changed {
+            let _ = triggers.unbounded_send(ObjectRef::new(&name).within(&namespace));
         }
     }
+}
+
+/// Records a round of reads in each live DV's memory and concludes its peers' health afresh;
+/// returns the DVs whose health changed in a way their status shows (they are reconciled).
+fn conclude_round(
+    all: &mut HashMap<DvKey, DvMemory>,
+    reads: Vec<(DvKey, u32, Result<String, String>)>,
+    live: &BTreeMap<DvKey, bool>,
+    now: Timestamp,
+    within: Duration,
+) -> Vec<DvKey> {
+    for (key, index, page) in reads {
+        let Ok(page) = page else { continue };
+        let (view, _) = all.entry(key).or_default().peers.get_or_insert_default();
+        view.record(index, &parse_metrics(&page), now);
+    }
+    let mut changed = Vec::new();
+    for (key, memory) in all.iter_mut() {
+        let Some(has_remote) = live.get(key).copied() else {
+            // Deleted: the rest of its memory goes with `forget_deleted`.
+            memory.peers = None;
+            continue;
+        };
+        let Some((view, health)) = memory.peers.as_mut() else {
+            continue;
+        };
+        let fresh = PeerHealth::of(view, now, within);
+        if fresh.differs_from(health, has_remote) {
+            changed.push(key.clone());
+        }
+        *health = fresh;
+    }
+    changed
 }
 
 /// The members of `dv` whose Charon is read this round: (DV key, share index, address).

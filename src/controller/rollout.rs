@@ -1,7 +1,24 @@
 //! Rollout execution: restarts and rolls members one at a time within the quorum budget, as
 //! [`crate::domain::planner`] decides; only the API calls and Events live here.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{info, warn};
+
+use super::context::Context;
+use super::events::{publish, publish_about};
+use super::{cached, health, model, names, pod_reference, status, waiting_on};
+use crate::api::{DistributedValidator, DistributedValidatorStatus, reasons};
+use crate::domain::planner::{self, Disruption};
 
 /// How soon a restart that failed (e.g. an eviction the budget refused) is tried again.
 pub(super) const RETRY_FAILED_ACTION: Duration = Duration::from_secs(5);
@@ -28,12 +45,57 @@ pub(super) async fn keep_quorum(
     cluster: &model::Cluster,
     observed: &BTreeMap<String, status::Observed<'_>>,
     now: &Time,
-) -> (status::Outcome, Option<k8s_openapi::jiff::Timestamp>) {
+) -> (status::Outcome, Option<Timestamp>) {
     let settings = &cluster.rollout;
-    let paused = settings.paused;
     let previous = dv.status.clone().unwrap_or_default();
-    // Only members that were built take part: a blocked member has no pod to act on.
-    let members: Vec<crate::domain::planner::Member> = cluster
+    let node = |name: &str| ctx.caches.nodes.get(&ObjectRef::new(name));
+    let members = planner_members(cluster, observed, &previous, node, now);
+    let plan = planner::plan(&members, settings, now.0);
+    let waiting = explained_waiting(&plan, cluster, &members);
+    if plan.held_by_budget && !settings.paused && !held_by_budget_before(&previous) {
+        let note = waiting.last().cloned().unwrap_or_default();
+        publish(
+            ctx,
+            dv,
+            EventType::Warning,
+            reasons::ROLLOUT_HELD_BY_BUDGET,
+            "Rollout",
+            note,
+        )
+        .await;
+    }
+    let mut outcome = status::Outcome {
+        stranded: plan.stranded.clone(),
+        paused: settings.paused,
+        waiting,
+        held_by_budget: plan.held_by_budget,
+        min_ready: settings.min_ready,
+        ..status::Outcome::default()
+    };
+    let retry_at = carry_out(dv, ctx, &plan, observed, &previous, now, &mut outcome).await;
+    announce_stranded(dv, ctx, &plan, &previous).await;
+    // While members wait for a rollout, look again now and then even without an event.
+    let recheck = members
+        .iter()
+        .any(|m| m.outdated)
+        .then(|| after(now, ROLLOUT_RECHECK));
+    (outcome, planner::next_wake(plan.wake_at, retry_at, recheck))
+}
+
+fn after(now: &Time, wait: Duration) -> Timestamp {
+    now.0.checked_add(wait).unwrap_or(now.0)
+}
+
+/// The planner's view of each member that was built (a blocked member has no pod to act on),
+/// from its pod, its node (`node` looks one up by name) and its last status. Pure.
+fn planner_members(
+    cluster: &model::Cluster,
+    observed: &BTreeMap<String, status::Observed<'_>>,
+    previous: &DistributedValidatorStatus,
+    node: impl Fn(&str) -> Option<Arc<Node>>,
+    now: &Time,
+) -> Vec<planner::Member> {
+    cluster
         .members
         .iter()
         .map(|m| {
@@ -41,7 +103,7 @@ pub(super) async fn keep_quorum(
             let pod = seen.and_then(|s| s.pod);
             let node = pod
                 .and_then(|p| p.spec.as_ref()?.node_name.clone())
-                .and_then(|n| ctx.caches.nodes.get(&ObjectRef::new(&n)));
+                .and_then(|n| node(&n));
             let outdated = seen.is_some_and(status::is_outdated);
             let mut member = health::member(
                 &m.name,
@@ -62,187 +124,174 @@ pub(super) async fn keep_quorum(
                     != requested;
             member
         })
-        .collect();
-    let plan = crate::domain::planner::plan(&members, settings, now.0);
+        .collect()
+}
+
+/// The planner's reasons for waiting; when the budget holds the rollout across organisations,
+/// its last word says whose members count.
+fn explained_waiting(
+    plan: &planner::Plan,
+    cluster: &model::Cluster,
+    members: &[planner::Member],
+) -> Vec<String> {
     let mut waiting = plan.waiting.clone();
-    if plan.held_by_budget {
-        // The planner's last word is the budget; across organisations, say whose members count.
-        if let Some(last) = waiting
-            .last_mut()
-            .filter(|_| cluster.roster.iter().any(|m| m.remote))
-        {
-            *last = held_across_organisations(cluster, &members);
-        }
-        let already = previous.conditions.iter().any(|c| {
-            c.type_ == crate::api::condition_types::PROGRESSING
-                && c.reason == crate::api::reasons::ROLLOUT_HELD_BY_BUDGET
-        });
-        if !already && !paused {
-            let note = waiting.last().cloned().unwrap_or_default();
-            publish(
-                ctx,
-                dv,
-                EventType::Warning,
-                crate::api::reasons::ROLLOUT_HELD_BY_BUDGET,
-                "Rollout",
-                note,
-            )
-            .await;
-        }
+    let across_organisations = cluster.roster.iter().any(|m| m.remote);
+    if plan.held_by_budget
+        && across_organisations
+        && let Some(last) = waiting.last_mut()
+    {
+        *last = held_across_organisations(cluster, members);
     }
-    let mut outcome = status::Outcome {
-        stranded: plan.stranded.clone(),
-        paused,
-        waiting,
-        held_by_budget: plan.held_by_budget,
-        min_ready: settings.min_ready,
-        ..status::Outcome::default()
-    };
-    let namespace = dv.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut retry_at: Option<k8s_openapi::jiff::Timestamp> = None;
+    waiting
+}
+
+/// The last status already says the budget holds the rollout (and its Event was published).
+fn held_by_budget_before(previous: &DistributedValidatorStatus) -> bool {
+    previous.conditions.iter().any(|c| {
+        c.type_ == crate::api::condition_types::PROGRESSING
+            && c.reason == reasons::ROLLOUT_HELD_BY_BUDGET
+    })
+}
+
+/// Carries out the plan's restarts while this operator leads, recording each in `outcome` and
+/// an Event; returns when to retry if one failed.
+async fn carry_out(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    plan: &planner::Plan,
+    observed: &BTreeMap<String, status::Observed<'_>>,
+    previous: &DistributedValidatorStatus,
+    now: &Time,
+    outcome: &mut status::Outcome,
+) -> Option<Timestamp> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &dv.namespace().unwrap_or_default());
+    let mut retry_at = None;
     for action in &plan.actions {
-        let (member, reason, force, evict) = match action {
-            crate::domain::planner::Action::Restart {
-                member,
-                kind,
-                reason,
-            } => (
-                member,
-                reason,
-                false,
-                *kind == crate::domain::planner::RestartKind::Rollout,
-            ),
-            crate::domain::planner::Action::ForceDelete { member, reason } => {
-                (member, reason, true, false)
-            }
-        };
+        let member = action.member();
         let Some(pod) = observed.get(member).and_then(|s| s.pod) else {
             continue;
         };
-        let pod_name = pod.name_any();
         if !ctx.fence.holds() {
             // Lost the lease mid-pass: the new leader decides from here.
             warn!(member = %member, "not restarting: no longer the leader");
             break;
         }
-        let result = if evict {
-            // A rollout restart goes through the eviction API: the PodDisruptionBudget is a
-            // second guard on top of the planner's budget.
-            waiting_on(pods.evict(&pod_name, &kube::api::EvictParams::default()))
-                .await
-                .map(drop)
-        } else {
-            // The uid precondition keeps a late action from deleting the member's next pod.
-            let params = kube::api::DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid: pod.uid(),
-                    resource_version: None,
-                }),
-                grace_period_seconds: force.then_some(0),
-                ..kube::api::DeleteParams::default()
-            };
-            waiting_on(pods.delete(&pod_name, &params)).await.map(drop)
-        };
+        let disruption = action.disruption();
         let note = format!(
-            "member {member}: {reason}; quorum budget {} (ready minus threshold)",
+            "member {member}: {}; quorum budget {} (ready minus threshold)",
+            action.reason(),
             plan.budget
         );
-        match result {
+        let related = Some(pod_reference(pod));
+        match disrupt(&pods, pod, disruption).await {
             Ok(()) => {
-                info!(member = %member, reason = %reason, budget = plan.budget, "restarted a member");
-                let consecutive = match action {
-                    crate::domain::planner::Action::Restart {
-                        kind: crate::domain::planner::RestartKind::Repair,
-                        ..
-                    } => {
-                        previous
-                            .members
-                            .iter()
-                            .find(|m| &m.name == member)
-                            .map_or(0, |m| m.consecutive_restarts)
-                            + 1
-                    }
-                    _ => 0,
-                };
+                info!(member = %member, reason = %action.reason(), budget = plan.budget, "restarted a member");
+                let before = previous
+                    .members
+                    .iter()
+                    .find(|m| m.name == member)
+                    .map_or(0, |m| m.consecutive_restarts);
                 outcome.restarted.insert(
-                    member.clone(),
+                    member.to_owned(),
                     status::Restarted {
                         at: now.clone(),
-                        reason: reason.clone(),
-                        consecutive,
+                        reason: action.reason().to_owned(),
+                        consecutive: action.consecutive_repairs(before),
                     },
                 );
-                let (event_reason, kind) = if force {
-                    (crate::api::reasons::FORCE_DELETED, "force-delete")
-                } else if evict {
-                    (crate::api::reasons::ROLLING_RESTART, "rollout")
-                } else {
-                    (crate::api::reasons::REPAIRING, "repair")
-                };
-                ctx.metrics.observe_restart(kind);
-                let related = Some(pod_reference(pod));
-                publish_about(
-                    ctx,
-                    dv,
-                    related,
-                    EventType::Normal,
-                    event_reason,
-                    "Restart",
-                    note,
-                )
-                .await;
+                ctx.metrics.observe_restart(disruption.kind());
+                let reason = event_reason(disruption);
+                publish_about(ctx, dv, related, EventType::Normal, reason, "Restart", note).await;
             }
             Err(error) => {
                 warn!(member = %member, %error, "could not restart a member");
                 // Nothing else may wake this DV soon (an eviction refused by the budget changes
                 // no watched object): look again shortly.
-                let soon = now.0.checked_add(RETRY_FAILED_ACTION).unwrap_or(now.0);
-                retry_at =
-                    Some(retry_at.map_or(soon, |r: k8s_openapi::jiff::Timestamp| r.min(soon)));
+                retry_at = Some(after(now, RETRY_FAILED_ACTION));
+                let note = format!("{note}: {error}");
+                let reason = reasons::RESTART_FAILED;
                 publish_about(
                     ctx,
                     dv,
-                    Some(pod_reference(pod)),
+                    related,
                     EventType::Warning,
-                    crate::api::reasons::RESTART_FAILED,
+                    reason,
                     "Restart",
-                    format!("{note}: {error}"),
+                    note,
                 )
                 .await;
             }
         }
     }
+    retry_at
+}
+
+/// Takes a member's pod down as the plan says.
+async fn disrupt(
+    pods: &Api<Pod>,
+    pod: &cached::Pod,
+    disruption: Disruption,
+) -> Result<(), kube::Error> {
+    let pod_name = pod.name_any();
+    if disruption == Disruption::Evict {
+        // A rollout restart goes through the eviction API: the PodDisruptionBudget is a second
+        // guard on top of the planner's budget.
+        return waiting_on(pods.evict(&pod_name, &kube::api::EvictParams::default()))
+            .await
+            .map(drop);
+    }
+    // The uid precondition keeps a late action from deleting the member's next pod.
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
+        grace_period_seconds: (disruption == Disruption::ForceDelete).then_some(0),
+        ..kube::api::DeleteParams::default()
+    };
+    waiting_on(pods.delete(&pod_name, &params)).await.map(drop)
+}
+
+fn event_reason(disruption: Disruption) -> &'static str {
+    match disruption {
+        Disruption::Evict => reasons::ROLLING_RESTART,
+        Disruption::Delete => reasons::REPAIRING,
+        Disruption::ForceDelete => reasons::FORCE_DELETED,
+    }
+}
+
+/// A Warning for each member newly stranded on an unreachable node.
+async fn announce_stranded(
+    dv: &DistributedValidator,
+    ctx: &Context,
+    plan: &planner::Plan,
+    previous: &DistributedValidatorStatus,
+) {
     for member in &plan.stranded {
         let already = previous
             .members
             .iter()
             .any(|m| &m.name == member && m.stranded);
         if !already {
-            publish(ctx, dv, EventType::Warning, crate::api::reasons::MEMBER_STRANDED, "Observe", format!("member {member}: its node is unreachable; the pod is left alone until the node returns, is deleted, or is tainted node.kubernetes.io/out-of-service")).await;
+            let note = format!(
+                "member {member}: its node is unreachable; the pod is left alone until the node returns, is deleted, or is tainted node.kubernetes.io/out-of-service"
+            );
+            publish(
+                ctx,
+                dv,
+                EventType::Warning,
+                reasons::MEMBER_STRANDED,
+                "Observe",
+                note,
+            )
+            .await;
         }
     }
-    let wake_at = match (plan.wake_at, retry_at) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    // While members wait for a rollout, look again now and then even without an event.
-    let outdated_waiting = members.iter().any(|m| m.outdated);
-    let wake_at = if outdated_waiting {
-        let check = now.0.checked_add(ROLLOUT_RECHECK).unwrap_or(now.0);
-        Some(wake_at.map_or(check, |w| w.min(check)))
-    } else {
-        wake_at
-    };
-    (outcome, wake_at)
 }
 
 /// Why a rollout waits when members of other organisations count: ready members here, remote
 /// members seen, the threshold, and which remote members are not seen.
-fn held_across_organisations(
-    cluster: &model::Cluster,
-    members: &[crate::domain::planner::Member],
-) -> String {
+fn held_across_organisations(cluster: &model::Cluster, members: &[planner::Member]) -> String {
     let ready_here = members.iter().filter(|m| m.ready).count();
     let remote: Vec<&model::RosterEntry> = cluster.roster.iter().filter(|m| m.remote).collect();
     let unseen: Vec<&str> = remote

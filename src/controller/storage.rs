@@ -13,6 +13,7 @@ use crate::controller::cached::{StatefulSet, StatefulSetSpec};
 
 use crate::api::StorageSpec;
 use crate::controller::names::{VOLUME_CHARON_DATA, VOLUME_VC_DATA};
+use crate::domain::quantity::Quantity;
 
 /// One claim template of a member's live StatefulSet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,28 +103,9 @@ fn decode_claims(text: &str) -> Vec<LiveClaim> {
         .collect()
 }
 
-/// A storage quantity in bytes (the suffixes `spec.storage` accepts).
-pub fn bytes(quantity: &str) -> Option<f64> {
-    let split = quantity
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(quantity.len());
-    let (number, suffix) = quantity.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        _ => return None,
-    };
-    Some(number * factor)
+/// A storage quantity in bytes (the suffixes `spec.storage` accepts), if it is one.
+pub fn bytes(quantity: &str) -> Option<u128> {
+    Quantity::parse(quantity).ok().map(|q| q.bytes())
 }
 
 /// Compares what `spec.storage` asks of a member with its live claim templates.
@@ -222,6 +204,20 @@ mod tests {
             compare("m", &storage("2Gi", "1Gi", None), &live("1Gi", "1Gi", None)),
             StorageChange::Grow(vec![(VOLUME_CHARON_DATA.to_owned(), "2Gi".to_owned())])
         );
+    }
+
+    /// `E` and `Ei` (which the CRD admits) grow and shrink like every other suffix: they were
+    /// once read by the spec checks and not here, so such a size neither grew nor was refused.
+    #[test]
+    fn exabyte_sizes_grow_and_are_refused_like_any_other() {
+        assert_eq!(
+            compare("m", &storage("1Ei", "1Gi", None), &live("1P", "1Gi", None)),
+            StorageChange::Grow(vec![(VOLUME_CHARON_DATA.to_owned(), "1Ei".to_owned())])
+        );
+        assert!(matches!(
+            compare("m", &storage("1E", "1Gi", None), &live("1Ei", "1Gi", None)),
+            StorageChange::Refused(_)
+        ));
     }
 
     #[test]

@@ -1,6 +1,31 @@
 //! The status write: only when what a user would see changed, and only by the leader.
 
-use super::*;
+use super::cached;
+use super::caches::Caches;
+use super::caches::member_statefulsets;
+use super::context::Context;
+use super::error::Error;
+use super::events::publish_about;
+use super::model;
+use super::names;
+use super::names::FIELD_MANAGER;
+use super::names::LABEL_DV;
+use super::names::member_object_name;
+use super::names::member_pod_name;
+use super::status;
+use super::waiting_on;
+use crate::api::DistributedValidator;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::api::Patch;
+use kube::api::PatchParams;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
 
 /// What the caches hold of a DV's members: each one's StatefulSet, pod and the zone of its node.
 /// Each member's StatefulSet and pod have known names: they are looked up, not scanned for (a
@@ -48,7 +73,7 @@ impl Observations {
     pub(super) fn observed(
         &self,
         dv: &DistributedValidator,
-        written: &std::collections::BTreeSet<String>,
+        written: &super::apply::Applied,
     ) -> BTreeMap<String, status::Observed<'_>> {
         let dv_name = dv.name_any();
         dv.spec
@@ -61,7 +86,8 @@ impl Observations {
                         statefulset: self.sets.get(&m.name).map(Arc::as_ref),
                         pod: self.pods.get(&m.name).map(Arc::as_ref),
                         zone: self.zones.get(&m.name).cloned(),
-                        template_written: written.contains(&member_object_name(&dv_name, &m.name)),
+                        template_written: written
+                            .template_written(&member_object_name(&dv_name, &m.name)),
                     },
                 )
             })
@@ -127,9 +153,8 @@ pub(super) async fn update_status(
 /// "Available" out of "placed" and "Available" (a member becomes Ready within seconds to a
 /// minute of being placed), the same for a rollout's member-by-member pod moves. Counting from
 /// the DV's last status write instead (its first status, when the DV was created) wrote the
-/// placement by itself for every DV that waited more than this for its members to be placed:
-/// at 3,000 DVs, 2,157 writes (e2e/BENCHMARKS.md). `kubectl get pods -o wide` shows the node
-/// at once.
+/// placement by itself for every DV that waited more than this for its members to be placed
+/// (most of them, in a large rollout). `kubectl get pods -o wide` shows the node at once.
 pub(super) const STATUS_DETAILS_WITHIN: Duration = Duration::from_secs(30);
 
 /// How long a detail-only status change still waits, held back this long already.
@@ -191,10 +216,9 @@ pub(super) async fn write_status(
         return Ok(None);
     }
     let last = ctx
-        .status_written
-        .lock()
-        .ok()
-        .and_then(|written| written.get(&key).cloned());
+        .memory
+        .read(&key, |m| m.status_written.clone())
+        .flatten();
     let digest = status_digest(&status);
     let version = dv.metadata.resource_version.clone();
     if let Some(wait) = repeats_last_write(last.as_ref(), version.as_deref(), digest) {
@@ -207,10 +231,8 @@ pub(super) async fn write_status(
         .is_some_and(|previous| status::only_details_differ(previous, &status));
     if details_only {
         // Without the map (a poisoned lock), the detail is written now rather than never.
-        let held = ctx.details_held.lock().ok().map(|mut held| {
-            held.entry(key.clone())
-                .or_insert_with(Instant::now)
-                .elapsed()
+        let held = ctx.memory.update(&key, |m| {
+            m.details_held.get_or_insert_with(Instant::now).elapsed()
         });
         if let Some(wait) = held.and_then(details_wait) {
             return Ok(Some(wait));
@@ -234,24 +256,19 @@ pub(super) async fn write_status(
         .await
         .map_err(|source| Error::WriteStatus { name, source })?;
     release_details(ctx, &key);
-    if let Ok(mut written) = ctx.status_written.lock() {
-        written.insert(
-            key,
-            StatusWritten {
-                at: Instant::now(),
-                over: version,
-                digest,
-            },
-        );
-    }
+    ctx.memory.update(&key, |m| {
+        m.status_written = Some(StatusWritten {
+            at: Instant::now(),
+            over: version,
+            digest,
+        })
+    });
     Ok(None)
 }
 
 /// Forgets the detail-only change held back for a DV: it was written, or is no longer a change.
 fn release_details(ctx: &Context, key: &(String, String)) {
-    if let Ok(mut held) = ctx.details_held.lock() {
-        held.remove(key);
-    }
+    ctx.memory.update(key, |m| m.details_held = None);
 }
 
 #[cfg(test)]

@@ -73,99 +73,56 @@ pub enum Choice {
     Remote,
 }
 
+/// What the first pass makes of one member: decided (and whether it moves now), or a candidate
+/// for a move that the second pass decides against the others.
+enum FirstPass {
+    Decided {
+        choice: Choice,
+        moves_now: bool,
+    },
+    Candidate {
+        running: ValidatorClient,
+        wanted: ValidatorClient,
+    },
+}
+
 /// Decides every member's client, in spec order. `threshold` is the DV's `t`; `required`: the
-/// diversity policy is Required.
+/// diversity policy is Required. One member moves at a time: the first already moving, else
+/// the first candidate the diversity rule lets move.
 pub fn choose(members: &[MemberClients], threshold: u32, required: bool) -> Vec<Choice> {
-    let mut choices: Vec<Option<Choice>> = vec![None; members.len()];
-    let mut candidates = Vec::new();
-    let mut moving: Option<String> = None;
-    for (i, member) in members.iter().enumerate() {
-        let Some(wanted) = member.wanted.filter(|_| !member.remote) else {
-            choices[i] = Some(Choice::Remote);
+    let first: Vec<FirstPass> = members.iter().map(first_pass).collect();
+    let mut moving: Option<String> = members
+        .iter()
+        .zip(&first)
+        .find(|(_, pass)| {
+            matches!(
+                pass,
+                FirstPass::Decided {
+                    moves_now: true,
+                    ..
+                }
+            )
+        })
+        .map(|(member, _)| member.name.clone());
+    let mut choices: Vec<Option<Choice>> = first
+        .iter()
+        .map(|pass| match pass {
+            FirstPass::Decided { choice, .. } => Some(choice.clone()),
+            FirstPass::Candidate { .. } => None,
+        })
+        .collect();
+    for (i, pass) in first.iter().enumerate() {
+        let FirstPass::Candidate { running, wanted } = *pass else {
             continue;
         };
-        if member.moved_by_hand {
-            choices[i] = Some(Choice::Run(wanted));
-            continue;
-        }
-        // An unfinished move asked to go elsewhere. Back to the old client is safe only after a
-        // failed step (the new client never started); anything else waits for the move.
-        if let Some(recorded) = member
-            .recorded
-            .filter(|r| r.to != wanted && !r.finished && member.running == Some(r.from))
-        {
-            if recorded.failed && wanted == recorded.from {
-                choices[i] = Some(Choice::Run(wanted));
-            } else {
-                moving.get_or_insert_with(|| member.name.clone());
-                choices[i] = Some(Choice::Hold {
-                    running: recorded.to,
-                    wanted,
-                    why: HoldReason::MoveUnfinished {
-                        from: recorded.from,
-                        to: recorded.to,
-                    },
-                });
-            }
-            continue;
-        }
-        if let Some(recorded) = member.recorded.filter(|r| r.to == wanted) {
-            if member.running == Some(recorded.from) {
-                moving.get_or_insert_with(|| member.name.clone());
-                choices[i] = Some(Choice::Move {
-                    from: recorded.from,
-                    to: recorded.to,
-                });
-                continue;
-            }
-            if member.running == Some(recorded.to) {
-                choices[i] = Some(Choice::Move {
-                    from: recorded.from,
-                    to: recorded.to,
-                });
-                continue;
-            }
-        }
-        match member.running {
-            Some(running) if running != wanted => candidates.push((i, running, wanted)),
-            _ => choices[i] = Some(Choice::Run(wanted)),
-        }
-    }
-    for (i, running, wanted) in candidates {
-        if let Some(other) = &moving {
-            choices[i] = Some(Choice::Hold {
+        let choice = match &moving {
+            Some(other) => Choice::Hold {
                 running,
                 wanted,
                 why: HoldReason::AnotherMoves(other.clone()),
-            });
-            continue;
-        }
-        // The cluster as it would run after this move: every other candidate still on its
-        // running client.
-        let mut counts = std::collections::BTreeMap::<ValidatorClient, u32>::new();
-        for (j, member) in members.iter().enumerate() {
-            let client = if j == i {
-                Some(wanted)
-            } else {
-                match &choices[j] {
-                    Some(Choice::Run(c)) => Some(*c),
-                    Some(Choice::Move { to, .. }) => Some(*to),
-                    Some(Choice::Remote) => member.wanted,
-                    Some(Choice::Hold { running, .. }) => Some(*running),
-                    None => member.running,
-                }
-            };
-            if let Some(client) = client {
-                *counts.entry(client).or_default() += 1;
-            }
-        }
-        let crowded = counts
-            .iter()
-            .find(|(_, count)| **count >= threshold)
-            .map(|(client, count)| (*client, *count));
-        match crowded {
-            Some((client, count)) if required => {
-                choices[i] = Some(Choice::Hold {
+            },
+            None => match crowded_after(members, &choices, i, wanted, threshold) {
+                Some((client, count)) if required => Choice::Hold {
                     running,
                     wanted,
                     why: HoldReason::Diversity {
@@ -173,22 +130,97 @@ pub fn choose(members: &[MemberClients], threshold: u32, required: bool) -> Vec<
                         count,
                         threshold,
                     },
-                });
-            }
-            _ => {
-                moving = Some(members[i].name.clone());
-                choices[i] = Some(Choice::Move {
-                    from: running,
-                    to: wanted,
-                });
-            }
+                },
+                _ => {
+                    moving = Some(members[i].name.clone());
+                    Choice::Move {
+                        from: running,
+                        to: wanted,
+                    }
+                }
+            },
+        };
+        choices[i] = Some(choice);
+    }
+    // The first pass decided every member but the candidates, the loop above every candidate.
+    choices.into_iter().flatten().collect()
+}
+
+/// One member on its own: remote, moved by hand, an unfinished or recorded move, no change, or
+/// a candidate.
+fn first_pass(member: &MemberClients) -> FirstPass {
+    let decided = |choice, moves_now| FirstPass::Decided { choice, moves_now };
+    let Some(wanted) = member.wanted.filter(|_| !member.remote) else {
+        return decided(Choice::Remote, false);
+    };
+    if member.moved_by_hand {
+        return decided(Choice::Run(wanted), false);
+    }
+    // An unfinished move asked to go elsewhere. Back to the old client is safe only after a
+    // failed step (the new client never started); anything else waits for the move.
+    if let Some(recorded) = member
+        .recorded
+        .filter(|r| r.to != wanted && !r.finished && member.running == Some(r.from))
+    {
+        if recorded.failed && wanted == recorded.from {
+            return decided(Choice::Run(wanted), false);
+        }
+        let hold = Choice::Hold {
+            running: recorded.to,
+            wanted,
+            why: HoldReason::MoveUnfinished {
+                from: recorded.from,
+                to: recorded.to,
+            },
+        };
+        return decided(hold, true);
+    }
+    if let Some(recorded) = member.recorded.filter(|r| r.to == wanted) {
+        let recorded_move = Choice::Move {
+            from: recorded.from,
+            to: recorded.to,
+        };
+        // Still on the old client: the move goes on. On the new one: the steps stay.
+        if member.running == Some(recorded.from) {
+            return decided(recorded_move, true);
+        }
+        if member.running == Some(recorded.to) {
+            return decided(recorded_move, false);
         }
     }
-    // The first pass decides every member but the candidates, the second every candidate.
-    choices
-        .into_iter()
-        .map(|choice| choice.expect("every member is decided by one of the two passes"))
-        .collect()
+    match member.running {
+        Some(running) if running != wanted => FirstPass::Candidate { running, wanted },
+        _ => decided(Choice::Run(wanted), false),
+    }
+}
+
+/// A client that `threshold` or more members would run if member `i` moved to `wanted` while
+/// every other undecided candidate stays on its running client, with its count.
+fn crowded_after(
+    members: &[MemberClients],
+    choices: &[Option<Choice>],
+    i: usize,
+    wanted: ValidatorClient,
+    threshold: u32,
+) -> Option<(ValidatorClient, u32)> {
+    let mut counts = std::collections::BTreeMap::<ValidatorClient, u32>::new();
+    for (j, member) in members.iter().enumerate() {
+        let client = if j == i {
+            Some(wanted)
+        } else {
+            match &choices[j] {
+                Some(Choice::Run(c)) => Some(*c),
+                Some(Choice::Move { to, .. }) => Some(*to),
+                Some(Choice::Remote) => member.wanted,
+                Some(Choice::Hold { running, .. }) => Some(*running),
+                None => member.running,
+            }
+        };
+        if let Some(client) = client {
+            *counts.entry(client).or_default() += 1;
+        }
+    }
+    counts.into_iter().find(|(_, count)| *count >= threshold)
 }
 
 #[cfg(test)]

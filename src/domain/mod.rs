@@ -6,5 +6,6 @@ pub mod client_moves;
 pub mod peers;
 pub mod placement;
 pub mod planner;
+pub mod quantity;
 pub mod quorum;
 pub mod spec_checks;

@@ -105,6 +105,81 @@ pub enum Action {
     ForceDelete { member: String, reason: String },
 }
 
+/// How an action reaches the members' pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disruption {
+    /// Through the eviction API, so the PodDisruptionBudget guards it too: a rollout step.
+    Evict,
+    /// A plain delete of a broken member's pod.
+    Delete,
+    /// A delete with no grace period, of a pod whose node is gone.
+    ForceDelete,
+}
+
+impl Disruption {
+    /// The kind counted in the operator's restart metric.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Disruption::Evict => "rollout",
+            Disruption::Delete => "repair",
+            Disruption::ForceDelete => "force-delete",
+        }
+    }
+}
+
+impl Action {
+    pub fn member(&self) -> &str {
+        match self {
+            Action::Restart { member, .. } | Action::ForceDelete { member, .. } => member,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Action::Restart { reason, .. } | Action::ForceDelete { reason, .. } => reason,
+        }
+    }
+
+    pub fn disruption(&self) -> Disruption {
+        match self {
+            Action::Restart {
+                kind: RestartKind::Rollout,
+                ..
+            } => Disruption::Evict,
+            Action::Restart {
+                kind: RestartKind::Repair,
+                ..
+            } => Disruption::Delete,
+            Action::ForceDelete { .. } => Disruption::ForceDelete,
+        }
+    }
+
+    /// The member's repairs in a row once this action is done, from `before`: a repair adds
+    /// one (its backoff grows), anything else starts the count over.
+    pub fn consecutive_repairs(&self, before: u32) -> u32 {
+        match self {
+            Action::Restart {
+                kind: RestartKind::Repair,
+                ..
+            } => before + 1,
+            _ => 0,
+        }
+    }
+}
+
+/// When to look at a DV again: the plan's own time, a retry of an action that failed, and while
+/// members wait for a rollout a periodic recheck (nothing else may change then).
+pub fn next_wake(
+    plan_wake: Option<Timestamp>,
+    retry_at: Option<Timestamp>,
+    rollout_recheck: Option<Timestamp>,
+) -> Option<Timestamp> {
+    [plan_wake, retry_at, rollout_recheck]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
 /// The planner's answer.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Plan {
@@ -138,133 +213,111 @@ pub fn restart_backoff(consecutive: u32, settings: &Settings) -> Duration {
         .min(settings.max_restart_backoff)
 }
 
+impl Plan {
+    /// Look again at `at` at the latest.
+    fn wake(&mut self, at: Timestamp) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    /// Something waits until `until`, for the reason `why`.
+    fn wait(&mut self, until: Timestamp, why: String) {
+        self.wake(until);
+        self.waiting.push(why);
+    }
+}
+
+/// The next actions for the members of one DV, in order: pods whose node is gone, repairs of
+/// broken members, then the rollout of outdated ones within the budget.
 pub fn plan(members: &[Member], settings: &Settings, now: Timestamp) -> Plan {
     let ready = members.iter().filter(|m| m.ready).count() as i64;
-    let budget = ready - i64::from(settings.threshold);
     let mut plan = Plan {
-        budget,
+        budget: ready - i64::from(settings.threshold),
         ..Plan::default()
-    };
-    let wake = |plan: &mut Plan, at: Timestamp| {
-        plan.wake_at = Some(plan.wake_at.map_or(at, |w| w.min(at)));
     };
     let mut ordered: Vec<&Member> = members.iter().collect();
     ordered.sort_by_key(|m| m.index);
-
-    for member in &ordered {
-        if member.node == NodeHealth::Unreachable {
-            plan.stranded.push(member.name.clone());
-        }
-    }
+    plan.stranded = ordered
+        .iter()
+        .filter(|m| m.node == NodeHealth::Unreachable)
+        .map(|m| m.name.clone())
+        .collect();
     if settings.paused {
         plan.waiting
             .push("paused: no restarts or rollouts".to_owned());
         return plan;
     }
-
-    // Pods whose node is gone can go at once: nothing can be running there.
+    plan.actions.extend(force_deletes(&ordered));
     for member in &ordered {
-        // A pod still reported Ready is not stopped, whatever its node says: leave it.
-        if (member.has_pod || member.terminating)
-            && member.node == NodeHealth::Gone
-            && !member.ready
-        {
-            plan.actions.push(Action::ForceDelete {
-                member: member.name.clone(),
-                reason: "its node is gone or out of service".to_owned(),
-            });
-        }
+        plan_repair(&mut plan, member, settings, now);
     }
+    plan_rollout(&mut plan, &ordered, settings, now);
+    plan
+}
 
-    // Repairs: broken members, past the restart delay and their backoff.
-    for member in &ordered {
-        let Some(broken) = &member.broken else {
-            continue;
-        };
-        // A member that is still Ready is not down: restarting it would cost budget.
-        if member.ready || member.terminating || member.node != NodeHealth::Ready || !member.has_pod
-        {
-            continue;
-        }
-        let down_since = member.unready_since.unwrap_or(now);
-        let delay_over = after(down_since, settings.restart_delay);
-        if now < delay_over {
-            wake(&mut plan, delay_over);
-            plan.waiting.push(format!(
-                "{} is broken ({broken}); restart delay not over",
-                member.name
-            ));
-            continue;
-        }
-        if let Some(last) = member.last_restart {
-            let next = after(last, restart_backoff(member.consecutive_restarts, settings));
-            if now < next {
-                wake(&mut plan, next);
-                plan.waiting.push(format!(
-                    "{} is broken ({broken}); backing off until {next}",
-                    member.name
-                ));
-                continue;
-            }
-        }
-        plan.actions.push(Action::Restart {
-            member: member.name.clone(),
-            kind: RestartKind::Repair,
-            reason: format!("broken: {broken}"),
-        });
+/// Pods whose node is gone can go at once: nothing can be running there. A pod still reported
+/// Ready is not stopped, whatever its node says: it is left alone.
+fn force_deletes<'a>(ordered: &'a [&Member]) -> impl Iterator<Item = Action> + 'a {
+    ordered
+        .iter()
+        .filter(|m| (m.has_pod || m.terminating) && m.node == NodeHealth::Gone && !m.ready)
+        .map(|m| Action::ForceDelete {
+            member: m.name.clone(),
+            reason: "its node is gone or out of service".to_owned(),
+        })
+}
+
+/// A broken member is restarted past the restart delay and its backoff.
+fn plan_repair(plan: &mut Plan, member: &Member, settings: &Settings, now: Timestamp) {
+    let Some(broken) = &member.broken else {
+        return;
+    };
+    // A member that is still Ready is not down: restarting it would cost budget.
+    if member.ready || member.terminating || member.node != NodeHealth::Ready || !member.has_pod {
+        return;
     }
+    // Down for the restart delay first, then past its backoff since the last repair.
+    let name = &member.name;
+    let delay_over = after(member.unready_since.unwrap_or(now), settings.restart_delay);
+    let backoff_over = member
+        .last_restart
+        .map(|last| after(last, restart_backoff(member.consecutive_restarts, settings)));
+    let waits = if now < delay_over {
+        Some((delay_over, "restart delay not over".to_owned()))
+    } else {
+        backoff_over
+            .filter(|over| now < *over)
+            .map(|over| (over, format!("backing off until {over}")))
+    };
+    if let Some((until, why)) = waits {
+        plan.wait(until, format!("{name} is broken ({broken}); {why}"));
+        return;
+    }
+    plan.actions.push(Action::Restart {
+        member: member.name.clone(),
+        kind: RestartKind::Repair,
+        reason: format!("broken: {broken}"),
+    });
+}
 
-    // Rollout: outdated members that are up, one budget unit each.
+/// Rollout: outdated members that are up, one budget unit each, once the previous restarts
+/// settled.
+fn plan_rollout(plan: &mut Plan, ordered: &[&Member], settings: &Settings, now: Timestamp) {
     let outdated: Vec<&&Member> = ordered
         .iter()
         .filter(|m| m.outdated && m.ready && !m.terminating && m.broken.is_none())
         .collect();
-    if outdated.is_empty() {
-        return plan;
+    if outdated.is_empty() || !restarts_settled(plan, ordered, settings, now) {
+        return;
     }
-    // The previous restart must have settled: nobody terminating, and every member the
-    // operator restarted is back and Ready for minReadySeconds.
-    if ordered.iter().any(|m| m.terminating) {
-        plan.waiting
-            .push("rollout waits: a member is restarting".to_owned());
-        return plan;
-    }
-    for member in &ordered {
-        // A member on an unreachable node is down for another reason than a restart of ours
-        // (it is stranded, and counted by the budget below): waiting for it to come back would
-        // report the rollout as waiting for a restart that settled long ago.
-        if member.last_restart.is_none() || member.node != NodeHealth::Ready {
-            continue;
-        }
-        match (member.ready, member.ready_since) {
-            (true, Some(since)) => {
-                let settled = after(since, settings.min_ready);
-                if now < settled {
-                    wake(&mut plan, settled);
-                    plan.waiting.push(format!(
-                        "rollout waits: {} must be ready for {}s",
-                        member.name,
-                        settings.min_ready.as_secs()
-                    ));
-                    return plan;
-                }
-            }
-            (true, None) => {}
-            (false, _) => {
-                plan.waiting
-                    .push(format!("rollout waits: {} is not ready yet", member.name));
-                return plan;
-            }
-        }
-    }
-    let allowed = budget.min(i64::from(settings.max_unavailable.max(1)));
+    let allowed = plan.budget.min(i64::from(settings.max_unavailable.max(1)));
     if allowed <= 0 {
         plan.held_by_budget = true;
         plan.waiting.push(format!(
-            "rollout waits: {ready} ready, {} needed to sign; no member can be taken down",
+            "rollout waits: {} ready, {} needed to sign; no member can be taken down",
+            plan.budget + i64::from(settings.threshold),
             settings.threshold
         ));
-        return plan;
+        return;
     }
     for member in outdated.into_iter().take(allowed as usize) {
         plan.actions.push(Action::Restart {
@@ -277,7 +330,51 @@ pub fn plan(members: &[Member], settings: &Settings, now: Timestamp) -> Plan {
             },
         });
     }
-    plan
+}
+
+/// The previous restart must have settled before the next rollout step: nobody terminating,
+/// and every member the operator restarted is back and Ready for minReadySeconds. When not,
+/// says what the rollout waits for.
+fn restarts_settled(
+    plan: &mut Plan,
+    ordered: &[&Member],
+    settings: &Settings,
+    now: Timestamp,
+) -> bool {
+    if ordered.iter().any(|m| m.terminating) {
+        plan.waiting
+            .push("rollout waits: a member is restarting".to_owned());
+        return false;
+    }
+    for member in ordered {
+        // A member on an unreachable node is down for another reason than a restart of ours
+        // (it is stranded, and counted by the budget): waiting for it to come back would
+        // report the rollout as waiting for a restart that settled long ago.
+        if member.last_restart.is_none() || member.node != NodeHealth::Ready {
+            continue;
+        }
+        match (member.ready, member.ready_since) {
+            (true, Some(since)) => {
+                let settled = after(since, settings.min_ready);
+                if now < settled {
+                    let seconds = settings.min_ready.as_secs();
+                    let why = format!(
+                        "rollout waits: {} must be ready for {seconds}s",
+                        member.name
+                    );
+                    plan.wait(settled, why);
+                    return false;
+                }
+            }
+            (true, None) => {}
+            (false, _) => {
+                plan.waiting
+                    .push(format!("rollout waits: {} is not ready yet", member.name));
+                return false;
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! The simulated cluster allocates and frees without pause (every write copies an object, every
 //! watch event encodes one): with mimalloc, 1,000 × 4 on this machine took 35–37 s to its
 //! ceiling instead of 44–51 s, and the process peaked at 2.7–2.9 GB instead of 3.4–3.6 GB
-//! (e2e/BENCHMARKS.md). The operator under measurement keeps the allocator `dvt-operator`
+//! (e2e/benchmarks-log-2026-11-24-to-2026-12-06.md). The operator under measurement keeps the allocator `dvt-operator`
 //! runs with, so that its RSS and CPU figures are the shipped binary's: with mimalloc it used
 //! about a fifth less CPU but peaked 3–5 MiB higher (97–100 MiB, transparent huge pages off;
 //! 125–131 MiB with them), too near the 100 MiB target to trade for.

@@ -92,7 +92,7 @@ enum Command {
         /// simulated controllers get the CPU first and the operator the rest, so that the ratio
         /// measures what the operator's requests and decisions cost the rollout, not its CPU
         /// taken from simulated machines (its CPU time is printed apart). 0 shares the cores
-        /// equally (see e2e/BENCHMARKS.md for both). The benchmark's timed client loops (the
+        /// equally (see e2e/benchmarks-log-2026-11-24-to-2026-12-06.md for both). The benchmark's timed client loops (the
         /// ceiling's objects, the user's DVs) run at the same niceness, so that the ceiling's
         /// client is not favoured over the operator it is compared with.
         #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]

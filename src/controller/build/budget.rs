@@ -1,7 +1,16 @@
 //! The PodDisruptionBudget over a DV's pods: voluntary evictions (a node drain) may not take the
 //! cluster below its threshold.
 
-use super::*;
+use super::child_metadata;
+use super::dv_labels;
+use super::stamp;
+use crate::controller::model::Cluster;
+use crate::controller::names::LABEL_DV;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
 
 /// One budget over all members with an integer `minAvailable: t`: an eviction may never leave
 /// fewer than `t` members ready (a `maxUnavailable: t` budget would let quorum be evicted).

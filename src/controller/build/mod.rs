@@ -6,38 +6,26 @@ mod network;
 mod pod;
 mod statefulset;
 
-use budget::*;
-use network::*;
-use pod::*;
-use statefulset::*;
+use budget::pdb;
+use network::{network_policy, p2p_service, service};
+use statefulset::statefulset;
 
 pub mod clients;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
-    StatefulSetUpdateStrategy,
-};
-use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
-};
-use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
-};
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PodSecurityContext, SeccompProfile, SecurityContext, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::model::{Cluster, LockVolume, Member, stable_hash, stable_hash_of};
-use super::names::*;
+use super::model::{Cluster, Member, stable_hash, stable_hash_of};
+use super::names::{
+    ANNOTATION_SPEC_HASH, FIELD_MANAGER, LABEL_CLIENT, LABEL_COMPONENT, LABEL_DV, LABEL_INSTANCE,
+    LABEL_MANAGED_BY, LABEL_MEMBER, LABEL_NAME, LABEL_OPERATOR_CLASS, LABEL_PART_OF,
+    LABEL_SHARE_INDEX, RUN_AS_USER,
+};
 
 /// Everything one DV needs. The applier destructures it without `..`, so a new kind of object
 /// that nobody applies does not compile.
@@ -186,6 +174,18 @@ pub enum ChildKind {
     PodDisruptionBudget,
     NetworkPolicy,
     StatefulSet,
+}
+
+impl ChildKind {
+    /// The Kubernetes kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::Service => "Service",
+            ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+            ChildKind::NetworkPolicy => "NetworkPolicy",
+            ChildKind::StatefulSet => "StatefulSet",
+        }
+    }
 }
 
 impl Desired {

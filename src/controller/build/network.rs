@@ -1,7 +1,32 @@
 //! The network children of a DV: each member's Service (its p2p and monitoring ports) and the
 //! NetworkPolicy that opens only what Charon and the clients use.
 
-use super::*;
+use super::child_metadata;
+use super::dv_labels;
+use super::member_labels;
+use super::member_selector;
+use super::stamp;
+use crate::controller::model::Cluster;
+use crate::controller::model::Member;
+use crate::controller::names::CONTROLLER_NAME;
+use crate::controller::names::LABEL_DV;
+use crate::controller::names::LABEL_NAME;
+use crate::controller::names::PORT_MONITORING;
+use crate::controller::names::PORT_VC_METRICS;
+use crate::controller::names::member_object_name;
+use crate::controller::names::member_p2p_service_name;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::core::v1::ServiceSpec;
+use k8s_openapi::api::networking::v1::IPBlock;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::NetworkPolicyIngressRule;
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+use k8s_openapi::api::networking::v1::NetworkPolicyPort;
+use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
 
 pub(super) fn tcp(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {

@@ -2,7 +2,58 @@
 //! the key-share and ENR volumes (each member's own Secrets only), probes, security context
 //! and zone affinity.
 
-use super::*;
+use super::clients;
+use crate::controller::model::Cluster;
+use crate::controller::model::LockVolume;
+use crate::controller::model::Member;
+use crate::controller::names::CONTAINER_CHARON;
+use crate::controller::names::CONTAINER_VALIDATOR_CLIENT;
+use crate::controller::names::ENR_KEY_FILE;
+use crate::controller::names::INIT_REMOVE_OLD_ENR_KEY_COPY;
+use crate::controller::names::LABEL_DV;
+use crate::controller::names::LOCK_FILE;
+use crate::controller::names::MOUNT_CHARON_DATA;
+use crate::controller::names::MOUNT_ENR_KEY;
+use crate::controller::names::MOUNT_KEY_SHARE;
+use crate::controller::names::MOUNT_LOCK;
+use crate::controller::names::MOUNT_TMP;
+use crate::controller::names::PORT_MONITORING;
+use crate::controller::names::PORT_VALIDATOR_API;
+use crate::controller::names::PORT_VC_METRICS;
+use crate::controller::names::RUN_AS_USER;
+use crate::controller::names::VOLUME_CHARON_DATA;
+use crate::controller::names::VOLUME_ENR_KEY;
+use crate::controller::names::VOLUME_KEY_SHARE;
+use crate::controller::names::VOLUME_LOCK;
+use crate::controller::names::VOLUME_TMP;
+use crate::controller::names::VOLUME_VC_DATA;
+use crate::controller::names::vc_data_mount;
+use k8s_openapi::api::core::v1::Affinity;
+use k8s_openapi::api::core::v1::Capabilities;
+use k8s_openapi::api::core::v1::ConfigMapVolumeSource;
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::ContainerPort;
+use k8s_openapi::api::core::v1::EmptyDirVolumeSource;
+use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::EnvVarSource;
+use k8s_openapi::api::core::v1::HTTPGetAction;
+use k8s_openapi::api::core::v1::KeyToPath;
+use k8s_openapi::api::core::v1::NodeAffinity;
+use k8s_openapi::api::core::v1::NodeSelector;
+use k8s_openapi::api::core::v1::NodeSelectorRequirement;
+use k8s_openapi::api::core::v1::NodeSelectorTerm;
+use k8s_openapi::api::core::v1::PodAffinityTerm;
+use k8s_openapi::api::core::v1::PodAntiAffinity;
+use k8s_openapi::api::core::v1::Probe;
+use k8s_openapi::api::core::v1::SeccompProfile;
+use k8s_openapi::api::core::v1::SecretKeySelector;
+use k8s_openapi::api::core::v1::SecretVolumeSource;
+use k8s_openapi::api::core::v1::SecurityContext;
+use k8s_openapi::api::core::v1::Volume;
+use k8s_openapi::api::core::v1::VolumeMount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
 
 pub(super) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {

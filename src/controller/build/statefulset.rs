@@ -1,7 +1,37 @@
 //! A member's StatefulSet: one replica, its pod template, its claims (Charon's and the
 //! client's data, never deleted by us) and its update strategy.
 
-use super::*;
+use super::child_metadata;
+use super::member_labels;
+use super::member_selector;
+use super::pod::affinity;
+use super::pod::charon_container;
+use super::pod::client_containers;
+use super::pod::remove_old_enr_key_copy;
+use super::pod::volumes;
+use super::stamp;
+use crate::controller::model::Cluster;
+use crate::controller::model::Member;
+use crate::controller::names::ANNOTATION_INPUTS_HASH;
+use crate::controller::names::ANNOTATION_RESTARTED_AT;
+use crate::controller::names::ANNOTATION_THRESHOLD;
+use crate::controller::names::MEMBER_REPLICAS;
+use crate::controller::names::VOLUME_CHARON_DATA;
+use crate::controller::names::VOLUME_VC_DATA;
+use crate::controller::names::member_object_name;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy;
+use k8s_openapi::api::apps::v1::StatefulSetSpec;
+use k8s_openapi::api::apps::v1::StatefulSetUpdateStrategy;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::VolumeResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
 
 pub(super) fn claim(
     name: &str,

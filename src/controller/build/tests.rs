@@ -4,8 +4,21 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::api::ValidatorClient;
+use crate::controller::names::CONTAINER_CHARON;
+use crate::controller::names::CONTAINER_VALIDATOR_CLIENT;
+use crate::controller::names::CONTROLLER_NAME;
+use crate::controller::names::PORT_MONITORING;
+use crate::controller::names::PORT_P2P;
+use crate::controller::names::PORT_VALIDATOR_API;
+use crate::controller::names::PORT_VC_METRICS;
+use crate::controller::names::VOLUME_CHARON_DATA;
+use crate::controller::names::VOLUME_KEY_SHARE;
+use crate::controller::names::VOLUME_TMP;
+use crate::controller::names::VOLUME_VC_DATA;
 use crate::controller::testing::example;
 use crate::controller::validate::validate;
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 const SNAPSHOTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -2,7 +2,13 @@
 //! condition keeps its transition time while its status holds), and the placement and
 //! diversity conditions, each with the reason that explains it.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::Outcome;
+use crate::api::{MemberStatus, condition_types as types, reasons};
+use crate::controller::model::{Cluster, MemberProblem};
 use crate::domain::placement::{Diversity, Spread};
 
 /// The planner's reasons for holding back, appended to the Progressing message: what a user
@@ -12,6 +18,227 @@ pub(super) fn planner_says(waiting: &[String]) -> String {
         String::new()
     } else {
         format!("; {}", waiting.join("; "))
+    }
+}
+
+/// What every condition of one status is set against: the previous conditions (for their
+/// transition times), the DV's generation and the time of this pass.
+pub(super) struct Setting<'a> {
+    pub previous: &'a [Condition],
+    pub generation: Option<i64>,
+    pub now: &'a Time,
+}
+
+impl Setting<'_> {
+    pub fn set(&self, type_: &str, status: bool, reason: &str, message: String) -> Condition {
+        condition(
+            self.previous,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        )
+    }
+}
+
+/// Members ready of `n`, and the threshold `t`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Counts {
+    pub ready: u32,
+    pub n: u32,
+    pub t: u32,
+}
+
+/// The members not ready, each with why when known.
+fn not_ready_names(members: &[MemberStatus]) -> String {
+    members
+        .iter()
+        .filter(|m| !m.ready)
+        .map(|m| match (&m.not_ready_reason, m.remote) {
+            (Some(why), _) => format!("{} ({why})", m.name),
+            (None, true) => format!("{} (remote, not seen)", m.name),
+            (None, false) => m.name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Available (every member ready), QuorumAvailable (at least t) and FaultTolerant (more than t).
+pub(super) fn availability_conditions(
+    at: &Setting,
+    members: &[MemberStatus],
+    Counts { ready, n, t }: Counts,
+) -> [Condition; 3] {
+    let available = if ready == n {
+        at.set(
+            types::AVAILABLE,
+            true,
+            reasons::ALL_MEMBERS_READY,
+            format!("all {n} members are ready"),
+        )
+    } else {
+        at.set(
+            types::AVAILABLE,
+            false,
+            reasons::MEMBERS_NOT_READY,
+            format!(
+                "{ready}/{n} members ready; not ready: {}",
+                not_ready_names(members)
+            ),
+        )
+    };
+    let quorum = if ready >= t {
+        at.set(
+            types::QUORUM_AVAILABLE,
+            true,
+            reasons::QUORUM_READY,
+            format!("{ready} members ready, {t} needed to sign"),
+        )
+    } else {
+        at.set(
+            types::QUORUM_AVAILABLE,
+            false,
+            reasons::BELOW_THRESHOLD,
+            format!("{ready} members ready, {t} needed to sign: the validator cannot sign"),
+        )
+    };
+    let margin = ready.saturating_sub(t);
+    let fault_tolerant = at.set(
+        types::FAULT_TOLERANT,
+        ready > t,
+        if ready > t {
+            reasons::CAN_LOSE_MEMBERS
+        } else {
+            reasons::NO_MARGIN_LEFT
+        },
+        format!("{margin} more member(s) may fail before signing stops"),
+    );
+    [available, quorum, fault_tolerant]
+}
+
+/// Progressing: what the DV waits for first (Secrets, a held client change, outdated members,
+/// members starting), or converged.
+pub(super) fn progressing_condition(
+    at: &Setting,
+    cluster: &Cluster,
+    outcome: &Outcome,
+    members: &[MemberStatus],
+    Counts { ready, n, .. }: Counts,
+) -> Condition {
+    let outdated: Vec<&str> = members
+        .iter()
+        .filter(|m| m.outdated)
+        .map(|m| m.name.as_str())
+        .collect();
+    let progressing =
+        |reason: &str, message: String| at.set(types::PROGRESSING, true, reason, message);
+    if !cluster.blocked.is_empty() {
+        progressing(
+            reasons::SECRET_MISSING,
+            format!("waiting for Secrets: {}", whys(&cluster.blocked)),
+        )
+    } else if !cluster.client_changes_held.is_empty() {
+        progressing(
+            reasons::CLIENT_CHANGE_HELD,
+            cluster
+                .client_changes_held
+                .iter()
+                .map(|held| held.message())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    } else if !outdated.is_empty() {
+        progressing(
+            if outcome.held_by_budget {
+                reasons::ROLLOUT_HELD_BY_BUDGET
+            } else {
+                reasons::MEMBERS_OUTDATED
+            },
+            format!(
+                "members running an older revision: {}{}",
+                outdated.join(", "),
+                planner_says(&outcome.waiting)
+            ),
+        )
+    } else if ready < n {
+        progressing(
+            reasons::MEMBERS_STARTING,
+            format!(
+                "waiting for members to become ready: {}{}",
+                not_ready_names(members),
+                planner_says(&outcome.waiting)
+            ),
+        )
+    } else {
+        at.set(
+            types::PROGRESSING,
+            false,
+            reasons::CONVERGED,
+            "every member runs the desired revision and is ready".to_owned(),
+        )
+    }
+}
+
+/// ReconciliationPaused: whether restarts and rollouts wait for the user.
+pub(super) fn paused_condition(at: &Setting, paused: bool) -> Condition {
+    if paused {
+        at.set(
+            types::RECONCILIATION_PAUSED,
+            true,
+            reasons::PAUSED,
+            "spec.rollout.paused or the dvt.io/paused annotation: no restarts or rollouts"
+                .to_owned(),
+        )
+    } else {
+        at.set(
+            types::RECONCILIATION_PAUSED,
+            false,
+            reasons::ACTIVE,
+            "restarts and rollouts proceed within the quorum budget".to_owned(),
+        )
+    }
+}
+
+fn whys(problems: &[MemberProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.why.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// KeySharesVerified: every member's keystores hold its own share of a lock that verifies.
+pub(super) fn key_shares_condition(at: &Setting, cluster: &Cluster) -> Condition {
+    if !cluster.blocked.is_empty() {
+        at.set(
+            types::KEY_SHARES_VERIFIED,
+            false,
+            reasons::SECRET_MISSING,
+            whys(&cluster.blocked),
+        )
+    } else if !cluster.share_mismatches.is_empty() {
+        at.set(
+            types::KEY_SHARES_VERIFIED,
+            false,
+            reasons::SHARE_MISMATCH,
+            format!(
+                "not created or changed: {}",
+                whys(&cluster.share_mismatches)
+            ),
+        )
+    } else {
+        at.set(
+            types::KEY_SHARES_VERIFIED,
+            true,
+            reasons::SHARES_MATCH_LOCK,
+            format!(
+                "the lock's {} validator(s) verify (any {} public shares interpolate to the group key) and every member's keystores hold its own share",
+                cluster.lock_summary.validators,
+                cluster.quorum.threshold()
+            ),
+        )
     }
 }
 

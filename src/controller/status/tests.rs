@@ -3,6 +3,7 @@
 use super::*;
 use crate::controller::testing::example;
 use crate::controller::validate::validate;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::json;
 
 fn now() -> Time {

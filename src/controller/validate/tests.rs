@@ -1,6 +1,8 @@
 //! Tests of the validate step: what blocks a member, what invalidates a DV.
 
 use super::*;
+use crate::api::reasons;
+use crate::controller::model::{ClientChangeHeld, MemberProblem};
 use crate::controller::testing::example;
 
 #[test]
@@ -34,7 +36,7 @@ fn a_lock_for_another_cluster_size_is_a_mismatch() {
     dv.spec.members.pop();
     dv.spec.threshold = Some(3);
     let invalid = validate(&dv, &facts).unwrap_err();
-    assert_eq!(invalid.reason, reasons::LOCK_MISMATCH);
+    assert_eq!(invalid.reason(), reasons::LOCK_MISMATCH);
     assert!(
         invalid
             .message()
@@ -49,7 +51,7 @@ fn a_missing_lock_is_reported_as_such() {
     let (dv, mut facts) = example("stader-4.yaml");
     facts.lock = Err("ConfigMap \"stader-4-lock\" does not exist".into());
     let invalid = validate(&dv, &facts).unwrap_err();
-    assert_eq!(invalid.reason, reasons::LOCK_UNAVAILABLE);
+    assert_eq!(invalid.reason(), reasons::LOCK_UNAVAILABLE);
     assert!(invalid.message().contains("stader-4-lock"));
 }
 
@@ -227,7 +229,7 @@ fn restart_requests_reach_their_members_and_bad_ones_are_refused() {
         ("dvt.io/restart-all".to_owned(), "now".to_owned()),
     ]));
     let invalid = validate(&dv, &facts).unwrap_err();
-    assert_eq!(invalid.reason, "InvalidRestartRequest");
+    assert_eq!(invalid.reason(), "InvalidRestartRequest");
     assert_eq!(
         invalid.problems,
         [
@@ -246,7 +248,7 @@ fn too_few_zones_block_a_required_dv_and_name_the_fix() {
         .map(|z| (z.to_owned(), 3))
         .collect();
     let invalid = validate(&dv, &facts).unwrap_err();
-    assert_eq!(invalid.reason, reasons::PLACEMENT_UNSATISFIABLE);
+    assert_eq!(invalid.reason(), reasons::PLACEMENT_UNSATISFIABLE);
     assert!(
         invalid.message().contains("at most 1 may share a zone"),
         "{}",
@@ -297,7 +299,7 @@ fn a_lock_whose_shares_do_not_interpolate_is_refused() {
     shares.swap(0, 1);
     facts.lock = crate::controller::testing::read_lock(&lock);
     let invalid = validate(&dv, &facts).unwrap_err();
-    assert_eq!(invalid.reason, reasons::LOCK_INVALID);
+    assert_eq!(invalid.reason(), reasons::LOCK_INVALID);
     assert!(
         invalid
             .message()
@@ -394,7 +396,7 @@ fn a_mainnet_lock_is_refused_in_test_network_mode() {
     lock.summary = Ok(summary);
     facts.lock = Ok(std::sync::Arc::new(lock));
     let invalid = validate(&dv, &facts).unwrap_err();
-    assert_eq!(invalid.reason, reasons::LOCK_MISMATCH);
+    assert_eq!(invalid.reason(), reasons::LOCK_MISMATCH);
     assert!(
         invalid
             .message()
@@ -409,7 +411,7 @@ fn a_mainnet_dv_is_refused_in_test_network_mode() {
     let (mut dv, facts) = example("simnet/simnet-4.yaml");
     dv.spec.network = crate::api::Network::Mainnet;
     let invalid = validate(&dv, &facts).unwrap_err();
-    assert_eq!(invalid.reason, reasons::INVALID_SPEC);
+    assert_eq!(invalid.reason(), reasons::INVALID_SPEC);
     assert!(
         invalid.message().contains("spec.testNetwork")
             && invalid.message().contains("refused for mainnet"),

@@ -276,6 +276,41 @@ fn arb_cluster() -> impl Strategy<Value = (Vec<Member>, Settings)> {
         })
 }
 
+#[test]
+fn each_action_says_how_it_reaches_the_pod_and_what_it_does_to_the_repair_count() {
+    let rollout = Action::Restart {
+        member: "a".into(),
+        kind: RestartKind::Rollout,
+        reason: "outdated".into(),
+    };
+    let repair = Action::Restart {
+        member: "b".into(),
+        kind: RestartKind::Repair,
+        reason: "broken".into(),
+    };
+    let gone = Action::ForceDelete {
+        member: "c".into(),
+        reason: "node gone".into(),
+    };
+    assert_eq!(rollout.disruption(), Disruption::Evict);
+    assert_eq!(repair.disruption(), Disruption::Delete);
+    assert_eq!(gone.disruption(), Disruption::ForceDelete);
+    assert_eq!((rollout.member(), rollout.reason()), ("a", "outdated"));
+    assert_eq!((gone.member(), gone.reason()), ("c", "node gone"));
+    // A repair's backoff grows with every repair in a row; anything else starts it over.
+    assert_eq!(repair.consecutive_repairs(2), 3);
+    assert_eq!(rollout.consecutive_repairs(2), 0);
+    assert_eq!(gone.consecutive_repairs(2), 0);
+}
+
+#[test]
+fn the_next_wake_is_the_earliest_of_what_waits() {
+    assert_eq!(next_wake(None, None, None), None);
+    assert_eq!(next_wake(Some(t(30)), None, Some(t(10))), Some(t(10)));
+    assert_eq!(next_wake(Some(t(3)), Some(t(5)), Some(t(10))), Some(t(3)));
+    assert_eq!(next_wake(None, Some(t(5)), None), Some(t(5)));
+}
+
 proptest! {
     #[test]
     fn never_takes_ready_members_below_threshold_nor_beyond_max_unavailable((members, settings) in arb_cluster()) {

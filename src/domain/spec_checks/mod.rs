@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::api::{DistributedValidatorSpec, Middleware, Policy, ValidatorClient};
+use crate::domain::quantity::Quantity;
 use crate::domain::quorum::Quorum;
-use p2p::*;
-use secrets::*;
+use p2p::check_p2p;
+use secrets::check_secrets;
 
 /// Longest StatefulSet name whose pods still get valid labels: the StatefulSet controller labels
 /// each pod `controller-revision-hash: <statefulset>-<10-character hash>`, a 63-character label
@@ -297,22 +298,6 @@ fn check_endpoints(spec: &DistributedValidatorSpec, report: &mut Report) {
     }
 }
 
-fn is_quantity(value: &str) -> bool {
-    const SUFFIXES: [&str; 12] = [
-        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
-    ];
-    let number = SUFFIXES
-        .iter()
-        .find_map(|s| value.strip_suffix(s))
-        .unwrap_or(value);
-    let mut parts = number.splitn(2, '.');
-    let whole = parts.next().unwrap_or_default();
-    let fraction = parts.next();
-    !whole.is_empty()
-        && whole.bytes().all(|b| b.is_ascii_digit())
-        && fraction.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
-}
-
 fn check_rollout_and_storage(spec: &DistributedValidatorSpec, report: &mut Report) {
     let rollout = &spec.rollout;
     if rollout.max_unavailable == 0 {
@@ -337,11 +322,8 @@ fn check_rollout_and_storage(spec: &DistributedValidatorSpec, report: &mut Repor
         ("charonSize", &spec.storage.charon_size),
         ("validatorClientSize", &spec.storage.validator_client_size),
     ] {
-        if !is_quantity(value) {
-            report.error(
-                format!("spec.storage.{field}"),
-                format!("{value:?} is not a storage quantity such as 1Gi"),
-            );
+        if let Err(error) = Quantity::parse(value) {
+            report.error(format!("spec.storage.{field}"), error.to_string());
         }
     }
     if !spec.storage.retain_on_delete {

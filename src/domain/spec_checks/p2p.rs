@@ -1,7 +1,10 @@
 //! `spec.p2p` and each member's `externalAddress` and `nodePort`: how members are published for
 //! peers in other organisations.
 
-use super::*;
+use super::Report;
+use super::member_path;
+use crate::api::DistributedValidatorSpec;
+use std::collections::BTreeMap;
 
 /// `spec.p2p` and each member's `externalAddress` and `nodePort` fit together: a NodePort member
 /// names its port (unique) and the address peers dial; a remote member's address is its

@@ -1,7 +1,10 @@
 //! Each member's own Secrets: a member run here names its key share and ENR Secrets, a remote one
 //! none, no Secret serves two members, and the lock is not in a member's Secret.
 
-use super::*;
+use super::Report;
+use super::member_path;
+use crate::api::DistributedValidatorSpec;
+use std::collections::BTreeMap;
 
 /// Each member mounts its own key share and ENR key and nothing else, so no Secret may serve two
 /// members, and the lock must not live in a member's Secret.

@@ -217,7 +217,7 @@ async fn ceiling(options: &Options, manifest: &str) -> Result<(Duration, usize),
 /// order of the two phases alternating from run to run; then the spread of the ratios.
 ///
 /// A phase run second in one process ran on a heap that had held and freed a whole simulated
-/// cluster, and took up to half as long again (see e2e/BENCHMARKS.md, 2026-12-04): a ratio of
+/// cluster, and took up to half as long again (see e2e/benchmarks-log-2026-11-24-to-2026-12-06.md, 2026-12-04): a ratio of
 /// two phases means something only when both start alike.
 pub async fn scale(options: Options) -> Result<(), String> {
     if let Some(phase) = options.phase {
