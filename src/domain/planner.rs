@@ -229,7 +229,13 @@ impl Plan {
 /// The next actions for the members of one DV, in order: pods whose node is gone, repairs of
 /// broken members, then the rollout of outdated ones within the budget.
 pub fn plan(members: &[Member], settings: &Settings, now: Timestamp) -> Plan {
-    let ready = members.iter().filter(|m| m.ready).count() as i64;
+    // A member on an unreachable node may be down whatever its pod last said: it does not count
+    // toward the budget (found by the budget's property test: counted, it let a rollout take a
+    // second member down while the first one's node was silent).
+    let ready = members
+        .iter()
+        .filter(|m| m.ready && m.node != NodeHealth::Unreachable)
+        .count() as i64;
     let mut plan = Plan {
         budget: ready - i64::from(settings.threshold),
         ..Plan::default()
@@ -305,6 +311,9 @@ fn plan_rollout(plan: &mut Plan, ordered: &[&Member], settings: &Settings, now: 
     let outdated: Vec<&&Member> = ordered
         .iter()
         .filter(|m| m.outdated && m.ready && !m.terminating && m.broken.is_none())
+        // Never a restart on a node that cannot carry it out: the pod would stay Terminating
+        // there, and the member be counted as taken down by us.
+        .filter(|m| m.node == NodeHealth::Ready)
         .collect();
     if outdated.is_empty() || !restarts_settled(plan, ordered, settings, now) {
         return;

@@ -67,6 +67,23 @@ fn an_outdated_dv_rolls_one_member_at_a_time_in_index_order() {
     assert_eq!(restarted(&plan), [("a".to_owned(), RestartKind::Rollout)]);
 }
 
+/// Found by the budget's property test: a member whose node fell silent while its pod still
+/// said Ready was rolled (an eviction its node cannot carry out) and counted toward the budget,
+/// so that a second member could be taken down while the first may already be down.
+#[test]
+fn a_member_on_a_silent_node_is_neither_rolled_nor_counted_as_ready() {
+    let mut members = four();
+    for m in &mut members {
+        m.outdated = true;
+    }
+    members[0].node = NodeHealth::Unreachable;
+    let plan = plan(&members, &settings(3), t(0));
+    assert_eq!(plan.budget, 0, "three members surely up, t = 3");
+    assert!(restarted(&plan).is_empty(), "{:?}", plan.actions);
+    assert!(plan.held_by_budget);
+    assert_eq!(plan.stranded, ["a"]);
+}
+
 #[test]
 fn the_next_member_waits_for_the_previous_to_be_ready_for_min_ready_seconds() {
     let mut members = four();
