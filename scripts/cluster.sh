@@ -10,6 +10,7 @@
 #   scripts/cluster.sh down                            stops everything in order, leaves nothing behind
 #   scripts/cluster.sh load                            builds the images and imports them into every node
 #   scripts/cluster.sh kubelet stop|start NODE         a node failure: its kubelet stops (pods keep running)
+#   scripts/cluster.sh node poweroff|poweron NODE      a power cut: its containers die, its kubelet stops
 #   scripts/cluster.sh status                          what runs
 #
 # State lives in $DVT_CLUSTER_DIR (default /var/lib/dvt-cluster): one cluster per machine, since
@@ -21,7 +22,7 @@ export root
 # shellcheck source=scripts/cluster/lib.sh
 source "$here/cluster/lib.sh"
 
-usage() { sed -n '9,14p' "$0" >&2; exit 2; }
+usage() { sed -n '9,15p' "$0" >&2; exit 2; }
 
 command=${1:-}; shift || true
 case $command in
@@ -40,6 +41,9 @@ case $command in
   kubelet)
     [ $# -eq 2 ] || usage
     case $1 in stop) kubelet_stop "$2" ;; start) kubelet_start "$2" ;; *) usage ;; esac ;;
+  node)
+    [ $# -eq 2 ] || usage
+    case $1 in poweroff) node_poweroff "$2" ;; poweron) node_poweron "$2" ;; *) usage ;; esac ;;
   status) cluster_status ;;
   *) usage ;;
 esac

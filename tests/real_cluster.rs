@@ -615,8 +615,9 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
 
     if let Some(script) = &cluster.cluster_script {
         node_down(&cluster, script, &timeline).await;
+        quorum_broken_on_purpose(&cluster, script, &timeline).await;
     } else {
-        eprintln!("stage skipped: a node down needs the local cluster's script");
+        eprintln!("stage skipped: a node down and a power cut need the local cluster's script");
     }
 
     eprintln!("stage: deleting the DV keeps its PVCs and Secrets");
@@ -742,5 +743,94 @@ async fn node_down(cluster: &Cluster, script: &Path, timeline: &Arc<Mutex<PodTim
     assert!(
         t.min_ready_members.unwrap_or(0) >= THRESHOLD,
         "one node down cost quorum"
+    );
+}
+
+/// Two members' nodes lose power (`cluster.sh node poweroff`: their containers killed, their
+/// kubelets stopped): with 2 of 4 members left and t = 3 the DV cannot sign, and the members
+/// left must say so in their own duty counters: the duty judge can fail. `kubectl get dv` says
+/// QuorumLost; no member gets a second pod while its node is silent; when power returns every
+/// member signs again.
+async fn quorum_broken_on_purpose(
+    cluster: &Cluster,
+    script: &Path,
+    timeline: &Arc<Mutex<PodTimeline>>,
+) {
+    const POWERED_OFF: [&str; 2] = ["bravo", "charlie"];
+    const LEFT: [&str; 2] = ["alpha", "delta"];
+    eprintln!("stage: two members' nodes lose power: fewer than t sign, and duties fail");
+    dv_available(cluster, "Available before the power cut").await;
+    let pods: Api<Pod> = cluster.api();
+    let mut nodes = Vec::new();
+    for member in POWERED_OFF {
+        let pod = pods.get(&format!("{DV}-{member}-0")).await.unwrap();
+        nodes.push(pod.spec.and_then(|s| s.node_name).unwrap());
+    }
+    let before = wait_until(
+        "the members left serve their duty counters",
+        Duration::from_secs(120),
+        || async {
+            let mut all = BTreeMap::new();
+            for member in LEFT {
+                all.insert(member, cluster.duties(member).await?);
+            }
+            Some(all)
+        },
+    )
+    .await;
+    timeline.lock().unwrap().arm();
+    for node in &nodes {
+        let off = Command::new(script)
+            .args(["node", "poweroff", node])
+            .status()
+            .unwrap();
+        assert!(off.success(), "cluster.sh node poweroff {node}");
+    }
+    wait_until(
+        "kubectl get dv says QuorumLost",
+        Duration::from_secs(240),
+        || async { phase_is(&cluster.dv().await?, Phase::QuorumLost).then_some(()) },
+    )
+    .await;
+    let failing = wait_until(
+        "each member left reports failed duties",
+        Duration::from_secs(300),
+        || async {
+            let mut all = BTreeMap::new();
+            for member in LEFT {
+                let now = cluster.duties(member).await?;
+                (now.failed > before[member].failed).then_some(())?;
+                all.insert(member, now);
+            }
+            Some(all)
+        },
+    )
+    .await;
+    for (member, now) in &failing {
+        let was = &before[member];
+        eprintln!(
+            "  {member}: {} more duties failed, {} more signed; reasons now {:?}",
+            now.failed - was.failed,
+            now.success - was.success,
+            now.failed_reasons
+        );
+    }
+    for node in &nodes {
+        let on = Command::new(script)
+            .args(["node", "poweron", node])
+            .status()
+            .unwrap();
+        assert!(on.success(), "cluster.sh node poweron {node}");
+    }
+    dv_available(cluster, "Available again once power returns").await;
+    all_members_signing(cluster, "after the power cut").await;
+    let t = timeline.lock().unwrap();
+    eprintln!(
+        "  power cut: lowest ready members {:?}, most pods per member {}",
+        t.min_ready_members, t.max_pods_per_member
+    );
+    assert!(
+        t.max_pods_per_member <= 1,
+        "two pods for one member while its node was silent"
     );
 }

@@ -361,6 +361,22 @@ kubelet_start() { # NODE
   log "kubelet of $1 started"
 }
 
+node_poweroff() { # NODE: as if its power were cut: every container killed, the kubelet stopped
+  local i nd ids count=0
+  i=$(node_index "$1"); nd=$(node_dir "$i")
+  if running "kubelet-$1"; then stop_proc "kubelet-$1"; fi
+  ids=$(ctr --address "$nd/containerd.sock" -n k8s.io tasks ls -q 2>/dev/null || true)
+  for id in $ids; do
+    ctr --address "$nd/containerd.sock" -n k8s.io tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true
+    count=$((count + 1))
+  done
+  log "$1 powered off: kubelet stopped, $count containers killed (containerd keeps their state, as a disk would)"
+}
+
+node_poweron() { # NODE: its kubelet starts and finds its containers dead, as after a reboot
+  kubelet_start "$1"
+}
+
 # ---- add-ons ---------------------------------------------------------------------------------
 
 addons_up() { # NODES
