@@ -1,7 +1,10 @@
 //! The operator on a real cluster: installed by `helm install` as its ServiceAccount, running a
 //! test-network DV of real Charon (examples/simnet). Judged by what a user sees (`kubectl`, pod
 //! readiness from the kubelet's probe on Charon's `/readyz`) and by what the DV signs: Charon's
-//! own `core_tracker_success_duties_total`, read from every member over the pod network.
+//! own `core_tracker_success_duties_total` and `core_tracker_failed_duties_total` (with
+//! `core_tracker_failed_duty_reasons_total`), read from every member process through the
+//! apiserver's pod proxy. No duty may fail across the operator's own rollout; a power cut of
+//! two of four members must make duties fail (the judge can fail).
 //!
 //! Runs against whatever `DVT_REAL_CLUSTER_KUBECONFIG` names: the local cluster that
 //! `scripts/cluster.sh up` starts (scripts/test does, and sets `DVT_REQUIRE_REAL_CLUSTER`, so
@@ -143,12 +146,81 @@ impl Cluster {
     /// `core_tracker_success_duties_total` of one member's Charon, summed over duty types, read
     /// through the apiserver's proxy to the pod's monitoring port (what Prometheus scrapes).
     async fn duties(&self, member: &str) -> Option<Duties> {
-        let path =
-            format!("/api/v1/namespaces/{NAMESPACE}/pods/{DV}-{member}-0:3620/proxy/metrics");
-        let request = http::Request::get(path).body(Vec::new()).ok()?;
-        let text = self.client.request_text(request).await.ok()?;
-        Some(Duties::parse(&text))
+        read_duties(&self.client, member).await
     }
+}
+
+async fn read_duties(client: &Client, member: &str) -> Option<Duties> {
+    let path = format!("/api/v1/namespaces/{NAMESPACE}/pods/{DV}-{member}-0:3620/proxy/metrics");
+    let request = http::Request::get(path).body(Vec::new()).ok()?;
+    let text = client.request_text(request).await.ok()?;
+    Some(Duties::parse(&text))
+}
+
+/// Every member process's duty counters as last read, by pod uid (a new process counts from
+/// 0, so its counters are kept apart from its predecessor's). Read every 5 s in the background;
+/// a stage's duties are the sum over processes of what each counted between two snapshots. What
+/// a process counts in its last seconds before it is killed is lost; Charon's tracker reports a
+/// duty about an epoch after its slot, so the stage waits for more duties before it judges.
+#[derive(Clone, Default)]
+struct DutyLedger {
+    by_process: BTreeMap<String, (String, Duties)>,
+}
+
+impl DutyLedger {
+    /// Per member, what its processes counted since `before`.
+    fn since(&self, before: &DutyLedger) -> BTreeMap<String, Duties> {
+        let mut counted: BTreeMap<String, Duties> = BTreeMap::new();
+        for (process, (member, now)) in &self.by_process {
+            let was = before.by_process.get(process).map(|(_, d)| d.clone());
+            let was = was.unwrap_or_default();
+            let total = counted.entry(member.clone()).or_default();
+            total.success += now.success - was.success;
+            total.failed += now.failed - was.failed;
+            for (reason, n) in &now.failed_reasons {
+                let more = n - was.failed_reasons.get(reason).copied().unwrap_or(0.0);
+                if more > 0.0 {
+                    *total.failed_reasons.entry(reason.clone()).or_default() += more;
+                }
+            }
+        }
+        counted
+    }
+}
+
+fn sample_duties(cluster: &Cluster) -> Arc<Mutex<DutyLedger>> {
+    let ledger = Arc::new(Mutex::new(DutyLedger::default()));
+    let (shared, client) = (ledger.clone(), cluster.client.clone());
+    let pods: Api<Pod> = cluster.api();
+    tokio::spawn(async move {
+        loop {
+            let listed = pods
+                .list(&ListParams::default().labels(&format!("{DV_LABEL}={DV}")))
+                .await;
+            for pod in listed.map(|l| l.items).unwrap_or_default() {
+                let labels = pod.metadata.labels.clone().unwrap_or_default();
+                let (Some(member), Some(uid)) = (labels.get(MEMBER_LABEL), pod.metadata.uid) else {
+                    continue;
+                };
+                let Some(now) = read_duties(&client, member).await else {
+                    continue;
+                };
+                let mut ledger = shared.lock().unwrap();
+                // Counters that went down belong to a process that replaced the one read
+                // before under the same pod (a container restart): a process of its own.
+                let mut process = uid;
+                while let Some((_, was)) = ledger.by_process.get(&process) {
+                    if now.success + now.failed >= was.success + was.failed {
+                        break;
+                    }
+                    process.push('+');
+                }
+                ledger.by_process.insert(process, (member.clone(), now));
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    ledger
 }
 
 /// What one member's Charon says it signed.
@@ -461,6 +533,7 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
     std::fs::write(&file, on_old_charon).unwrap();
     cluster.kubectl(&["apply", "-n", NAMESPACE, "-f", file.to_str().unwrap()]);
     let timeline = watch_pods(&cluster);
+    let ledger = sample_duties(&cluster);
     dv_available(&cluster, "the DV turns Available").await;
 
     eprintln!("stage: each member Ready by the kubelet's probe on Charon's /readyz");
@@ -549,6 +622,7 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
     );
     dv_available(&cluster, "Available before the rollout").await;
     timeline.lock().unwrap().arm();
+    let before_rollout = ledger.lock().unwrap().clone();
     let dvs: Api<DistributedValidator> = cluster.api();
     dvs.patch(
         DV,
@@ -591,6 +665,25 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
         assert!(t.max_pods_per_member <= 1, "two pods for one member");
     }
     all_members_signing(&cluster, "after the rollout").await;
+    // The rollout is the operator's own action: no duty may fail because of it. The stage waited
+    // for every member to sign more, so the tracker has reported the rollout's slots.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = ledger.lock().unwrap().since(&before_rollout);
+    for (member, counted) in &during {
+        eprintln!(
+            "  during the rollout, {member}'s processes: {} signed, {} failed {:?}",
+            counted.success, counted.failed, counted.failed_reasons
+        );
+    }
+    let failed: f64 = during.values().map(|d| d.failed).sum();
+    assert_eq!(
+        failed, 0.0,
+        "duties failed during the operator's rollout: {during:?}"
+    );
+    assert!(
+        during.values().all(|d| d.success > 0.0),
+        "a member signed nothing across the rollout: {during:?}"
+    );
 
     eprintln!("stage: a deleted member pod comes back");
     let charlie = pods.get(&format!("{DV}-charlie-0")).await.unwrap();
