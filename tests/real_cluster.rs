@@ -775,11 +775,7 @@ async fn node_down(cluster: &Cluster, script: &Path, timeline: &Arc<Mutex<PodTim
         .and_then(|s| s.node_name.clone())
         .unwrap();
     timeline.lock().unwrap().arm();
-    let stop = Command::new(script)
-        .args(["kubelet", "stop", &node])
-        .status()
-        .unwrap();
-    assert!(stop.success(), "cluster.sh kubelet stop {node}");
+    local_cluster(script, ["kubelet", "stop", &node]);
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     wait_until(
         &format!("{node} NotReady"),
@@ -814,11 +810,7 @@ async fn node_down(cluster: &Cluster, script: &Path, timeline: &Arc<Mutex<PodTim
         dv.status.as_ref().and_then(|s| s.phase),
         dv.status.as_ref().map(|s| s.ready_members)
     );
-    let start = Command::new(script)
-        .args(["kubelet", "start", &node])
-        .status()
-        .unwrap();
-    assert!(start.success(), "cluster.sh kubelet start {node}");
+    local_cluster(script, ["kubelet", "start", &node]);
     dv_available(
         cluster,
         &format!("Available again after {node}'s kubelet is back"),
@@ -873,11 +865,7 @@ async fn quorum_broken_on_purpose(
     .await;
     timeline.lock().unwrap().arm();
     for node in &nodes {
-        let off = Command::new(script)
-            .args(["node", "poweroff", node])
-            .status()
-            .unwrap();
-        assert!(off.success(), "cluster.sh node poweroff {node}");
+        local_cluster(script, ["node", "poweroff", node]);
     }
     wait_until(
         "kubectl get dv says QuorumLost",
@@ -909,11 +897,7 @@ async fn quorum_broken_on_purpose(
         );
     }
     for node in &nodes {
-        let on = Command::new(script)
-            .args(["node", "poweron", node])
-            .status()
-            .unwrap();
-        assert!(on.success(), "cluster.sh node poweron {node}");
+        local_cluster(script, ["node", "poweron", node]);
     }
     dv_available(cluster, "Available again once power returns").await;
     all_members_signing(cluster, "after the power cut").await;
@@ -926,4 +910,10 @@ async fn quorum_broken_on_purpose(
         t.max_pods_per_member <= 1,
         "two pods for one member while its node was silent"
     );
+}
+
+/// Runs `scripts/cluster.sh` with `args` (a node's kubelet or power); panics if it fails.
+fn local_cluster(script: &Path, args: [&str; 3]) {
+    let status = Command::new(script).args(args).status().unwrap();
+    assert!(status.success(), "cluster.sh {}", args.join(" "));
 }
