@@ -336,6 +336,19 @@ impl PodTimeline {
         }
     }
 
+    /// Prints what the timeline saw since it was armed, and fails if one member ever had two
+    /// pods at once (two signers with one key share).
+    fn never_two_pods_per_member(&self, what: &str) {
+        eprintln!(
+            "  {what}: lowest ready members {:?}, most pods per member {}",
+            self.min_ready_members, self.max_pods_per_member
+        );
+        assert!(
+            self.max_pods_per_member <= 1,
+            "{what}: two pods for one member"
+        );
+    }
+
     fn arm(&mut self) {
         self.armed = true;
         self.min_ready_members = Some(self.ready_members());
@@ -675,6 +688,12 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
             counted.success, counted.failed, counted.failed_reasons
         );
     }
+    // A ledger that read nothing would judge nothing: every member must have been read.
+    assert_eq!(
+        during.keys().map(String::as_str).collect::<Vec<_>>(),
+        MEMBERS,
+        "the duty ledger read every member across the rollout"
+    );
     let failed: f64 = during.values().map(|d| d.failed).sum();
     assert_eq!(
         failed, 0.0,
@@ -817,14 +836,7 @@ async fn node_down(cluster: &Cluster, script: &Path, timeline: &Arc<Mutex<PodTim
     )
     .await;
     let t = timeline.lock().unwrap();
-    eprintln!(
-        "  node down: lowest ready members {:?}, most pods per member {}",
-        t.min_ready_members, t.max_pods_per_member
-    );
-    assert!(
-        t.max_pods_per_member <= 1,
-        "two pods for one member while its node was down"
-    );
+    t.never_two_pods_per_member("node down");
     assert!(
         t.min_ready_members.unwrap_or(0) >= THRESHOLD,
         "one node down cost quorum"
@@ -901,15 +913,10 @@ async fn quorum_broken_on_purpose(
     }
     dv_available(cluster, "Available again once power returns").await;
     all_members_signing(cluster, "after the power cut").await;
-    let t = timeline.lock().unwrap();
-    eprintln!(
-        "  power cut: lowest ready members {:?}, most pods per member {}",
-        t.min_ready_members, t.max_pods_per_member
-    );
-    assert!(
-        t.max_pods_per_member <= 1,
-        "two pods for one member while its node was silent"
-    );
+    timeline
+        .lock()
+        .unwrap()
+        .never_two_pods_per_member("power cut");
 }
 
 /// Runs `scripts/cluster.sh` with `args` (a node's kubelet or power); panics if it fails.

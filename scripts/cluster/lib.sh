@@ -292,7 +292,9 @@ serializeImagePulls: false
 # Eviction by absolute free space, not the defaults' share of the disk (nodefs 10 %, imagefs
 # 15 %): the nodes share this machine's disk with the builds, and on 2026-12-07 a 252 GiB disk
 # with 39 GiB free (15.4 %) tainted every node node.kubernetes.io/disk-pressure, so that nothing
-# scheduled. Every threshold is named: a partial evictionHard leaves the others unset.
+# scheduled. Every threshold is named: a partial evictionHard sets the others to 0 unless
+# mergeDefaultEvictionSettings (k8s.io/kubelet v0.37.2, config/v1beta1/types.go, evictionHard and
+# imageGC* fields read there; the v1.34.4 kubelet accepts the same).
 evictionHard: {memory.available: "100Mi", nodefs.available: "2Gi", nodefs.inodesFree: "5%", imagefs.available: "2Gi", imagefs.inodesFree: "5%"}
 # No image garbage collection: every image here was loaded from a local file (no registry can
 # give one back), and at the default 85 % of the shared disk the kubelet removed the pause image
