@@ -4,6 +4,7 @@
 #   build.sh charon v1.10.3       -> charon (cgo: links libc, for the BLS library)
 #   build.sh coredns v1.15.0      -> coredns
 #   build.sh local-path v0.0.30   -> local-path-provisioner
+#   build.sh prysm v6.1.4         -> validator (Prysm's validator client; cgo, for BLS)
 # Every one builds from a wrapper module committed in modules/ (its go.sum pins the sources); the
 # binaries land in $DVT_CACHE/bin/NAME-VERSION and a stamp file marks a finished build, so a warm
 # run does nothing.
@@ -39,6 +40,12 @@ case $name in
     build github.com/obolnetwork/charon charon 1 ;;
   coredns) ldflags="-s -w"; build github.com/coredns/coredns coredns ;;
   local-path) ldflags="-s -w"; build github.com/rancher/local-path-provisioner local-path-provisioner ;;
+  prysm)
+    # Prysm builds its release binaries with Bazel, which stamps the version through x_defs
+    # (runtime/version); a plain `go build` of the same package reports "Prysm/Unknown/Local
+    # build" and is otherwise the same program. cgo on: the BLS library (supranational/blst).
+    ldflags="-s -w"
+    build github.com/OffchainLabs/prysm/v6/cmd/validator validator 1 ;;
   *) echo "build.sh: unknown program $name" >&2; exit 2 ;;
 esac
 touch "$out/.built"

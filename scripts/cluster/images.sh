@@ -10,10 +10,12 @@
 #   obolnetwork/charon:v1.9.0                  real, the release before: the upgrade scenario
 #     (every flag the operator generates for v1.10.3 is one v1.9.0 has, cmd/run.go at both tags)
 #   ghcr.io/dvt-operator/dvt-operator:local    this checkout's release binary (helm: --set image.tag=local)
-#   the five validator clients' pinned images: STAND-INS (scripts/cluster/standin), not the real
-#     clients: no registry reachable here ships them. Each checks its command line against the
-#     client's flag catalogue and stays up; it signs nothing (test-network DVs sign with
-#     Charon's validator mock).
+#   gcr.io/offchainlabs/prysm/validator:v6.1.4  REAL: Prysm's validator from the Go module proxy
+#   the other four validator clients' pinned images: STAND-INS (scripts/cluster/standin), not
+#     the real clients: no registry reachable here ships them (npm serves no Lodestar whose
+#     dependencies install beyond 1.5.1, scripts/lodestar/package.json). Each checks its command
+#     line against the client's flag catalogue and stays up; it signs nothing (test-network DVs
+#     sign with Charon's validator mock).
 # usage: images.sh K8S_VERSION
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,7 +58,20 @@ done
 mkimage "$out/dvt-operator.tar" --ref ghcr.io/dvt-operator/dvt-operator:local --entrypoint /dvt-operator \
   --user 65532 "elf:$root/target/release/dvt-operator:/dvt-operator"
 
-# Stand-ins for the validator clients, at each client's executable path, with the catalogues
+# Prysm's validator image as prysm v6.1.4 tools/prysm_image.bzl and cmd/validator/BUILD.bazel
+# make it: a Debian base with bash (also as /bin/sh) and coreutils and nothing else, the binary
+# at /validator (and /app/cmd/validator/validator), root by default. Debian 12's bash and
+# coreutils here stand in for the image's Debian 11 packages.
+bin=$("$here/build.sh" prysm v6.1.4)
+prysm_items=("elf:$bin/validator:/validator" "elf:$bin/validator:/app/cmd/validator/validator"
+  "elf:/bin/bash:/bin/bash" "elf:/bin/bash:/bin/sh" dir:/tmp:1777)
+while read -r tool; do
+  prysm_items+=("elf:$tool:$tool")
+done < <(dpkg -L coreutils | grep -E '^/(usr/)?bin/[^/]+$' | sort)
+mkimage "$out/prysm.tar" --ref gcr.io/offchainlabs/prysm/validator:v6.1.4 --entrypoint /validator \
+  "${prysm_items[@]}"
+
+# Stand-ins for the other validator clients, at each client's executable path, with the catalogues
 # the operator's flag-set test reads (src/controller/build/clients/flags) and busybox for the
 # init steps' shell scripts.
 (cd "$here/standin" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/standin" .)
@@ -69,7 +84,6 @@ standin() { # TARBALL REF EXECUTABLE CATALOGUE...
 }
 standin lighthouse.tar sigp/lighthouse:v7.1.0 /usr/local/bin/lighthouse lighthouse-v5.3.0
 standin teku.tar consensys/teku:25.9.3 /opt/teku/bin/teku teku-25.9.3
-standin prysm.tar gcr.io/offchainlabs/prysm/validator:v6.1.2 /validator prysm-v6.1.2
 standin nimbus.tar statusim/nimbus-validator-client:multiarch-v25.9.2 /home/user/nimbus_validator_client nimbus-v24.9.0
 standin nimbus-eth2.tar statusim/nimbus-eth2:multiarch-v25.9.2 /home/user/nimbus_beacon_node nimbus-v24.9.0
 standin lodestar.tar chainsafe/lodestar:v1.35.0 /usr/local/bin/node lodestar-v1.30.0 lodestar-v1.44.0

@@ -60,7 +60,7 @@ pub const MOUNT_CHARON_DATA: &str = "/charon/data";
 /// Where a validator client's volume is mounted, in every client's image but Prysm's.
 pub const MOUNT_VC_DATA: &str = "/validator/data";
 /// Where it is mounted in Prysm's image, which holds Prysm's binary at the *file* `/validator`
-/// (prysm v6.1.2 tools/prysm_image.bzl: `pkg_tar(srcs = [binary])` at the image root;
+/// (prysm v6.1.4 tools/prysm_image.bzl: `pkg_tar(srcs = [binary])` at the image root;
 /// cmd/validator/BUILD.bazel: entrypoint `/validator`): nothing can be mounted below it. Found
 /// on the real cluster, where runc refused the mount ("not a directory") and the member never
 /// started; the simulated cluster mounts nothing and could not see it.

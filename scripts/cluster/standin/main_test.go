@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-const prysm = `# prysm v6.1.2
+const prysm = `# prysm v6.1.4
 [validator]
 beacon-rest-api-provider cmd/validator/flags/flags.go:1
 distributed cmd/validator/flags/flags.go:2

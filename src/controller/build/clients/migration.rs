@@ -13,7 +13,7 @@
 //! - Teku 25.9.3 `cli/slashingprotection/ExportCommand.java` (`--to`), `ImportCommand.java`
 //!   (`--from`), both with `--data-path` (`ValidatorClientDataOptions`, the layout the
 //!   validator client uses: `SlashingProtectionCommandUtils.getSlashingProtectionPath`).
-//! - Prysm v6.1.2 `cmd/validator/slashing-protection/slashing-protection.go`: `validator
+//! - Prysm v6.1.4 `cmd/validator/slashing-protection/slashing-protection.go`: `validator
 //!   slashing-protection-history export --datadir --slashing-protection-export-dir` writes
 //!   `slashing_protection.json` into that directory (`export.go`, `jsonExportFileName`);
 //!   `import --datadir --slashing-protection-json-file`.
@@ -362,7 +362,7 @@ pub const ENV_MOVED_BY_HAND: &str = "SLASHING_PROTECTION_MOVED_BY_HAND";
 ///
 /// It runs in the client's own image with `/bin/sh` and `tee` only: Lighthouse's final stage is
 /// ubuntu:22.04 (v5.3.0 Dockerfile), Teku's ubuntu:24.04 (25.9.3 docker/jdk21/Dockerfile),
-/// Prysm's carries bash and coreutils (v6.1.2 tools/prysm_image.bzl), Nimbus's validator-client
+/// Prysm's carries bash and coreutils (v6.1.4 tools/prysm_image.bzl), Nimbus's validator-client
 /// image is debian:bullseye-slim (v24.9.0 docker/dist/binaries/Dockerfile.vc.amd64); Lodestar's
 /// Dockerfile could not be read here (its key step already relies on sh and coreutils).
 ///

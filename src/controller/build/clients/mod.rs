@@ -134,10 +134,10 @@ pub const PINNED: [Pin; 5] = [
     },
     Pin {
         client: ValidatorClient::Prysm,
-        // Since v6.0.4 Prysm publishes to offchainlabs (prysm v6.1.2 cmd/validator/BUILD.bazel,
+        // Since v6.0.4 Prysm publishes to offchainlabs (prysm v6.1.4 cmd/validator/BUILD.bazel,
         // `repository` of push_images).
-        image: "gcr.io/offchainlabs/prysm/validator:v6.1.2",
-        catalogues: &["prysm-v6.1.2"],
+        image: "gcr.io/offchainlabs/prysm/validator:v6.1.4",
+        catalogues: &["prysm-v6.1.4"],
     },
     Pin {
         client: ValidatorClient::Nimbus,
@@ -168,7 +168,7 @@ fn charon_api() -> String {
 /// Shell lines shared by the import scripts: strict mode, a `pubkey_of` that prints a
 /// keystore's public key (lower-case hex, no 0x), and a loop guard for an empty key directory.
 /// Only shell built-ins and coreutils (`cat`, `tr`): the Prysm image is distroless Debian 11
-/// with bash and coreutils and nothing else, no sed or grep (prysm v6.1.2
+/// with bash and coreutils and nothing else, no sed or grep (prysm v6.1.4
 /// tools/prysm_image.bzl, the `tars` of `oci_image`).
 fn script_prelude() -> String {
     format!(

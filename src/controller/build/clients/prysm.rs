@@ -1,6 +1,6 @@
 //! Prysm: the validator binary with an imported-keys wallet it creates on first start.
 //!
-//! Flags read at OffchainLabs/prysm v6.1.2: `cmd/validator/main.go` (`appFlags` plus
+//! Flags read at OffchainLabs/prysm v6.1.4: `cmd/validator/main.go` (`appFlags` plus
 //! `features.ValidatorFlags`), `cmd/validator/flags/flags.go`, `cmd/flags.go`,
 //! `config/features/flags.go`, and the subcommands in `cmd/validator/wallet/wallet.go`
 //! (`create`) and `cmd/validator/accounts/accounts.go` (`import`, `list`). The image is

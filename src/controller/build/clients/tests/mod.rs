@@ -307,7 +307,7 @@ fn prysm_talks_to_charon_over_rest() {
 fn prysm_image_is_where_the_release_publishes_it() {
     assert_eq!(
         default_image(ValidatorClient::Prysm),
-        "gcr.io/offchainlabs/prysm/validator:v6.1.2"
+        "gcr.io/offchainlabs/prysm/validator:v6.1.4"
     );
 }
 
