@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::MemberStatus;
+use crate::controller::cached::ContainerStatus;
 use crate::controller::cached::Pod;
 use crate::domain::planner::{Broken, Member, NodeHealth};
 
@@ -16,6 +17,12 @@ const BROKEN_WAITING: [&str; 6] = [
     "CreateContainerError",
     "InvalidImageName",
 ];
+
+/// Waiting reasons on a pod's normal way up: not a failure to name.
+const STARTING: [&str; 2] = ["ContainerCreating", "PodInitializing"];
+
+/// The most of a container's last line that status keeps.
+const LAST_WORDS_CHARS: usize = 200;
 
 /// OOM kills in a row (by restart count) that make a member broken.
 const OOM_RESTARTS: i32 = 3;
@@ -79,6 +86,76 @@ pub fn broken(pod: &Pod) -> Option<Broken> {
             && c.reason.as_deref() == Some("Unschedulable")
     });
     unschedulable.map(|c| Broken::Unschedulable(c.message.clone().unwrap_or_default()))
+}
+
+/// Why the pod's own containers are not up, as a user would read it in `kubectl describe pod`:
+/// the first container (init steps first) that waits for a reason other than starting, or that
+/// exited with an error, with its exit code and the last line it wrote. The operator asks the
+/// kubelet for that line (`terminationMessagePolicy: FallbackToLogsOnError`: on failure the end
+/// of the container's log), so a refused flag or a bad key import names itself in the DV's
+/// status, e.g. `charon: CrashLoopBackOff, exit 1: ... unknown flag: --x`.
+pub fn container_failure(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find_map(failure_of)
+}
+
+fn failure_of(container: &ContainerStatus) -> Option<String> {
+    let state = container.state.as_ref()?;
+    let waiting = state
+        .waiting
+        .as_ref()
+        .and_then(|w| w.reason.as_deref())
+        .filter(|reason| !STARTING.contains(reason));
+    let (said, exited) = match (waiting, &state.terminated) {
+        (Some(reason), _) => (
+            format!("{}: {reason}", container.name),
+            container
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref()),
+        ),
+        (None, Some(terminated)) if terminated.exit_code != 0 => {
+            (container.name.clone(), Some(terminated))
+        }
+        _ => return None,
+    };
+    let Some(exited) = exited.filter(|t| t.exit_code != 0) else {
+        return Some(said);
+    };
+    let last_words = exited
+        .message
+        .as_deref()
+        .and_then(last_line)
+        .or_else(|| exited.reason.clone())
+        .unwrap_or_default();
+    Some(format!("{said}, exit {}: {last_words}", exited.exit_code))
+}
+
+/// The last non-empty line of a log excerpt, without terminal colour codes, its whitespace
+/// collapsed and cut to [`LAST_WORDS_CHARS`].
+fn last_line(text: &str) -> Option<String> {
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI sequence: ESC [ parameters final-byte (0x40..=0x7e).
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let collapsed = plain.split_whitespace().collect::<Vec<_>>().join(" ");
+    Some(collapsed.chars().take(LAST_WORDS_CHARS).collect())
 }
 
 /// The health of the node a pod is bound to.
@@ -160,6 +237,58 @@ mod tests {
 
     fn pod(status: serde_json::Value) -> Pod {
         serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "containers": []}, "status": status})).unwrap()
+    }
+
+    #[test]
+    fn a_crash_looping_container_is_named_with_its_exit_code_and_last_line() {
+        // As the real kubelet reported a Charon v1.10.3 given a flag it refuses: the end of its
+        // log (usage, then the error, coloured) as the termination message.
+        let log = "      --vc-tls-key-file string   The path to the TLS private key file.\n\n13:48:34.289 \u{1b}[31mERRO\u{1b}[0m \u{1b}[32mcmd       \u{1b}[0m Application failed to start: unknown flag: --dvt-e2e-no-such-flag\n";
+        let crash = pod(json!({
+            "initContainerStatuses": [{"name": "import-keys", "ready": true, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+            "containerStatuses": [
+                {"name": "charon", "ready": false, "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": log}}},
+                {"name": "validator-client", "ready": true, "restartCount": 0, "state": {"running": {}}}
+            ]
+        }));
+        assert_eq!(
+            container_failure(&crash).as_deref(),
+            Some(
+                "charon: CrashLoopBackOff, exit 1: 13:48:34.289 ERRO cmd Application failed to start: unknown flag: --dvt-e2e-no-such-flag"
+            )
+        );
+        // An init step that failed and has not been restarted yet; without a message, its reason.
+        let failed_step = pod(json!({
+            "initContainerStatuses": [{"name": "import-keys", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 2, "reason": "Error"}}}],
+        }));
+        assert_eq!(
+            container_failure(&failed_step).as_deref(),
+            Some("import-keys, exit 2: Error")
+        );
+        // An image that cannot be pulled waits without having exited.
+        let no_image = pod(json!({
+            "containerStatuses": [{"name": "charon", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image not present"}}}]
+        }));
+        assert_eq!(
+            container_failure(&no_image).as_deref(),
+            Some("charon: ErrImageNeverPull")
+        );
+        // Starting, running, or exited cleanly: nothing to name.
+        for fine in [
+            json!({"containerStatuses": [{"name": "charon", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+            json!({"containerStatuses": [{"name": "charon", "ready": false, "restartCount": 1, "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
+            json!({"initContainerStatuses": [{"name": "import-keys", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
+        ] {
+            assert_eq!(container_failure(&pod(fine.clone())), None, "{fine}");
+        }
+    }
+
+    #[test]
+    fn a_last_line_is_cut_to_its_bound_on_a_character_boundary() {
+        let long = format!("{}\n", "é".repeat(LAST_WORDS_CHARS + 50));
+        let line = last_line(&long).unwrap();
+        assert_eq!(line.chars().count(), LAST_WORDS_CHARS);
+        assert_eq!(last_line("\n \n"), None);
     }
 
     #[test]

@@ -154,9 +154,16 @@ pub(super) fn charon_container(cluster: &Cluster, member: &Member) -> Container 
         startup_probe: Some(http_probe("/livez", 5, 60)),
         resources: member.charon_resources.clone(),
         security_context: Some(restricted()),
+        termination_message_policy: Some(LAST_WORDS_FROM_LOGS.to_owned()),
         ..Container::default()
     }
 }
+
+/// Every container's termination message, on failure, is the end of its log
+/// (`FallbackToLogsOnError`, core/v1 types.go): the DV's status shows the last line of a
+/// container that crash-loops (a flag Charon refuses, a key import that fails) where a user
+/// looks first, and `kubectl describe pod` shows the rest.
+const LAST_WORDS_FROM_LOGS: &str = "FallbackToLogsOnError";
 
 /// Charon's mounts; in test-network mode its validator mock also reads the member's own key
 /// shares (read-only, from their Secret).
@@ -209,32 +216,33 @@ pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Containe
         volume_mounts: Some(client_mounts(vc_data_mount(member.client))),
         resources: member.client_resources.clone(),
         security_context: Some(restricted()),
+        termination_message_policy: Some(LAST_WORDS_FROM_LOGS.to_owned()),
         ..Container::default()
     };
     // A client change: the old client exports the history first, the new one imports it last,
     // after its keys are in place and before it starts. Their termination messages carry the
-    // file's summary, or on failure the end of their output (FallbackToLogsOnError).
+    // file's summary, or on failure the end of their output (as every step's does).
     let migration = member.migration.as_ref().map(|migration| {
         (
             clients::migration::export_step(cluster, migration),
             clients::migration::import_step(cluster, migration, &member.client_image),
         )
     });
-    let mut steps: Vec<(clients::InitStep, bool)> = match migration {
-        Some((export, import)) => std::iter::once((export, true))
-            .chain(run.init.into_iter().map(|step| (step, false)))
-            .chain(std::iter::once((import, true)))
+    let mut steps: Vec<clients::InitStep> = match migration {
+        Some((export, import)) => std::iter::once(export)
+            .chain(run.init)
+            .chain(std::iter::once(import))
             .collect(),
-        None => run.init.into_iter().map(|step| (step, false)).collect(),
+        None => run.init,
     };
     // Last: no client starts over another client's history that was never imported into it.
-    steps.push((
-        clients::migration::check_step(member.client, member.history_moved_by_hand),
-        true,
+    steps.push(clients::migration::check_step(
+        member.client,
+        member.history_moved_by_hand,
     ));
     let init = steps
         .into_iter()
-        .map(|(step, reports)| Container {
+        .map(|step| Container {
             name: step.name.to_owned(),
             image: Some(match step.image {
                 clients::StepImage::Client => member.client_image.clone(),
@@ -249,7 +257,7 @@ pub(super) fn client_containers(cluster: &Cluster, member: &Member) -> (Containe
             }),
             volume_mounts: Some(client_mounts(step.data_mount)),
             security_context: Some(restricted()),
-            termination_message_policy: reports.then(|| "FallbackToLogsOnError".to_owned()),
+            termination_message_policy: Some(LAST_WORDS_FROM_LOGS.to_owned()),
             ..Container::default()
         })
         .collect();
@@ -271,6 +279,7 @@ pub(super) fn remove_old_enr_key_copy(member: &Member) -> Container {
         ]),
         volume_mounts: Some(vec![mount(VOLUME_CHARON_DATA, MOUNT_CHARON_DATA, false)]),
         security_context: Some(restricted()),
+        termination_message_policy: Some(LAST_WORDS_FROM_LOGS.to_owned()),
         ..Container::default()
     }
 }

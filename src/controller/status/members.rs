@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{Observed, Outcome, client_move, pod_is_ready, shows_outdated};
 use crate::api::{ClientMove, ClientMovePhase, MemberStatus, ValidatorClient};
 use crate::controller::cached::Pod;
+use crate::controller::health::container_failure;
 use crate::controller::model::{Cluster, Member, RosterEntry};
 
 /// Every member's status, by share index.
@@ -133,8 +134,9 @@ fn share_verified(cluster: &Cluster, member: &str, built: bool) -> Option<bool> 
     }
 }
 
-/// Only what Charon said (read every few seconds, and forgotten by a restarted operator until
-/// the next read: the last word stands until then), or the history a client move left unmoved.
+/// The history a client move left unmoved, else a container of the pod that crash-loops or
+/// failed (with its last line), else what Charon said (read every few seconds, and forgotten by
+/// a restarted operator until the next read: the last word stands until then).
 fn not_ready_reason(
     cluster: &Cluster,
     member: &RosterEntry,
@@ -142,6 +144,9 @@ fn not_ready_reason(
     previous: Option<&MemberStatus>,
 ) -> Option<String> {
     if let Some(why) = pod.and_then(client_move::unmoved_history) {
+        Some(why)
+    } else if let Some(why) = pod.and_then(container_failure) {
+        // The pod's own word first: a Charon that crash-loops serves no readiness to read.
         Some(why)
     } else if cluster.peers.observed {
         cluster
