@@ -11,6 +11,7 @@
 #   scripts/cluster.sh load                            builds the images and imports them into every node
 #   scripts/cluster.sh kubelet stop|start NODE         a node failure: its kubelet stops (pods keep running)
 #   scripts/cluster.sh node poweroff|poweron NODE      a power cut: its containers die, its kubelet stops
+#   scripts/cluster.sh container kill NODE ID          SIGKILL to one container (ID from the pod's status)
 #   scripts/cluster.sh status                          what runs
 #
 # State lives in $DVT_CLUSTER_DIR (default /var/lib/dvt-cluster): one cluster per machine, since
@@ -22,7 +23,7 @@ export root
 # shellcheck source=scripts/cluster/lib.sh
 source "$here/cluster/lib.sh"
 
-usage() { sed -n '9,15p' "$0" >&2; exit 2; }
+usage() { sed -n '9,16p' "$0" >&2; exit 2; }
 
 command=${1:-}; shift || true
 case $command in
@@ -44,6 +45,9 @@ case $command in
   node)
     [ $# -eq 2 ] || usage
     case $1 in poweroff) node_poweroff "$2" ;; poweron) node_poweron "$2" ;; *) usage ;; esac ;;
+  container)
+    [ $# -eq 3 ] && [ "$1" = kill ] || usage
+    container_kill "$2" "$3" ;;
   status) cluster_status ;;
   *) usage ;;
 esac

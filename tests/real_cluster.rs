@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -165,6 +166,9 @@ async fn read_duties(client: &Client, member: &str) -> Option<Duties> {
 #[derive(Clone, Default)]
 struct DutyLedger {
     by_process: BTreeMap<String, (String, Duties)>,
+    /// Each read that found more failed duties: when, whose, which reasons; printed beside the
+    /// pods' timeline so that a failure can be put next to what the operator was doing.
+    failures: Vec<(Instant, String, BTreeMap<String, f64>)>,
 }
 
 impl DutyLedger {
@@ -177,11 +181,8 @@ impl DutyLedger {
             let total = counted.entry(member.clone()).or_default();
             total.success += now.success - was.success;
             total.failed += now.failed - was.failed;
-            for (reason, n) in &now.failed_reasons {
-                let more = n - was.failed_reasons.get(reason).copied().unwrap_or(0.0);
-                if more > 0.0 {
-                    *total.failed_reasons.entry(reason.clone()).or_default() += more;
-                }
+            for (reason, more) in now.failed_reasons_since(&was) {
+                *total.failed_reasons.entry(reason).or_default() += more;
             }
         }
         counted
@@ -215,6 +216,11 @@ fn sample_duties(cluster: &Cluster) -> Arc<Mutex<DutyLedger>> {
                     }
                     process.push('+');
                 }
+                let was = ledger.by_process.get(&process).map(|(_, d)| d.clone());
+                let more = now.failed_reasons_since(&was.unwrap_or_default());
+                if !more.is_empty() {
+                    ledger.failures.push((Instant::now(), member.clone(), more));
+                }
                 ledger.by_process.insert(process, (member.clone(), now));
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -233,6 +239,18 @@ struct Duties {
 }
 
 impl Duties {
+    /// The failed-duty reasons counted since `was` (of the same process).
+    fn failed_reasons_since(&self, was: &Duties) -> BTreeMap<String, f64> {
+        self.failed_reasons
+            .iter()
+            .map(|(reason, n)| {
+                let before = was.failed_reasons.get(reason).copied().unwrap_or(0.0);
+                (reason.clone(), n - before)
+            })
+            .filter(|(_, more)| *more > 0.0)
+            .collect()
+    }
+
     fn parse(text: &str) -> Duties {
         let mut duties = Duties::default();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -302,20 +320,29 @@ struct PodTimeline {
     min_ready_members: Option<usize>,
     max_pods_per_member: usize,
     events: usize,
+    /// Each change of the set of members with a Ready pod, and when.
+    ready_changes: Vec<(Instant, BTreeSet<String>)>,
 }
 
 impl PodTimeline {
-    fn ready_members(&self) -> usize {
+    fn ready_set(&self) -> BTreeSet<String> {
         self.pods
             .values()
             .filter(|p| pod_ready(p))
             .filter_map(|p| p.metadata.labels.as_ref()?.get(MEMBER_LABEL).cloned())
-            .collect::<BTreeSet<_>>()
-            .len()
+            .collect()
+    }
+
+    fn ready_members(&self) -> usize {
+        self.ready_set().len()
     }
 
     fn record(&mut self) {
         self.events += 1;
+        let ready = self.ready_set();
+        if self.ready_changes.last().map(|(_, was)| was) != Some(&ready) {
+            self.ready_changes.push((Instant::now(), ready));
+        }
         let mut per_member: BTreeMap<String, usize> = BTreeMap::new();
         for pod in self.pods.values() {
             if let Some(member) = pod
@@ -630,79 +657,8 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
     )
     .await;
 
-    eprintln!(
-        "stage: the Charon upgrade {OLD_CHARON_IMAGE} -> {NEW_CHARON_IMAGE} rolls out never below t Ready members (a watch)"
-    );
-    dv_available(&cluster, "Available before the rollout").await;
-    timeline.lock().unwrap().arm();
-    let before_rollout = ledger.lock().unwrap().clone();
-    let dvs: Api<DistributedValidator> = cluster.api();
-    dvs.patch(
-        DV,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"charon": {"image": NEW_CHARON_IMAGE}}})),
-    )
-    .await
-    .unwrap();
-    wait_until(
-        "every member runs the new image, Ready",
-        Duration::from_secs(600),
-        || async {
-            let dv = cluster.dv().await?;
-            phase_is(&dv, Phase::Available).then_some(())?;
-            let listed: Vec<Pod> = cluster.dv_children().await?;
-            (listed.len() == MEMBERS.len()
-                && listed.iter().all(|p| {
-                    pod_ready(p)
-                        && p.spec.as_ref().is_some_and(|s| {
-                            s.containers
-                                .iter()
-                                .any(|c| c.image.as_deref() == Some(NEW_CHARON_IMAGE))
-                        })
-                }))
-            .then_some(())
-        },
-    )
-    .await;
-    {
-        let t = timeline.lock().unwrap();
-        eprintln!(
-            "  rollout: {} pod events watched, lowest ready members {:?}, most pods per member {}",
-            t.events, t.min_ready_members, t.max_pods_per_member
-        );
-        assert!(
-            t.min_ready_members.unwrap_or(0) >= THRESHOLD,
-            "the rollout took the DV below t = {THRESHOLD}: {:?}",
-            t.min_ready_members
-        );
-        assert!(t.max_pods_per_member <= 1, "two pods for one member");
-    }
-    all_members_signing(&cluster, "after the rollout").await;
-    // The rollout is the operator's own action: no duty may fail because of it. The stage waited
-    // for every member to sign more, so the tracker has reported the rollout's slots.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let during = ledger.lock().unwrap().since(&before_rollout);
-    for (member, counted) in &during {
-        eprintln!(
-            "  during the rollout, {member}'s processes: {} signed, {} failed {:?}",
-            counted.success, counted.failed, counted.failed_reasons
-        );
-    }
-    // A ledger that read nothing would judge nothing: every member must have been read.
-    assert_eq!(
-        during.keys().map(String::as_str).collect::<Vec<_>>(),
-        MEMBERS,
-        "the duty ledger read every member across the rollout"
-    );
-    let failed: f64 = during.values().map(|d| d.failed).sum();
-    assert_eq!(
-        failed, 0.0,
-        "duties failed during the operator's rollout: {during:?}"
-    );
-    assert!(
-        during.values().all(|d| d.success > 0.0),
-        "a member signed nothing across the rollout: {during:?}"
-    );
+    charon_upgrade(&cluster, &timeline, &ledger).await;
+    a_refused_flag_stops_the_rollout(&cluster, &timeline, &ledger).await;
 
     eprintln!("stage: a deleted member pod comes back");
     let charlie = pods.get(&format!("{DV}-charlie-0")).await.unwrap();
@@ -794,7 +750,7 @@ async fn node_down(cluster: &Cluster, script: &Path, timeline: &Arc<Mutex<PodTim
         .and_then(|s| s.node_name.clone())
         .unwrap();
     timeline.lock().unwrap().arm();
-    local_cluster(script, ["kubelet", "stop", &node]);
+    local_cluster(script, &["kubelet", "stop", &node]);
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     wait_until(
         &format!("{node} NotReady"),
@@ -829,7 +785,7 @@ async fn node_down(cluster: &Cluster, script: &Path, timeline: &Arc<Mutex<PodTim
         dv.status.as_ref().and_then(|s| s.phase),
         dv.status.as_ref().map(|s| s.ready_members)
     );
-    local_cluster(script, ["kubelet", "start", &node]);
+    local_cluster(script, &["kubelet", "start", &node]);
     dv_available(
         cluster,
         &format!("Available again after {node}'s kubelet is back"),
@@ -877,7 +833,7 @@ async fn quorum_broken_on_purpose(
     .await;
     timeline.lock().unwrap().arm();
     for node in &nodes {
-        local_cluster(script, ["node", "poweroff", node]);
+        local_cluster(script, &["node", "poweroff", node]);
     }
     wait_until(
         "kubectl get dv says QuorumLost",
@@ -909,7 +865,7 @@ async fn quorum_broken_on_purpose(
         );
     }
     for node in &nodes {
-        local_cluster(script, ["node", "poweron", node]);
+        local_cluster(script, &["node", "poweron", node]);
     }
     dv_available(cluster, "Available again once power returns").await;
     all_members_signing(cluster, "after the power cut").await;
@@ -919,8 +875,356 @@ async fn quorum_broken_on_purpose(
         .never_two_pods_per_member("power cut");
 }
 
-/// Runs `scripts/cluster.sh` with `args` (a node's kubelet or power); panics if it fails.
-fn local_cluster(script: &Path, args: [&str; 3]) {
+/// Runs `scripts/cluster.sh` with `args` (a node's kubelet or power, a container killed); panics
+/// if it fails.
+fn local_cluster(script: &Path, args: &[&str]) {
     let status = Command::new(script).args(args).status().unwrap();
     assert!(status.success(), "cluster.sh {}", args.join(" "));
+}
+
+/// The Charon upgrade `OLD_CHARON_IMAGE` -> `NEW_CHARON_IMAGE`, the operator's own rollout:
+/// never below t Ready members (from the watch), never two pods for one member, and no duty
+/// failed across it. On the local cluster the leading operator replica is killed with SIGKILL
+/// once the first member is down for its new image: the replica that takes the lease over must
+/// carry the rollout on from what the cluster holds, without taking a second member down early.
+async fn charon_upgrade(
+    cluster: &Cluster,
+    timeline: &Arc<Mutex<PodTimeline>>,
+    ledger: &Arc<Mutex<DutyLedger>>,
+) {
+    eprintln!(
+        "stage: the Charon upgrade {OLD_CHARON_IMAGE} -> {NEW_CHARON_IMAGE} rolls out never below t Ready members (a watch)"
+    );
+    dv_available(cluster, "Available before the rollout").await;
+    timeline.lock().unwrap().arm();
+    let start = Instant::now();
+    let before_rollout = ledger.lock().unwrap().clone();
+    patch_spec(
+        cluster,
+        serde_json::json!({"charon": {"image": NEW_CHARON_IMAGE}}),
+    )
+    .await;
+    let killed = match &cluster.cluster_script {
+        Some(script) => {
+            wait_until(
+                "the first member's pod replaced for the new image",
+                Duration::from_secs(300),
+                || async {
+                    let listed: Vec<Pod> = cluster.dv_children().await?;
+                    listed
+                        .iter()
+                        .any(|p| charon_image(p) == Some(NEW_CHARON_IMAGE))
+                        .then_some(())
+                },
+            )
+            .await;
+            Some(sigkill_the_leader(cluster, script).await)
+        }
+        None => None,
+    };
+    wait_until(
+        "every member runs the new image, Ready",
+        Duration::from_secs(600),
+        || async {
+            let dv = cluster.dv().await?;
+            phase_is(&dv, Phase::Available).then_some(())?;
+            let listed: Vec<Pod> = cluster.dv_children().await?;
+            (listed.len() == MEMBERS.len()
+                && listed
+                    .iter()
+                    .all(|p| pod_ready(p) && charon_image(p) == Some(NEW_CHARON_IMAGE)))
+            .then_some(())
+        },
+    )
+    .await;
+    if let Some((pod, restarts_before)) = killed {
+        let operators: Api<Pod> = Api::namespaced(cluster.client.clone(), OPERATOR_NAMESPACE);
+        let after = operator_restarts(&operators.get(&pod).await.unwrap());
+        eprintln!(
+            "  the killed leader {pod}: container restarts {restarts_before} -> {after}; lease now held by {:?}",
+            leader(cluster).await
+        );
+        assert!(
+            after > restarts_before,
+            "the kubelet saw {pod}'s operator container die"
+        );
+    }
+    {
+        let t = timeline.lock().unwrap();
+        eprintln!("  rollout: {} pod events watched", t.events);
+        t.never_two_pods_per_member("rollout");
+        assert!(
+            t.min_ready_members.unwrap_or(0) >= THRESHOLD,
+            "the rollout took the DV below t = {THRESHOLD}: {:?}",
+            t.min_ready_members
+        );
+    }
+    all_members_signing(cluster, "after the rollout").await;
+    // The tracker reports a duty about an epoch after its slot; the stage waited for every
+    // member to sign more, so the rollout's slots are in.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    print_story(timeline, ledger, start, "the rollout");
+    no_duty_failed_since(ledger, &before_rollout, &MEMBERS, "the operator's rollout");
+}
+
+/// A user's typo in `spec.charon.extraArgs`: the first member rolled runs a flag Charon refuses
+/// and crash-loops in its own container. The rollout must stop at that member, with the other
+/// t members Ready and signing, `kubectl get dv` naming the failing member and the ones held
+/// back; taking the flag out again puts the member back.
+async fn a_refused_flag_stops_the_rollout(
+    cluster: &Cluster,
+    timeline: &Arc<Mutex<PodTimeline>>,
+    ledger: &Arc<Mutex<DutyLedger>>,
+) {
+    const REFUSED: &str = "--dvt-e2e-no-such-flag";
+    eprintln!("stage: a flag Charon refuses stops the rollout at one member");
+    dv_available(cluster, "Available before the refused flag").await;
+    timeline.lock().unwrap().arm();
+    let start = Instant::now();
+    let before = ledger.lock().unwrap().clone();
+    patch_spec(
+        cluster,
+        serde_json::json!({"charon": {"extraArgs": [REFUSED]}}),
+    )
+    .await;
+    let broken = wait_until(
+        "a member's Charon refuses the flag and restarts",
+        Duration::from_secs(300),
+        || async {
+            let listed: Vec<Pod> = cluster.dv_children().await?;
+            listed.iter().find_map(|p| {
+                let charon = p
+                    .spec
+                    .as_ref()?
+                    .containers
+                    .iter()
+                    .find(|c| c.name == "charon")?;
+                charon
+                    .args
+                    .as_ref()?
+                    .iter()
+                    .any(|a| a == REFUSED)
+                    .then_some(())?;
+                let restarts = p
+                    .status
+                    .as_ref()?
+                    .container_statuses
+                    .as_ref()?
+                    .iter()
+                    .find(|c| c.name == "charon")?
+                    .restart_count;
+                (restarts >= 2).then(|| member_of(p))?
+            })
+        },
+    )
+    .await;
+    // Time enough for a wrong operator to take a second member down.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let listed: Vec<Pod> = cluster.dv_children().await.unwrap();
+    let with_flag: Vec<String> = listed
+        .iter()
+        .filter(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.containers.iter().any(|c| {
+                    c.args
+                        .as_ref()
+                        .is_some_and(|a| a.iter().any(|a| a == REFUSED))
+                })
+            })
+        })
+        .filter_map(member_of)
+        .collect();
+    assert_eq!(
+        with_flag,
+        vec![broken.clone()],
+        "the rollout went on past {broken}"
+    );
+    // What a user sees: the failing member named with Charon's own last words (the kubelet
+    // keeps them: FallbackToLogsOnError), the others Ready and held back. The operator may be
+    // between a repair and the next crash: wait for a read that shows it.
+    let dv = wait_until(
+        "kubectl get dv names the refused flag",
+        Duration::from_secs(120),
+        || async {
+            let dv = cluster.dv().await?;
+            let status = dv.status.as_ref()?;
+            let m = status.members.iter().find(|m| m.name == broken)?;
+            let why = m.not_ready_reason.as_deref()?;
+            (!m.ready && why.contains(&format!("unknown flag: {REFUSED}"))).then_some(())?;
+            Some(dv)
+        },
+    )
+    .await;
+    let status = dv.status.as_ref().expect("status");
+    for m in &status.members {
+        eprintln!(
+            "  {}: ready {}, outdated {}, restarts {}, not ready because {:?}",
+            m.name, m.ready, m.outdated, m.restarts, m.not_ready_reason
+        );
+        if m.name != broken {
+            assert!(
+                m.ready && m.outdated,
+                "{} shown Ready and held back: {m:?}",
+                m.name
+            );
+        }
+    }
+    eprintln!("  phase {:?}", status.phase);
+    let others: Vec<&str> = MEMBERS.iter().copied().filter(|m| *m != broken).collect();
+    let held = ledger.lock().unwrap().clone();
+    // Charon's tracker reports a duty about an epoch after its slot, in bursts (a 64 s epoch
+    // at 2 s slots): as long as the start stage's first duties may take.
+    wait_until(
+        "the other members keep signing",
+        Duration::from_secs(240),
+        || async {
+            let now = ledger.lock().unwrap().since(&held);
+            others
+                .iter()
+                .all(|m| now.get(*m).is_some_and(|d| d.success > 0.0))
+                .then_some(())
+        },
+    )
+    .await;
+
+    patch_spec(cluster, serde_json::json!({"charon": {"extraArgs": []}})).await;
+    dv_available(cluster, "Available again without the flag").await;
+    all_members_signing(cluster, "after the flag was taken out").await;
+    {
+        let t = timeline.lock().unwrap();
+        t.never_two_pods_per_member("refused flag");
+        assert!(
+            t.min_ready_members.unwrap_or(0) >= THRESHOLD,
+            "a refused flag took the DV below t = {THRESHOLD}: {:?}",
+            t.min_ready_members
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    print_story(timeline, ledger, start, "the refused flag");
+    no_duty_failed_since(ledger, &before, &others, "the halted rollout");
+}
+
+/// Judges one stage by what the DV signed: every member in `members` was read, signed, and no
+/// duty failed since `before`.
+fn no_duty_failed_since(
+    ledger: &Arc<Mutex<DutyLedger>>,
+    before: &DutyLedger,
+    members: &[&str],
+    what: &str,
+) {
+    let during = ledger.lock().unwrap().since(before);
+    for (member, counted) in &during {
+        eprintln!(
+            "  during {what}, {member}'s processes: {} signed, {} failed {:?}",
+            counted.success, counted.failed, counted.failed_reasons
+        );
+    }
+    // A ledger that read nothing would judge nothing: every member must have been read.
+    for member in members {
+        let counted = during.get(*member);
+        assert!(
+            counted.is_some_and(|d| d.success > 0.0),
+            "during {what}, {member} was not read or signed nothing: {during:?}"
+        );
+    }
+    let failed: f64 = members
+        .iter()
+        .filter_map(|m| during.get(*m))
+        .map(|d| d.failed)
+        .sum();
+    assert_eq!(failed, 0.0, "duties failed during {what}: {during:?}");
+}
+
+async fn patch_spec(cluster: &Cluster, spec: serde_json::Value) {
+    let dvs: Api<DistributedValidator> = cluster.api();
+    dvs.patch(
+        DV,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .unwrap();
+}
+
+fn charon_image(pod: &Pod) -> Option<&str> {
+    let spec = pod.spec.as_ref()?;
+    let charon = spec.containers.iter().find(|c| c.name == "charon")?;
+    charon.image.as_deref()
+}
+
+fn member_of(pod: &Pod) -> Option<String> {
+    pod.metadata.labels.as_ref()?.get(MEMBER_LABEL).cloned()
+}
+
+/// The operator replica holding the leader Lease (the chart's `<release>-leader`).
+async fn leader(cluster: &Cluster) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), OPERATOR_NAMESPACE);
+    let lease = leases.get_opt("dvt-operator-leader").await.ok()??;
+    lease.spec?.holder_identity
+}
+
+fn operator_restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == "operator"))
+        .map_or(0, |c| c.restart_count)
+}
+
+/// Kills the leading operator replica's container with SIGKILL on its node (no SIGTERM: the
+/// lease is not released, the standby waits for it to expire). Its pod name and its container's
+/// restart count before the kill.
+async fn sigkill_the_leader(cluster: &Cluster, script: &Path) -> (String, i32) {
+    let holder = leader(cluster)
+        .await
+        .expect("an operator replica holds the lease");
+    let operators: Api<Pod> = Api::namespaced(cluster.client.clone(), OPERATOR_NAMESPACE);
+    let pod = operators.get(&holder).await.unwrap();
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+    let container = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == "operator"))
+        .and_then(|c| c.container_id.clone())
+        .expect("the leader's operator container runs");
+    let id = container
+        .strip_prefix("containerd://")
+        .expect("a containerd container id");
+    eprintln!("  SIGKILL to the leading operator {holder} on {node}, mid-rollout");
+    let restarts = operator_restarts(&pod);
+    local_cluster(script, &["container", "kill", &node, id]);
+    (holder, restarts)
+}
+
+/// What happened since `start`, in order: each change of the Ready members (from the pod
+/// watch) and each read that found failed duties (from the ledger), so that a failed duty can
+/// be put beside what was down at the time.
+fn print_story(
+    timeline: &Arc<Mutex<PodTimeline>>,
+    ledger: &Arc<Mutex<DutyLedger>>,
+    start: Instant,
+    what: &str,
+) {
+    let mut story: Vec<(Instant, String)> = Vec::new();
+    for (at, ready) in &timeline.lock().unwrap().ready_changes {
+        let missing: Vec<&str> = MEMBERS
+            .iter()
+            .copied()
+            .filter(|m| !ready.contains(*m))
+            .collect();
+        story.push((
+            *at,
+            format!("{} ready, not ready: {missing:?}", ready.len()),
+        ));
+    }
+    for (at, member, reasons) in &ledger.lock().unwrap().failures {
+        story.push((*at, format!("{member} read more failed duties {reasons:?}")));
+    }
+    story.retain(|(at, _)| *at >= start);
+    story.sort_by_key(|(at, _)| *at);
+    eprintln!("  {what}, in order:");
+    for (at, line) in story {
+        eprintln!("    +{:>5.1} s  {line}", (at - start).as_secs_f64());
+    }
 }

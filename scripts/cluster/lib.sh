@@ -379,6 +379,14 @@ node_poweron() { # NODE: its kubelet starts and finds its containers dead, as af
   kubelet_start "$1"
 }
 
+container_kill() { # NODE CONTAINER_ID: SIGKILL to every process of one container, as `kill -9`
+  # or the kernel's OOM killer would: no SIGTERM, no chance to clean up. The ID is the one a
+  # pod's status names (containerStatuses[].containerID without "containerd://").
+  local i nd; i=$(node_index "$1"); nd=$(node_dir "$i")
+  ctr --address "$nd/containerd.sock" -n k8s.io tasks kill -a -s SIGKILL "$2" >/dev/null
+  log "container ${2:0:12} on $1 killed with SIGKILL"
+}
+
 # ---- add-ons ---------------------------------------------------------------------------------
 
 addons_up() { # NODES
