@@ -28,11 +28,11 @@ import glob, json, os, sys
 cluster, name, nodes, threshold = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
 permissioned = {4: 2, 7: 3}.get(nodes, nodes // 2)
-# Clients pinned to the three whose pods start with the local cluster's stand-in images: a
-# Prysm member cannot start at all (the operator mounts its volume under /validator, which is
-# Prysm's binary, a file: an open bug), and Nimbus's import step checks what the real client
+# Clients whose pods start on the local cluster: Prysm's image there is the real validator
+# client (its wallet and key import run for real); Lighthouse, Teku and Lodestar are stand-ins
+# that accept the operator's command lines. Nimbus's import step checks what the real client
 # wrote, which a stand-in does not write.
-clients = ["lighthouse", "teku", "lodestar"]
+clients = ["lighthouse", "teku", "lodestar", "prysm"]
 
 
 def block(text, indent):

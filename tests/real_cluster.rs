@@ -40,6 +40,13 @@ const THRESHOLD: usize = 3;
 const MEMBERS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
 const DV_LABEL: &str = "dvt.io/distributed-validator";
 const MEMBER_LABEL: &str = "dvt.io/member";
+/// The local cluster's StorageClass whose claims grow (scripts/cluster/addons/local-path.yaml).
+const EXPANDABLE_CLASS: &str = "dvt-expandable";
+/// The validator-client volume's default size, and what the storage stage grows it to.
+const VC_SIZE: &str = "5Gi";
+const VC_SIZE_GROWN: &str = "6Gi";
+/// The example's member on Prysm, whose image on the local cluster is the real validator client.
+const PRYSM_MEMBER: &str = "delta";
 /// The DV starts on the Charon release before the pinned one (every flag the operator
 /// generates is one v1.9.0 has) and is upgraded to the pinned one: a real upgrade, rolled out
 /// one member at a time.
@@ -154,7 +161,12 @@ impl Cluster {
 async fn read_duties(client: &Client, member: &str) -> Option<Duties> {
     let path = format!("/api/v1/namespaces/{NAMESPACE}/pods/{DV}-{member}-0:3620/proxy/metrics");
     let request = http::Request::get(path).body(Vec::new()).ok()?;
-    let text = client.request_text(request).await.ok()?;
+    // A pod that crash-loops or was just deleted may leave the apiserver's dial hanging for
+    // minutes; one slow member must not stall the reads of the others.
+    let text = tokio::time::timeout(Duration::from_secs(5), client.request_text(request))
+        .await
+        .ok()?
+        .ok()?;
     Some(Duties::parse(&text))
 }
 
@@ -181,6 +193,7 @@ impl DutyLedger {
             let total = counted.entry(member.clone()).or_default();
             total.success += now.success - was.success;
             total.failed += now.failed - was.failed;
+            total.inconsistent += now.inconsistent - was.inconsistent;
             for (reason, more) in now.failed_reasons_since(&was) {
                 *total.failed_reasons.entry(reason).or_default() += more;
             }
@@ -236,6 +249,10 @@ struct Duties {
     failed: f64,
     /// `core_tracker_failed_duty_reasons_total` by `duty/reason`.
     failed_reasons: BTreeMap<String, f64>,
+    /// `core_tracker_inconsistent_parsigs_total` (charon v1.10.3 core/tracker/metrics.go):
+    /// duties for which this member received partial signatures of different data from one
+    /// share, the trace two signers with one key share would leave.
+    inconsistent: f64,
 }
 
 impl Duties {
@@ -271,6 +288,8 @@ impl Duties {
                 duties.success += value;
             } else if series.starts_with("core_tracker_failed_duties_total") {
                 duties.failed += value;
+            } else if series.starts_with("core_tracker_inconsistent_parsigs_total") {
+                duties.inconsistent += value;
             } else if series.starts_with("core_tracker_failed_duty_reasons_total") && value > 0.0 {
                 *duties
                     .failed_reasons
@@ -561,9 +580,12 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
     // examples/simnet/simnet-4.yaml on the previous Charon release.
     let example = std::fs::read_to_string(Path::new(REPO).join("examples/simnet/simnet-4.yaml"))
         .expect("the example");
+    // ... and on the local cluster's expandable StorageClass, whose claims can grow.
     let on_old_charon = example.replace(
         "  charon:\n    relays:",
-        &format!("  charon:\n    image: {OLD_CHARON_IMAGE}\n    relays:"),
+        &format!(
+            "  storage:\n    storageClassName: {EXPANDABLE_CLASS}\n  charon:\n    image: {OLD_CHARON_IMAGE}\n    relays:"
+        ),
     );
     assert_ne!(
         on_old_charon, example,
@@ -596,6 +618,24 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
         zones.insert(zone);
     }
     assert_eq!(zones.len(), MEMBERS.len(), "one member per zone: {zones:?}");
+
+    eprintln!(
+        "stage: the real Prysm imported {PRYSM_MEMBER}'s key share (the operator's init step)"
+    );
+    // Prysm's own words (v6.1.4 validator/keymanager/local/import.go:95): only the real
+    // client prints them; a stand-in image would not.
+    let imported = cluster.kubectl(&[
+        "logs",
+        "-n",
+        NAMESPACE,
+        &format!("{DV}-{PRYSM_MEMBER}-0"),
+        "-c",
+        "import-keys",
+    ]);
+    assert!(
+        imported.contains("Successfully imported validator key(s)"),
+        "Prysm's import step: {imported}"
+    );
 
     eprintln!("stage: duties signed by every member (Charon's core_tracker)");
     all_members_signing(&cluster, "start").await;
@@ -659,6 +699,7 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
 
     charon_upgrade(&cluster, &timeline, &ledger).await;
     a_refused_flag_stops_the_rollout(&cluster, &timeline, &ledger).await;
+    the_validator_client_volumes_grow(&cluster, &timeline, &ledger).await;
 
     eprintln!("stage: a deleted member pod comes back");
     let charlie = pods.get(&format!("{DV}-charlie-0")).await.unwrap();
@@ -688,7 +729,17 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
         eprintln!("stage skipped: a node down and a power cut need the local cluster's script");
     }
 
-    eprintln!("stage: deleting the DV keeps its PVCs and Secrets");
+    eprintln!("stage: across the whole run, no two signers for one share");
+    let whole_run = ledger.lock().unwrap().since(&DutyLedger::default());
+    for (member, counted) in &whole_run {
+        eprintln!(
+            "  {member}'s processes over the run: {} signed, {} failed, {} inconsistent",
+            counted.success, counted.failed, counted.inconsistent
+        );
+    }
+    never_two_signers(&whole_run, "the whole run");
+
+    eprintln!("stage: the DV deleted mid-rollout keeps its PVCs and Secrets");
     let claims_before = cluster
         .api::<PersistentVolumeClaim>()
         .list(&ListParams::default())
@@ -700,6 +751,24 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
         claims_before >= MEMBERS.len(),
         "each member has its claims ({claims_before})"
     );
+    dv_available(&cluster, "Available before the last rollout").await;
+    patch_spec(
+        &cluster,
+        serde_json::json!({"charon": {"image": OLD_CHARON_IMAGE}}),
+    )
+    .await;
+    wait_until(
+        "a member's pod replaced for the rollout back to the old image",
+        Duration::from_secs(300),
+        || async {
+            let listed: Vec<Pod> = cluster.dv_children().await?;
+            listed
+                .iter()
+                .any(|p| charon_image(p) == Some(OLD_CHARON_IMAGE))
+                .then_some(())
+        },
+    )
+    .await;
     cluster.kubectl(&[
         "delete",
         "distributedvalidator",
@@ -709,11 +778,12 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
         "--wait=true",
     ]);
     wait_until(
-        "the members' StatefulSets are gone",
-        Duration::from_secs(120),
+        "the members' StatefulSets and pods are gone",
+        Duration::from_secs(180),
         || async {
-            let left: Vec<StatefulSet> = cluster.dv_children().await?;
-            left.is_empty().then_some(())
+            let sets: Vec<StatefulSet> = cluster.dv_children().await?;
+            let pods: Vec<Pod> = cluster.dv_children().await?;
+            (sets.is_empty() && pods.is_empty()).then_some(())
         },
     )
     .await;
@@ -1133,6 +1203,16 @@ fn no_duty_failed_since(
         .map(|d| d.failed)
         .sum();
     assert_eq!(failed, 0.0, "duties failed during {what}: {during:?}");
+    never_two_signers(&during, what);
+}
+
+/// No member saw partial signatures of different data from one share: no two signers.
+fn never_two_signers(counted: &BTreeMap<String, Duties>, what: &str) {
+    let inconsistent: f64 = counted.values().map(|d| d.inconsistent).sum();
+    assert_eq!(
+        inconsistent, 0.0,
+        "inconsistent partial signatures during {what}: {counted:?}"
+    );
 }
 
 async fn patch_spec(cluster: &Cluster, spec: serde_json::Value) {
@@ -1227,4 +1307,110 @@ fn print_story(
     for (at, line) in story {
         eprintln!("    +{:>5.1} s  {line}", (at - start).as_secs_f64());
     }
+}
+
+/// `spec.storage.validatorClientSize` grows: under the real StatefulSet controller, each
+/// member's claim is expanded (the cluster's resizer records it), its StatefulSet (whose claim
+/// templates cannot change) deleted with its pod orphaned, and a new one made that adopts the
+/// running pod. No pod restarts, no claim is deleted, and the DV signs throughout.
+async fn the_validator_client_volumes_grow(
+    cluster: &Cluster,
+    timeline: &Arc<Mutex<PodTimeline>>,
+    ledger: &Arc<Mutex<DutyLedger>>,
+) {
+    eprintln!("stage: the validator-client volumes grow {VC_SIZE} -> {VC_SIZE_GROWN}");
+    dv_available(cluster, "Available before the volumes grow").await;
+    let pods_before: BTreeMap<String, Option<String>> = cluster
+        .dv_children::<Pod>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (member_of(&p).unwrap_or_default(), p.metadata.uid))
+        .collect();
+    let sets_before: BTreeMap<String, Option<String>> = cluster
+        .dv_children::<StatefulSet>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.metadata.name.clone().unwrap_or_default(), s.metadata.uid))
+        .collect();
+    let claims: Api<PersistentVolumeClaim> = cluster.api();
+    let claims_before = claims
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    timeline.lock().unwrap().arm();
+    let start = Instant::now();
+    let before = ledger.lock().unwrap().clone();
+    patch_spec(
+        cluster,
+        serde_json::json!({"storage": {"validatorClientSize": VC_SIZE_GROWN}}),
+    )
+    .await;
+    wait_until(
+        "every member's claim grown and its StatefulSet made anew",
+        Duration::from_secs(300),
+        || async {
+            for member in MEMBERS {
+                let set = format!("{DV}-{member}");
+                let claim = claims
+                    .get_opt(&format!("validator-client-data-{set}-0"))
+                    .await
+                    .ok()??;
+                let capacity = claim.status?.capacity?.get("storage")?.0.clone();
+                (capacity == VC_SIZE_GROWN).then_some(())?;
+                let now: StatefulSet = cluster.api().get_opt(&set).await.ok()??;
+                (now.metadata.uid != sets_before[&set]).then_some(())?;
+                let template = now
+                    .spec?
+                    .volume_claim_templates?
+                    .into_iter()
+                    .find(|t| t.metadata.name.as_deref() == Some("validator-client-data"))?;
+                let asked = template
+                    .spec?
+                    .resources?
+                    .requests?
+                    .get("storage")?
+                    .0
+                    .clone();
+                (asked == VC_SIZE_GROWN).then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    dv_available(cluster, "Available with the grown volumes").await;
+    let pods_after: BTreeMap<String, Option<String>> = cluster
+        .dv_children::<Pod>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (member_of(&p).unwrap_or_default(), p.metadata.uid))
+        .collect();
+    assert_eq!(
+        pods_after, pods_before,
+        "the members' pods kept running, adopted by the new StatefulSets"
+    );
+    let claims_after = claims
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(claims_after, claims_before, "no claim deleted or added");
+    all_members_signing(cluster, "after the volumes grew").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    {
+        let t = timeline.lock().unwrap();
+        t.never_two_pods_per_member("storage growth");
+        assert_eq!(
+            t.min_ready_members,
+            Some(MEMBERS.len()),
+            "a member went down while its volume grew"
+        );
+    }
+    print_story(timeline, ledger, start, "the storage growth");
+    no_duty_failed_since(ledger, &before, &MEMBERS, "the storage growth");
 }
