@@ -118,9 +118,9 @@ pub struct MemberStatus {
     /// When the member was last seen answering (its own Charon read, or a peer's ping of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
-    /// Why the member is not ready: a container that crash-loops or failed, with its exit code
-    /// and last log line (e.g. `charon: CrashLoopBackOff, exit 1: ... unknown flag: --x`), else
-    /// what its Charon says (e.g. `beacon node syncing`).
+    /// Why the member is not ready: a container that crash-loops or failed, with its exit
+    /// code, reason and last log line (e.g. `charon: CrashLoopBackOff, exit 1 (Error): ...
+    /// unknown flag: --x`), else what its Charon says (e.g. `beacon node syncing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_ready_reason: Option<String>,
     /// The member's latest change of validator client, which moved its slashing-protection

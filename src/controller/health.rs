@@ -93,7 +93,8 @@ pub fn broken(pod: &Pod) -> Option<Broken> {
 /// exited with an error, with its exit code and the last line it wrote. The operator asks the
 /// kubelet for that line (`terminationMessagePolicy: FallbackToLogsOnError`: on failure the end
 /// of the container's log), so a refused flag or a bad key import names itself in the DV's
-/// status, e.g. `charon: CrashLoopBackOff, exit 1: ... unknown flag: --x`.
+/// status, e.g. `charon: CrashLoopBackOff, exit 1 (Error): ... unknown flag: --x`; the kernel's
+/// OOM kill shows as `exit 137 (OOMKilled)`.
 pub fn container_failure(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;
     status
@@ -127,13 +128,15 @@ fn failure_of(container: &ContainerStatus) -> Option<String> {
     let Some(exited) = exited.filter(|t| t.exit_code != 0) else {
         return Some(said);
     };
-    let last_words = exited
-        .message
-        .as_deref()
-        .and_then(last_line)
-        .or_else(|| exited.reason.clone())
-        .unwrap_or_default();
-    Some(format!("{said}, exit {}: {last_words}", exited.exit_code))
+    let code = exited.exit_code;
+    let reason = exited.reason.as_deref().filter(|r| !r.is_empty());
+    let last_words = exited.message.as_deref().and_then(last_line);
+    Some(match (reason, last_words) {
+        (Some(reason), Some(words)) => format!("{said}, exit {code} ({reason}): {words}"),
+        (Some(reason), None) => format!("{said}, exit {code} ({reason})"),
+        (None, Some(words)) => format!("{said}, exit {code}: {words}"),
+        (None, None) => format!("{said}, exit {code}"),
+    })
 }
 
 /// The last non-empty line of a log excerpt, without terminal colour codes, its whitespace
@@ -254,16 +257,26 @@ mod tests {
         assert_eq!(
             container_failure(&crash).as_deref(),
             Some(
-                "charon: CrashLoopBackOff, exit 1: 13:48:34.289 ERRO cmd Application failed to start: unknown flag: --dvt-e2e-no-such-flag"
+                "charon: CrashLoopBackOff, exit 1 (Error): 13:48:34.289 ERRO cmd Application failed to start: unknown flag: --dvt-e2e-no-such-flag"
             )
         );
-        // An init step that failed and has not been restarted yet; without a message, its reason.
+        // An init step that failed and has not been restarted yet, without a message.
         let failed_step = pod(json!({
             "initContainerStatuses": [{"name": "import-keys", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 2, "reason": "Error"}}}],
         }));
         assert_eq!(
             container_failure(&failed_step).as_deref(),
-            Some("import-keys, exit 2: Error")
+            Some("import-keys, exit 2 (Error)")
+        );
+        // The kernel's OOM killer: the reason says so, whatever the log's last line was.
+        let oom = pod(json!({
+            "containerStatuses": [{"name": "charon", "ready": false, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "14:02:11.001 INFO cmd Charon starting\n"}}}]
+        }));
+        assert_eq!(
+            container_failure(&oom).as_deref(),
+            Some(
+                "charon: CrashLoopBackOff, exit 137 (OOMKilled): 14:02:11.001 INFO cmd Charon starting"
+            )
         );
         // An image that cannot be pulled waits without having exited.
         let no_image = pod(json!({
