@@ -1049,6 +1049,15 @@ async fn a_refused_flag_stops_the_rollout(
     ledger: &Arc<Mutex<DutyLedger>>,
 ) {
     const REFUSED: &str = "--dvt-e2e-no-such-flag";
+    let runs_refused = |pod: &Pod| {
+        let charon = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == "charon"));
+        charon
+            .and_then(|c| c.args.as_ref())
+            .is_some_and(|args| args.iter().any(|a| a == REFUSED))
+    };
     eprintln!("stage: a flag Charon refuses stops the rollout at one member");
     dv_available(cluster, "Available before the refused flag").await;
     let (start, before) = change_spec(
@@ -1064,18 +1073,7 @@ async fn a_refused_flag_stops_the_rollout(
         || async {
             let listed: Vec<Pod> = cluster.dv_children().await?;
             listed.iter().find_map(|p| {
-                let charon = p
-                    .spec
-                    .as_ref()?
-                    .containers
-                    .iter()
-                    .find(|c| c.name == "charon")?;
-                charon
-                    .args
-                    .as_ref()?
-                    .iter()
-                    .any(|a| a == REFUSED)
-                    .then_some(())?;
+                runs_refused(p).then_some(())?;
                 let restarts = p
                     .status
                     .as_ref()?
@@ -1094,15 +1092,7 @@ async fn a_refused_flag_stops_the_rollout(
     let listed: Vec<Pod> = cluster.dv_children().await.unwrap();
     let with_flag: Vec<String> = listed
         .iter()
-        .filter(|p| {
-            p.spec.as_ref().is_some_and(|s| {
-                s.containers.iter().any(|c| {
-                    c.args
-                        .as_ref()
-                        .is_some_and(|a| a.iter().any(|a| a == REFUSED))
-                })
-            })
-        })
+        .filter(|p| runs_refused(p))
         .filter_map(member_of)
         .collect();
     assert_eq!(

@@ -47,13 +47,20 @@ fn condition_time(pod: &Pod, type_: &str, status: &str) -> Option<Timestamp> {
 }
 
 /// Why a pod is broken, if it is.
+/// Every container's status of a pod, init steps first.
+fn container_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> + Clone {
+    pod.status.iter().flat_map(|status| {
+        status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten())
+    })
+}
+
 pub fn broken(pod: &Pod) -> Option<Broken> {
     let status = pod.status.as_ref()?;
-    let containers = status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten());
+    let containers = container_statuses(pod);
     for container in containers.clone() {
         if let Some(reason) = container
             .state
@@ -96,13 +103,7 @@ pub fn broken(pod: &Pod) -> Option<Broken> {
 /// status, e.g. `charon: CrashLoopBackOff, exit 1 (Error): ... unknown flag: --x`; the kernel's
 /// OOM kill shows as `exit 137 (OOMKilled)`.
 pub fn container_failure(pod: &Pod) -> Option<String> {
-    let status = pod.status.as_ref()?;
-    status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-        .find_map(failure_of)
+    container_statuses(pod).find_map(failure_of)
 }
 
 fn failure_of(container: &ContainerStatus) -> Option<String> {
