@@ -706,7 +706,6 @@ async fn a_simnet_dv_installed_by_helm_signs_duties_and_keeps_quorum_on_a_real_c
 
     charon_upgrade(&cluster, &timeline, &ledger).await;
     a_refused_flag_stops_the_rollout(&cluster, &timeline, &ledger).await;
-    a_member_oom_loops(&cluster, &timeline, &ledger).await;
     the_validator_client_volumes_grow(&cluster, &timeline, &ledger).await;
 
     eprintln!("stage: a deleted member pod comes back");
@@ -1113,50 +1112,6 @@ async fn a_refused_flag_stops_the_rollout(
             what: "the refused flag",
         },
         &["--type=merge", "-p", &undo],
-    )
-    .await;
-}
-
-/// A member's own Charon container is OOM-killed at every start (a memory limit under what
-/// Charon needs, on that member only): the kernel's OOM killer, through the container's cgroup.
-/// The other members keep signing, the DV says why, and the member returns when the limit goes.
-async fn a_member_oom_loops(
-    cluster: &Cluster,
-    timeline: &Arc<Mutex<PodTimeline>>,
-    ledger: &Arc<Mutex<DutyLedger>>,
-) {
-    const LIMIT: &str = "20Mi";
-    let member = MEMBERS[0];
-    eprintln!("stage: {member}'s Charon under a {LIMIT} memory limit is OOM-killed at every start");
-    dv_available(cluster, "Available before the memory limit").await;
-    timeline.lock().unwrap().arm();
-    let start = Instant::now();
-    let before = ledger.lock().unwrap().clone();
-    let limit = serde_json::json!([{
-        "op": "add",
-        "path": "/spec/members/0/resources",
-        "value": {"charon": {"limits": {"memory": LIMIT}, "requests": {"memory": LIMIT}}}
-    }])
-    .to_string();
-    assert_eq!(
-        cluster.dv().await.unwrap().spec.members[0].name,
-        member,
-        "the example's first member"
-    );
-    dv_patch(cluster, &["--type=json", "-p", &limit]);
-    let remove = serde_json::json!([{"op": "remove", "path": "/spec/members/0/resources"}]);
-    one_member_fails_then_returns(
-        FailingMember {
-            cluster,
-            timeline,
-            ledger,
-            start,
-            before: &before,
-            member,
-            says: "OOMKilled",
-            what: "the OOM loop",
-        },
-        &["--type=json", "-p", &remove.to_string()],
     )
     .await;
 }
